@@ -1,0 +1,135 @@
+"""cache(fn): skip a step that already succeeded; otherwise record it and commit SUCCESS last.
+
+``Records`` are the hooks that run inside the step's lease (lock.py): re-check the status
+after acquiring, write info + RUNNING, and at the end write the result and then SUCCESS
+(or FAILED with the traceback), each commit fenced by a refresh of the lease, so a launch
+that lost its lease can never mark a step succeeded.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from confpipe.cancel import CancelScope
+from confpipe.errors import PreviousFailure
+from confpipe.lock import Lease, LockOptions, try_acquire
+from confpipe.spec import StepSpec
+from confpipe.status import (
+    CACHED,
+    Status,
+    StepState,
+    encode_result,
+    info_path,
+    launch_info,
+    read_status,
+    result_path,
+    write_json,
+    write_status,
+)
+from confpipe.storage import Store
+
+
+class Records:
+    """The records of one step on its store, written by the launch ``owner``."""
+
+    def __init__(self, store: Store, spec: StepSpec, owner: str) -> None:
+        self.store, self.spec, self.owner = store, spec, owner
+        self.started: float | None = None
+
+    def done(self, output_path: str) -> bool:
+        status = read_status(self.store, output_path)
+        return status is not None and status.state is StepState.SUCCESS
+
+    def begin(self, output_path: str) -> None:
+        self.started = time.time()
+        write_json(self.store, info_path(output_path), self.info(output_path))
+        self._status(output_path, StepState.RUNNING)
+
+    def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
+        try:
+            data = encode_result(self.spec.name, value)
+        except Exception as err:
+            self.fail(output_path, err, fence)
+            raise
+        fence()  # still ours (and extended): the two writes below are this launch's to make
+        self.store.write(result_path(output_path), data)
+        self._status(output_path, StepState.SUCCESS)
+
+    def fail(self, output_path: str, error: BaseException, fence: Callable[[], None]) -> None:
+        fence()
+        trace = "".join(traceback.format_exception(error))
+        message = f"{type(error).__name__}: {error}"
+        self._status(output_path, StepState.FAILED, error=message, traceback=trace)
+
+    def info(self, output_path: str) -> dict[str, Any]:
+        spec, resources = self.spec, self.spec.resources
+        return {
+            "name": spec.name,
+            "hash": spec.hash,
+            "fn": spec.fn_path,
+            "config": spec.hash_inputs["config"],
+            "deps": {dep.name: dep.identity for dep in spec.dependencies},
+            "resources": _public(asdict(resources)) if resources else None,
+            "hash_inputs": spec.hash_inputs,
+            "output_path": output_path,
+            **launch_info(),
+        }
+
+    def _status(self, output_path: str, state: StepState, **fields: Any) -> None:
+        status = Status(state, self.owner, time.time(), started=self.started, **fields)
+        write_status(self.store, output_path, status)
+
+
+def _public(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resources as recorded: env values are secret-ish, so only their names are kept."""
+    resources["env"] = sorted(resources["env"])
+    return resources
+
+
+def cache(
+    fn: Callable[..., Any], records: Records, *, force_run_failed: bool = True
+) -> Callable[..., Any]:
+    """Return CACHED without calling ``fn`` when the step already succeeded."""
+
+    @functools.wraps(fn)
+    def cached(*, output_path: str, **config: Any) -> Any:
+        status = read_status(records.store, output_path)
+        if status is not None and status.state is StepState.SUCCESS:
+            return CACHED
+        if status is not None and status.state is StepState.FAILED and not force_run_failed:
+            raise previous_failure(records.spec.name, status)
+        return fn(output_path=output_path, **config)
+
+    return cached
+
+
+def previous_failure(step: str, status: Status) -> PreviousFailure:
+    return PreviousFailure(
+        step,
+        f"failed in an earlier launch ({status.error}); fix it, then rerun with "
+        "force_run_failed=true to retry it",
+    )
+
+
+def record_dep_failed(
+    store: Store, spec: StepSpec, output_path: str, failed_dep: str, owner: str,
+    options: LockOptions, scope: CancelScope,
+) -> None:  # fmt: skip
+    """Persist DEP_FAILED, unless another launch holds the step or it already succeeded."""
+    lease = try_acquire(store, spec.name, output_path, owner, options, scope)
+    if not isinstance(lease, Lease):
+        return
+    try:
+        status = read_status(store, output_path)
+        if status is None or status.state is not StepState.SUCCESS:
+            lease.fence()
+            write_status(
+                store, output_path, Status(StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep)
+            )
+    finally:
+        lease.release()

@@ -1,0 +1,64 @@
+"""The exceptions confpipe raises for user mistakes and failed runs.
+
+    ConfpipeError                 every error meant for a user; printed as one line
+    ├── ConfigError               bad config or usage: nothing was run or written (exit 2)
+    ├── StepFailed                one step failed; chains the original exception
+    │   ├── LeaseLost             the step's lease was taken over; it did not commit
+    │   └── PreviousFailure       force_run_failed=False and the step failed before
+    ├── RunFailed                 the run ended with failed steps; lists them (exit 1)
+    └── Interrupted               Ctrl-C: running steps were cancelled (exit 130)
+"""
+
+from __future__ import annotations
+
+
+class ConfpipeError(Exception):
+    """An error meant for a user: the message says what, where and how to fix it."""
+
+    exit_code = 1
+
+
+class ConfigError(ConfpipeError):
+    """A mistake in the pipeline's definition, found before anything ran."""
+
+    exit_code = 2
+
+
+class StepFailed(ConfpipeError):
+    """A step did not succeed; ``step`` names it and ``__cause__`` holds the original error."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step {step!r}: {message}")
+        self.step = step
+
+
+class LeaseLost(StepFailed):
+    """Another launch took over the step's lease, so this launch must not commit it."""
+
+
+class PreviousFailure(StepFailed):
+    """The step failed in an earlier launch and ``force_run_failed`` is false."""
+
+
+class RunFailed(ConfpipeError):
+    """Some steps failed; ``failures`` maps each failed step to its error."""
+
+    def __init__(self, failures: dict[str, BaseException], dep_failed: dict[str, str]) -> None:
+        lines = [f"{len(failures)} step(s) failed"]
+        lines += [f"  {name}: {_one_line(err)}" for name, err in failures.items()]
+        if dep_failed:
+            lines.append(f"  not run because a dependency failed: {', '.join(sorted(dep_failed))}")
+        super().__init__("\n".join(lines))
+        self.failures = failures
+        self.dep_failed = dep_failed
+
+
+class Interrupted(ConfpipeError):
+    """The run was interrupted (Ctrl-C); running steps were cancelled and recorded as failed."""
+
+    exit_code = 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"

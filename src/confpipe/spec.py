@@ -1,0 +1,250 @@
+"""StepSpec: the frozen identity of one step, its content hash and its output path.
+
+A step's identity is a digest of the canonical JSON of its name, its function's dotted
+path, its config (with every reference to another step replaced by that step's identity)
+and an optional version tag. The prefix is not part of it, so moving outputs to another
+bucket keeps every hash; resources are not part of it either, since a bigger machine
+computes the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import PurePath
+from typing import Any
+
+from confpipe.errors import ConfigError
+
+HASH_LENGTH = 12
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+@dataclass(frozen=True)
+class GPU:
+    """An accelerator request for a CPU/GPU job: type (e.g. ``nvidia-l4``) and count."""
+
+    type: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a step needs from the machine that runs it. Present => the step runs as a job.
+
+    Sizes are bytes and durations seconds; the Hydra schema parses ``16GiB`` and ``2h``.
+    Not part of the step's identity.
+    """
+
+    cpu: float = 1.0
+    memory: int | None = None
+    disk: int | None = None
+    gpu: GPU | None = None
+    tpu: str | None = None
+    spot: bool = False
+    max_retries: int = 0
+    timeout: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    pip_extras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.cpu <= 0:
+            raise ConfigError(f"resources.cpu must be positive, got {self.cpu}")
+        for key in ("memory", "disk", "timeout"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"resources.{key} must be positive, got {value}")
+        if self.max_retries < 0:
+            raise ConfigError(f"resources.max_retries must be >= 0, got {self.max_retries}")
+        if self.gpu is not None and self.tpu is not None:
+            raise ConfigError("resources: set either gpu or tpu, not both")
+
+    def describe(self) -> str:
+        """A short human summary such as ``cpu=4 memory=16GiB gpu=nvidia-l4x1``."""
+        parts = [f"cpu={self.cpu:g}"]
+        if self.memory:
+            parts.append(f"memory={self.memory / 2**30:g}GiB")
+        if self.gpu:
+            parts.append(f"gpu={self.gpu.type}x{self.gpu.count}")
+        if self.tpu:
+            parts.append(f"tpu={self.tpu}")
+        if self.spot:
+            parts.append("spot")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to another step's output path (plus an optional suffix such as ``/shards``).
+
+    Placing a Ref anywhere in a step's config makes the referenced step a dependency; at run
+    time the Ref becomes the dependency's output path.
+    """
+
+    step: StepSpec
+    suffix: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class StepSpec:
+    """One step: call ``fn(output_path=..., **config)`` once, cached under its hash.
+
+    ``config`` values may contain StepSpecs or Refs (also inside lists and dicts): each is a
+    dependency and resolves to that step's output path. ``deps`` adds ordering-only
+    dependencies. Equality and hashing follow the content identity.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    deps: tuple[StepSpec, ...] = ()
+    resources: Resources | None = None
+    version: str | None = None
+    output_path: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if not callable(self.fn):
+            raise ConfigError(f"step {self.name!r}: fn must be callable, got {self.fn!r}")
+        if self.output_path is not None and not self.output_path.strip():
+            raise ConfigError(f"step {self.name!r}: output_path must not be empty")
+
+    @cached_property
+    def fn_path(self) -> str:
+        """The function's dotted import path, part of the identity."""
+        return function_path(self.fn)
+
+    @cached_property
+    def dependencies(self) -> tuple[StepSpec, ...]:
+        """Every step this one needs: refs in its config plus explicit deps, in first-seen order."""
+        seen: dict[str, StepSpec] = {}
+        for dep in (*_refs(self.config), *self.deps):
+            seen.setdefault(dep.identity, dep)
+        return tuple(seen.values())
+
+    @cached_property
+    def hash_inputs(self) -> dict[str, Any]:
+        """What the hash digests: name, fn path, canonical config, deps' identities, version."""
+        return {
+            "name": self.name,
+            "fn": self.fn_path,
+            "config": canonical(self.config, self.name),
+            "deps": sorted(dep.identity for dep in self.dependencies),
+            "version": self.version,
+        }
+
+    @cached_property
+    def hash(self) -> str:
+        text = json.dumps(self.hash_inputs, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+    @cached_property
+    def identity(self) -> str:
+        """``{name}-{hash}``: unique per content, and the folder name under the prefix."""
+        return f"{self.name}-{self.hash}"
+
+    def output_under(self, prefix: str) -> str:
+        """Where this step writes: the explicit override, else ``{prefix}/{name}-{hash}``."""
+        if self.output_path is not None:
+            return self.output_path.rstrip("/")
+        return f"{prefix.rstrip('/')}/{self.identity}"
+
+    def resolved_config(self, prefix: str) -> dict[str, Any]:
+        """The keyword arguments for ``fn``: every Ref/StepSpec replaced by its output path."""
+        return {key: _resolve(value, prefix) for key, value in self.config.items()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StepSpec) and other.identity == self.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+    def __repr__(self) -> str:
+        return f"StepSpec({self.identity})"
+
+
+def check_name(name: object) -> None:
+    """Reject step names that are empty, contain whitespace or ``/``, or could escape the prefix."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"invalid step name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter, digit or '_' (no '/', '..' or whitespace)"
+        )
+
+
+def function_path(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function; functions defined inside functions are refused."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    inner = getattr(fn, "__wrapped__", None)
+    if inner is not None and getattr(fn, "__confpipe_remote__", None) is not None:
+        return function_path(inner)
+    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ConfigError(
+            f"step function {fn!r} has no stable import path: define it at module top level"
+        )
+    return f"{module}.{qualname}"
+
+
+def canonical(value: Any, step: str, key: str = "config") -> Any:
+    """``value`` as plain JSON data; refuse anything that can't be serialized deterministically."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"step {step!r}: {key} is {value}, which has no canonical form")
+        return value
+    if isinstance(value, StepSpec):
+        return {"$step": value.identity}
+    if isinstance(value, Ref):
+        return {"$step": value.step.identity, "suffix": value.suffix}
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"step {step!r}: {key} has a non-string key {k!r}")
+            out[k] = canonical(v, step, f"{key}.{k}")
+        return out
+    if isinstance(value, list | tuple):
+        return [canonical(v, step, f"{key}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(
+        f"step {step!r}: {key} is a {type(value).__name__} ({value!r:.60}), which can't be "
+        "hashed deterministically: use str, int, float, bool, None, lists, dicts or step refs"
+    )
+
+
+def _refs(value: Any) -> Iterator[StepSpec]:
+    if isinstance(value, StepSpec):
+        yield value
+    elif isinstance(value, Ref):
+        yield value.step
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _refs(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _refs(v)
+
+
+def _resolve(value: Any, prefix: str) -> Any:
+    if isinstance(value, StepSpec):
+        return value.output_under(prefix)
+    if isinstance(value, Ref):
+        return value.step.output_under(prefix) + value.suffix
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, prefix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, prefix) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, prefix) for v in value)
+    return value

@@ -1,0 +1,171 @@
+"""The step state enum and the records kept beside each output, in ``{output}/.confpipe/``.
+
+    status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when, why
+    info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
+    result.json   the function's JSON return value, read back with ``load_result(path)``
+    lease.json    the lease of the launch running the step (see lock.py)
+    jobs/         one folder per submitted job (see backends/)
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from enum import Enum
+from functools import cache
+from typing import Any
+
+from confpipe.errors import ConfpipeError, StepFailed
+from confpipe.storage import Store, store_for
+
+RECORDS = ".confpipe"
+
+
+class StepState(Enum):
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    DEP_FAILED = "DEP_FAILED"
+
+
+@dataclass(frozen=True)
+class Status:
+    """One status record. ``error``/``traceback`` for FAILED, ``failed_dep`` for DEP_FAILED."""
+
+    state: StepState
+    worker: str
+    time: float
+    started: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    failed_dep: str | None = None
+
+    def to_json(self) -> bytes:
+        record = {k: v for k, v in asdict(self).items() if v is not None}
+        record["state"] = self.state.value
+        return json.dumps(record, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Status:
+        record = json.loads(data)
+        record["state"] = StepState(record["state"])
+        return cls(**record)
+
+
+class _Cached:
+    def __repr__(self) -> str:
+        return "CACHED"
+
+
+CACHED: Any = _Cached()
+"""What a step's executable returns when it skipped the step because it had succeeded."""
+
+
+def records_dir(output: str) -> str:
+    return f"{output}/{RECORDS}"
+
+
+def status_path(output: str) -> str:
+    return f"{output}/{RECORDS}/status.json"
+
+
+def info_path(output: str) -> str:
+    return f"{output}/{RECORDS}/info.json"
+
+
+def result_path(output: str) -> str:
+    return f"{output}/{RECORDS}/result.json"
+
+
+def lease_path(output: str) -> str:
+    return f"{output}/{RECORDS}/lease.json"
+
+
+def jobs_dir(output: str) -> str:
+    return f"{output}/{RECORDS}/jobs"
+
+
+def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
+    """The status of each output (None where the step never started): one read each."""
+    blobs = store.read_many([status_path(o) for o in outputs])
+    return [None if b is None else Status.from_json(b.data) for b in blobs]
+
+
+def read_status(store: Store, output: str) -> Status | None:
+    blob = store.read(status_path(output))
+    return None if blob is None else Status.from_json(blob.data)
+
+
+def write_status(store: Store, output: str, status: Status) -> None:
+    store.write(status_path(output), status.to_json())
+
+
+def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
+    store.write(path, json.dumps(record, indent=1, default=str).encode())
+
+
+def encode_result(step: str, value: Any) -> bytes:
+    """The result record of ``value``; a value JSON can't represent fails the step clearly."""
+    try:
+        return json.dumps({"value": value}, allow_nan=False).encode()
+    except (TypeError, ValueError) as err:
+        raise StepFailed(
+            step, f"its return value must be JSON-serializable (dict, list, str, number): {err}"
+        ) from err
+
+
+def load_result(path: str) -> Any:
+    """The value a succeeded step returned, given its output path."""
+    blob = store_for(path).read(result_path(path))
+    if blob is None:
+        raise ConfpipeError(f"no result record under {path!r}: has that step succeeded?")
+    return json.loads(blob.data)["value"]
+
+
+@cache
+def launch_id() -> str:
+    """Who is running: ``user@host:pid:random``, unique per launch."""
+    return f"{user()}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@cache
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@cache
+def git_commit() -> str | None:
+    """The current git commit (with ``-dirty`` for uncommitted changes), if in a checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def launch_info() -> dict[str, Any]:
+    """The per-launch part of every info record."""
+    return {
+        "git_commit": git_commit(),
+        "user": user(),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "launch": launch_id(),
+        "time": time.time(),
+    }

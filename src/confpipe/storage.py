@@ -1,0 +1,254 @@
+"""The few atomic primitives each store offers; records, leases and jobs build on these.
+
+Every store kind (local files, fsspec ``memory://``, and ``gs://`` later) implements the
+same small ``Store`` protocol: read a small object with its version and the store's own
+timestamp, create-if-absent, compare-and-swap on the version, delete-if-version, and an
+atomic overwrite. Objects are always replaced whole, never modified in place, so a reader
+sees either the old or the new content.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import fsspec
+from fsspec.core import split_protocol
+
+from confpipe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A small object's content, its opaque version and its last-modified time (store clock)."""
+
+    data: bytes
+    version: str
+    mtime: float
+
+
+class Store(Protocol):
+    """The per-store seam: everything above uses only these methods."""
+
+    fs: Any  # the fsspec filesystem, for outputs and job folders
+
+    def read(self, path: str) -> Blob | None:
+        """The object at ``path`` or None if absent."""
+        ...
+
+    def read_many(self, paths: Iterable[str]) -> list[Blob | None]:
+        """Like ``read`` for many paths; stores with round trips do them concurrently."""
+        ...
+
+    def create(self, path: str, data: bytes) -> str | None:
+        """Write ``path`` only if absent, atomically; its version, or None if it existed."""
+        ...
+
+    def replace(self, path: str, data: bytes, version: str) -> str | None:
+        """Overwrite ``path`` only if its version is still ``version``; new version or None."""
+        ...
+
+    def delete(self, path: str, version: str) -> bool:
+        """Delete ``path`` only if its version is still ``version``."""
+        ...
+
+    def write(self, path: str, data: bytes) -> None:
+        """Overwrite ``path`` unconditionally, atomically (readers never see a partial object)."""
+        ...
+
+    def now(self) -> float:
+        """The store's clock, comparable with ``Blob.mtime``."""
+        ...
+
+
+_tmp_counter = itertools.count()
+
+
+class LocalStore:
+    """Local (or locally mounted) files: hard-link create, rename overwrite, flock-guarded CAS."""
+
+    def __init__(self) -> None:
+        self.fs = fsspec.filesystem("file")
+
+    def read(self, path: str) -> Blob | None:
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                return Blob(f.read(), _version(st), st.st_mtime)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read_many(self, paths: Iterable[str]) -> list[Blob | None]:
+        return [self.read(p) for p in paths]
+
+    def create(self, path: str, data: bytes) -> str | None:
+        tmp = self._write_tmp(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return None
+        finally:
+            os.unlink(tmp)
+        return _version(os.stat(path))
+
+    def replace(self, path: str, data: bytes, version: str) -> str | None:
+        with self._guard(path):
+            current = self._stat_version(path)
+            if current != version:
+                return None
+            os.replace(self._write_tmp(path, data), path)
+            return _version(os.stat(path))
+
+    def delete(self, path: str, version: str) -> bool:
+        with self._guard(path):
+            if self._stat_version(path) != version:
+                return False
+            os.unlink(path)
+            return True
+
+    def write(self, path: str, data: bytes) -> None:
+        os.replace(self._write_tmp(path, data), path)
+
+    def now(self) -> float:
+        return time.time()
+
+    @staticmethod
+    def _write_tmp(path: str, data: bytes) -> str:
+        tmp = f"{path}.tmp-{os.getpid()}-{next(_tmp_counter)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return tmp
+
+    @staticmethod
+    def _stat_version(path: str) -> str | None:
+        try:
+            return _version(os.stat(path))
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    @contextmanager
+    def _guard(path: str) -> Iterator[None]:
+        """Serialize CAS on one folder across processes (the kernel drops it if we die)."""
+        try:
+            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        except FileNotFoundError:  # no folder: the object is absent, CAS fails below
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _version(st: os.stat_result) -> str:
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+
+class MemoryStore:
+    """fsspec ``memory://``: one process's objects, guarded by one lock (tests, dry runs)."""
+
+    _lock = threading.Lock()
+    _versions = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.fs = fsspec.filesystem("memory")
+
+    def read(self, path: str) -> Blob | None:
+        with self._lock:
+            return self._read(path)
+
+    def read_many(self, paths: Iterable[str]) -> list[Blob | None]:
+        with self._lock:
+            return [self._read(p) for p in paths]
+
+    def create(self, path: str, data: bytes) -> str | None:
+        with self._lock:
+            if self._key(path) in self.fs.store:
+                return None
+            return self._put(path, data)
+
+    def replace(self, path: str, data: bytes, version: str) -> str | None:
+        with self._lock:
+            current = self._read(path)
+            if current is None or current.version != version:
+                return None
+            return self._put(path, data)
+
+    def delete(self, path: str, version: str) -> bool:
+        with self._lock:
+            current = self._read(path)
+            if current is None or current.version != version:
+                return False
+            self.fs.rm_file(self._key(path))
+            return True
+
+    def write(self, path: str, data: bytes) -> None:
+        with self._lock:
+            self._put(path, data)
+
+    def now(self) -> float:
+        return time.time()
+
+    def _key(self, path: str) -> str:
+        return str(self.fs._strip_protocol(path))
+
+    def _read(self, path: str) -> Blob | None:
+        obj = self.fs.store.get(self._key(path))
+        if obj is None:
+            return None
+        version = getattr(obj, "_confpipe_version", None)
+        if version is None:  # written by someone else through fsspec
+            version = obj._confpipe_version = str(next(self._versions))
+        return Blob(bytes(obj.getvalue()), version, obj.modified.timestamp())
+
+    def _put(self, path: str, data: bytes) -> str:
+        key = self._key(path)
+        self.fs.pipe_file(key, data)
+        version = str(next(self._versions))
+        self.fs.store[key]._confpipe_version = version
+        return version
+
+
+_stores: dict[str, Store] = {}
+_SUPPORTED = ("a local path or file://", "memory://")
+
+
+def store_for(url: str) -> Store:
+    """The Store serving ``url`` (one shared instance per protocol)."""
+    protocol, _ = split_protocol(url)
+    kind = protocol or "file"
+    store = _stores.get(kind)
+    if store is None:
+        if kind in ("file", "local"):
+            store = LocalStore()
+        elif kind == "memory":
+            store = MemoryStore()
+        else:
+            raise ConfigError(
+                f"prefix {url!r}: storage {kind}:// has no atomic create/compare-and-swap in "
+                f"confpipe yet; use {' or '.join(_SUPPORTED)}"
+            )
+        _stores[kind] = store
+    return store
+
+
+def local_path(url: str) -> str:
+    """An absolute path for a local URL (``file://`` stripped), unchanged for other stores."""
+    protocol, path = split_protocol(url)
+    if protocol in (None, "file", "local"):
+        return os.path.abspath(os.path.expanduser(path))
+    return str(url)

@@ -1,0 +1,154 @@
+"""Real launches in real processes: exactly-once, kill -9 takeover, fencing, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from confpipe import StepState, load_result
+from confpipe.status import read_status, status_path
+from confpipe.storage import store_for
+from tests import stepfns
+from tests.pipelines import dag30, slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.pipelines", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_four_launches_run_every_step_exactly_once(tmp_path: Path) -> None:
+    prefix, work = str(tmp_path / "out"), str(tmp_path)
+    procs = [launch("dag30", prefix, work, "--sleep", "0.05") for _ in range(4)]
+    results = [finish(p) for p in procs]
+    for code, _, err in results:
+        assert code == 0, err
+    names = [line.split()[0] for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert Counter(names) == {f"s{i:02d}": 1 for i in range(30)}
+    assert len({line.split()[1] for line in (tmp_path / "calls.log").read_text().splitlines()}) >= 1
+    code, out, err = finish(launch("dag30", prefix, work, "--sleep", "0.05"))
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["ran"] == 0
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 30
+
+
+def slow_output(tmp_path: Path) -> str:
+    return slow(str(tmp_path), job=False)[0].output_under(str(tmp_path / "out"))
+
+
+def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path) -> None:
+    prefix, work = str(tmp_path / "out"), str(tmp_path)
+    (tmp_path / "seconds").write_text("60")
+    first = launch("slow", prefix, work, "--lease", "1.5")
+    wait_for(tmp_path / "started")
+    first.kill()  # SIGKILL: no cleanup at all; its lease stays behind
+    finish(first)
+    output = slow_output(tmp_path)
+    status = read_status(store_for(output), output)
+    assert status is not None and status.state is StepState.RUNNING
+    (tmp_path / "seconds").write_text("0")
+    code, out, err = finish(launch("slow", prefix, work, "--lease", "1.5"))
+    assert code == 0, err
+    assert "took over the stale lease" in err
+    second_pid = json.loads(out.splitlines()[-1])["pid"]
+    assert load_result(output) == second_pid
+
+
+def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path) -> None:
+    prefix, work = str(tmp_path / "out"), str(tmp_path)
+    (tmp_path / "seconds").write_text("3")
+    frozen = launch("slow", prefix, work, "--lease", "1.0")
+    wait_for(tmp_path / "started")
+    os.kill(frozen.pid, signal.SIGSTOP)  # alive but silent: its heartbeat stops
+    try:
+        (tmp_path / "seconds").write_text("0")
+        code, out, err = finish(launch("slow", prefix, work, "--lease", "1.0"))
+        assert code == 0, err
+        winner = json.loads(out.splitlines()[-1])["pid"]
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    code, _, err = finish(frozen)
+    assert code == 1
+    assert "lease lost (" in err and "did not commit" in err
+    output = slow_output(tmp_path)
+    status = read_status(store_for(output), output)
+    assert status is not None and status.state is StepState.SUCCESS
+    assert f":{winner}:" in status.worker
+    assert load_result(output) == winner
+
+
+def interrupt(tmp_path: Path, *extra: str) -> tuple[int, str, float]:
+    prefix, work = str(tmp_path / "out"), str(tmp_path)
+    (tmp_path / "seconds").write_text("60")
+    proc = launch("slow", prefix, work, *extra)
+    wait_for(tmp_path / "started")
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc, timeout=30)
+    return code, err, time.monotonic() - sent
+
+
+def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) -> None:
+    code, err, took = interrupt(tmp_path, "--job")
+    assert code == 130, err
+    assert took < 15
+    job_pid = int((tmp_path / "started").read_text())
+    assert not pid_alive(job_pid)
+    output = slow(str(tmp_path), job=True)[0].output_under(str(tmp_path / "out"))
+    assert_interrupted(output)
+
+
+def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path) -> None:
+    code, err, took = interrupt(tmp_path)
+    assert code == 130, err
+    assert took < 15
+    assert_interrupted(slow_output(tmp_path))
+
+
+def assert_interrupted(output: str) -> None:
+    status = read_status(store_for(output), output)
+    assert status is not None and status.state is StepState.FAILED
+    assert status.error and "nterrupt" in status.error
+    assert not Path(output, ".confpipe", "lease.json").exists()
+    assert Path(status_path(output)).exists()
+
+
+def pid_alive(pid: int) -> bool:
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_dag30_shape_has_fan_out_and_diamonds(tmp_path: Path) -> None:
+    steps = dag30(str(tmp_path), 0)
+    children = Counter(d.name for s in steps for d in s.dependencies)
+    assert max(children.values()) >= 3  # fan-out
+    assert sum(len(s.dependencies) == 2 for s in steps) >= 10  # joins -> diamonds
+    assert stepfns.record.__module__ == "tests.stepfns"

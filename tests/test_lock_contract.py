@@ -1,0 +1,158 @@
+"""One contract suite for the store primitives and the lease lock, run on every store kind."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from confpipe.cancel import CancelScope
+from confpipe.errors import LeaseLost
+from confpipe.lock import Holder, Lease, LockOptions, _heartbeat, try_acquire
+from confpipe.status import lease_path
+from confpipe.storage import Store, store_for
+
+FAST = LockOptions(heartbeat_interval=0.05, lease_timeout=0.5)
+
+
+@pytest.fixture(params=["local", "memory"])
+def root(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "local":
+        yield str(tmp_path)
+    else:
+        yield f"memory://contract-{uuid.uuid4().hex}"
+
+
+def store(root: str) -> Store:
+    return store_for(root)
+
+
+# -- primitives ---------------------------------------------------------------------------
+
+
+def test_create_if_absent(root: str) -> None:
+    s, path = store(root), f"{root}/a/obj"
+    assert s.read(path) is None
+    v = s.create(path, b"one")
+    assert v is not None
+    assert s.create(path, b"two") is None
+    blob = s.read(path)
+    assert blob is not None and blob.data == b"one" and blob.version == v
+
+
+def test_compare_and_swap(root: str) -> None:
+    s, path = store(root), f"{root}/obj"
+    assert s.replace(path, b"x", "nope") is None
+    v1 = s.create(path, b"one")
+    assert v1 is not None
+    v2 = s.replace(path, b"two", v1)
+    assert v2 is not None and v2 != v1
+    assert s.replace(path, b"three", v1) is None  # stale version loses
+    blob = s.read(path)
+    assert blob is not None and blob.data == b"two"
+
+
+def test_delete_only_if_version_matches(root: str) -> None:
+    s, path = store(root), f"{root}/obj"
+    v1 = s.create(path, b"one")
+    assert v1 is not None
+    v2 = s.replace(path, b"two", v1)
+    assert v2 is not None
+    assert not s.delete(path, v1)
+    assert s.delete(path, v2)
+    assert s.read(path) is None
+
+
+def test_racing_creates_have_one_winner(root: str) -> None:
+    s, path = store(root), f"{root}/race"
+    wins: list[bytes] = []
+    barrier = threading.Barrier(8)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        if s.create(path, str(i).encode()) is not None:
+            wins.append(str(i).encode())
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    blob = s.read(path)
+    assert len(wins) == 1 and blob is not None and blob.data == wins[0]
+
+
+def test_store_timestamps_track_writes(root: str) -> None:
+    s, path = store(root), f"{root}/t"
+    s.write(path, b"1")
+    blob = s.read(path)
+    assert blob is not None and abs(s.now() - blob.mtime) < 5
+
+
+# -- lease lock ---------------------------------------------------------------------------
+
+
+def acquire(root: str, owner: str, options: LockOptions = FAST) -> Lease | Holder:
+    return try_acquire(store(root), "step", f"{root}/out", owner, options, CancelScope())
+
+
+def test_second_launch_sees_the_holder(root: str) -> None:
+    lease = acquire(root, "launch-a")
+    assert isinstance(lease, Lease)
+    other = acquire(root, "launch-b")
+    assert isinstance(other, Holder) and other.owner == "launch-a" and other.age < 0.5
+    lease.release()
+    again = acquire(root, "launch-b")
+    assert isinstance(again, Lease)
+    again.release()
+
+
+def test_heartbeat_keeps_the_lease_beyond_its_timeout(root: str) -> None:
+    lease = acquire(root, "launch-a")
+    assert isinstance(lease, Lease)
+    time.sleep(FAST.lease_timeout * 2.5)
+    assert isinstance(acquire(root, "launch-b"), Holder)
+    lease.fence()  # still ours
+    lease.release()
+
+
+def test_stale_lease_is_taken_over_by_exactly_one(root: str) -> None:
+    # a launch that died: its lease record exists but nobody heartbeats it
+    assert store(root).create(lease_path(f"{root}/out"), b'{"owner": "dead"}') is not None
+    assert isinstance(acquire(root, "early"), Holder)
+    time.sleep(FAST.lease_timeout + 0.2)
+    got: list[Lease] = []
+    barrier = threading.Barrier(6)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        result = acquire(root, f"launch-{i}")
+        if isinstance(result, Lease):
+            got.append(result)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 1
+    got[0].release()
+
+
+def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(root: str) -> None:
+    old = acquire(root, "launch-a")
+    assert isinstance(old, Lease)
+    _heartbeat.remove(old)  # as if launch-a froze: no more heartbeats
+    time.sleep(FAST.lease_timeout + 0.2)
+    new = acquire(root, "launch-b")
+    assert isinstance(new, Lease)
+    with pytest.raises(LeaseLost, match="taken over by launch-b"):
+        old.fence()
+    assert old.scope.wait(2) and "lease lost" in old.scope.reason
+    old.release()  # must not delete launch-b's lease
+    holder = acquire(root, "launch-c")
+    assert isinstance(holder, Holder) and holder.owner == "launch-b"
+    new.release()

@@ -1,0 +1,173 @@
+"""run(): caching, failure isolation, DEP_FAILED records, force_run_failed, run_only, dry run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from confpipe import (
+    ConfigError,
+    PreviousFailure,
+    RunFailed,
+    StepSpec,
+    StepState,
+    load_result,
+    run,
+)
+from confpipe.status import read_status, status_path
+from confpipe.storage import store_for
+from tests import stepfns
+
+
+def calls(log: Path) -> list[str]:
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def chain(log: Path) -> list[StepSpec]:
+    a = StepSpec("a", stepfns.record, {"log": str(log), "name": "a"})
+    b = StepSpec("b", stepfns.record, {"log": str(log), "name": "b"}, deps=(a,))
+    c = StepSpec("c", stepfns.record, {"log": str(log), "name": "c", "up": b})
+    d = StepSpec("d", stepfns.record, {"log": str(log), "name": "d"})
+    return [a, b, c, d]
+
+
+def state(output: str) -> StepState | None:
+    status = read_status(store_for(output), output)
+    return None if status is None else status.state
+
+
+def test_results_records_and_cached_rerun(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    steps = chain(log)
+    summary = run(steps, prefix=str(tmp_path / "out"))
+    assert sorted(calls(log)) == ["a", "b", "c", "d"]
+    assert len(summary.ran) == 4 and not summary.cached
+    out_c = summary.outputs["c"]
+    assert load_result(out_c) == "c"
+    assert Path(out_c, "out.txt").read_text() == "c"
+    assert state(out_c) is StepState.SUCCESS
+    info = json.loads(Path(out_c, ".confpipe", "info.json").read_text())
+    assert info["fn"] == "tests.stepfns.record"
+    assert info["deps"] == {"b": steps[1].identity}
+    assert info["config"]["up"] == {"$step": steps[1].identity}
+    assert {"user", "argv", "time", "git_commit", "hash_inputs"} <= info.keys()
+    assert not Path(out_c, ".confpipe", "lease.json").exists()
+
+    again = run(chain(log), prefix=str(tmp_path / "out"))
+    assert len(calls(log)) == 4
+    assert not again.ran and len(again.cached) == 4
+
+
+def test_equal_steps_run_once(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    twins = [StepSpec("x", stepfns.record, {"log": str(log), "name": "x"}) for _ in range(3)]
+    run(twins, prefix=str(tmp_path))
+    assert calls(log) == ["x"]
+
+
+def test_failure_fails_only_its_dependents(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    a = StepSpec("a", stepfns.fail)
+    b = StepSpec("b", stepfns.record, {"log": str(log), "name": "b", "up": a})
+    c = StepSpec("c", stepfns.record, {"log": str(log), "name": "c", "up": b})
+    x = StepSpec("x", stepfns.record, {"log": str(log), "name": "x"})
+    with pytest.raises(RunFailed) as info:
+        run([c, x], prefix=str(tmp_path))
+    err = info.value
+    assert list(err.failures) == ["a"] and err.dep_failed == {"b": "a", "c": "a"}
+    assert isinstance(err.__cause__, ValueError)
+    assert "this step is broken on purpose" in str(err)
+    assert calls(log) == ["x"]
+    out = {s.name: s.output_under(str(tmp_path)) for s in (a, b, c, x)}
+    failed = read_status(store_for(out["a"]), out["a"])
+    assert failed is not None and failed.state is StepState.FAILED
+    assert failed.traceback and "ValueError" in failed.traceback
+    for name in ("b", "c"):
+        dep = read_status(store_for(out[name]), out[name])
+        assert dep is not None and dep.state is StepState.DEP_FAILED and dep.failed_dep == "a"
+    assert state(out["x"]) is StepState.SUCCESS
+
+
+def test_force_run_failed_both_ways(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    flag.touch()
+    step = StepSpec("flaky", stepfns.fail_once, {"flag": str(flag)})
+    out = step.output_under(str(tmp_path))
+    with pytest.raises(RunFailed):
+        run(step, prefix=str(tmp_path))
+    flag.unlink()
+    with pytest.raises(PreviousFailure, match="force_run_failed=true"):
+        run(step, prefix=str(tmp_path), force_run_failed=False)
+    assert state(out) is StepState.FAILED  # nothing ran
+    run(step, prefix=str(tmp_path), force_run_failed=True)
+    assert state(out) is StepState.SUCCESS and load_result(out) == "fixed"
+
+
+def test_run_only_runs_matches_and_their_deps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "calls.log"
+    with caplog.at_level(logging.WARNING, logger="confpipe"):
+        run(chain(log), prefix=str(tmp_path), run_only=["^b$", "nothing-matches"])
+    assert sorted(calls(log)) == ["a", "b"]
+    assert "'nothing-matches' matches no step" in caplog.text
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        run(chain(log), prefix=str(tmp_path), run_only=["("])
+
+
+def test_succeeded_subtrees_are_pruned(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    steps = chain(log)
+    run(steps, prefix=str(tmp_path))
+    # b's dependency disappears, but b succeeded: nothing under it needs to run again
+    out_a = steps[0].output_under(str(tmp_path))
+    os.remove(status_path(out_a))
+    summary = run(steps[2], prefix=str(tmp_path))
+    assert len(calls(log)) == 4 and not summary.ran
+
+
+def snapshot(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "calls.log"
+    prefix = tmp_path / "out"
+    summary = run(chain(log), prefix=str(prefix), dry_run=True)
+    assert not prefix.exists() and not log.exists()
+    assert [p.state.value for p in summary.plan] == ["will run"] * 4
+    run(chain(log)[:2], prefix=str(prefix))
+    before = snapshot(tmp_path)
+    summary = run(chain(log), prefix=str(prefix), dry_run=True)
+    assert snapshot(tmp_path) == before
+    table = capsys.readouterr().out
+    assert "cached" in table and "will run" in table and "thread" in table
+    assert {p.spec.name: p.state.value for p in summary.plan} == {
+        "a": "cached", "b": "cached", "c": "will run", "d": "will run",
+    }  # fmt: skip
+
+
+def test_non_json_result_fails_the_step_clearly(tmp_path: Path) -> None:
+    with pytest.raises(RunFailed, match="must be JSON-serializable"):
+        run(StepSpec("bad", stepfns.not_json), prefix=str(tmp_path))
+
+
+def test_output_path_override_and_collisions(tmp_path: Path) -> None:
+    target = tmp_path / "custom"
+    step = StepSpec("a", stepfns.add, {"a": 1, "b": 2}, output_path=str(target))
+    run(step, prefix=str(tmp_path / "p"))
+    assert load_result(str(target)) == 3
+    other = StepSpec("b", stepfns.add, {"a": 1, "b": 2}, output_path=str(target))
+    with pytest.raises(ConfigError, match="both write to"):
+        run([step, other], prefix=str(tmp_path / "p"))
+
+
+def test_memory_prefix(tmp_path: Path) -> None:
+    step = StepSpec("a", stepfns.add, {"a": 2, "b": 3})
+    summary = run(step, prefix="memory://pipeline-test")
+    assert load_result(summary.outputs["a"]) == 5
+    assert run(step, prefix="memory://pipeline-test").cached == [step.identity]

@@ -1,0 +1,89 @@
+"""Step identity: prefix-free, sensitive to config, version and deps, blind to resources."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from confpipe import ConfigError, GPU, Ref, Resources, StepSpec
+from tests import stepfns
+
+
+def step(name: str = "tok", **kw: object) -> StepSpec:
+    kw.setdefault("fn", stepfns.noop)
+    kw.setdefault("config", {"vocab": 1024})
+    return StepSpec(name, **kw)  # type: ignore[arg-type]
+
+
+def test_identity_is_prefix_free() -> None:
+    s = step()
+    assert s.output_under("/a/b") == f"/a/b/tok-{s.hash}"
+    assert s.output_under("gs://bucket/x/") == f"gs://bucket/x/tok-{s.hash}"
+    assert step().hash == s.hash
+
+
+def test_identity_changes_with_config_version_and_dependency() -> None:
+    base = step()
+    assert step(config={"vocab": 2048}).hash != base.hash
+    assert step(version="v2").hash != base.hash
+    dl1 = StepSpec("download", stepfns.noop, {"url": "a"})
+    dl2 = StepSpec("download", stepfns.noop, {"url": "b"})
+    assert step(config={"corpus": dl1}).hash != step(config={"corpus": dl2}).hash
+    assert step(config={"corpus": Ref(dl1, "/x")}).hash != step(config={"corpus": Ref(dl1)}).hash
+    assert step(deps=(dl1,)).hash != base.hash
+    assert step(fn=stepfns.add).hash != base.hash
+
+
+def test_identity_ignores_resources_and_env() -> None:
+    base = step()
+    big = step(resources=Resources(cpu=64, memory=2**40, gpu=GPU("nvidia-l4"), env={"K": "v"}))
+    assert big.hash == base.hash
+    assert big == base
+
+
+def test_config_key_order_does_not_matter() -> None:
+    assert step(config={"a": 1, "b": 2}).hash == step(config={"b": 2, "a": 1}).hash
+
+
+def test_refs_resolve_to_dependency_output_and_record_edges() -> None:
+    dl = StepSpec("download", stepfns.noop)
+    tok = step(config={"corpus": Ref(dl, "/shards"), "all": [dl, {"x": dl}]})
+    assert tok.dependencies == (dl,)
+    resolved = tok.resolved_config("/p")
+    assert resolved["corpus"] == f"/p/download-{dl.hash}/shards"
+    assert resolved["all"] == [f"/p/download-{dl.hash}", {"x": f"/p/download-{dl.hash}"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({1, 2}, "set"),
+        (object(), "object"),
+        (math.nan, "nan"),
+        ({1: "int key"}, "non-string key"),
+    ],
+)
+def test_values_without_canonical_json_fail_loudly(value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _ = step(config={"bad": value}).hash
+
+
+@pytest.mark.parametrize("name", ["", " ", "a b", "a/b", "..", ".", "../x", "a\tb", "-x", "x" * 200])
+def test_step_names_that_could_escape_the_prefix_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="invalid step name"):
+        step(name)
+
+
+def test_functions_without_import_path_are_refused() -> None:
+    with pytest.raises(ConfigError, match="top level"):
+        _ = StepSpec("x", lambda output_path: None).hash
+
+
+def test_resources_validation() -> None:
+    with pytest.raises(ConfigError, match="either gpu or tpu"):
+        Resources(gpu=GPU("nvidia-l4"), tpu="v5litepod-8")
+    with pytest.raises(ConfigError, match="cpu must be positive"):
+        Resources(cpu=0)
+    with pytest.raises(ConfigError, match="memory must be positive"):
+        Resources(memory=-1)
