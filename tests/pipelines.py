@@ -23,7 +23,9 @@ def dag30(workdir: str, sleep: float) -> list[StepSpec]:
     for i in range(30):
         parents = sorted({i // 2, (i - 1) // 3} - {i}) if i else []
         config = {"log": f"{workdir}/calls.log", "name": f"s{i:02d}", "sleep": sleep}
-        steps.append(StepSpec(f"s{i:02d}", stepfns.record, config, deps=tuple(steps[p] for p in parents)))
+        steps.append(
+            StepSpec(f"s{i:02d}", stepfns.record, config, deps=tuple(steps[p] for p in parents))
+        )
     return steps
 
 
@@ -42,7 +44,11 @@ def main() -> int:
     parser.add_argument("--job", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    steps = dag30(args.workdir, args.sleep) if args.scenario == "dag30" else slow(args.workdir, args.job)
+    steps = (
+        dag30(args.workdir, args.sleep)
+        if args.scenario == "dag30"
+        else slow(args.workdir, args.job)
+    )
     options = LockOptions(heartbeat_interval=args.lease / 5, lease_timeout=args.lease)
     try:
         summary = run(steps, prefix=args.prefix, lock_options=options, max_concurrent=8)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from confpipe import ConfigError, GPU, Ref, Resources, StepSpec
+from confpipe import GPU, ConfigError, Ref, Resources, StepSpec
 from tests import stepfns
 
 
@@ -69,7 +69,9 @@ def test_values_without_canonical_json_fail_loudly(value: object, message: str) 
         _ = step(config={"bad": value}).hash
 
 
-@pytest.mark.parametrize("name", ["", " ", "a b", "a/b", "..", ".", "../x", "a\tb", "-x", "x" * 200])
+@pytest.mark.parametrize(
+    "name", ["", " ", "a b", "a/b", "..", ".", "../x", "a\tb", "-x", "x" * 200]
+)
 def test_step_names_that_could_escape_the_prefix_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="invalid step name"):
         step(name)

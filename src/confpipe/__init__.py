@@ -1,19 +1,49 @@
-"""confpipe: config-driven ML pipelines of content-addressed, cached and locked steps."""
+"""confpipe: config-driven ML pipelines of content-addressed, cached and locked steps.
 
-from confpipe.errors import (
-    ConfigError,
-    ConfpipeError,
-    Interrupted,
-    LeaseLost,
-    PreviousFailure,
-    RunFailed,
-    StepFailed,
-)
-from confpipe.lock import LockOptions
-from confpipe.pipeline import Summary, run
-from confpipe.remote import remote
-from confpipe.spec import GPU, Ref, Resources, StepSpec
-from confpipe.status import StepState, load_result
+The public API is imported lazily (PEP 562), so that ``python -m confpipe.worker`` in a job
+does not pay for the driver's modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from confpipe.errors import (
+        ConfigError,
+        ConfpipeError,
+        Interrupted,
+        LeaseLost,
+        PreviousFailure,
+        RunFailed,
+        StepFailed,
+    )
+    from confpipe.lock import LockOptions
+    from confpipe.pipeline import Summary, run
+    from confpipe.jobs import remote
+    from confpipe.spec import GPU, Ref, Resources, StepSpec
+    from confpipe.status import StepState, load_result
+
+_WHERE = {
+    "ConfigError": "errors",
+    "ConfpipeError": "errors",
+    "Interrupted": "errors",
+    "LeaseLost": "errors",
+    "PreviousFailure": "errors",
+    "RunFailed": "errors",
+    "StepFailed": "errors",
+    "LockOptions": "lock",
+    "Summary": "pipeline",
+    "run": "pipeline",
+    "remote": "jobs",
+    "GPU": "spec",
+    "Ref": "spec",
+    "Resources": "spec",
+    "StepSpec": "spec",
+    "StepState": "status",
+    "load_result": "status",
+}
 
 __all__ = [
     "GPU",
@@ -34,3 +64,16 @@ __all__ = [
     "remote",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'confpipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"confpipe.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

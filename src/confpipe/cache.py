@@ -129,7 +129,9 @@ def record_dep_failed(
         if status is None or status.state is not StepState.SUCCESS:
             lease.fence()
             write_status(
-                store, output_path, Status(StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep)
+                store,
+                output_path,
+                Status(StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep),
             )
     finally:
         lease.release()

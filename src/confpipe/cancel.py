@@ -46,7 +46,7 @@ class CancelScope(threading.Event):
             callback()
 
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Run ``callback`` when cancelled (now, if already); returns a function that unregisters."""
+        """Run ``callback`` when cancelled (now, if already set); returns an unregister function."""
         with self._guard:
             if not self.is_set():
                 key = next(_keys)

@@ -1,12 +1,12 @@
 """The exceptions confpipe raises for user mistakes and failed runs.
 
-    ConfpipeError                 every error meant for a user; printed as one line
-    ├── ConfigError               bad config or usage: nothing was run or written (exit 2)
-    ├── StepFailed                one step failed; chains the original exception
-    │   ├── LeaseLost             the step's lease was taken over; it did not commit
-    │   └── PreviousFailure       force_run_failed=False and the step failed before
-    ├── RunFailed                 the run ended with failed steps; lists them (exit 1)
-    └── Interrupted               Ctrl-C: running steps were cancelled (exit 130)
+ConfpipeError                 every error meant for a user; printed as one line
+├── ConfigError               bad config or usage: nothing was run or written (exit 2)
+├── StepFailed                one step failed; chains the original exception
+│   ├── LeaseLost             the step's lease was taken over; it did not commit
+│   └── PreviousFailure       force_run_failed=False and the step failed before
+├── RunFailed                 the run ended with failed steps; lists them (exit 1)
+└── Interrupted               Ctrl-C: running steps were cancelled (exit 130)
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ class ConfigError(ConfpipeError):
 class StepFailed(ConfpipeError):
     """A step did not succeed; ``step`` names it and ``__cause__`` holds the original error."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, remote_traceback: str | None = None) -> None:
         super().__init__(f"step {step!r}: {message}")
         self.step = step
+        self.remote_traceback = remote_traceback  # the job's own traceback, for remote steps
 
 
 class LeaseLost(StepFailed):

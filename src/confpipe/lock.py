@@ -214,7 +214,10 @@ class _Heartbeat:
                 leases = list(self._leases.values())
             now = time.monotonic()
             for lease in leases:
-                if now - lease._refreshed >= lease.options.heartbeat_interval and not lease.refresh():
+                if (
+                    now - lease._refreshed >= lease.options.heartbeat_interval
+                    and not lease.refresh()
+                ):
                     self.remove(lease)
             with self._wake:
                 self._wake.wait(min(le.options.heartbeat_interval for le in leases) / 4)

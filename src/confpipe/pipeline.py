@@ -19,7 +19,7 @@ from confpipe.cancel import CancelScope
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.lock import LockOptions, abandon_held, lock
 from confpipe.plan import StepPlan, Where, collect, describe, format_plan, needed, read_all, select
-from confpipe.remote import as_job, resources_of
+from confpipe.jobs import as_job, step_resources
 from confpipe.runner import Outcome, Result, Task, execute
 from confpipe.spec import Resources, StepSpec
 from confpipe.status import CACHED, StepState, launch_id
@@ -87,7 +87,7 @@ def run(
     prefix = local_path(prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
-    resources = {s.identity: s.resources or resources_of(s.fn) for s in specs}
+    resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
     if backend is None and any(resources.values()):
         from confpipe.backends.local import LocalBackend
 

@@ -74,7 +74,9 @@ def select(
         try:
             patterns.append(re.compile(text))
         except re.error as err:
-            raise ConfigError(f"run_only: {text!r} is not a valid regular expression: {err}") from err
+            raise ConfigError(
+                f"run_only: {text!r} is not a valid regular expression: {err}"
+            ) from err
     targets = [s for s in specs if any(p.search(s.name) for p in patterns)]
     unmatched = [p.pattern for p in patterns if not any(p.search(s.name) for s in specs)]
     return targets, unmatched
@@ -138,7 +140,9 @@ def describe(
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             elif status is not None and status.state is StepState.RUNNING:
                 reason = f"retry: interrupted run by {status.worker} left no lease"
-        plans.append(StepPlan(spec, out, state, reason, where[spec.identity], resources[spec.identity]))
+        plans.append(
+            StepPlan(spec, out, state, reason, where[spec.identity], resources[spec.identity])
+        )
     return plans
 
 
@@ -149,7 +153,9 @@ def format_plan(plans: Sequence[StepPlan]) -> str:
         where = p.where.value + (f" ({p.resources.describe()})" if p.resources else "")
         rows.append((p.spec.name, p.spec.hash, p.state.value, where, p.output, p.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
+    ]
     counts = {s: sum(p.state is s for p in plans) for s in PlanState}
     lines.append(", ".join(f"{n} {s.value}" for s, n in counts.items()))
     return "\n".join(lines)

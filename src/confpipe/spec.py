@@ -182,9 +182,6 @@ def function_path(fn: Callable[..., Any]) -> str:
     """``module.qualname`` of a function; functions defined inside functions are refused."""
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
-    inner = getattr(fn, "__wrapped__", None)
-    if inner is not None and getattr(fn, "__confpipe_remote__", None) is not None:
-        return function_path(inner)
     if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
         raise ConfigError(
             f"step function {fn!r} has no stable import path: define it at module top level"

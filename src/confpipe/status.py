@@ -1,10 +1,10 @@
 """The step state enum and the records kept beside each output, in ``{output}/.confpipe/``.
 
-    status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when, why
-    info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
-    result.json   the function's JSON return value, read back with ``load_result(path)``
-    lease.json    the lease of the launch running the step (see lock.py)
-    jobs/         one folder per submitted job (see backends/)
+status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when, why
+info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
+result.json   the function's JSON return value, read back with ``load_result(path)``
+lease.json    the lease of the launch running the step (see lock.py)
+jobs/         one folder per submitted job (see backends/)
 """
 
 from __future__ import annotations
@@ -152,7 +152,10 @@ def git_commit() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -19,9 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import fsspec
-from fsspec.core import split_protocol
-
 from confpipe.errors import ConfigError
 
 
@@ -37,7 +34,10 @@ class Blob:
 class Store(Protocol):
     """The per-store seam: everything above uses only these methods."""
 
-    fs: Any  # the fsspec filesystem, for outputs and job folders
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem, for outputs and job folders."""
+        ...
 
     def read(self, path: str) -> Blob | None:
         """The object at ``path`` or None if absent."""
@@ -74,8 +74,11 @@ _tmp_counter = itertools.count()
 class LocalStore:
     """Local (or locally mounted) files: hard-link create, rename overwrite, flock-guarded CAS."""
 
-    def __init__(self) -> None:
-        self.fs = fsspec.filesystem("file")
+    @property
+    def fs(self) -> Any:  # imported on use: a local job's worker should not pay for fsspec
+        import fsspec
+
+        return fsspec.filesystem("file")
 
     def read(self, path: str) -> Blob | None:
         try:
@@ -165,6 +168,8 @@ class MemoryStore:
     _versions = itertools.count(1)
 
     def __init__(self) -> None:
+        import fsspec
+
         self.fs = fsspec.filesystem("memory")
 
     def read(self, path: str) -> Blob | None:
@@ -227,6 +232,14 @@ _stores: dict[str, Store] = {}
 _SUPPORTED = ("a local path or file://", "memory://")
 
 
+def split_protocol(url: str) -> tuple[str | None, str]:
+    """``("gs", "bucket/x")`` for ``gs://bucket/x``; ``(None, path)`` for a plain path."""
+    protocol, sep, rest = url.partition("://")
+    if sep and protocol.isidentifier():
+        return protocol, rest
+    return None, url
+
+
 def store_for(url: str) -> Store:
     """The Store serving ``url`` (one shared instance per protocol)."""
     protocol, _ = split_protocol(url)
@@ -250,5 +263,7 @@ def local_path(url: str) -> str:
     """An absolute path for a local URL (``file://`` stripped), unchanged for other stores."""
     protocol, path = split_protocol(url)
     if protocol in (None, "file", "local"):
-        return os.path.abspath(os.path.expanduser(path))
-    return str(url)
+        return os.path.abspath(
+            os.path.expanduser(path if protocol is None else "/" + path.lstrip("/"))
+        )
+    return url

@@ -1,0 +1,237 @@
+"""The local backend: each job is a subprocess of this Python, under a CPU/memory budget.
+
+A job runs ``python -m confpipe.worker <job folder>`` in its own session (so Ctrl-C in the
+terminal does not reach it and ``cancel`` can kill its whole process group), with its
+output in ``log.txt``. Jobs whose cpu/memory don't fit the remaining budget wait, queued
+in submission order; the job that ends starts the next ones that fit. No thread polls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from confpipe.backends import LOG, BackendKind, JobRequest, JobState, JobStatus
+from confpipe.errors import ConfigError
+from confpipe.spec import Resources
+from confpipe.storage import local_path
+
+GiB = 2**30
+KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
+_LOG_TAIL_BYTES = 64 * 1024
+_WAITING = "waiting for the cpu/memory budget"
+
+
+@dataclass(eq=False)
+class _Job:
+    """The handle of one local job; ``status`` is replaced whole, so reading it needs no lock."""
+
+    request: JobRequest
+    job_dir: str
+    status: JobStatus = field(default_factory=lambda: JobStatus(JobState.QUEUED, _WAITING))
+    proc: subprocess.Popen[bytes] | None = None
+    cancelled: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cpu(self) -> float:
+        return self.request.resources.cpu
+
+    @property
+    def memory(self) -> int:
+        return self.request.resources.memory or 0
+
+
+class LocalBackend:
+    """Runs jobs as local subprocesses; at most ``cpu`` CPUs and ``memory`` bytes at once.
+
+    The budget defaults to the CPUs this process may run on and the physical memory.
+    """
+
+    kind = BackendKind.LOCAL
+
+    def __init__(
+        self,
+        *,
+        cpu: float | None = None,
+        memory: int | None = None,
+        max_poll_interval: float = 0.05,
+    ) -> None:
+        self.cpu = float(cpu) if cpu is not None else machine_cpus()
+        self.memory = memory if memory is not None else machine_memory()
+        if self.cpu <= 0 or self.memory <= 0:
+            raise ConfigError(f"local backend: cpu and memory must be positive ({cpu}, {memory})")
+        self.max_poll_interval = max_poll_interval
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()
+        self._cpu_used = 0.0
+        self._memory_used = 0
+
+    def check(self, step: str, resources: Resources) -> None:
+        where = f"step {step!r}: resources"
+        if resources.gpu is not None:
+            raise ConfigError(
+                f"{where}.gpu needs backend=gcp (Cloud Batch); the local backend runs CPU jobs only"
+            )
+        if resources.tpu is not None:
+            raise ConfigError(
+                f"{where}.tpu needs backend=gcp (Cloud TPU); the local backend runs CPU jobs only"
+            )
+        if resources.cpu > self.cpu:
+            raise ConfigError(
+                f"{where}.cpu={resources.cpu:g} is more than the local backend's budget of "
+                f"{self.cpu:g} CPUs on this machine; lower it or use backend=gcp"
+            )
+        if resources.memory is not None and resources.memory > self.memory:
+            raise ConfigError(
+                f"{where}.memory={resources.memory / GiB:.1f}GiB is more than the local "
+                f"backend's budget of {self.memory / GiB:.1f}GiB on this machine; lower it or "
+                "use backend=gcp"
+            )
+        missing = sorted(k for k in resources.secret_env if k not in os.environ)
+        if missing:
+            raise ConfigError(
+                f"{where}.secret_env: the local backend can't read Secret Manager; export "
+                f"{', '.join(missing)} before launching (jobs inherit the environment) or use "
+                "backend=gcp"
+            )
+
+    def submit(self, job: JobRequest) -> object:
+        self.check(job.step, job.resources)
+        job_dir = local_path(job.job_dir)
+        if "://" in job_dir:
+            raise ConfigError(
+                f"step {job.step!r}: the local backend needs a local prefix for its job "
+                f"folders, got {job.job_dir!r}"
+            )
+        handle = _Job(job, job_dir)
+        with self._lock:
+            self._queue.append(handle)
+            self._start_fitting()
+        return handle
+
+    def poll(self, handle: object) -> JobStatus:
+        return _job(handle).status
+
+    def cancel(self, handle: object) -> None:
+        job = _job(handle)
+        with self._lock:
+            if job.done.is_set() or job.cancelled:
+                proc = None
+            elif job.proc is None:  # still queued: it never starts
+                self._queue.remove(job)
+                job.cancelled = True
+                job.status = JobStatus(JobState.CANCELLED, "cancelled while queued")
+                job.done.set()
+                return
+            else:
+                job.cancelled = True
+                proc = job.proc
+        if proc is None:
+            job.done.wait()
+            return
+        _kill_group(proc.pid, signal.SIGTERM)
+        job.done.wait(KILL_GRACE)
+        _kill_group(proc.pid, signal.SIGKILL)  # the leader if it lingers, and any stragglers
+        job.done.wait()
+
+    def logs(self, handle: object, lines: int = 40) -> str:
+        try:
+            with open(os.path.join(_job(handle).job_dir, LOG), "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - _LOG_TAIL_BYTES))
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+
+    def _start_fitting(self) -> None:
+        """Start queued jobs in order while the first one fits the budget (lock held)."""
+        while self._queue:
+            job = self._queue[0]
+            if self._cpu_used + job.cpu > self.cpu + 1e-9:
+                return
+            if self._memory_used + job.memory > self.memory:
+                return
+            self._queue.popleft()
+            self._start(job)
+
+    def _start(self, job: _Job) -> None:
+        try:
+            with open(os.path.join(job.job_dir, LOG), "wb") as log:
+                job.proc = subprocess.Popen(
+                    [sys.executable, "-m", "confpipe.worker", job.job_dir],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=job_env(job.request.resources),
+                    start_new_session=True,
+                )
+        except OSError as err:
+            job.status = JobStatus(JobState.FAILED, f"could not start the worker: {err}")
+            job.done.set()
+            return
+        self._cpu_used += job.cpu
+        self._memory_used += job.memory
+        job.status = JobStatus(JobState.RUNNING, f"pid {job.proc.pid}")
+        name = f"confpipe-job-{job.proc.pid}"
+        threading.Thread(target=self._reap, args=(job, job.proc), name=name, daemon=True).start()
+
+    def _reap(self, job: _Job, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        with self._lock:
+            self._cpu_used -= job.cpu
+            self._memory_used -= job.memory
+            if job.cancelled:
+                job.status = JobStatus(JobState.CANCELLED, describe_exit(code))
+            elif code == 0:
+                job.status = JobStatus(JobState.SUCCEEDED)
+            else:
+                job.status = JobStatus(JobState.FAILED, describe_exit(code))
+            job.done.set()
+            self._start_fitting()
+
+
+def job_env(resources: Resources) -> dict[str, str]:
+    """This process's environment, its ``sys.path`` (so user modules import) and ``env``."""
+    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
+    return {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **resources.env}
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def machine_cpus() -> float:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return float(len(os.sched_getaffinity(0)))
+    return float(os.cpu_count() or 1)
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes."""
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _job(handle: object) -> _Job:
+    if not isinstance(handle, _Job):
+        raise TypeError(f"not a local job handle: {handle!r}")
+    return handle

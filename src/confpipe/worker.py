@@ -1,0 +1,76 @@
+"""``python -m confpipe.worker <job folder URL>``: run a staged call and record its outcome.
+
+Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs)``), runs ``fn(**kwargs)`` and writes
+``result.json`` or ``error.json`` (type, message, traceback) into the job folder, atomically,
+through the folder's Store. Exit codes: 0 the call returned, 1 it raised (or its value is
+not JSON), 2 usage error. Kept light: every millisecond of import is paid by every job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+
+import cloudpickle
+
+from confpipe.backends import CALL, ERROR, RESULT
+from confpipe.errors import ConfpipeError, StepFailed
+from confpipe.status import encode_result
+from confpipe.storage import Store, store_for
+
+USAGE = "usage: python -m confpipe.worker <job folder URL>"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    job_dir = args[0].rstrip("/")
+    try:
+        store = store_for(job_dir)
+        blob = store.read(f"{job_dir}/{CALL}")
+    except (ConfpipeError, OSError) as err:
+        print(f"confpipe.worker: can't read {job_dir}/{CALL}: {err}", file=sys.stderr)
+        return 2
+    if blob is None:
+        print(f"confpipe.worker: no {CALL} in {job_dir!r}: is it a job folder?", file=sys.stderr)
+        return 2
+    try:
+        fn, kwargs = cloudpickle.loads(blob.data)
+        value = fn(**kwargs)
+    except BaseException as err:  # the job's failure, whatever it is, goes to the record
+        return _fail(store, job_dir, type(err).__name__, str(err), traceback.format_exc())
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+    try:
+        data = encode_result(name, value)
+    except StepFailed as err:
+        message = (
+            f"the return value of {name} must be JSON-serializable (dict, list, str, number, "
+            f"bool, None): {err.__cause__}"
+        )
+        return _fail(store, job_dir, "TypeError", message, "")
+    _flush()
+    store.write(f"{job_dir}/{RESULT}", data)
+    return 0
+
+
+def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> int:
+    """Print the error to the log and record it; the exit code of a failed call."""
+    print(trace or f"{kind}: {message}", file=sys.stderr, end="" if trace else "\n")
+    _flush()
+    record = {"type": kind, "message": message, "traceback": trace}
+    store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
+    return 1
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken by the job
+            stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

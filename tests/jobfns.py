@@ -1,0 +1,79 @@
+"""Step functions that backend tests run as jobs; importable by the worker by module name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confpipe.jobs import remote
+from confpipe.spec import Resources
+
+
+def noop(output_path: str | None = None) -> None:
+    return None
+
+
+def add(a: int, b: int, output_path: str | None = None) -> dict[str, object]:
+    return {"sum": a + b, "pid": os.getpid(), "output_path": output_path}
+
+
+def boom(message: str) -> None:
+    print("about to fail: line printed by the job")
+    raise ValueError(message)
+
+
+def returns_set() -> set[int]:
+    return {1, 2}
+
+
+def env_digest(name: str) -> str:
+    """A digest of the variable's value, so the test never passes the value in."""
+    return hashlib.sha256(os.environ[name].encode()).hexdigest()
+
+
+def sleeper(
+    pid_file: str, marker: str | None = None, child: bool = False, output_path: str | None = None
+) -> None:
+    """Record our pid (and a grandchild's), then sleep until killed."""
+    if marker is not None:
+        Path(marker).touch()
+    pids = [os.getpid()]
+    if child:
+        pids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]).pid)
+    Path(pid_file + ".tmp").write_text(" ".join(map(str, pids)))
+    os.replace(pid_file + ".tmp", pid_file)
+    time.sleep(120)
+
+
+def record_span(folder: str, name: str, seconds: float) -> str:
+    """Write start and end times to ``folder/name``."""
+    start = time.time()
+    time.sleep(seconds)
+    Path(folder, name).write_text(f"{start} {time.time()}")
+    return name
+
+
+def meet(folder: str, name: str, count: int) -> str:
+    """Announce ourselves, then wait (up to 60 s) until ``count`` jobs have: proves overlap."""
+    Path(folder, name).touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).iterdir())) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(Path(folder).iterdir()))} of {count} jobs met")
+        time.sleep(0.01)
+    return name
+
+
+def kill_self() -> None:
+    print("about to be killed")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@remote(resources=Resources(cpu=2, memory=2**30))
+def marked(x: int, output_path: str | None = None) -> int:
+    return x * 2
