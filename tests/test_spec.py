@@ -7,6 +7,7 @@ import math
 import pytest
 
 from confpipe import GPU, ConfigError, Ref, Resources, StepSpec
+from confpipe.spec import Template
 from tests import stepfns
 
 
@@ -89,3 +90,11 @@ def test_resources_validation() -> None:
         Resources(cpu=0)
     with pytest.raises(ConfigError, match="memory must be positive"):
         Resources(memory=-1)
+
+
+def test_templates_mix_text_and_several_steps() -> None:
+    a, b = StepSpec("a", stepfns.noop), StepSpec("b", stepfns.noop)
+    joined = step(config={"both": Template((a, "/x,", b, "/y"))})
+    assert set(joined.dependencies) == {a, b}
+    assert joined.resolved_config("/p")["both"] == f"/p/{a.identity}/x,/p/{b.identity}/y"
+    assert step(config={"both": Template((a, "/x,", b, "/z"))}).hash != joined.hash

@@ -31,6 +31,7 @@ class StepFailed(ConfpipeError):
         super().__init__(f"step {step!r}: {message}")
         self.step = step
         self.remote_traceback = remote_traceback  # the job's own traceback, for remote steps
+        self.log_path: str | None = None  # the job's log, for remote steps
 
 
 class LeaseLost(StepFailed):

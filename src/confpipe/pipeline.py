@@ -17,9 +17,20 @@ from confpipe.backends import Backend, BackendKind
 from confpipe.cache import Records, cache, previous_failure, record_dep_failed
 from confpipe.cancel import CancelScope
 from confpipe.errors import ConfigError, Interrupted, RunFailed
-from confpipe.lock import LockOptions, abandon_held, lock
-from confpipe.plan import StepPlan, Where, collect, describe, format_plan, needed, read_all, select
 from confpipe.jobs import as_job, step_resources
+from confpipe.lock import LockOptions, abandon_held, lock
+from confpipe.plan import (
+    Reporter,
+    StepEnd,
+    StepPlan,
+    Where,
+    collect,
+    describe,
+    needed,
+    read_all,
+    select,
+)
+from confpipe.progress import PlainReporter
 from confpipe.runner import Outcome, Result, Task, execute
 from confpipe.spec import Resources, StepSpec
 from confpipe.status import CACHED, StepState, launch_id
@@ -76,6 +87,7 @@ def run(
     detach: bool = False,
     lock_options: LockOptions | None = None,
     backend: Backend | None = None,
+    reporter: Reporter | None = None,
 ) -> Summary:
     """Run ``steps`` and everything they depend on; skip what already succeeded.
 
@@ -109,46 +121,56 @@ def run(
             status = statuses[spec.identity]
             if status is not None and status.state is StepState.FAILED:
                 raise previous_failure(spec.name, status)
+    plans = describe(need, outputs, statuses, resources, where, prefix)
+    show = reporter or PlainReporter(log.info)
+    show.planned(plans, dry_run)
     if dry_run:
-        plans = describe(need, outputs, statuses, resources, where)
-        print(format_plan(plans))
-        return Summary(plans, outputs={s.name: outputs[s.identity] for s in need})
+        return Summary(plans, outputs={p.label: p.output for p in plans})
+    try:
+        return _execute(plans, todo, resources, prefix, max_concurrent, show, ctx=_Context(
+            launch_id(), backend, lock_options or LockOptions(), CancelScope(),
+            force_run_failed, detach,
+        ))  # fmt: skip
+    finally:
+        show.close()
 
-    options = lock_options or LockOptions()
-    ctx = _Context(launch_id(), backend, options, CancelScope(), force_run_failed, detach)
-    by_id = {s.identity: s for s in todo}
+
+def _execute(
+    plans: list[StepPlan], todo: list[StepSpec], resources: dict[str, Resources | None],
+    prefix: str, max_concurrent: int, show: Reporter, ctx: _Context,
+) -> Summary:  # fmt: skip
+    """Hand the steps still to do to the runner; report each; raise if any failed."""
+    plan_of = {p.spec.identity: p for p in plans}
     tasks = [
         Task(
             spec.identity,
-            tuple(d.identity for d in spec.dependencies if d.identity in by_id),
+            tuple(d.identity for d in spec.dependencies if d.identity in plan_of),
             functools.partial(
-                executable(spec, outputs[spec.identity], resources[spec.identity], ctx),
-                output_path=outputs[spec.identity],
+                executable(spec, plan_of[spec.identity].output, resources[spec.identity], ctx),
+                output_path=plan_of[spec.identity].output,
                 **spec.resolved_config(prefix),
             ),
         )
         for spec in todo
     ]
-    names = _display_names(todo)
     started: dict[str, float] = {}
 
     def on_start(key: str) -> None:
         started[key] = time.monotonic()
-        log.info("step %s: started (%s)", names[key], where[key].value)
+        show.started(plan_of[key])
 
     def on_done(result: Result) -> None:
-        key = result.key
+        plan = plan_of[result.key]
         if result.outcome is Outcome.DEP_FAILED and result.failed_dep is not None:
-            spec = by_id[key]
             record_dep_failed(
-                store_for(outputs[key]), spec, outputs[key], names[result.failed_dep],
-                ctx.owner, options, ctx.scope,
+                store_for(plan.output), plan.spec, plan.output, plan_of[result.failed_dep].label,
+                ctx.owner, ctx.options, ctx.scope,
             )  # fmt: skip
-        elif result.outcome is Outcome.SUCCEEDED:
-            took = time.monotonic() - started.get(key, time.monotonic())
-            log.info("step %s: %s in %.2fs", names[key], _verb(result.value), took)
-        elif result.outcome is Outcome.FAILED:
-            log.error("step %s: failed: %s", names[key], result.error)
+        end = _END[result.outcome]
+        if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
+            end = StepEnd.CACHED
+        took = time.monotonic() - started.get(result.key, time.monotonic())
+        show.finished(plan, end, took, result.error)
 
     report = execute(
         tasks, max_concurrent=max_concurrent, cancel=ctx.scope, on_start=on_start, on_done=on_done
@@ -158,22 +180,27 @@ def run(
         abandon_held(error)
         raise error
     results = report.results.values()
-    failures = {names[r.key]: r.error for r in results if r.outcome is Outcome.FAILED}
-    dep_failed = {names[r.key]: names[r.failed_dep or ""] for r in results if r.failed_dep}
+    label = {key: p.label for key, p in plan_of.items()}
+    failures = {label[r.key]: r.error for r in results if r.outcome is Outcome.FAILED}
+    dep_failed = {label[r.key]: label[r.failed_dep] for r in results if r.failed_dep}
     if failures:
         first = next(iter(failures.values()))
         raise RunFailed({k: v for k, v in failures.items() if v is not None}, dep_failed) from first
     ran = [r.key for r in results if r.value is not CACHED]
-    cached = [s.identity for s in need if s.identity not in ran]
-    return Summary([], ran, cached, {s.name: outputs[s.identity] for s in need})
+    cached = [p.spec.identity for p in plans if p.spec.identity not in ran]
+    return Summary(plans, ran, cached, {p.label: p.output for p in plans})
+
+
+_END = {
+    Outcome.SUCCEEDED: StepEnd.SUCCEEDED,
+    Outcome.FAILED: StepEnd.FAILED,
+    Outcome.DEP_FAILED: StepEnd.DEP_FAILED,
+    Outcome.CANCELLED: StepEnd.CANCELLED,
+}
 
 
 def _state(status: Any) -> StepState | None:
     return None if status is None else status.state
-
-
-def _verb(value: object) -> str:
-    return "done by another launch" if value is CACHED else "succeeded"
 
 
 def _where(resources: Resources | None, backend: Backend | None) -> Where:
@@ -182,16 +209,6 @@ def _where(resources: Resources | None, backend: Backend | None) -> Where:
     if backend is None or backend.kind is BackendKind.LOCAL:
         return Where.LOCAL_JOB
     return Where.TPU if resources.tpu else Where.BATCH
-
-
-def _display_names(specs: Sequence[StepSpec]) -> dict[str, str]:
-    """Step names for messages; the identity where two steps of a run share a name."""
-    counts: dict[str, int] = {}
-    for spec in specs:
-        counts[spec.name] = counts.get(spec.name, 0) + 1
-    names = {s.identity: s.name if counts[s.name] == 1 else s.identity for s in specs}
-    names[""] = ""
-    return names
 
 
 def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:

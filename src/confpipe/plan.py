@@ -6,16 +6,18 @@ prunes every subtree whose root already succeeded, and writes nothing at all.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Protocol
 
 from confpipe.errors import ConfigError
 from confpipe.lock import read_holder
 from confpipe.spec import Resources, StepSpec
-from confpipe.status import Status, StepState, read_statuses
-from confpipe.storage import store_for
+from confpipe.status import RECORDS, Status, StepState, read_statuses
+from confpipe.storage import Store, split_protocol, store_for
 
 
 class Where(Enum):
@@ -31,14 +33,36 @@ class PlanState(Enum):
     RUNNING = "running"
 
 
+class StepEnd(Enum):
+    """How a step ended in this launch."""
+
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"  # another launch finished it while this one waited
+    FAILED = "failed"
+    DEP_FAILED = "dep failed"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class StepPlan:
     spec: StepSpec
+    label: str  # the name, or the identity where two planned steps share a name
     output: str
     state: PlanState
     reason: str
     where: Where
     resources: Resources | None
+
+
+class Reporter(Protocol):
+    """Receives the plan and every step's start and end (progress.py draws them)."""
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
+    def started(self, plan: StepPlan) -> None: ...
+    def finished(
+        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
+    ) -> None: ...
+    def close(self) -> None: ...
 
 
 def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
@@ -121,8 +145,12 @@ def describe(
     statuses: dict[str, Status | None],
     resources: dict[str, Resources | None],
     where: dict[str, Where],
+    prefix: str,
 ) -> list[StepPlan]:
-    """The plan of each step: cached, or why it will run (reads leases of steps not done)."""
+    """The plan of each step: cached, or why it will run (reads leases of steps not done, and
+    the info record of an earlier output of the same step name to explain a cache miss)."""
+    labels = labels_of(specs)
+    earlier = _earlier_outputs(prefix, {s.name for s in specs})
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
@@ -133,6 +161,8 @@ def describe(
             reason = f"retry: failed earlier ({status.error})"
         elif status is not None and status.state is StepState.DEP_FAILED:
             reason = f"retry: dependency {status.failed_dep} had failed"
+        elif status is None and earlier.get(spec.name):
+            reason = _miss(spec, prefix, earlier[spec.name]) or reason
         if state is not PlanState.CACHED:
             holder = read_holder(store_for(out), out)
             if holder is not None:
@@ -140,10 +170,91 @@ def describe(
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             elif status is not None and status.state is StepState.RUNNING:
                 reason = f"retry: interrupted run by {status.worker} left no lease"
-        plans.append(
-            StepPlan(spec, out, state, reason, where[spec.identity], resources[spec.identity])
-        )
+        plan = StepPlan(
+            spec, labels[spec.identity], out, state, reason, where[spec.identity],
+            resources[spec.identity],
+        )  # fmt: skip
+        plans.append(plan)
     return plans
+
+
+def labels_of(specs: Sequence[StepSpec]) -> dict[str, str]:
+    """Step names for messages; the identity where two steps share a name."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        counts[spec.name] = counts.get(spec.name, 0) + 1
+    return {s.identity: s.name if counts[s.name] == 1 else s.identity for s in specs}
+
+
+def _earlier_outputs(prefix: str, names: set[str]) -> dict[str, list[str]]:
+    """Existing output folders under ``prefix`` by step name (one listing of the prefix)."""
+    try:
+        entries = store_for(prefix).fs.ls(prefix, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found: dict[str, list[str]] = {}
+    for entry in entries:
+        name, _, _ = str(entry).rstrip("/").rsplit("/", 1)[-1].rpartition("-")
+        if name in names:
+            found.setdefault(name, []).append(str(entry).rstrip("/"))
+    return found
+
+
+def _miss(spec: StepSpec, prefix: str, folders: list[str]) -> str | None:
+    """``changed: vocab_size: 1024 -> 2048`` against the newest earlier output of the step."""
+    store = store_for(prefix)
+    protocol, _ = split_protocol(prefix)
+    newest: dict[str, Any] | None = None
+    for folder in folders:
+        if folder.endswith(spec.hash):
+            continue
+        url = folder if protocol is None or "://" in folder else f"{protocol}://{folder}"
+        info = _read_info(store, f"{url}/{RECORDS}/info.json")
+        if info and (newest is None or info.get("time", 0) > newest.get("time", 0)):
+            newest = info
+    if newest is None or "hash_inputs" not in newest:
+        return None
+    changes = diff(newest["hash_inputs"], spec.hash_inputs)
+    return "changed: " + ", ".join(changes) if changes else None
+
+
+def _read_info(store: Store, path: str) -> dict[str, Any] | None:
+    blob = store.read(path)
+    try:
+        return None if blob is None else dict(json.loads(blob.data))
+    except ValueError:
+        return None
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Changed keys between two hash-input records, as ``key: old -> new``."""
+    before, after = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
+    for key in ("fn", "version"):
+        before[f"({key})"], after[f"({key})"] = old.get(key), new.get(key)
+    if sorted(old.get("deps", [])) != sorted(new.get("deps", [])):
+        before["(deps)"], after["(deps)"] = ", ".join(old["deps"]), ", ".join(new["deps"])
+    missing = "(unset)"
+    return [
+        f"{key}: {_short(before.get(key, missing))} -> {_short(after.get(key, missing))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, missing) != after.get(key, missing)
+    ]
+
+
+def _flatten(value: Any, key: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and not ({"$step"} & value.keys()):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{key}.{k}" if key else k))
+        return out
+    if isinstance(value, dict):  # a step reference: show which output it points to
+        return {key: value["$step"] + value.get("suffix", "")}
+    return {key: value}
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_plan(plans: Sequence[StepPlan]) -> str:
@@ -151,11 +262,34 @@ def format_plan(plans: Sequence[StepPlan]) -> str:
     rows = [("step", "hash", "status", "where", "output", "reason")]
     for p in plans:
         where = p.where.value + (f" ({p.resources.describe()})" if p.resources else "")
-        rows.append((p.spec.name, p.spec.hash, p.state.value, where, p.output, p.reason))
+        rows.append((p.label, p.spec.hash, p.state.value, where, p.output, p.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
     ]
     counts = {s: sum(p.state is s for p in plans) for s in PlanState}
     lines.append(", ".join(f"{n} {s.value}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def format_diagram(plans: Sequence[StepPlan], kind: str) -> str:
+    """The planned DAG as a ``mermaid`` flowchart or a Graphviz ``dot`` digraph."""
+    ids = {p.spec.identity: f"s{i}" for i, p in enumerate(plans)}
+    edges = [
+        (ids[d.identity], ids[p.spec.identity])
+        for p in plans
+        for d in p.spec.dependencies
+        if d.identity in ids
+    ]
+    if kind == "mermaid":
+        lines = ["graph TD"]
+        lines += [f'  {ids[p.spec.identity]}["{p.label}<br/>{p.state.value}"]' for p in plans]
+        lines += [f"  {a} --> {b}" for a, b in edges]
+    elif kind == "dot":
+        lines = ["digraph confpipe {", "  rankdir=TB;"]
+        lines += [f'  {ids[p.spec.identity]} [label="{p.label}\\n{p.state.value}"];' for p in plans]
+        lines += [f"  {a} -> {b};" for a, b in edges]
+        lines.append("}")
+    else:
+        raise ConfigError(f"plan_format={kind!r} is unknown: use table, mermaid or dot")
     return "\n".join(lines)

@@ -91,6 +91,13 @@ class Ref:
     suffix: str = ""
 
 
+@dataclass(frozen=True)
+class Template:
+    """A string made of text and step output paths, e.g. ``${step:a}/x,${step:b}/y`` in YAML."""
+
+    parts: tuple[str | StepSpec, ...]
+
+
 @dataclass(frozen=True, eq=False)
 class StepSpec:
     """One step: call ``fn(output_path=..., **config)`` once, cached under its hash.
@@ -203,6 +210,8 @@ def canonical(value: Any, step: str, key: str = "config") -> Any:
         return {"$step": value.identity}
     if isinstance(value, Ref):
         return {"$step": value.step.identity, "suffix": value.suffix}
+    if isinstance(value, Template):
+        return {"$template": [canonical(part, step, key) for part in value.parts]}
     if isinstance(value, PurePath):
         return str(value)
     if isinstance(value, Mapping):
@@ -225,6 +234,8 @@ def _refs(value: Any) -> Iterator[StepSpec]:
         yield value
     elif isinstance(value, Ref):
         yield value.step
+    elif isinstance(value, Template):
+        yield from _refs(value.parts)
     elif isinstance(value, Mapping):
         for v in value.values():
             yield from _refs(v)
@@ -238,6 +249,8 @@ def _resolve(value: Any, prefix: str) -> Any:
         return value.output_under(prefix)
     if isinstance(value, Ref):
         return value.step.output_under(prefix) + value.suffix
+    if isinstance(value, Template):
+        return "".join(_resolve(part, prefix) for part in value.parts)
     if isinstance(value, Mapping):
         return {k: _resolve(v, prefix) for k, v in value.items()}
     if isinstance(value, list):

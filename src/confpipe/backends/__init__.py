@@ -207,7 +207,9 @@ def _failure(backend: Backend, handle: object, step: str, job_dir: str, what: st
     if tail:
         lines = "\n".join(f"    {line}" for line in tail.splitlines())
         text += f"\n  last lines of {LOG}:\n{lines}"
-    return StepFailed(step, text)
+    err = StepFailed(step, text)
+    err.log_path = f"{job_dir}/{LOG}"
+    return err
 
 
 def _job_id(attempt: int) -> str:

@@ -1,0 +1,221 @@
+"""Progress while a run goes and its summary at the end: a live rich table on a terminal,
+plain log lines elsewhere.
+
+Both reporters receive the same events from ``pipeline.run`` (see ``plan.Reporter``); rich
+is imported only when a live display is drawn.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from confpipe.errors import StepFailed
+from confpipe.plan import PlanState, Reporter, StepEnd, StepPlan, format_diagram, format_plan
+
+TAIL_LINES = 12
+
+
+@dataclass
+class _Row:
+    plan: StepPlan
+    state: str
+    started: float | None = None
+    seconds: float | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Tally:
+    """What a launch did, step by step; the summary is drawn from it."""
+
+    rows: dict[str, _Row] = field(default_factory=dict)
+
+    def count(self, *states: str) -> int:
+        return sum(row.state in states for row in self.rows.values())
+
+    def failures(self) -> list[_Row]:
+        return [r for r in self.rows.values() if r.state == StepEnd.FAILED.value]
+
+    def summary_lines(self) -> list[str]:
+        ran = self.count(StepEnd.SUCCEEDED.value)
+        cached = self.count(PlanState.CACHED.value, StepEnd.CACHED.value)
+        failed = self.count(StepEnd.FAILED.value)
+        blocked = self.count(StepEnd.DEP_FAILED.value, StepEnd.CANCELLED.value)
+        line = f"summary: {ran} ran, {cached} cached, {failed} failed"
+        lines = [line + (f", {blocked} not run" if blocked else "")]
+        for row in self.failures():
+            lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
+            log_path = getattr(row.error, "log_path", None)
+            lines.append(f"    log: {log_path}" if log_path else f"    output: {row.plan.output}")
+        return lines
+
+
+def first_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of a failed job's log as carried by its error (none for thread steps)."""
+    if not isinstance(error, StepFailed):
+        return []
+    text = str(error).splitlines()
+    return text[1:][-lines:]
+
+
+def where_of(plan: StepPlan) -> str:
+    return plan.where.value + (f" ({plan.resources.describe()})" if plan.resources else "")
+
+
+class PlainReporter:
+    """One line per event, for logs and pipes."""
+
+    def __init__(self, write: Callable[[str], None], plan_format: str = "table") -> None:
+        self.write, self.plan_format, self.tally = write, plan_format, Tally()
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
+        for plan in plans:
+            self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
+        if dry_run:  # the plan is the product: stdout, not the progress stream
+            print(show_plan(plans, self.plan_format), flush=True)
+            return
+        todo = sum(p.state is not PlanState.CACHED for p in plans)
+        self.write(f"plan: {len(plans)} steps, {len(plans) - todo} cached, {todo} to run")
+
+    def started(self, plan: StepPlan) -> None:
+        self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
+        self.write(f"start {plan.label} [{where_of(plan)}]")
+
+    def finished(
+        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
+    ) -> None:
+        self.tally.rows[plan.spec.identity] = _Row(plan, end.value, None, seconds, error)
+        detail = f": {first_line(error)}" if error is not None else ""
+        self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
+        for line in log_tail(error):
+            self.write(f"  | {line}")
+
+    def close(self) -> None:
+        if any(r.state != PlanState.CACHED.value or r.seconds for r in self.tally.rows.values()):
+            for line in self.tally.summary_lines():
+                self.write(line)
+
+
+def show_plan(plans: Sequence[StepPlan], plan_format: str) -> str:
+    return format_plan(plans) if plan_format == "table" else format_diagram(plans, plan_format)
+
+
+class LiveReporter:
+    """A rich live table: each step's state, elapsed time and where it runs; failing jobs'
+    log tails below it; the summary when the run ends."""
+
+    def __init__(self, stream: TextIO, plan_format: str = "table") -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream)
+        self.plan_format, self.tally = plan_format, Tally()
+        self._live: Any = None
+        self._guard = threading.Lock()
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
+        for plan in plans:
+            self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
+        if dry_run:  # the plan is the product: stdout, not the progress stream
+            from rich.console import Console
+
+            out = Console()
+            if self.plan_format == "table":
+                out.print(self._table(title="plan (dry run: nothing was run)"))
+            else:
+                out.print(show_plan(plans, self.plan_format), markup=False, highlight=False)
+            return
+        from rich.live import Live
+
+        self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def started(self, plan: StepPlan) -> None:
+        with self._guard:
+            self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
+
+    def finished(
+        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
+    ) -> None:
+        with self._guard:
+            self.tally.rows[plan.spec.identity] = _Row(plan, end.value, None, seconds, error)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            for line in self.tally.summary_lines():
+                self.console.print(line, markup=False, highlight=False)
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.text import Text
+
+        with self._guard:
+            parts: list[Any] = [self._table()]
+            for row in self.tally.failures():
+                tail = log_tail(row.error)
+                if tail:
+                    parts.append(Text(f"{row.plan.label}: last lines of its log", style="bold red"))
+                    parts.append(Text("\n".join(tail), style="dim"))
+        return Group(*parts)
+
+    def _table(self, title: str | None = None) -> Any:
+        from rich.table import Table
+
+        table = Table(title=title, expand=False)
+        for column in ("step", "hash", "state", "time", "where", "output / reason"):
+            table.add_column(column, overflow="fold")
+        now = time.monotonic()
+        for row in self.tally.rows.values():
+            plan = row.plan
+            elapsed = row.seconds if row.seconds is not None else None
+            if row.started is not None:
+                elapsed = now - row.started
+            detail = plan.output if plan.state is PlanState.CACHED else plan.reason
+            if row.error is not None:
+                detail = first_line(row.error)
+            table.add_row(
+                plan.label, plan.spec.hash, _styled(row.state),
+                "" if elapsed is None else f"{elapsed:.1f}s", where_of(plan), detail,
+            )  # fmt: skip
+        return table
+
+
+_STYLES = {
+    "running": "bold yellow",
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "dep failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def _styled(state: str) -> Any:
+    from rich.text import Text
+
+    return Text(state, style=_STYLES.get(state, ""))
+
+
+def reporter_for(stream: TextIO | None = None, plan_format: str = "table") -> Reporter:
+    """A live display on a terminal, plain lines anywhere else."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        return LiveReporter(stream, plan_format)
+
+    def write(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return PlainReporter(write, plan_format)
