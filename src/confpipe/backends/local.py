@@ -199,10 +199,25 @@ class LocalBackend:
 
 
 def job_env(resources: Resources) -> dict[str, str]:
-    """This process's environment, its ``sys.path`` (so user modules import) and ``env``."""
+    """This process's environment, its ``sys.path`` (so user modules import) and ``env``.
+
+    Thread pools (OpenMP, BLAS, Rayon as in HF tokenizers) are capped at the job's CPUs
+    unless the user set them, so a job stays within the budget it reserved.
+    """
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
-    return {**os.environ, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1", **resources.env}
+    threads = str(max(1, int(resources.cpu)))
+    caps = {name: threads for name in _THREAD_VARS if name not in os.environ}
+    return {
+        **os.environ,
+        **caps,
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        **resources.env,
+    }
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
 def describe_exit(code: int) -> str:

@@ -1,0 +1,560 @@
+"""Tokenize experiment: gather a text corpus, train a byte-level BPE tokenizer, tokenize it.
+
+The three steps of ``conf/experiment/tokenize.yaml`` (``python -m confpipe +experiment=tokenize``)::
+
+    download         files from any fsspec URL or glob, or ``stdlib``  ->  shard-NNNNN.jsonl
+    train_tokenizer  shard-*.jsonl                                     ->  tokenizer.json
+    tokenize         shard-*.jsonl + tokenizer.json                    ->  tokens-NNNNN.npy,
+                                                                           offsets-NNNNN.npy,
+                                                                           index.json, stats.json
+
+Everything runs offline: the default corpus is the running interpreter's standard library
+sources, and the tokenizer is trained locally with HF ``tokenizers``. Inputs are read and
+outputs written through fsspec, so every path may be a local directory or a URL (``gs://``,
+``memory://``, ...). For a given config (and source contents: ``stdlib`` is the running
+Python's) the data files are byte-for-byte deterministic, whatever the thread count; only the
+timings in the returned stats and ``stats.json`` vary.
+
+File formats
+------------
+``shard-NNNNN.jsonl``
+    UTF-8 JSON lines ``{"id": <path relative to the source root>, "text": <file contents>}``,
+    in sorted path order, ``shard_docs`` documents per shard.
+``tokenizer.json``
+    An HF ``tokenizers`` file: ``tokenizers.Tokenizer.from_file("tokenizer.json")``.
+``tokens-NNNNN.npy``
+    One flat 1-D array per corpus shard (``uint16`` when every id fits, else ``uint32``):
+    each document's tokens followed by one ``eos_token`` id.
+``offsets-NNNNN.npy``
+    ``int64``, one more entry than the shard has documents: document ``i`` is
+    ``tokens[offsets[i] : offsets[i + 1] - 1]`` and ``tokens[offsets[i + 1] - 1]`` is the
+    separator, so ``offsets[-1] == len(tokens)``.
+``index.json``
+    dtype, eos id, vocabulary size and, per shard, its file names, documents and tokens.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import re
+import sysconfig
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from fsspec.core import has_magic, url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import glob_translate
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+    from tokenizers import Tokenizer
+
+__all__ = ["download", "train_tokenizer", "tokenize"]
+
+STDLIB = "stdlib"
+"""The ``source`` value that means the running interpreter's standard library directory."""
+STDLIB_PATTERN = "**/*.py"
+DEFAULT_PATTERN = "**/*"
+# Third-party packages and bytecode live under the stdlib directory but are not the stdlib.
+STDLIB_PRUNE = frozenset({"site-packages", "dist-packages", "__pycache__"})
+SAMPLES = ("first", "spread")
+TOKENIZER_FILE = "tokenizer.json"
+EOS_TOKEN = "<|endoftext|>"
+BYTE_ALPHABET = 256
+_SHARD_RE = re.compile(r"shard-(\d+)\.jsonl")
+_FETCH_CHUNK = 32  # files read concurrently (remote filesystems gain, local ones don't lose)
+
+
+# --------------------------------------------------------------------------------------------
+# download
+
+
+def download(
+    output_path: str,
+    source: str = STDLIB,
+    pattern: str | None = None,
+    max_docs: int | None = None,
+    sample: str = "first",
+    shard_docs: int = 1000,
+    min_chars: int = 1,
+) -> dict[str, Any]:
+    """Gather text files into JSONL shards ``shard-NNNNN.jsonl`` under ``output_path``.
+
+    Config keys:
+        source: where the files are. A directory (local path or fsspec URL such as
+            ``gs://bucket/texts``, ``memory://corpus``), a single file, or a glob
+            (``/data/**/*.txt``). The special value ``stdlib`` means the running interpreter's
+            standard library directory (``sysconfig.get_paths()["stdlib"]``, without
+            ``site-packages``/``dist-packages``): a corpus every machine has, offline. (To
+            read a directory that happens to be named ``stdlib``, write ``./stdlib``.)
+        pattern: glob relative to a directory ``source`` (``**`` spans directories). Default:
+            ``**/*.py`` for ``stdlib``, ``**/*`` otherwise. Not allowed with a glob ``source``.
+        max_docs: keep at most this many documents (null: all).
+        sample: which files ``max_docs`` keeps: ``first`` (the first ones in sorted path
+            order) or ``spread`` (the sorted list is cut into ``max_docs`` equal runs and the
+            first usable file of each run is kept: a cross-section of the whole source).
+        shard_docs: documents per JSONL shard.
+        min_chars: skip files shorter than this many characters (1 skips empty files).
+
+    Files are read in sorted path order; files that are not valid UTF-8, and files or
+    directories whose name starts with ``.``, are skipped. Document ids are paths relative to
+    the source's root (the directory, or a glob's fixed leading part).
+
+    Returns: source, root, pattern, candidates (files matched), documents, shards, bytes
+    (UTF-8 text bytes), chars, skipped_short, skipped_undecodable, seconds.
+    """
+    start = time.perf_counter()
+    _check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
+    _check(sample in SAMPLES, f"sample must be one of {', '.join(SAMPLES)}; got {sample!r}")
+    _check(shard_docs >= 1, f"shard_docs must be >= 1, got {shard_docs}")
+    _check(min_chars >= 0, f"min_chars must be >= 0, got {min_chars}")
+
+    src_fs, root, files, effective_pattern = _list_source(source, pattern)
+    if not files:
+        raise FileNotFoundError(f"download: no files match source={source!r} (root {root!r})")
+
+    skipped = {"short": 0, "undecodable": 0}
+
+    def read(indices: Sequence[int]) -> list[str | None]:
+        """The texts of these files (concurrently), None for an unusable file."""
+        texts: list[str | None] = []
+        for blob in pool.map(src_fs.cat_file, [files[i] for i in indices]):
+            try:
+                text = blob.decode("utf-8")
+            except UnicodeDecodeError:
+                skipped["undecodable"] += 1
+                texts.append(None)
+                continue
+            if len(text) < min_chars:
+                skipped["short"] += 1
+                texts.append(None)
+                continue
+            texts.append(text)
+        return texts
+
+    # Stream the kept documents (in sorted order) into shards: memory holds one shard.
+    out_fs, out_root = _prepare_output(output_path, _SHARD_RE)
+    n_docs = n_bytes = n_chars = n_shards = 0
+    lines: list[str] = []
+
+    def flush() -> None:
+        nonlocal n_shards
+        out_fs.pipe_file(_join(out_root, f"shard-{n_shards:05d}.jsonl"), "".join(lines).encode())
+        n_shards += 1
+        lines.clear()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for i, text in _select(len(files), max_docs, sample, read):
+            n_docs += 1
+            n_chars += len(text)
+            n_bytes += len(text.encode("utf-8"))
+            record = {"id": _relative(root, files[i]), "text": text}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            if len(lines) == shard_docs:
+                flush()
+    if lines:
+        flush()
+    if n_docs == 0:
+        raise ValueError(
+            f"download: none of the {len(files)} files matching source={source!r} is usable "
+            f"({skipped['short']} shorter than min_chars={min_chars}, "
+            f"{skipped['undecodable']} not UTF-8)"
+        )
+
+    stats: dict[str, Any] = {
+        "source": source,
+        "root": root if isinstance(src_fs, LocalFileSystem) else src_fs.unstrip_protocol(root),
+        "pattern": effective_pattern,
+        "candidates": len(files),
+        "documents": n_docs,
+        "shards": n_shards,
+        "bytes": n_bytes,
+        "chars": n_chars,
+        "skipped_short": skipped["short"],
+        "skipped_undecodable": skipped["undecodable"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    return stats
+
+
+def _list_source(
+    source: str, pattern: str | None
+) -> tuple[AbstractFileSystem, str, list[str], str]:
+    """(filesystem, root, sorted file paths, effective pattern) for a ``download`` source."""
+    if source == STDLIB:
+        root = sysconfig.get_paths()["stdlib"]
+        pat = pattern or STDLIB_PATTERN
+        return LocalFileSystem(), root, _walk_local(root, pat, STDLIB_PRUNE), pat
+    fs, path = url_to_fs(source)
+    if has_magic(path):
+        _check(pattern is None, f"pattern={pattern!r} given with a glob source={source!r}")
+        parts = path.split("/")
+        fixed = next(k for k, part in enumerate(parts) if has_magic(part))
+        root = "/".join(parts[:fixed])
+        found = fs.glob(path, detail=True)
+        files = [p for p, info in found.items() if info.get("type") == "file"]
+        pat = "/".join(parts[fixed:])
+    elif fs.isfile(path):
+        return fs, posixpath.dirname(path), [path], posixpath.basename(path)
+    elif fs.isdir(path):
+        root = path.rstrip("/")
+        pat = pattern or DEFAULT_PATTERN
+        match = re.compile(glob_translate(pat)).match
+        files = [p for p in fs.find(root) if match(_relative(root, p))]
+    else:
+        raise FileNotFoundError(f"download: source {source!r} does not exist")
+    files = sorted(p for p in files if not _hidden(_relative(root, p)))
+    return fs, root, files, pat
+
+
+def _walk_local(root: str, pattern: str, prune: frozenset[str]) -> list[str]:
+    """Files under local ``root`` whose relative path matches ``pattern``, pruning dir names."""
+    match = re.compile(glob_translate(pattern)).match
+    found = []
+    for here, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in prune and not d.startswith(".")]
+        rel_dir = os.path.relpath(here, root).replace(os.sep, "/")
+        for name in names:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if not name.startswith(".") and match(rel):
+                found.append(f"{here}/{name}".replace(os.sep, "/"))
+    return sorted(found)
+
+
+def _select(
+    n: int,
+    max_docs: int | None,
+    sample: str,
+    read: Callable[[Sequence[int]], list[str | None]],
+) -> Iterator[tuple[int, str]]:
+    """(index, text) of the kept files among ``n`` sorted ones, in sorted order.
+
+    ``read`` gives the texts of a batch of files (None: unusable). ``first`` keeps the first
+    ``max_docs`` usable files; ``spread`` cuts the list into ``max_docs`` equal runs and keeps
+    the first usable file of each run. Batches are at most ``_FETCH_CHUNK`` files.
+    """
+    if sample == "first" or max_docs is None or max_docs >= n:
+        need = n if max_docs is None else max_docs
+        pos = 0
+        while need > 0 and pos < n:
+            batch = range(pos, min(n, pos + min(need, _FETCH_CHUNK)))
+            pos = batch.stop
+            for i, text in zip(batch, read(batch), strict=True):
+                if text is not None:
+                    need -= 1
+                    yield i, text
+        return
+    bounds = [j * n // max_docs for j in range(max_docs + 1)]
+    for lo in range(0, max_docs, _FETCH_CHUNK):
+        window = range(lo, min(max_docs, lo + _FETCH_CHUNK))  # run numbers
+        cursor = {j: bounds[j] for j in window}  # the next file to try in each run
+        chosen: dict[int, tuple[int, str]] = {}
+        while cursor:
+            tries = list(cursor.items())
+            texts = read([i for _, i in tries])
+            for (j, i), text in zip(tries, texts, strict=True):
+                if text is not None:
+                    chosen[j] = (i, text)
+                    del cursor[j]
+                elif i + 1 < bounds[j + 1]:
+                    cursor[j] = i + 1
+                else:
+                    del cursor[j]  # no usable file in this run
+        for j in sorted(chosen):
+            yield chosen[j]
+
+
+def _relative(root: str, path: str) -> str:
+    root = root.rstrip("/")
+    if root and path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path.lstrip("/")
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+# --------------------------------------------------------------------------------------------
+# train_tokenizer
+
+
+def train_tokenizer(
+    output_path: str,
+    corpus: str,
+    vocab_size: int = 2048,
+    min_frequency: int = 2,
+    max_docs: int | None = None,
+    eos_token: str = EOS_TOKEN,
+) -> dict[str, Any]:
+    """Train a byte-level BPE tokenizer on a corpus; save ``tokenizer.json`` under output_path.
+
+    The tokenizer is GPT-2 style: byte-level pre-tokenizer (no prefix space) and decoder, so
+    any string round-trips: ``decode(encode(x).ids) == x``. (Text that spells ``eos_token``
+    becomes the special id unless ``tokenizer.encode_special_tokens = True``, which
+    ``tokenize`` sets.) Training is local (HF ``tokenizers``); nothing is downloaded.
+
+    Config keys:
+        corpus: a ``download`` step's output path (``${step:download}``): its
+            ``shard-*.jsonl`` files are read in order.
+        vocab_size: target vocabulary size, including the 256 byte tokens and ``eos_token``
+            (so at least 257). The result may be smaller on a small corpus.
+        min_frequency: a pair must occur at least this often to be merged.
+        max_docs: train on the first this-many documents only (null: all).
+        eos_token: the special token that ``tokenize`` puts after every document.
+
+    Returns: tokenizer (path of tokenizer.json), vocab_size (actual), requested_vocab_size,
+    merges, documents, bytes, eos_token, eos_id, seconds.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    start = time.perf_counter()
+    _check(
+        vocab_size > BYTE_ALPHABET,
+        f"vocab_size must be > {BYTE_ALPHABET} (the byte alphabet plus eos), got {vocab_size}",
+    )
+    _check(min_frequency >= 1, f"min_frequency must be >= 1, got {min_frequency}")
+    _check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
+    _check(bool(eos_token), "eos_token must be a non-empty string")
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[eos_token],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    seen = {"documents": 0, "bytes": 0}
+
+    def batches() -> Iterator[list[str]]:
+        batch: list[str] = []
+        for _, text in _read_corpus(corpus):
+            if max_docs is not None and seen["documents"] >= max_docs:
+                break
+            seen["documents"] += 1
+            seen["bytes"] += len(text.encode("utf-8"))
+            batch.append(text)
+            if len(batch) == 256:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    tok.train_from_iterator(batches(), trainer=trainer)
+
+    out_fs, out_root = _prepare_output(output_path)
+    path = _join(out_root, TOKENIZER_FILE)
+    saved = tok.to_str(pretty=True)
+    out_fs.pipe_file(path, saved.encode())
+    stats: dict[str, Any] = {
+        "tokenizer": _join(output_path, TOKENIZER_FILE),
+        "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+        "requested_vocab_size": vocab_size,
+        "merges": len(json.loads(saved)["model"]["merges"]),
+        "documents": seen["documents"],
+        "bytes": seen["bytes"],
+        "eos_token": eos_token,
+        "eos_id": tok.token_to_id(eos_token),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# tokenize
+
+
+def tokenize(
+    output_path: str,
+    corpus: str,
+    tokenizer: str,
+    batch_size: int = 256,
+    eos_token: str = EOS_TOKEN,
+) -> dict[str, Any]:
+    """Encode every corpus document into numpy token shards under output_path.
+
+    For each corpus shard ``shard-NNNNN.jsonl`` it writes ``tokens-NNNNN.npy`` (one flat
+    array: each document's ids then one ``eos_token`` id; ``uint16`` if the vocabulary fits,
+    else ``uint32``) and ``offsets-NNNNN.npy`` (``int64`` document start positions plus the
+    end), then ``index.json`` and ``stats.json`` (see the module docstring for the layout).
+    Text that spells a special token (``<|endoftext|>``) is encoded as plain text, so the
+    separator id only ever marks document ends. Needs nothing from the driver: it can run as
+    a job.
+
+    Config keys:
+        corpus: a ``download`` step's output path (``${step:download}``).
+        tokenizer: a ``tokenizer.json`` path or URL, or a ``train_tokenizer`` step's output
+            path (``${step:train_tokenizer}``), in which case its tokenizer.json is used.
+        batch_size: documents per ``encode_batch`` call (encoding runs on all cores).
+        eos_token: the separator appended after every document; must be in the vocabulary.
+
+    Returns (and writes to stats.json): documents, tokens (array elements, separators
+    included), text_tokens (without separators), bytes (UTF-8 text bytes), bytes_per_token
+    (bytes / text_tokens), seconds (the whole step), encode_seconds, tokens_per_second
+    (tokens / seconds), shards, dtype, vocab_size, eos_id.
+    """
+    import numpy as np
+
+    start = time.perf_counter()
+    _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    tok = _load_tokenizer(tokenizer)
+    tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is just text
+    eos_id = tok.token_to_id(eos_token)
+    if eos_id is None:
+        raise ValueError(f"eos_token {eos_token!r} is not in the tokenizer's vocabulary")
+    # encode_batch_fast (tokenizers >= 0.20) skips the offsets that encode_batch computes.
+    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    max_id = max(tok.get_vocab(with_added_tokens=True).values())
+    dtype = np.dtype(np.uint16 if max_id <= np.iinfo(np.uint16).max else np.uint32)
+
+    in_fs, shards = _corpus_shards(corpus)
+    out_fs, out_root = _prepare_output(output_path, re.compile(r"(tokens|offsets)-\d+\.npy"))
+    index: list[dict[str, Any]] = []
+    n_docs = n_tokens = n_bytes = 0
+    encode_seconds = 0.0
+    for n, shard in enumerate(shards):
+        texts = [text for _, text in _read_shard(in_fs, shard)]
+        flat: list[int] = []
+        lengths: list[int] = []
+        for lo in range(0, len(texts), batch_size):
+            t0 = time.perf_counter()
+            encodings = encode_batch(texts[lo : lo + batch_size], add_special_tokens=False)
+            encode_seconds += time.perf_counter() - t0
+            for encoding in encodings:
+                ids = encoding.ids
+                flat.extend(ids)
+                flat.append(eos_id)
+                lengths.append(len(ids) + 1)
+        tokens = np.array(flat, dtype=dtype)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        names = {"tokens": f"tokens-{n:05d}.npy", "offsets": f"offsets-{n:05d}.npy"}
+        _write_npy(out_fs, _join(out_root, names["tokens"]), tokens)
+        _write_npy(out_fs, _join(out_root, names["offsets"]), offsets)
+        index.append(
+            {
+                "source": posixpath.basename(shard),
+                "tokens_file": names["tokens"],
+                "offsets_file": names["offsets"],
+                "documents": len(texts),
+                "tokens": int(tokens.size),
+            }
+        )
+        n_docs += len(texts)
+        n_tokens += int(tokens.size)
+        n_bytes += sum(len(text.encode("utf-8")) for text in texts)
+
+    meta = {"dtype": dtype.name, "eos_token": eos_token, "eos_id": eos_id}
+    _write_json(
+        out_fs, _join(out_root, "index.json"), {**meta, "vocab_size": vocab_size, "shards": index}
+    )
+    seconds = time.perf_counter() - start
+    text_tokens = n_tokens - n_docs
+    stats: dict[str, Any] = {
+        "documents": n_docs,
+        "tokens": n_tokens,
+        "text_tokens": text_tokens,
+        "bytes": n_bytes,
+        "bytes_per_token": round(n_bytes / text_tokens, 4) if text_tokens else None,
+        "seconds": round(seconds, 3),
+        "encode_seconds": round(encode_seconds, 3),
+        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        "shards": len(shards),
+        "vocab_size": vocab_size,
+        **meta,
+    }
+    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    return stats
+
+
+def _load_tokenizer(ref: str) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    fs, path = url_to_fs(ref)
+    if not path.endswith(".json"):
+        path = _join(path, TOKENIZER_FILE)
+    return Tokenizer.from_str(fs.cat_file(path).decode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# shared I/O
+
+
+def _corpus_shards(corpus: str) -> tuple[AbstractFileSystem, list[str]]:
+    """The filesystem and the sorted ``shard-NNNNN.jsonl`` paths of a download output."""
+    fs, root = url_to_fs(corpus)
+    shards = _matching(fs, root, _SHARD_RE)
+    if not shards:
+        raise FileNotFoundError(
+            f"no shard-NNNNN.jsonl files under corpus={corpus!r}: is it a download step's output?"
+        )
+    return fs, shards
+
+
+def _read_corpus(corpus: str) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document of a download output, in order."""
+    fs, shards = _corpus_shards(corpus)
+    for shard in shards:
+        yield from _read_shard(fs, shard)
+
+
+def _read_shard(fs: AbstractFileSystem, path: str) -> Iterator[tuple[str, str]]:
+    # Split on b"\n" only: json.dumps escapes newlines, but ensure_ascii=False keeps U+2028.
+    for line in fs.cat_file(path).split(b"\n"):
+        if line:
+            record = json.loads(line)
+            yield record["id"], record["text"]
+
+
+def _matching(fs: AbstractFileSystem, root: str, name: re.Pattern[str]) -> list[str]:
+    """Files directly under ``root`` whose name matches ``name``, sorted by their number."""
+    try:
+        listing = fs.ls(root, detail=False)
+    except FileNotFoundError:
+        return []
+    found = [p for p in listing if name.fullmatch(posixpath.basename(p))]
+    return sorted(found, key=lambda p: (int(re.sub(r"\D", "", posixpath.basename(p))), p))
+
+
+def _prepare_output(
+    output_path: str, stale: re.Pattern[str] | None = None
+) -> tuple[AbstractFileSystem, str]:
+    """Create output_path; delete files a previous attempt left whose name matches ``stale``."""
+    fs, root = url_to_fs(output_path)
+    fs.makedirs(root, exist_ok=True)
+    if stale is not None:
+        for path in _matching(fs, root, stale):
+            fs.rm_file(path)
+    return fs, root
+
+
+def _write_json(fs: AbstractFileSystem, path: str, value: Any) -> None:
+    fs.pipe_file(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_npy(fs: AbstractFileSystem, path: str, array: Any) -> None:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    fs.pipe_file(path, buf.getvalue())
+
+
+def _join(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

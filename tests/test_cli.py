@@ -1,0 +1,147 @@
+"""``python -m confpipe`` end to end, in real subprocesses, with experiments in a user folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEMO = """\
+# @package _global_
+steps:
+  a:
+    fn: tests.stepfns.add
+    config: {a: 1, b: 2}
+  b:
+    fn: tests.stepfns.record
+    config:
+      log: ${oc.env:CALLS_LOG}
+      name: b
+      up: ${step:a}
+      shards: ${step:a}/shards
+"""
+
+BROKEN = """\
+# @package _global_
+steps:
+  ok:
+    fn: tests.stepfns.add
+    config: {a: 1, b: 2}
+  bad:
+    fn: tests.stepfns.fail
+  after:
+    fn: tests.stepfns.record
+    config: {log: "${oc.env:CALLS_LOG}", name: after, up: "${step:bad}"}
+"""
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(cwd / "calls.log")}
+    full_env.pop("CONFPIPE_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "confpipe", *args],
+        cwd=cwd, env={**full_env, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    confs = tmp_path / "confs" / "experiment"
+    confs.mkdir(parents=True)
+    (confs / "demo.yaml").write_text(DEMO)
+    (confs / "broken.yaml").write_text(BROKEN)
+    return tmp_path
+
+
+def calls(work: Path) -> list[str]:
+    path = work / "calls.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_user_experiment_runs_then_is_cached(work: Path) -> None:
+    first = cli("--config-dir", "confs", "+experiment=demo", cwd=work)
+    assert first.returncode == 0, first.stderr
+    assert "summary: 2 ran, 0 cached, 0 failed" in first.stderr
+    outputs = sorted(p.name for p in (work / "outputs").iterdir())
+    assert outputs[0].startswith("a-") and outputs[1].startswith("b-") and outputs[2] == "manifests"
+    manifest = json.loads(next((work / "outputs" / "manifests").iterdir()).read_text())
+    assert manifest["experiment"] == "demo"
+    assert [s["name"] for s in manifest["steps"]] == ["a", "b"]
+    assert {"git_commit", "argv", "user", "time"} <= manifest.keys()
+    # Hydra wrote nothing of its own in the working directory
+    assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs"]
+
+    again = cli("--config-dir", "confs", "+experiment=demo", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "2 cached, 0 to run" in again.stderr
+    assert calls(work).count("b") == 1
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_dry_run_explains_cache_misses_and_writes_nothing(work: Path) -> None:
+    assert cli("--config-dir", "confs", "+experiment=demo", cwd=work).returncode == 0
+    before = snapshot(work)
+    plan = cli(
+        "--config-dir", "confs", "+experiment=demo", "dry_run=true", "steps.a.config.a=5", cwd=work
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert snapshot(work) == before
+    lines = {line.split()[0]: line for line in plan.stdout.splitlines() if line[:2] in ("a ", "b ")}
+    assert "will run" in lines["a"] and "changed: a: 1 -> 5" in lines["a"]
+    assert "will run" in lines["b"] and "shards: a-" in lines["b"] and "/shards -> a-" in lines["b"]
+
+
+def test_plan_as_mermaid(work: Path) -> None:
+    out = cli(
+        "--config-dir", "confs", "+experiment=demo", "dry_run=true", "plan_format=mermaid", cwd=work
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "graph TD"
+    assert "  s0 --> s1" in out.stdout
+    assert not (work / "outputs").exists()
+
+
+def test_a_failed_step_exits_1_with_a_summary(work: Path) -> None:
+    out = cli("--config-dir", "confs", "+experiment=broken", cwd=work)
+    assert out.returncode == 1
+    assert "failed bad" in out.stderr
+    assert "summary: 1 ran, 0 cached, 1 failed, 1 not run" in out.stderr
+    assert "dep failed after" in out.stderr
+    assert "this step is broken on purpose" in out.stderr
+    assert (work / "outputs" / "manifests").exists()
+
+
+def test_no_experiment_is_a_usage_error(work: Path) -> None:
+    out = cli(cwd=work)
+    assert out.returncode == 2
+    assert "no steps to run: choose an experiment with +experiment=NAME" in out.stderr
+    assert "tokenize" in out.stderr
+    assert not (work / "outputs").exists()
+
+
+def test_a_local_run_imports_no_google_sdk(work: Path) -> None:
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('heavy:', sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('google', 'gcsfs'))))\n"
+        "sys.argv = ['confpipe', '--config-dir', 'confs', '+experiment=demo']\n"
+        "from confpipe.cli import main\nmain()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(work / "calls.log")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout
