@@ -171,3 +171,11 @@ def test_memory_prefix(tmp_path: Path) -> None:
     summary = run(step, prefix="memory://pipeline-test")
     assert load_result(summary.outputs["a"]) == 5
     assert run(step, prefix="memory://pipeline-test").cached == [step.identity]
+
+
+def test_a_long_chain_given_by_its_last_step(tmp_path: Path) -> None:
+    step = StepSpec("s0", stepfns.add, {"a": 0, "b": 1})
+    for i in range(1, 3000):
+        step = StepSpec(f"s{i}", stepfns.add, {"a": i, "b": 1}, deps=(step,))
+    summary = run(step, prefix=str(tmp_path), dry_run=True)
+    assert len(summary.plan) == 3000 and summary.plan[0].spec.name == "s0"

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
         RunFailed,
         StepFailed,
     )
+    from confpipe.jobs import remote
     from confpipe.lock import LockOptions
     from confpipe.pipeline import Summary, run
-    from confpipe.jobs import remote
     from confpipe.spec import GPU, Ref, Resources, StepSpec
     from confpipe.status import StepState, load_result
 

@@ -188,15 +188,18 @@ class _Heartbeat:
         self._leases: dict[int, Lease] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._interval = float("inf")  # the shortest heartbeat interval of the last round
 
     def add(self, lease: Lease) -> None:
         with self._wake:
+            idle = not self._leases
             self._leases[id(lease)] = lease
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="confpipe-heartbeat")
                 self._thread.daemon = True
                 self._thread.start()
-            self._wake.notify()
+            elif idle or lease.options.heartbeat_interval < self._interval:
+                self._wake.notify()  # otherwise its next round comes soon enough
 
     def remove(self, lease: Lease) -> None:
         with self._wake:
@@ -220,7 +223,8 @@ class _Heartbeat:
                 ):
                     self.remove(lease)
             with self._wake:
-                self._wake.wait(min(le.options.heartbeat_interval for le in leases) / 4)
+                self._interval = min(le.options.heartbeat_interval for le in leases)
+                self._wake.wait(self._interval / 4)
 
 
 _heartbeat = _Heartbeat()

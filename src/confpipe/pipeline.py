@@ -187,7 +187,8 @@ def _execute(
         first = next(iter(failures.values()))
         raise RunFailed({k: v for k, v in failures.items() if v is not None}, dep_failed) from first
     ran = [r.key for r in results if r.value is not CACHED]
-    cached = [p.spec.identity for p in plans if p.spec.identity not in ran]
+    ran_set = set(ran)
+    cached = [p.spec.identity for p in plans if p.spec.identity not in ran_set]
     return Summary(plans, ran, cached, {p.label: p.output for p in plans})
 
 

@@ -66,24 +66,28 @@ class Reporter(Protocol):
 
 
 def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
-    """Every step and its transitive dependencies, deduplicated by identity, deps first."""
-    order: dict[str, StepSpec] = {}
-    visiting: set[str] = set()
+    """Every step and its transitive dependencies, deduplicated by identity, deps first.
+
+    Walks the step objects without recursion and hashes them deepest first, so that each
+    identity only needs its dependencies' (already computed) ones: chains of any length.
+    """
+    order: list[StepSpec] = []
+    done: set[int] = set()
     stack: list[tuple[StepSpec, bool]] = [(s, False) for s in reversed(list(steps))]
     while stack:
         spec, expanded = stack.pop()
-        if spec.identity in order:
+        if id(spec) in done:
             continue
         if expanded:
-            visiting.discard(spec.identity)
-            order[spec.identity] = spec
+            done.add(id(spec))
+            order.append(spec)
             continue
-        if spec.identity in visiting:
-            continue
-        visiting.add(spec.identity)
         stack.append((spec, True))
-        stack.extend((dep, False) for dep in reversed(spec.dependencies))
-    return list(order.values())
+        stack.extend((dep, False) for dep in reversed(spec.direct()) if id(dep) not in done)
+    unique: dict[str, StepSpec] = {}
+    for spec in order:
+        unique.setdefault(spec.identity, spec)
+    return list(unique.values())
 
 
 def select(
@@ -147,10 +151,12 @@ def describe(
     where: dict[str, Where],
     prefix: str,
 ) -> list[StepPlan]:
-    """The plan of each step: cached, or why it will run (reads leases of steps not done, and
-    the info record of an earlier output of the same step name to explain a cache miss)."""
+    """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
+    step, and, for a step never seen, the info record of an earlier output of the same step
+    name (one listing of the prefix) to explain the cache miss."""
     labels = labels_of(specs)
-    earlier = _earlier_outputs(prefix, {s.name for s in specs})
+    unseen = {s.name for s in specs if statuses[s.identity] is None}
+    earlier = _earlier_outputs(prefix, unseen) if unseen else {}
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
@@ -163,13 +169,13 @@ def describe(
             reason = f"retry: dependency {status.failed_dep} had failed"
         elif status is None and earlier.get(spec.name):
             reason = _miss(spec, prefix, earlier[spec.name]) or reason
-        if state is not PlanState.CACHED:
+        if status is not None and status.state is StepState.RUNNING:
             holder = read_holder(store_for(out), out)
             if holder is not None:
                 state = PlanState.RUNNING
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
-            elif status is not None and status.state is StepState.RUNNING:
-                reason = f"retry: interrupted run by {status.worker} left no lease"
+            else:
+                reason = f"retry: a run by {status.worker} was interrupted"
         plan = StepPlan(
             spec, labels[spec.identity], out, state, reason, where[spec.identity],
             resources[spec.identity],

@@ -127,11 +127,15 @@ class StepSpec:
         """The function's dotted import path, part of the identity."""
         return function_path(self.fn)
 
+    def direct(self) -> list[StepSpec]:
+        """The step objects this one refers to (config refs, then deps), not deduplicated."""
+        return [*_refs(self.config), *self.deps]
+
     @cached_property
     def dependencies(self) -> tuple[StepSpec, ...]:
         """Every step this one needs: refs in its config plus explicit deps, in first-seen order."""
         seen: dict[str, StepSpec] = {}
-        for dep in (*_refs(self.config), *self.deps):
+        for dep in self.direct():
             seen.setdefault(dep.identity, dep)
         return tuple(seen.values())
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from typing import Any
@@ -48,9 +48,9 @@ class Status:
     failed_dep: str | None = None
 
     def to_json(self) -> bytes:
-        record = {k: v for k, v in asdict(self).items() if v is not None}
+        record = {k: v for k, v in vars(self).items() if v is not None}
         record["state"] = self.state.value
-        return json.dumps(record, indent=1).encode()
+        return json.dumps(record).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Status:
@@ -108,7 +108,7 @@ def write_status(store: Store, output: str, status: Status) -> None:
 
 
 def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
-    store.write(path, json.dumps(record, indent=1, default=str).encode())
+    store.write(path, json.dumps(record, default=str).encode())
 
 
 def encode_result(step: str, value: Any) -> bytes:

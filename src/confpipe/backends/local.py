@@ -61,7 +61,7 @@ class LocalBackend:
         *,
         cpu: float | None = None,
         memory: int | None = None,
-        max_poll_interval: float = 0.05,
+        max_poll_interval: float = 0.01,
     ) -> None:
         self.cpu = float(cpu) if cpu is not None else machine_cpus()
         self.memory = memory if memory is not None else machine_memory()
