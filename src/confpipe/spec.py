@@ -142,6 +142,7 @@ class StepSpec:
     @cached_property
     def hash_inputs(self) -> dict[str, Any]:
         """What the hash digests: name, fn path, canonical config, deps' identities, version."""
+        _hash_deepest_first(self.direct())
         return {
             "name": self.name,
             "fn": self.fn_path,
@@ -178,6 +179,21 @@ class StepSpec:
 
     def __repr__(self) -> str:
         return f"StepSpec({self.identity})"
+
+
+def _hash_deepest_first(steps: list[StepSpec]) -> None:
+    """Compute the identities of ``steps`` and their deps without recursion (chains of any
+    length), so each identity only reads its direct deps' cached ones."""
+    stack = [(step, False) for step in steps]
+    while stack:
+        step, expanded = stack.pop()
+        if "identity" in step.__dict__:
+            continue
+        if expanded:
+            _ = step.identity
+            continue
+        stack.append((step, True))
+        stack.extend((dep, False) for dep in step.direct() if "identity" not in dep.__dict__)
 
 
 def check_name(name: object) -> None:
