@@ -20,6 +20,7 @@ from confpipe.errors import ConfigError, ConfpipeError, Interrupted, RunFailed
 from confpipe.progress import reporter_for
 
 log = logging.getLogger("confpipe")
+PLAN_FORMATS = ("table", "mermaid", "dot")
 
 
 def main() -> None:
@@ -30,6 +31,9 @@ def main() -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
     schema.register()
+    from confpipe.compiler import register_resolver
+
+    register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
     try:
         _app()
     except SystemExit:
@@ -62,7 +66,14 @@ def report(err: BaseException) -> int:
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def _app(cfg: DictConfig) -> None:
-    launch(cfg)
+    # Errors are reported here: raised through Hydra, they would get a line of its own.
+    try:
+        launch(cfg)
+    except KeyboardInterrupt:
+        print("confpipe: interrupted", file=sys.stderr)
+        sys.exit(Interrupted.exit_code)
+    except Exception as err:
+        sys.exit(report(err))
 
 
 def launch(cfg: DictConfig) -> None:
@@ -73,13 +84,17 @@ def launch(cfg: DictConfig) -> None:
     from confpipe.manifest import write_manifest
     from confpipe.pipeline import run
 
-    steps = compile_steps(cfg)
+    if cfg.plan_format not in PLAN_FORMATS:
+        raise ConfigError(
+            f"plan_format: {cfg.plan_format!r} is unknown; use one of {', '.join(PLAN_FORMATS)}"
+        )
+    options = run_options(cfg)
+    steps = compile_steps(cfg, backend=options["backend"])
     if not steps:
         raise ConfigError(
             "no steps to run: choose an experiment with +experiment=NAME "
             f"(available: {', '.join(_experiments()) or 'none found'})"
         )
-    options = run_options(cfg)
     reporter: Any = reporter_for(sys.stderr, str(cfg.plan_format))
     _configure_logging(reporter)
     hydra_cfg = HydraConfig.get()

@@ -52,6 +52,7 @@ class Resources:
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
     pip_extras: tuple[str, ...] = ()
+    machine_type: str | None = None  # an explicit machine type (gcp), checked to fit
 
     def __post_init__(self) -> None:
         if self.cpu <= 0:
