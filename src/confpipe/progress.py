@@ -183,7 +183,8 @@ class LiveReporter:
             elapsed = row.seconds if row.seconds is not None else None
             if row.started is not None:
                 elapsed = now - row.started
-            detail = plan.output if plan.state is PlanState.CACHED else plan.reason
+            done = row.state in (StepEnd.SUCCEEDED.value, StepEnd.CACHED.value, "cached")
+            detail = plan.output if done else plan.reason
             if row.error is not None:
                 detail = first_line(row.error)
             table.add_row(

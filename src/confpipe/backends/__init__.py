@@ -129,7 +129,7 @@ def run_job(
         job_dir = f"{job_root.rstrip('/')}/{_job_id(attempt)}"
         store.write(f"{job_dir}/{CALL}", payload)
         handle = backend.submit(JobRequest(step, job_dir, resources, attempt))
-        logger.info("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
+        logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
         status = _wait(backend, handle, step, job_dir, resources, scope, detach)
         if status.state is JobState.SUCCEEDED:
             return _result(store, backend, handle, step, job_dir)

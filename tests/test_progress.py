@@ -1,0 +1,78 @@
+"""Progress reporters: plain lines off a terminal, a live table on one, the final summary."""
+
+from __future__ import annotations
+
+import io
+
+from confpipe.errors import StepFailed
+from confpipe.plan import PlanState, StepEnd, StepPlan, Where
+from confpipe.progress import LiveReporter, PlainReporter, reporter_for
+from confpipe.spec import Resources, StepSpec
+from tests import stepfns
+
+
+def plans() -> list[StepPlan]:
+    a = StepSpec("a", stepfns.add, {"a": 1, "b": 2})
+    b = StepSpec("b", stepfns.add, {"a": 1, "b": 3}, resources=Resources(cpu=2))
+    c = StepSpec("c", stepfns.add, {"a": 1, "b": 4})
+    return [
+        StepPlan(a, "a", "/p/a", PlanState.CACHED, "succeeded earlier", Where.THREAD, None),
+        StepPlan(
+            b, "b", "/p/b", PlanState.WILL_RUN, "no previous output", Where.LOCAL_JOB, b.resources
+        ),
+        StepPlan(c, "c", "/p/c", PlanState.WILL_RUN, "no previous output", Where.THREAD, None),
+    ]
+
+
+def job_failure() -> StepFailed:
+    err = StepFailed(
+        "b",
+        "ValueError: boom\n  job folder: /p/b/jobs/1\n  last lines of log.txt:\n    loading\n    boom",
+    )
+    err.log_path = "/p/b/jobs/1/log.txt"
+    return err
+
+
+def test_plain_lines_and_summary_with_failure_log() -> None:
+    lines: list[str] = []
+    reporter = PlainReporter(lines.append)
+    a, b, c = plans()
+    reporter.planned([a, b, c], dry_run=False)
+    reporter.started(b)
+    reporter.finished(b, StepEnd.FAILED, 1.5, job_failure())
+    reporter.finished(c, StepEnd.DEP_FAILED, 0.0, None)
+    reporter.close()
+    text = "\n".join(lines)
+    assert lines[0] == "plan: 3 steps, 1 cached, 2 to run"
+    assert "start b [local job (cpu=2)]" in text
+    assert "failed b (1.5s): StepFailed: step 'b': ValueError: boom" in text
+    assert "  |     boom" in text  # the job's log tail follows the failure
+    assert "summary: 0 ran, 1 cached, 1 failed, 1 not run" in text
+    assert "    log: /p/b/jobs/1/log.txt" in text
+
+
+def test_live_table_shows_states_and_the_failing_log_tail() -> None:
+    stream = io.StringIO()
+    reporter = LiveReporter(stream)
+    reporter.console.width = 160
+    a, b, c = plans()
+    reporter.planned([a, b, c], dry_run=False)
+    reporter.started(c)
+    reporter.finished(b, StepEnd.FAILED, 1.5, job_failure())
+    reporter.console.print(reporter)
+    frame = stream.getvalue()
+    for text in (
+        "cached",
+        "running",
+        "failed",
+        "local job (cpu=2)",
+        "b: last lines of its log",
+        "boom",
+    ):
+        assert text in frame
+    reporter.close()
+    assert "summary: 0 ran, 1 cached, 1 failed" in stream.getvalue()
+
+
+def test_reporter_for_picks_plain_lines_off_a_terminal() -> None:
+    assert isinstance(reporter_for(io.StringIO()), PlainReporter)
