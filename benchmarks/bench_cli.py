@@ -70,9 +70,8 @@ def cached_run(work: str, repeat: int) -> list[tuple[str, float, float, bool]]:
     )
     base = medians["imports"]
     print(f"python -c 'import hydra, omegaconf, fsspec': median {base:.3f} s")
-    print(
-        f"bare @hydra.main app: median {medians['bare_app']:.3f} s ({medians['bare_app'] / base:.2f}x)"
-    )
+    bare = medians["bare_app"]
+    print(f"bare @hydra.main app: median {bare:.3f} s ({bare / base:.2f}x)")
     print(
         f"cached confpipe run: median {medians['cached']:.3f} s ({medians['cached'] / base:.2f}x)"
     )
