@@ -233,28 +233,38 @@ def _read_info(store: Store, path: str) -> dict[str, Any] | None:
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Changed keys between two hash-input records, as ``key: old -> new``."""
+    """What changed between two hash-input records: ``key: old -> new`` for config keys, fn
+    and version, and ``upstream NAME: oldhash -> newhash`` for a dependency that changed."""
     before, after = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
     for key in ("fn", "version"):
         before[f"({key})"], after[f"({key})"] = old.get(key), new.get(key)
-    if sorted(old.get("deps", [])) != sorted(new.get("deps", [])):
-        before["(deps)"], after["(deps)"] = ", ".join(old["deps"]), ", ".join(new["deps"])
     missing = "(unset)"
-    return [
+    changes = [
         f"{key}: {_short(before.get(key, missing))} -> {_short(after.get(key, missing))}"
         for key in sorted(before.keys() | after.keys())
         if before.get(key, missing) != after.get(key, missing)
     ]
+    old_deps, new_deps = _by_name(old.get("deps", [])), _by_name(new.get("deps", []))
+    for name in sorted(old_deps.keys() | new_deps.keys()):
+        was, now = old_deps.get(name, "(none)"), new_deps.get(name, "(none)")
+        if was != now:
+            changes.append(f"upstream {name}: {was} -> {now}")
+    return changes
+
+
+def _by_name(identities: list[str]) -> dict[str, str]:
+    """``{"tok": "abc123"}`` for ``["tok-abc123"]``."""
+    return dict(identity.rsplit("-", 1) for identity in identities if "-" in identity)
 
 
 def _flatten(value: Any, key: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and not ({"$step"} & value.keys()):
+    if isinstance(value, dict) and "$step" in value:  # a reference: by name (upstream below)
+        return {key: "${step:" + value["$step"].rsplit("-", 1)[0] + "}" + value.get("suffix", "")}
+    if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(_flatten(v, f"{key}.{k}" if key else k))
         return out
-    if isinstance(value, dict):  # a step reference: show which output it points to
-        return {key: value["$step"] + value.get("suffix", "")}
     return {key: value}
 
 
