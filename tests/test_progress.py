@@ -27,7 +27,8 @@ def plans() -> list[StepPlan]:
 def job_failure() -> StepFailed:
     err = StepFailed(
         "b",
-        "ValueError: boom\n  job folder: /p/b/jobs/1\n  last lines of log.txt:\n    loading\n    boom",
+        "ValueError: boom\n  job folder: /p/b/jobs/1\n"
+        "  last lines of log.txt:\n    loading\n    boom",
     )
     err.log_path = "/p/b/jobs/1/log.txt"
     return err

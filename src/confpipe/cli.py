@@ -51,7 +51,9 @@ def report(err: BaseException) -> int:
     if isinstance(err, ConfpipeError):
         message, code = str(err), err.exit_code
     else:
-        explained = schema.explain(err)
+        from confpipe.explain import explain
+
+        explained = explain(err)
         if explained is None:  # not a user error: a bug, show everything
             traceback.print_exception(err)
             return 1

@@ -164,6 +164,8 @@ def _wait(
             return status
         if status.state is JobState.RUNNING and running_since is None:
             running_since = time.monotonic()
+        elif status.state is JobState.QUEUED:  # requeued (a retried preemption): a new attempt
+            running_since = None
         timeout = resources.timeout
         if timeout and running_since is not None and time.monotonic() - running_since > timeout:
             backend.cancel(handle)

@@ -1,0 +1,189 @@
+"""The Hydra schema: structured configs for run options, steps and resources, and their units.
+
+``register()`` stores ``RunConf`` in Hydra's ConfigStore as ``confpipe_schema``; the
+package's ``conf/config.yaml`` lists it first in its defaults, so every run option from YAML
+or the command line is merged into typed nodes and an unknown key or a wrong type fails
+while composing (``confpipe.explain`` turns that failure into one line).
+
+``steps`` is plain data on purpose: typed, OmegaConf makes composing large sweeps several
+times slower and refuses ``+steps.new.fn=...``. ``StepConf``, ``ResourcesConf`` and
+``GPUConf`` still define what a step may say; ``confpipe.stepconf`` checks every step
+against them (keys, types, units) when the config is compiled, so the ``steps`` node is
+left open to overrides of any key.
+
+Sizes (``16GiB``) and durations (``2h``) stay strings here; ``parse_size`` and
+``parse_duration`` read them.
+
+A backend with settings of its own extends ``BackendConf`` (``class GcpConf(BackendConf)``),
+is registered in the ``backend`` group as ``{kind}_schema``, and its ``conf/backend/{kind}.yaml``
+starts with ``defaults: [{kind}_schema, _self_]``; OmegaConf accepts the subclass in the
+``backend`` node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+SCHEMA_NAME = "confpipe_schema"
+
+
+@dataclass
+class LockConf:
+    heartbeat_interval: float = 30
+    lease_timeout: float = 90
+
+
+@dataclass
+class GPUConf:
+    type: str = MISSING
+    count: int = 1
+
+
+@dataclass
+class ResourcesConf:
+    """A step's ``resources:`` block; present means the step runs as a job."""
+
+    cpu: float = 1
+    memory: Any = None  # a size: 16GiB, 512MiB, or bytes
+    disk: Any = None  # a size
+    gpu: GPUConf | None = None
+    tpu: str | None = None
+    spot: bool = False
+    max_retries: int = 0
+    timeout: Any = None  # a duration: 2h, 1h30m, or seconds
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    pip_extras: list[str] = field(default_factory=list)
+    machine_type: str | None = None  # gcp: an explicit machine type
+
+
+@dataclass
+class StepConf:
+    """One step: ``fn(output_path=..., **config)``; ``${step:NAME}`` in config makes an edge."""
+
+    fn: str = MISSING
+    config: dict[str, Any] = field(default_factory=dict)
+    resources: ResourcesConf | None = None
+    version: str | None = None
+    output_path: str | None = None
+
+
+@dataclass
+class BackendConf:
+    """The ``backend`` group's node; ``cpu``/``memory`` cap the local backend's jobs."""
+
+    kind: str = "local"
+    cpu: float | None = None
+    memory: Any = None  # a size
+
+
+@dataclass
+class RunConf:
+    prefix: str = "outputs"
+    dry_run: bool = False
+    run_only: list[str] | None = None
+    force_run_failed: bool = True
+    max_concurrent: int = 32
+    detach: bool = False
+    plan_format: str = "table"
+    lock: LockConf = field(default_factory=LockConf)
+    backend: BackendConf = field(default_factory=BackendConf)
+    steps: dict[str, Any] = field(default_factory=dict)  # name -> StepConf, as plain data
+
+
+def register() -> None:
+    """Store ``RunConf`` in Hydra's ConfigStore as ``confpipe_schema`` (safe to call again).
+
+    The ``steps`` node is not in struct mode, so an override may set any key under a step,
+    present in the YAML or not (``steps.X.resources.cpu=4``, ``steps.new.fn=...``); the
+    compiler checks every step's keys. Run options stay strict: ``+`` adds a key there.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(RunConf)
+    OmegaConf.set_struct(node.steps, False)
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=node, provider="confpipe")
+
+
+@functools.cache
+def schema_fields(cls: type) -> tuple[str, ...]:
+    """The field names of a schema dataclass, in order (empty for anything else)."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else ()
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's declared type (``float``, ``str | None``, ``GPUConf | None``, ...)."""
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+
+
+@functools.cache
+def mandatory_fields(cls: type) -> frozenset[str]:
+    """The fields without a default (``???`` in OmegaConf terms), such as ``StepConf.fn``."""
+    if not dataclasses.is_dataclass(cls):
+        return frozenset()
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is MISSING)
+
+
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+_SIZE = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)\s*([smhd])", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(?:(?:\d+\.?\d*|\.\d+)\s*[smhd]\s*)+", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Bytes in ``16GiB``, ``512MiB``, ``50GB`` (1000s), ``1.5KiB``, or a plain number of bytes.
+
+    Raises ValueError for anything else; the sign is kept (callers check positivity).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number, unit = _finite(value), 1
+    else:
+        match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+        unit_name = match.group(2).lower() if match else ""
+        if match is None or (unit_name and unit_name not in _SIZE_UNITS):
+            raise ValueError(f"{value!r:.60} is not a size; use e.g. 512MiB, 16GiB")
+        number, unit = float(match.group(1)), _SIZE_UNITS.get(unit_name, 1)
+    size = number * unit
+    if not math.isfinite(size) or size != int(size):
+        raise ValueError(f"{value!r:.60} is not a whole number of bytes; use e.g. 512MiB, 16GiB")
+    return int(size)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in ``2h``, ``1h30m``, ``90s``, ``1.5d``, or a plain number of seconds.
+
+    Raises ValueError for anything else.
+    """
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = _finite(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            if _DURATION.fullmatch(value):
+                parts = _DURATION_PART.findall(value)
+                seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
+    if seconds is not None and math.isfinite(seconds):
+        return seconds
+    raise ValueError(f"{value!r:.60} is not a duration; use e.g. 90s, 30m, 2h, 1h30m")
+
+
+def _finite(number: float) -> float:
+    """``float(number)``, or NaN when it is too large for a float (parsers then refuse it)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.nan
