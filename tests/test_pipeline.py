@@ -179,3 +179,11 @@ def test_a_long_chain_given_by_its_last_step(tmp_path: Path) -> None:
         step = StepSpec(f"s{i}", stepfns.add, {"a": i, "b": 1}, deps=(step,))
     summary = run(step, prefix=str(tmp_path), dry_run=True)
     assert len(summary.plan) == 3000 and summary.plan[0].spec.name == "s0"
+
+
+def test_a_run_resumes_on_top_of_cached_dependencies(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    run(chain(log)[:2], prefix=str(tmp_path))
+    summary = run(chain(log), prefix=str(tmp_path))
+    assert sorted(calls(log)) == ["a", "b", "c", "d"]
+    assert len(summary.ran) == 2 and len(summary.cached) == 2

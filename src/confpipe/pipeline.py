@@ -141,10 +141,11 @@ def _execute(
 ) -> Summary:  # fmt: skip
     """Hand the steps still to do to the runner; report each; raise if any failed."""
     plan_of = {p.spec.identity: p for p in plans}
+    to_run = {spec.identity for spec in todo}
     tasks = [
         Task(
             spec.identity,
-            tuple(d.identity for d in spec.dependencies if d.identity in plan_of),
+            tuple(d.identity for d in spec.dependencies if d.identity in to_run),
             functools.partial(
                 executable(spec, plan_of[spec.identity].output, resources[spec.identity], ctx),
                 output_path=plan_of[spec.identity].output,
