@@ -475,7 +475,7 @@ def scenario_independent(n: int, base: str, memory_limit: float, cached_limit: f
     prefix = fresh_dir(base, "independent")
     store = store_for(prefix)
     with StoreCounter(store) as first_ops, Timer("independent-first-run", profile=True) as t:
-        summary = confpipe.run(specs[-1], prefix=prefix, max_concurrent=MAX_CONCURRENT)
+        summary = confpipe.run(specs, prefix=prefix, max_concurrent=MAX_CONCURRENT)
     assert len(summary.ran) == n, f"expected {n} steps run, got {len(summary.ran)}"
     peak = rss_mb()
     del summary
@@ -510,7 +510,7 @@ def scenario_independent(n: int, base: str, memory_limit: float, cached_limit: f
     specs = independent_specs(n)
     build = time.perf_counter() - build
     with StoreCounter(store) as ops, Timer("independent-cached-run", profile=True) as cached:
-        summary = confpipe.run(specs[-1], prefix=prefix, max_concurrent=MAX_CONCURRENT)
+        summary = confpipe.run(specs, prefix=prefix, max_concurrent=MAX_CONCURRENT)
     assert not summary.ran and len(summary.cached) == n, "the re-run was not fully cached"
     reads = ops.counts["read"] / n
     others = sum(ops.counts[op] for op in ("create", "replace", "delete", "write"))

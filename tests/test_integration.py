@@ -1,4 +1,8 @@
-"""Real launches in real processes: exactly-once, kill -9 takeover, fencing, Ctrl-C."""
+"""Real launches in real processes: exactly-once, kill -9 takeover, fencing, Ctrl-C.
+
+The core ones run on a local prefix and on gs:// (fake-gcs-server, tests/conftest.py): the
+launched processes inherit STORAGE_EMULATOR_HOST. WORKDIR (call log, flags) stays local.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from confpipe import StepState, load_result
-from confpipe.status import read_status, status_path
+from confpipe.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
 from tests import stepfns
 from tests.pipelines import dag30, slow
@@ -39,8 +45,16 @@ def wait_for(path: Path, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def test_four_launches_run_every_step_exactly_once(tmp_path: Path) -> None:
-    prefix, work = str(tmp_path / "out"), str(tmp_path)
+@pytest.fixture(params=["local", "gs"])
+def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the launches put their outputs: a local folder, or a fresh gs:// prefix."""
+    if request.param == "local":
+        return str(tmp_path / "out")
+    return str(request.getfixturevalue("gs_prefix"))
+
+
+def test_four_launches_run_every_step_exactly_once(tmp_path: Path, prefix: str) -> None:
+    work = str(tmp_path)
     # a lease long enough that even a starved CI machine never sees a takeover here
     procs = [launch("dag30", prefix, work, "--sleep", "0.05", "--lease", "30") for _ in range(4)]
     results = [finish(p) for p in procs]
@@ -54,18 +68,18 @@ def test_four_launches_run_every_step_exactly_once(tmp_path: Path) -> None:
     assert len((tmp_path / "calls.log").read_text().splitlines()) == 30
 
 
-def slow_output(tmp_path: Path) -> str:
-    return slow(str(tmp_path), job=False)[0].output_under(str(tmp_path / "out"))
+def slow_output(tmp_path: Path, prefix: str) -> str:
+    return slow(str(tmp_path), job=False)[0].output_under(prefix)
 
 
-def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path) -> None:
-    prefix, work = str(tmp_path / "out"), str(tmp_path)
+def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> None:
+    work = str(tmp_path)
     (tmp_path / "seconds").write_text("60")
     first = launch("slow", prefix, work, "--lease", "1.5")
     wait_for(tmp_path / "started")
     first.kill()  # SIGKILL: no cleanup at all; its lease stays behind
     finish(first)
-    output = slow_output(tmp_path)
+    output = slow_output(tmp_path, prefix)
     status = read_status(store_for(output), output)
     assert status is not None and status.state is StepState.RUNNING
     (tmp_path / "seconds").write_text("0")
@@ -76,8 +90,8 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path) -> None:
     assert load_result(output) == second_pid
 
 
-def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path) -> None:
-    prefix, work = str(tmp_path / "out"), str(tmp_path)
+def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path, prefix: str) -> None:
+    work = str(tmp_path)
     (tmp_path / "seconds").write_text("3")
     frozen = launch("slow", prefix, work, "--lease", "1.0")
     wait_for(tmp_path / "started")
@@ -92,15 +106,15 @@ def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path) -> 
     code, _, err = finish(frozen)
     assert code == 1
     assert "lease lost (" in err and "did not commit" in err
-    output = slow_output(tmp_path)
+    output = slow_output(tmp_path, prefix)
     status = read_status(store_for(output), output)
     assert status is not None and status.state is StepState.SUCCESS
     assert f":{winner}:" in status.worker
     assert load_result(output) == winner
 
 
-def interrupt(tmp_path: Path, *extra: str) -> tuple[int, str, float]:
-    prefix, work = str(tmp_path / "out"), str(tmp_path)
+def interrupt(tmp_path: Path, *extra: str, prefix: str | None = None) -> tuple[int, str, float]:
+    prefix, work = prefix or str(tmp_path / "out"), str(tmp_path)
     (tmp_path / "seconds").write_text("60")
     proc = launch("slow", prefix, work, *extra)
     wait_for(tmp_path / "started")
@@ -121,19 +135,24 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     assert_interrupted(output)
 
 
-def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path) -> None:
-    code, err, took = interrupt(tmp_path)
+def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path, prefix: str) -> None:
+    code, err, took = interrupt(tmp_path, prefix=prefix)
     assert code == 130, err
     assert took < 15
-    assert_interrupted(slow_output(tmp_path))
+    assert_interrupted(slow_output(tmp_path, prefix))
 
 
 def assert_interrupted(output: str) -> None:
-    status = read_status(store_for(output), output)
+    store = store_for(output)
+    status = read_status(store, output)
     assert status is not None and status.state is StepState.FAILED
     assert status.error and "nterrupt" in status.error
-    assert not Path(output, ".confpipe", "lease.json").exists()
-    assert Path(status_path(output)).exists()
+    if "://" in output:  # on a remote store, look through the store
+        assert store.read(lease_path(output)) is None
+        assert store.read(status_path(output)) is not None
+    else:
+        assert not Path(output, ".confpipe", "lease.json").exists()
+        assert Path(status_path(output)).exists()
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,12 +18,14 @@ from confpipe.storage import Store, store_for
 FAST = LockOptions(heartbeat_interval=0.05, lease_timeout=0.5)
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "gs"])
 def root(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
     if request.param == "local":
         yield str(tmp_path)
-    else:
+    elif request.param == "memory":
         yield f"memory://contract-{uuid.uuid4().hex}"
+    else:  # fake-gcs-server (tests/conftest.py)
+        yield str(request.getfixturevalue("gs_prefix"))
 
 
 def store(root: str) -> Store:
@@ -83,6 +85,19 @@ def test_racing_creates_have_one_winner(root: str) -> None:
         t.join()
     blob = s.read(path)
     assert len(wins) == 1 and blob is not None and blob.data == wins[0]
+
+
+def test_read_many_reads_like_read(root: str) -> None:
+    s = store(root)
+    paths = [f"{root}/many/{i}" for i in range(5)]
+    for path in paths[:3]:
+        s.write(path, path.encode())
+    many, one = s.read_many(paths), [s.read(p) for p in paths]
+    assert [b is None for b in many] == [False, False, False, True, True]
+    for got, exact in zip(many[:3], one[:3], strict=True):
+        assert got is not None and exact is not None
+        assert (got.data, got.version) == (exact.data, exact.version)
+        assert exact.mtime <= got.mtime <= exact.mtime + 1  # rounded up, if at all
 
 
 def test_store_timestamps_track_writes(root: str) -> None:

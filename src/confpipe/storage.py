@@ -1,10 +1,12 @@
 """The few atomic primitives each store offers; records, leases and jobs build on these.
 
-Every store kind (local files, fsspec ``memory://``, and ``gs://`` later) implements the
-same small ``Store`` protocol: read a small object with its version and the store's own
-timestamp, create-if-absent, compare-and-swap on the version, delete-if-version, and an
-atomic overwrite. Objects are always replaced whole, never modified in place, so a reader
-sees either the old or the new content.
+Every store kind (local files, fsspec ``memory://``, and ``gs://`` in ``confpipe.gcs``)
+implements the same small ``Store`` protocol: read a small object with its version and the
+store's own timestamp, create-if-absent, compare-and-swap on the version, delete-if-version,
+and an atomic overwrite. Objects are always replaced whole, never modified in place, so a
+reader sees either the old or the new content. ``store_for(url)`` picks the store; the
+``gs://`` one (and gcsfs, google-auth) is imported only when a ``gs://`` URL is used, and
+``configure(storage_endpoint=...)`` points it elsewhere (an emulator) before first use.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from confpipe.errors import ConfigError
 
 @dataclass(frozen=True)
 class Blob:
-    """A small object's content, its opaque version and its last-modified time (store clock)."""
+    """A small object's content, its opaque version and its last-modified time (store clock).
+
+    ``read_many`` may round the mtime up (gs://: to the second), never down: ages computed
+    from it are never overestimated.
+    """
 
     data: bytes
     version: str
@@ -44,7 +50,8 @@ class Store(Protocol):
         ...
 
     def read_many(self, paths: Iterable[str]) -> list[Blob | None]:
-        """Like ``read`` for many paths; stores with round trips do them concurrently."""
+        """Like ``read`` for many paths (mtimes maybe rounded up); stores with round trips do
+        them concurrently."""
         ...
 
     def create(self, path: str, data: bytes) -> str | None:
@@ -229,7 +236,10 @@ class MemoryStore:
 
 
 _stores: dict[str, Store] = {}
-_SUPPORTED = ("a local path or file://", "memory://")
+_stores_lock = threading.Lock()
+_gcs_options: dict[str, Any] = {}
+_SUPPORTED = ("a local path or file://", "memory://", "gs://")
+_ALIASES = {"local": "file", "gcs": "gs"}
 
 
 def split_protocol(url: str) -> tuple[str | None, str]:
@@ -243,20 +253,50 @@ def split_protocol(url: str) -> tuple[str | None, str]:
 def store_for(url: str) -> Store:
     """The Store serving ``url`` (one shared instance per protocol)."""
     protocol, _ = split_protocol(url)
-    kind = protocol or "file"
+    kind = _ALIASES.get(protocol or "file", protocol or "file")
     store = _stores.get(kind)
     if store is None:
-        if kind in ("file", "local"):
-            store = LocalStore()
-        elif kind == "memory":
-            store = MemoryStore()
-        else:
-            raise ConfigError(
-                f"prefix {url!r}: storage {kind}:// has no atomic create/compare-and-swap in "
-                f"confpipe yet; use {' or '.join(_SUPPORTED)}"
-            )
-        _stores[kind] = store
+        with _stores_lock:
+            store = _stores.get(kind)
+            if store is None:
+                store = _stores[kind] = _new_store(kind, url)
     return store
+
+
+def configure(*, storage_endpoint: str | None = None, token: Any = None) -> None:
+    """Where this process's ``gs://`` store sends requests (call it before the first use).
+
+    ``storage_endpoint``: an emulator's URL (``http://127.0.0.1:4443``) or another Cloud
+    Storage endpoint; None: ``$STORAGE_EMULATOR_HOST`` if set, else Google. ``token``: as
+    gcsfs takes it; with an endpoint and no token the client is anonymous. Only this
+    process: a worker process finds an emulator through ``STORAGE_EMULATOR_HOST``.
+    """
+    with _stores_lock:
+        _gcs_options.clear()
+        _gcs_options.update(endpoint=storage_endpoint, token=token)
+        _stores.pop("gs", None)
+
+
+def _new_store(kind: str, url: str) -> Store:
+    if kind == "file":
+        return LocalStore()
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "gs":
+        try:
+            from confpipe.gcs import GcsStore
+        except ImportError as err:
+            if (err.name or "").partition(".")[0] not in ("gcsfs", "google", "aiohttp"):
+                raise
+            raise ConfigError(
+                f"prefix {url!r}: gs:// needs gcsfs, which is not installed ({err}); "
+                "pip install 'confpipe[gcp]'"
+            ) from err
+        return GcsStore(**_gcs_options)
+    raise ConfigError(
+        f"prefix {url!r}: storage {kind}:// has no atomic create/compare-and-swap in "
+        f"confpipe; use {' or '.join(_SUPPORTED)}"
+    )
 
 
 def local_path(url: str) -> str:

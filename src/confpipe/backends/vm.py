@@ -1,0 +1,165 @@
+"""``python -m confpipe.backends.vm <job folder URL>``: what a cloud VM runs for one job.
+
+1. If ``CONFPIPE_CODE`` names a staged working-tree archive, unpack it, make it the working
+   folder and ``sys.path`` root, and ``pip install`` it with ``CONFPIPE_PIP_EXTRAS`` when it
+   is a project (has ``pyproject.toml`` or ``setup.py``).
+2. Run ``python -m confpipe.worker <job folder>`` in a fresh interpreter (it sees what was
+   just installed), teeing its output to our stdout (Cloud Logging) and to ``log.txt`` in the
+   job folder, uploaded whole every ``CONFPIPE_LOG_INTERVAL`` seconds and at exit (an object
+   store can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
+3. Exit with the worker's exit code (128 + signal if it was killed). SIGTERM is passed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from confpipe.backends import LOG
+from confpipe.backends.batch_spec import CODE_VAR, EXTRAS_VAR
+from confpipe.storage import Store, store_for
+
+LOG_LIMIT = 8 * 2**20
+INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
+USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
+
+
+class LogSink:
+    """The job's log: a local file, mirrored whole into the job folder's ``log.txt``."""
+
+    def __init__(self, store: Store, job_dir: str, interval: float) -> None:
+        self.store, self.path, self.interval = store, f"{job_dir}/{LOG}", interval
+        self.local = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._stop = threading.Event()
+        earlier = store.read(self.path)
+        if earlier is not None:  # a retried task (the VM was preempted): keep what came before
+            attempt = os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "?")
+            self.local.write(earlier.data + f"\n--- retry attempt {attempt} ---\n".encode())
+        self._thread = threading.Thread(target=self._upload_every, name="log-upload", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.local.write(data)
+            self._dirty = True
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.upload()
+        finally:
+            self.local.close()
+
+    def upload(self) -> None:
+        with self._lock:
+            self._dirty = False
+            size = self.local.seek(0, io.SEEK_END)
+            self.local.seek(max(0, size - LOG_LIMIT))
+            data = self.local.read()
+        if size > LOG_LIMIT:
+            cut = data.find(b"\n") + 1
+            data = b"[... earlier lines cut: the full log is in Cloud Logging]\n" + data[cut:]
+        self.store.write(self.path, data)
+
+    def _upload_every(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._dirty:
+                with contextlib.suppress(Exception):  # the next upload (or the last) retries
+                    self.upload()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    job_dir = args[0].rstrip("/")
+    sink = LogSink(store_for(job_dir), job_dir, float(os.environ.get(INTERVAL_VAR, "10")))
+    try:
+        return _run_job(job_dir, sink)
+    finally:
+        sink.close()
+
+
+def _run_job(job_dir: str, sink: LogSink) -> int:
+    env, cwd = dict(os.environ), None
+    code = os.environ.get(CODE_VAR)
+    if code:
+        extras = [e for e in os.environ.get(EXTRAS_VAR, "").split(",") if e]
+        try:
+            cwd = unpack(code)
+            command = pip_command(cwd, extras)
+        except Exception as err:  # say why in the job's log, where the driver looks
+            sink.write(
+                f"confpipe: can't set up the staged code: {type(err).__name__}: {err}\n".encode()
+            )
+            return 1
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, env.get("PYTHONPATH")]))
+        if command is not None and run(command, sink, env, cwd) != 0:
+            sink.write(b"confpipe: pip install of the staged code failed\n")
+            return 1
+    return run([sys.executable, "-m", "confpipe.worker", job_dir], sink, env, cwd)
+
+
+def unpack(url: str) -> str:
+    """Unpack the archive at ``url`` into a fresh folder; that folder."""
+    blob = store_for(url).read(url)
+    if blob is None:
+        raise FileNotFoundError(f"staged code {url} is missing")
+    folder = tempfile.mkdtemp(prefix="confpipe-code-")
+    with tarfile.open(fileobj=io.BytesIO(blob.data), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse paths outside folder
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)  # our own archive, written by staging.archive
+    return folder
+
+
+def pip_command(folder: str, extras: Sequence[str]) -> list[str] | None:
+    """``pip install folder[extras]`` for a project; None if ``folder`` isn't one."""
+    if not any(os.path.exists(os.path.join(folder, f)) for f in ("pyproject.toml", "setup.py")):
+        if extras:
+            raise ValueError(f"pip_extras {list(extras)} need a pyproject.toml or setup.py")
+        return None
+    target = f"{folder}[{','.join(extras)}]" if extras else folder
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", target]
+
+
+def run(command: list[str], sink: LogSink, env: dict[str, str], cwd: str | None) -> int:
+    """Run ``command`` with its output in ``sink``; its exit code (128 + signal if killed)."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+    )
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            sink.write(chunk)
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

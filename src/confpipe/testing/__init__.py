@@ -1,0 +1,8 @@
+"""Offline fakes of the cloud services confpipe talks to, for tests and for users' own runs.
+
+gcs     ``FakeGcs``: a local fake-gcs-server, so ``gs://`` prefixes run without Google
+batch   ``FakeBatch``: an in-process Cloud Batch API server that runs jobs on this machine
+
+Each submodule is imported on its own (``from confpipe.testing.gcs import FakeGcs``), so
+using one fake never pays for another's client libraries.
+"""

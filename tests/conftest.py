@@ -1,0 +1,45 @@
+"""Shared fixtures: one fake-gcs-server per session, and a fresh ``gs://`` prefix per test.
+
+The server starts on first use only (a run of local tests never starts it), and the
+environment points this process and every subprocess it launches at it. gcsfs reads
+``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` when imported, so that is set here, before any test
+module can import it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from confpipe import ConfpipeError, storage
+from confpipe.testing.gcs import FakeGcs, find_binary
+
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+
+BUCKET = "confpipe-tests"
+
+
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[FakeGcs]:
+    """A running fake-gcs-server with bucket ``BUCKET``; the environment points at it."""
+    pytest.importorskip("gcsfs", reason="gs:// tests need confpipe[gcp]")
+    try:
+        find_binary()
+    except ConfpipeError as err:
+        pytest.skip(str(err))
+    with FakeGcs() as gcs, pytest.MonkeyPatch.context() as env:
+        for key, value in gcs.env.items():
+            env.setenv(key, value)
+        gcs.create_bucket(BUCKET)
+        storage.configure()  # the shared gs:// store is rebuilt and finds the fake
+        yield gcs
+        storage.configure()
+
+
+@pytest.fixture
+def gs_prefix(fake_gcs: FakeGcs) -> str:
+    """A fresh ``gs://`` prefix on the fake server, unique to this test."""
+    return f"gs://{BUCKET}/t-{uuid.uuid4().hex[:12]}"

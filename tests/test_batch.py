@@ -1,0 +1,654 @@
+"""The Cloud Batch backend: golden Job requests, machine choice, and whole jobs on FakeBatch.
+
+Golden files (tests/golden/batch_*.json) pin the requests; accept an intended change with
+``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_batch.py -k golden``. They hold the
+request with env values redacted (``batch_spec.redacted``): the real request must carry
+the values, so the tests check those separately and never write them down.
+End-to-end tests drive ``run_job`` against the real google-cloud-batch client talking to
+the in-process fake, whose jobs run ``python -m confpipe.backends.vm`` -> the worker.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confpipe import status
+from confpipe.backends import JobRequest, run_job
+from confpipe.backends.batch import BatchBackend, BatchSettings, job_request, redacted
+from confpipe.backends.batch_spec import job_dir_of, job_status
+from confpipe.backends.machines import choose
+from confpipe.backends.staging import archive
+from confpipe.backends.vm import pip_command
+from confpipe.cancel import CancelScope
+from confpipe.errors import ConfigError, StepFailed
+from confpipe.spec import GPU, Resources
+from confpipe.testing.batch import FakeBatch
+from tests import batchjobs
+
+GiB = 2**30
+GOLDEN = Path(__file__).parent / "golden"
+SETTINGS = BatchSettings(
+    project="proj",
+    region="us-central1",
+    image="us-docker.pkg.dev/proj/ml/confpipe:latest",
+    service_account="jobs@proj.iam.gserviceaccount.com",
+    network="projects/proj/global/networks/default",
+    subnetwork="projects/proj/regions/us-central1/subnetworks/default",
+    labels={"team": "lm"},
+)
+JOB_DIR = "gs://bucket/outputs/{step}-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d"
+SECRET = "projects/proj/secrets/hf-token/versions/latest"
+ENV_VALUE = "env-value-that-must-not-leak-7f3a"
+
+
+# -- golden requests -----------------------------------------------------------------------
+
+
+def check_golden(name: str, data: dict[str, Any], folder: Path = GOLDEN) -> None:
+    """Compare ``data`` with ``folder/batch_{name}.json``; CONFPIPE_UPDATE_GOLDEN=1 rewrites it."""
+    path = folder / f"batch_{name}.json"
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("CONFPIPE_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    old = path.read_text() if path.exists() else ""
+    if old != text:
+        diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True)))
+        pytest.fail(
+            f"the Batch request differs from {path}; if the change is intended, accept it with\n"
+            f"    CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_batch.py -k golden\n{diff}"
+        )
+
+
+def golden_request(step: str, resources: Resources, code: str | None = None) -> Any:
+    job = JobRequest(step, JOB_DIR.format(step=step), resources)
+    return job_request(SETTINGS, job, driver="golden-driver", code=code)
+
+
+def test_golden_cpu_step() -> None:
+    resources = Resources(cpu=4, memory=16 * GiB, disk=100 * GiB, timeout=7200)
+    check_golden("cpu_step", redacted(golden_request("tokenize", resources)))
+
+
+def test_golden_gpu_spot_step_with_retries() -> None:
+    resources = Resources(
+        cpu=8, memory=32 * GiB, gpu=GPU("nvidia-l4", 1), spot=True, max_retries=3, timeout=86400
+    )
+    check_golden("gpu_spot_retries", redacted(golden_request("train", resources)))
+
+
+def test_golden_env_secret_env_and_pip_extras_keep_env_values_out() -> None:
+    resources = Resources(
+        cpu=2,
+        env={"WANDB_API_KEY": ENV_VALUE},
+        secret_env={"HF_TOKEN": SECRET},
+        pip_extras=("tokenize", "eval"),
+    )
+    code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
+    request = golden_request("evaluate", resources, code=code)
+    env = request.task_groups[0].task_spec.environment
+    assert env.variables["WANDB_API_KEY"] == ENV_VALUE  # the job needs the value...
+    assert dict(env.secret_variables) == {"HF_TOKEN": SECRET}
+    data = redacted(request)
+    assert ENV_VALUE not in json.dumps(data)  # ...but no file or log may hold it
+    check_golden("env_pip_extras", data)
+
+
+def test_golden_mismatch_says_how_to_accept_the_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONFPIPE_UPDATE_GOLDEN", raising=False)
+    (tmp_path / "batch_x.json").write_text("{}\n")
+    with pytest.raises(pytest.fail.Exception, match=r"CONFPIPE_UPDATE_GOLDEN=1 .*pytest"):
+        check_golden("x", {"a": 1}, folder=tmp_path)
+
+
+# -- machines and preflight ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resources", "machine"),
+    [
+        (Resources(cpu=1), "e2-standard-2"),
+        (Resources(cpu=4, memory=16 * GiB), "e2-standard-4"),
+        (Resources(cpu=2, memory=64 * GiB), "e2-highmem-8"),
+        (Resources(cpu=48), "n2d-standard-48"),
+        (Resources(cpu=8, memory=700 * GiB), "n2d-highmem-96"),
+        (Resources(cpu=8, memory=32 * GiB, gpu=GPU("nvidia-l4", 1)), "g2-standard-8"),
+        (Resources(cpu=4, gpu=GPU("nvidia-l4", 2)), "g2-standard-24"),
+        (Resources(cpu=4, gpu=GPU("nvidia-tesla-t4", 1)), "n1-standard-4"),
+        (Resources(cpu=8, memory=48 * GiB, gpu=GPU("nvidia-tesla-v100", 1)), "n1-highmem-8"),
+        (Resources(gpu=GPU("nvidia-tesla-a100", 2)), "a2-highgpu-2g"),
+        (Resources(gpu=GPU("nvidia-tesla-a100", 16)), "a2-megagpu-16g"),
+        (Resources(gpu=GPU("nvidia-a100-80gb", 1)), "a2-ultragpu-1g"),
+        (Resources(gpu=GPU("nvidia-h100-80gb", 8)), "a3-highgpu-8g"),
+        (Resources(gpu=GPU("nvidia-h100-80gb", 1), spot=True), "a3-highgpu-1g"),
+        (Resources(cpu=2, machine_type="c2-standard-8"), "c2-standard-8"),
+    ],
+)
+def test_the_smallest_fitting_machine_is_chosen(resources: Resources, machine: str) -> None:
+    assert choose(resources).machine.name == machine
+
+
+PREFLIGHT_ERRORS = [
+    (
+        Resources(gpu=GPU("nvidia-l5", 1)),
+        "resources.gpu.type: unknown GPU 'nvidia-l5' (did you mean 'nvidia-l4'?); Cloud Batch "
+        "GPUs: nvidia-l4, nvidia-tesla-t4,",
+    ),
+    (Resources(gpu=GPU("nvidia-l4", 3)), "comes 1, 2, 4 or 8 per machine (g2-standard-*)"),
+    (
+        Resources(memory=500 * GiB, gpu=GPU("nvidia-l4", 1)),
+        "no g2-standard-* machine with 1 nvidia-l4 has that much; machines for 1 nvidia-l4: "
+        "g2-standard-4 (4 vCPU, 16GiB),",
+    ),
+    (
+        Resources(memory=100 * GiB, gpu=GPU("nvidia-tesla-v100", 1)),
+        "no n1-* machine with 1 nvidia-tesla-v100 has that much; n1 machines with "
+        "nvidia-tesla-v100 have at most 1 GPU(s): 12 vCPU/78GiB; 2 GPU(s): 24 vCPU/156GiB;",
+    ),
+    (Resources(memory=4000 * GiB), "no machine has that much; largest: e2-standard-32"),
+    (
+        Resources(cpu=8, machine_type="e2-standard-4"),
+        "resources.cpu=8 doesn't fit resources.machine_type=e2-standard-4 (4 vCPU, 16GiB); "
+        "machines that fit: e2-standard-8 (8 vCPU, 32GiB)",
+    ),
+    (Resources(machine_type="e2-standrd-4"), "(did you mean e2-standard-4"),
+    (Resources(machine_type="g2-standard-4"), "set resources.gpu: {type: nvidia-l4, count: 1}"),
+    (
+        Resources(gpu=GPU("nvidia-tesla-t4", 1), machine_type="a2-highgpu-1g"),
+        "can't carry 1 nvidia-tesla-t4; machines that can: n1-standard-1",
+    ),
+    (Resources(gpu=GPU("nvidia-h100-80gb", 1)), "only offered as Spot capacity"),
+    (Resources(max_retries=11), "Cloud Batch retries a task at most 10 times"),
+    (Resources(tpu="v5litepod-8"), "runs on Cloud TPU, not Cloud Batch"),
+    (Resources(secret_env={"T": "hf-token"}), "not a Secret Manager version name"),
+]
+
+
+@pytest.mark.parametrize(("resources", "message"), PREFLIGHT_ERRORS)
+def test_preflight_names_the_valid_options(
+    fake: FakeBatch, resources: Resources, message: str
+) -> None:
+    backend = make_backend(fake)
+    with pytest.raises(ConfigError) as err:
+        backend.check("train", resources)
+    assert str(err.value).startswith("step 'train': ")
+    assert message in str(err.value)
+
+
+def test_pip_extras_need_the_working_tree_staged(fake: FakeBatch) -> None:
+    with pytest.raises(ConfigError, match=r"pip_extras=\['eval'\] needs the working tree staged"):
+        make_backend(fake).check("s", Resources(pip_extras=("eval",)))
+
+
+def test_a_timeout_failure_says_so() -> None:
+    from google.cloud import batch_v1
+
+    job = batch_v1.Job(name="projects/p/locations/r/jobs/j")
+    job.status.state = batch_v1.JobStatus.State.FAILED
+    failed = batch_v1.TaskStatus.State.FAILED
+    event = batch_v1.StatusEvent(description="Task state is updated", task_state=failed)
+    event.task_execution.exit_code = 50005
+    job.status.status_events.append(event)
+    assert "exit code 50005: it ran past resources.timeout" in job_status(job).detail
+
+
+def test_the_batch_api_is_pinned() -> None:
+    """What users and the compiler call: a change here is a change they see."""
+    assert list(inspect.signature(BatchBackend).parameters) == [
+        "project", "region", "image", "service_account", "network", "subnetwork", "labels",
+        "poll_interval", "batch_endpoint", "stage_code", "api_timeout",
+    ]  # fmt: skip
+    assert list(inspect.signature(FakeBatch).parameters) == [
+        "secrets", "env", "cwd", "step_seconds", "port", "command",
+    ]  # fmt: skip
+    assert sorted(n for n in dir(FakeBatch) if not n.startswith("_")) == [
+        "cloud_log", "count", "endpoint", "jobs", "pid", "preempt_next", "refuse_connections",
+        "start", "stop",
+    ]  # fmt: skip
+
+
+def test_the_backend_module_imports_no_google_until_constructed() -> None:
+    code = (
+        "import sys, confpipe.backends.batch; "
+        "assert not [m for m in sys.modules if m.startswith('google')], 'google imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- end to end against FakeBatch ----------------------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBatch]:
+    with FakeBatch(secrets={SECRET: "secret-value-9c1e"}) as server:
+        yield server
+
+
+def make_backend(fake: FakeBatch, **kwargs: Any) -> BatchBackend:
+    kwargs.setdefault("poll_interval", 0.05)
+    return BatchBackend("proj", "us-central1", "img", batch_endpoint=fake.endpoint, **kwargs)
+
+
+@pytest.fixture
+def backend(fake: FakeBatch) -> Iterator[BatchBackend]:
+    b = make_backend(fake)
+    yield b
+    b.close()
+
+
+def run(
+    backend: BatchBackend,
+    out: Path,
+    fn: Callable[..., object],
+    resources: Resources | None = None,
+    scope: CancelScope | None = None,
+    detach: bool = False,
+    **kwargs: object,
+) -> object:
+    step = out.name.rsplit("-", 1)[0]
+    return run_job(
+        backend,
+        step,
+        status.jobs_dir(str(out)),
+        fn,
+        kwargs,
+        resources or Resources(),
+        scope=scope or CancelScope(),
+        detach=detach,
+    )
+
+
+def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``fn`` in a thread; the list gets its value or exception."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def eventually(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def states(fake: FakeBatch) -> list[str]:
+    return [fake.jobs()[0].status.state.name] if fake.jobs() else []
+
+
+def events(job: Any) -> list[str]:
+    return [e.description for e in job.status.status_events]
+
+
+def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    out = tmp_path / "add-0123456789ab"
+    value = run(backend, out, batchjobs.add, Resources(cpu=2), a=1, b=2)
+    assert isinstance(value, dict) and value["sum"] == 3
+    (job,) = fake.jobs()
+    assert job.status.state.name == "SUCCEEDED"
+    walk = [e.split(" for job")[0] for e in events(job) if e.startswith("Job state")]
+    assert walk == [
+        "Job state is set from QUEUED to SCHEDULED",
+        "Job state is set from SCHEDULED to RUNNING",
+        "Job state is set from RUNNING to SUCCEEDED",
+    ]
+    assert job.labels["confpipe-step"] == "add"
+    assert job.labels["confpipe-hash"] == "0123456789ab"
+    job_dir = Path(job_dir_of(job) or "")
+    assert {p.name for p in job_dir.iterdir()} == {"call.pkl", "result.json", "log.txt"}
+    assert "adding 1 and 2" in (job_dir / "log.txt").read_text()
+    assert "adding 1 and 2" in fake.cloud_log(job.name)  # the VM's stdout: Cloud Logging
+
+
+def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
+    """gs:// job folders (fake-gcs-server, tests/conftest.py): the worker and vm reach them."""
+    with FakeBatch() as fake:  # made after gs_prefix: the "image" environment finds the fake
+        backend = make_backend(fake)
+
+        def run_gs(step: str, fn: Callable[..., object], **kwargs: object) -> object:
+            jobs = status.jobs_dir(f"{gs_prefix}/{step}-0123456789ab")
+            return run_job(backend, step, jobs, fn, kwargs, Resources(), scope=CancelScope())
+
+        value = run_gs("add", batchjobs.add, a=1, b=2)
+        assert isinstance(value, dict) and value["sum"] == 3
+        with pytest.raises(StepFailed) as err:
+            run_gs("boom", batchjobs.boom, message="bad input")
+        backend.close()
+    assert "job folder: gs://" in str(err.value)
+    assert "    about to fail: line printed by the job" in str(err.value)
+
+
+def test_a_failed_job_reports_the_remote_error_and_its_log_tail(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    with pytest.raises(StepFailed) as err:
+        run(backend, tmp_path / "boom-0123456789ab", batchjobs.boom, message="bad input")
+    text = str(err.value)
+    assert text.startswith("step 'boom': ValueError: bad input\n  job folder: ")
+    assert "    about to fail: line printed by the job" in text
+    assert "raise ValueError(message)" in (err.value.remote_traceback or "")
+
+
+def test_a_crash_reports_the_exit_code_and_the_status_event(
+    backend: BatchBackend, tmp_path: Path
+) -> None:
+    with pytest.raises(StepFailed) as err:
+        run(backend, tmp_path / "crash-0123456789ab", batchjobs.exit_hard, code=3)
+    text = str(err.value)
+    assert "job failed (exit code 3; last status event: Job state is set from RUNNING to " in text
+    assert "with exit code 3." in text
+    assert "    exiting with 3" in text  # the log tail
+
+
+def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    fake.preempt_next(2)
+    resources = Resources(spot=True, max_retries=2)
+    value = run(
+        backend, tmp_path / "c-0123456789ab", batchjobs.count_runs, resources, folder=str(tmp_path)
+    )
+    assert value == 1  # the preempted attempts were killed before they counted
+    assert fake.count("CreateJob") == 1
+    (job,) = fake.jobs()
+    assert sum("with exit code 50001" in e for e in events(job)) == 2
+    assert job.status.state.name == "SUCCEEDED"
+
+
+def test_preemptions_beyond_max_retries_fail_with_advice(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    fake.preempt_next(2)
+    resources = Resources(spot=True, max_retries=1)
+    with pytest.raises(StepFailed, match=r"preempted 2 time\(s\), retried 1 time\(s\) \(resources"):
+        run(
+            backend,
+            tmp_path / "c-0123456789ab",
+            batchjobs.count_runs,
+            resources,
+            folder=str(tmp_path),
+        )
+
+
+def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: Path) -> None:
+    resources = Resources(spot=True, max_retries=3)
+    with pytest.raises(StepFailed, match="RuntimeError: a bug"):
+        run(
+            backend,
+            tmp_path / "c-0123456789ab",
+            batchjobs.count_then_fail,
+            resources,
+            folder=str(tmp_path),
+        )
+    assert (tmp_path / "runs").read_text() == "run\n"
+    (job,) = fake.jobs()
+    assert (
+        sum(e.startswith("Task state is updated from RUNNING to FAILED") for e in events(job)) == 1
+    )
+
+
+def test_env_and_secrets_reach_the_job_but_no_log(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="confpipe")
+    resources = Resources(env={"MY_KEY": ENV_VALUE}, secret_env={"HF_TOKEN": SECRET})
+    out = tmp_path / "env-0123456789ab"
+    digests = run(backend, out, batchjobs.env_digests, resources, names=["MY_KEY", "HF_TOKEN"])
+    assert digests == {
+        "MY_KEY": hashlib.sha256(ENV_VALUE.encode()).hexdigest(),
+        "HF_TOKEN": hashlib.sha256(b"secret-value-9c1e").hexdigest(),
+    }
+    assert "creating Batch job" in caplog.text  # the request was logged, redacted
+    for value in (ENV_VALUE, "secret-value-9c1e"):
+        assert value not in caplog.text
+        assert not [p for p in out.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+
+
+def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path) -> None:
+    missing = "projects/proj/secrets/nope/versions/1"
+    with pytest.raises(StepFailed, match=f"secret {missing} could not be accessed"):
+        run(
+            backend,
+            tmp_path / "s-0123456789ab",
+            batchjobs.add,
+            Resources(secret_env={"X": missing}),
+            a=1,
+            b=1,
+        )
+
+
+def test_the_driver_outlasts_a_server_refusing_connections(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    first, first_out = in_thread(
+        lambda: run(backend, tmp_path / "w-0123456789ab", batchjobs.wait_for, path=str(release))
+    )
+    eventually(lambda: states(fake) == ["RUNNING"], "the job to run")
+    started = time.monotonic()
+    fake.refuse_connections(3.0)
+    second, second_out = in_thread(  # submitted while the server is down: create is retried
+        lambda: run(backend, tmp_path / "a-0123456789ab", batchjobs.add, a=2, b=3)
+    )
+    time.sleep(1.0)
+    release.touch()  # the first job ends while nobody can ask
+    first.join(30)
+    second.join(30)
+    assert first_out == ["released"]
+    assert isinstance(second_out[0], dict) and second_out[0]["sum"] == 5
+    assert time.monotonic() - started >= 3.0
+    assert fake.count("CreateJob") == 2
+
+
+def test_the_log_reaches_the_job_folder_while_the_job_runs(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    fake.env["CONFPIPE_LOG_INTERVAL"] = "0.05"
+    release, out = tmp_path / "release", tmp_path / "w-0123456789ab"
+    thread, outcome = in_thread(lambda: run(backend, out, batchjobs.wait_for, path=str(release)))
+    logs = lambda: [p.read_text() for p in out.rglob("log.txt")]  # noqa: E731
+    eventually(lambda: logs() == ["waiting for release\n"], "the log to be uploaded")
+    release.touch()
+    thread.join(30)
+    assert outcome == ["released"]
+
+
+def test_cancel_deletes_the_job_and_kills_its_process(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    scope = CancelScope()
+    thread, outcome = in_thread(
+        lambda: run(
+            backend,
+            tmp_path / "s-0123456789ab",
+            batchjobs.sleeper,
+            scope=scope,
+            pid_file=str(pid_file),
+        )
+    )
+    eventually(pid_file.exists, "the job to start")
+    pid = int(pid_file.read_text())
+    scope.cancel("interrupted")
+    thread.join(30)
+    assert isinstance(outcome[0], StepFailed)
+    assert str(outcome[0]) == "step 's': cancelled: interrupted"
+    assert fake.count("DeleteJob") == 1
+    assert fake.jobs() == []
+    eventually(lambda: not alive(pid), "the job's process to die", 10)
+
+
+def test_detach_leaves_the_job_running(
+    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    scope = CancelScope()
+    thread, outcome = in_thread(
+        lambda: run(
+            backend,
+            tmp_path / "s-0123456789ab",
+            batchjobs.sleeper,
+            scope=scope,
+            detach=True,
+            pid_file=str(pid_file),
+        )
+    )
+    eventually(pid_file.exists, "the job to start")
+    scope.cancel("interrupted")
+    thread.join(30)
+    assert "job left running (detach)" in str(outcome[0])
+    assert fake.count("DeleteJob") == 0
+    assert states(fake) == ["RUNNING"]
+    assert alive(int(pid_file.read_text()))
+
+
+def test_a_restarted_driver_reattaches_instead_of_resubmitting(
+    fake: FakeBatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="confpipe")
+    release, out = tmp_path / "release", tmp_path / "w-0123456789ab"
+    first_driver, scope = make_backend(fake), CancelScope()
+    thread, outcome = in_thread(
+        lambda: run(
+            first_driver, out, batchjobs.wait_for, scope=scope, detach=True, path=str(release)
+        )
+    )
+    eventually(lambda: states(fake) == ["RUNNING"], "the job to run")
+    scope.cancel("interrupted")  # the first driver goes away; its job keeps running
+    thread.join(30)
+    first_driver.close()
+    second_driver = make_backend(fake)
+    thread, outcome = in_thread(
+        lambda: run(second_driver, out, batchjobs.wait_for, path=str(release))
+    )
+    eventually(lambda: "re-attached to its live Batch job" in caplog.text, "the re-attach")
+    release.touch()
+    thread.join(30)
+    second_driver.close()
+    assert outcome == ["released"]
+    assert fake.count("CreateJob") == 1
+    # a finished job is not re-attached: the next launch submits a new one
+    third_driver = make_backend(fake)
+    assert run(third_driver, out, batchjobs.wait_for, path=str(release)) == "released"
+    third_driver.close()
+    assert fake.count("CreateJob") == 2
+
+
+def test_polling_costs_one_request_per_interval_for_all_jobs(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    """20 jobs in flight, polled every 0.2 s: one ListJobs per interval answers them all."""
+    interval, jobs = 0.2, 20
+    backend = make_backend(fake, poll_interval=interval)
+    release = tmp_path / "release"
+    threads = [
+        in_thread(
+            lambda i=i: run(
+                backend, tmp_path / f"w{i}-0123456789ab", batchjobs.wait_for, path=str(release)
+            )
+        )
+        for i in range(jobs)
+    ]
+    eventually(
+        lambda: [j.status.state.name for j in fake.jobs()] == ["RUNNING"] * jobs,
+        "all jobs to run",
+        60,
+    )
+    before, started = fake.count(), time.monotonic()
+    time.sleep(2.0)
+    requests, seconds = fake.count() - before, time.monotonic() - started
+    release.touch()
+    for thread, _ in threads:
+        thread.join(60)
+    backend.close()
+    assert [outcome for _, outcome in threads] == [["released"]] * jobs
+    assert requests <= seconds / interval + 2
+    per_job_minute_at_10s = requests / jobs / seconds * 60 * (interval / 10.0)
+    assert per_job_minute_at_10s <= 6
+
+
+# -- the code that reaches the job ---------------------------------------------------------
+
+
+def git_repo(root: Path) -> Path:
+    root.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root
+
+
+def test_the_archive_holds_tracked_files_as_they_are_now(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    (repo / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "add", "a.py"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "a"], cwd=repo, check=True)
+    (repo / "a.py").write_text("x = 2\n")  # uncommitted edit: staged as it is now
+    (repo / "untracked.py").write_text("")
+    data = archive(str(repo))
+    assert data == archive(str(repo))  # deterministic: content-addressed uploads dedupe
+    with tarfile.open(fileobj=__import__("io").BytesIO(data)) as tar:
+        assert tar.getnames() == ["a.py"]
+        assert tar.extractfile("a.py").read() == b"x = 2\n"  # type: ignore[union-attr]
+
+
+def test_staged_code_is_what_the_job_runs(
+    fake: FakeBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    (repo / "stagedmod.py").write_text("def where(output_path=None):\n    return __file__\n")
+    subprocess.run(["git", "add", "stagedmod.py"], cwd=repo, check=True)
+    monkeypatch.chdir(repo)
+    monkeypatch.syspath_prepend(str(repo))
+    import stagedmod  # type: ignore[import-not-found]
+
+    code = tmp_path / "prefix" / ".confpipe" / "code"
+    backend = make_backend(fake, stage_code=str(code))
+    where = run(backend, tmp_path / "prefix" / "st-0123456789ab", stagedmod.where)
+    backend.close()
+    (archive_path,) = code.iterdir()
+    assert archive_path.name.startswith("code-") and archive_path.name.endswith(".tar.gz")
+    assert isinstance(where, str) and "confpipe-code-" in where  # the unpacked copy, not repo
+
+
+def test_pip_installs_a_staged_project_with_the_steps_extras(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"need a pyproject\.toml or setup\.py"):
+        pip_command(str(tmp_path), ["eval"])
+    assert pip_command(str(tmp_path), []) is None
+    (tmp_path / "pyproject.toml").write_text("")
+    assert pip_command(str(tmp_path), ["eval", "tok"])[-1] == f"{tmp_path}[eval,tok]"  # type: ignore[index]
