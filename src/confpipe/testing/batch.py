@@ -28,59 +28,51 @@ from your repository root (its ``sys.path`` is the "image"),
 ``python -m confpipe.testing.batch [--port 8790] [--secrets secrets.json]``, then run
 ``python -m confpipe +experiment=... backend=gcp backend.batch_endpoint=127.0.0.1:8790``
 (jobs run on this machine, so use a local prefix or one the fake's jobs can reach).
+
+The server and its job table are here; running the jobs is in ``batch_jobs``, and what the
+API accepts (ids, labels, filters, pages) in ``batch_requests``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import itertools
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent import futures
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.cloud import batch_v1
-from google.longrunning import operations_pb2
+
+from confpipe.testing.batch_jobs import (
+    PREEMPTED,
+    JobDriver,
+    JobRun,
+    State,
+    TaskState,
+    image_env,
+    now,
+    runnable_argv,
+)
+from confpipe.testing.batch_requests import (
+    Abort,
+    check_create,
+    done_operation,
+    encode,
+    job_filter,
+    list_order,
+    page,
+)
+
+__all__ = ["PREEMPTED", "SERVICE", "FakeBatch", "State", "TaskState", "main", "runnable_argv"]
 
 SERVICE = "google.cloud.batch.v1.BatchService"
-PREEMPTED = 50001
-State = batch_v1.JobStatus.State
-TaskState = batch_v1.TaskStatus.State
-_JOB_ID = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
-_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
-_TERM = re.compile(r'\s*(labels\.[a-z0-9_-]+|status\.state|name)\s*=\s*"([^"]*)"\s*')
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(eq=False)
-class _Run:
-    """One job: its message (changed only under the fake's lock) and its task's process."""
-
-    job: batch_v1.Job
-    seq: int
-    stop: threading.Event = field(default_factory=threading.Event)
-    proc: subprocess.Popen[bytes] | None = None
-    thread: threading.Thread | None = None
 
 
 class FakeBatch:
@@ -97,19 +89,18 @@ class FakeBatch:
         command: Callable[[batch_v1.Runnable], list[str]] | None = None,
     ) -> None:
         self.secrets = dict(secrets or {})
-        self.env = dict(env) if env is not None else _image_env()
+        self.env = dict(env) if env is not None else image_env()
         self.cwd = cwd
         self.step_seconds = step_seconds  # QUEUED -> SCHEDULED -> RUNNING, each
         self.command = command or runnable_argv  # what a task runs, from its runnable
         self.requests: list[tuple[str, Any]] = []  # (method, request), in arrival order
         self._port = port
         self._lock = threading.Lock()
-        self._jobs: dict[str, _Run] = {}
+        self._jobs: dict[str, JobRun] = {}
         self._request_ids: dict[str, str] = {}
         self._seq = itertools.count()
-        self._preempt = 0
+        self._driver = JobDriver(self, self._lock)
         self._server: grpc.Server | None = None
-        self._logs = tempfile.mkdtemp(prefix="fake-batch-")
         self._timers: list[threading.Thread] = []
 
     @property
@@ -130,8 +121,8 @@ class FakeBatch:
         with self._lock:
             runs = list(self._jobs.values())
         for run in runs:
-            self._halt(run)
-        shutil.rmtree(self._logs, ignore_errors=True)
+            self._driver.halt(run)
+        self._driver.remove_logs()
 
     def __enter__(self) -> FakeBatch:
         return self.start()
@@ -159,15 +150,14 @@ class FakeBatch:
 
     def cloud_log(self, name: str) -> str:
         """What the job's task printed (all attempts), as Cloud Logging would show it."""
-        path = os.path.join(self._logs, f"{name.rsplit('/', 1)[-1]}.log")
+        path = self._driver.log_path(name)
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
             return f.read().decode(errors="replace")
         return ""
 
     def preempt_next(self, count: int = 1) -> None:
         """The next ``count`` task attempts end as if their Spot VM were preempted."""
-        with self._lock:
-            self._preempt += count
+        self._driver.preempt_next(count)
 
     def refuse_connections(self, seconds: float) -> None:
         """Stop the server now (connections are refused) and serve again after ``seconds``."""
@@ -217,251 +207,73 @@ class FakeBatch:
                 self.requests.append((method, type(request)(request)))
             try:
                 return fn(request)
-            except _Abort as err:
+            except Abort as err:
                 context.abort(err.code, str(err))
                 raise  # unreachable: abort raises
 
         return handle
 
     def _create(self, request: batch_v1.CreateJobRequest) -> bytes:
-        if not re.fullmatch(r"projects/[^/]+/locations/[^/]+", request.parent):
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
-        if not _JOB_ID.fullmatch(request.job_id):
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad job_id {request.job_id!r}")
-        for key, value in request.job.labels.items():
-            if not _LABEL.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad label {key}={value!r}")
-        groups = request.job.task_groups
-        if len(groups) != 1 or not groups[0].task_spec.runnables:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "one task group with runnables needed")
+        check_create(request)
         name = f"{request.parent}/jobs/{request.job_id}"
         with self._lock:
             if request.request_id and request.request_id in self._request_ids:
-                return _bytes(self._jobs[self._request_ids[request.request_id]].job)
+                return encode(self._jobs[self._request_ids[request.request_id]].job)
             if name in self._jobs:
-                raise _Abort(grpc.StatusCode.ALREADY_EXISTS, f"job {name} already exists")
+                raise Abort(grpc.StatusCode.ALREADY_EXISTS, f"job {name} already exists")
             job = batch_v1.Job(request.job)
             job.name, job.uid = name, f"{request.job_id[:40]}-{uuid.uuid4().hex[:8]}"
             job.task_groups[0].name = f"{name}/taskGroups/group0"
-            job.create_time = job.update_time = _now()
+            job.create_time = job.update_time = now()
             job.status.state = State(State.QUEUED)
-            run = _Run(job, next(self._seq))
+            run = JobRun(job, next(self._seq))
             self._jobs[name] = run
             if request.request_id:
                 self._request_ids[request.request_id] = name
-            run.thread = threading.Thread(
-                target=self._drive, args=(run,), name=f"fake-batch-{request.job_id}", daemon=True
-            )
-            run.thread.start()
-            return _bytes(job)
+            self._driver.start(run)
+            return encode(job)
 
     def _get(self, request: batch_v1.GetJobRequest) -> bytes:
         with self._lock:
             run = self._jobs.get(request.name)
             if run is None:
-                raise _Abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")
-            return _bytes(run.job)
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")
+            return encode(run.job)
 
     def _list(self, request: batch_v1.ListJobsRequest) -> bytes:
-        match = _filter(request.filter)
-        order = request.order_by or "create_time"
-        if order not in ("create_time", "create_time desc", "name", "name desc"):
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported order_by {order!r}")
+        match, order = job_filter(request.filter), list_order(request.order_by)
         with self._lock:
             runs = [r for r in self._jobs.values() if r.job.name.startswith(request.parent + "/")]
             runs = [r for r in runs if match(r.job)]
-            key: Callable[[_Run], Any] = (
+            key: Callable[[JobRun], Any] = (
                 (lambda r: r.seq) if "time" in order else (lambda r: r.job.name)
             )
             runs.sort(key=key, reverse=order.endswith("desc"))
-            start = int(request.page_token or 0)
-            size = min(request.page_size or 100, 100)
-            page = runs[start : start + size]
-            more = start + size < len(runs)
-            response = batch_v1.ListJobsResponse(
-                jobs=[r.job for r in page], next_page_token=str(start + size) if more else ""
-            )
-            return _bytes(response)
+            runs, token = page(runs, request.page_token, request.page_size)
+            response = batch_v1.ListJobsResponse(jobs=[r.job for r in runs], next_page_token=token)
+            return encode(response)
 
     def _delete(self, request: batch_v1.DeleteJobRequest) -> bytes:
         run = self._stopping(request.name, State.DELETION_IN_PROGRESS)
-        self._halt(run)
+        self._driver.halt(run)
         with self._lock:
             self._jobs.pop(request.name, None)
-        return _operation(request.name)
+        return done_operation(request.name)
 
     def _cancel(self, request: batch_v1.CancelJobRequest) -> bytes:
         run = self._stopping(request.name, State.CANCELLATION_IN_PROGRESS)
-        self._halt(run)
-        self._set(run, State.CANCELLED)
-        return _operation(request.name)
+        self._driver.halt(run)
+        self._driver.set_state(run, State.CANCELLED)
+        return done_operation(request.name)
 
-    def _stopping(self, name: str, state: int) -> _Run:
+    def _stopping(self, name: str, state: int) -> JobRun:
         with self._lock:
             run = self._jobs.get(name)
         if run is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"job {name} not found")
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"job {name} not found")
         if run.job.status.state not in (State.SUCCEEDED, State.FAILED):
-            self._set(run, state)
+            self._driver.set_state(run, state)
         return run
-
-    def _halt(self, run: _Run) -> None:
-        """Stop the job's thread and kill its task's whole process group."""
-        run.stop.set()
-        with self._lock:
-            proc = run.proc
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        if run.thread is not None and run.thread is not threading.current_thread():
-            run.thread.join()
-
-    def _set(self, run: _Run, state: int, note: str = "") -> None:
-        with self._lock:
-            old = State(run.job.status.state).name
-            text = f"Job state is set from {old} to {State(state).name} for job {run.job.name}."
-            run.job.status.status_events.append(_event(text + note))
-            run.job.status.state = State(state)
-            run.job.update_time = _now()
-
-    def _task(self, run: _Run, state: int, code: int, why: str) -> str:
-        where = f"zones/{run.job.name.split('/')[3]}-a/instances/{run.job.uid}-group0-0"
-        text = f"Task state is updated from RUNNING to {TaskState(state).name} on {where}{why}"
-        if state == TaskState.FAILED:
-            text += f" with exit code {code}."
-        with self._lock:
-            run.job.status.status_events.append(_event(text, state, code))
-            counts = {TaskState(state).name: 1}
-            run.job.status.task_groups["group0"] = batch_v1.JobStatus.TaskGroupStatus(counts=counts)
-        return text
-
-    def _drive(self, run: _Run) -> None:
-        """Walk the job through its states, running (and retrying) its one task."""
-        spec = run.job.task_groups[0].task_spec
-        for state in (State.SCHEDULED, State.RUNNING):
-            if run.stop.wait(self.step_seconds):
-                return
-            self._set(run, state)
-        for attempt in itertools.count():
-            code, why = self._attempt(run, spec, attempt)
-            if run.stop.is_set():
-                return
-            if code == 0:
-                self._task(run, TaskState.SUCCEEDED, 0, ".")
-                self._set(run, State.SUCCEEDED)
-                return
-            event = self._task(run, TaskState.FAILED, code, why)
-            if attempt < spec.max_retry_count and _retries(spec, code):
-                self._set(run, State.SCHEDULED, f" Retrying task 0 (retry {attempt + 1}).")
-                if run.stop.wait(self.step_seconds):
-                    return
-                self._set(run, State.RUNNING)
-                continue
-            note = f" Job failed due to task failure. Task 0 failed: {event!r}"
-            self._set(run, State.FAILED, note)
-            return
-
-    def _attempt(self, run: _Run, spec: batch_v1.TaskSpec, attempt: int) -> tuple[int, str]:
-        """Run the task once; its exit code and why it ended (for the status event)."""
-        env = {**self.env, **spec.environment.variables}
-        for key, secret in spec.environment.secret_variables.items():
-            if secret not in self.secrets:
-                return 50000, f" because secret {secret} could not be accessed"
-            env[key] = self.secrets[secret]
-        env.update(BATCH_TASK_INDEX="0", BATCH_TASK_RETRY_ATTEMPT=str(attempt))
-        env["BATCH_JOB_UID"] = run.job.uid
-        with self._lock:
-            preempt = self._preempt > 0
-            self._preempt -= preempt
-        log = os.path.join(self._logs, f"{run.job.name.rsplit('/', 1)[-1]}.log")
-        with open(log, "ab") as out, self._lock:
-            if run.stop.is_set():
-                return 50000, " because the job was stopped"
-            run.proc = subprocess.Popen(
-                self.command(spec.runnables[0]),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        proc = run.proc
-        if preempt:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        code = proc.wait()
-        with self._lock:
-            run.proc = None
-        if preempt:
-            return PREEMPTED, " due to Spot VM preemption"
-        return (128 - code if code < 0 else code), ""
-
-
-def runnable_argv(runnable: batch_v1.Runnable) -> list[str]:
-    """The command line of a script or container runnable; ``python`` is this interpreter."""
-    if runnable.script.text:
-        return ["/bin/sh", "-c", runnable.script.text]
-    c = runnable.container
-    argv = [c.entrypoint, *c.commands] if c.entrypoint else list(c.commands)
-    if argv and argv[0] in ("python", "python3"):
-        argv[0] = sys.executable
-    return argv
-
-
-def _retries(spec: batch_v1.TaskSpec, code: int) -> bool:
-    """Batch's rule: the first policy naming ``code`` decides; unnamed codes get the opposite
-    of the policies' action; with no policy every failure is retried."""
-    retry = batch_v1.LifecyclePolicy.Action.RETRY_TASK
-    for policy in spec.lifecycle_policies:
-        if code in policy.action_condition.exit_codes:
-            return bool(policy.action == retry)
-    return not spec.lifecycle_policies or spec.lifecycle_policies[0].action != retry
-
-
-def _filter(text: str) -> Callable[[batch_v1.Job], bool]:
-    """The AIP-160 subset the fake understands: ``field="value"`` terms joined by AND."""
-    terms = []
-    for term in filter(None, (t.strip() for t in text.split(" AND "))):
-        found = _TERM.fullmatch(term)
-        if found is None:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported filter term {term!r}")
-        terms.append((found.group(1), found.group(2)))
-
-    def value(job: batch_v1.Job, key: str) -> str:
-        if key.startswith("labels."):
-            return str(job.labels.get(key[7:], ""))
-        return str(job.status.state.name if key == "status.state" else job.name)
-
-    return lambda job: all(value(job, key) == want for key, want in terms)
-
-
-def _event(text: str, state: Any = None, code: int = 0) -> batch_v1.StatusEvent:
-    event = batch_v1.StatusEvent(type_="STATUS_CHANGED", description=text, event_time=_now())
-    if state is not None:
-        event.task_state = state
-        event.task_execution = batch_v1.TaskExecution(exit_code=code)
-    return event
-
-
-def _bytes(message: Any) -> bytes:
-    return bytes(type(message).serialize(message))
-
-
-def _operation(name: str) -> bytes:
-    op = operations_pb2.Operation(name=f"{name}/operations/{uuid.uuid4().hex[:8]}", done=True)
-    return bytes(op.SerializeToString())
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _image_env() -> dict[str, str]:
-    """This environment, with this process's ``sys.path`` (the "image" has our code)."""
-    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
-    return {**os.environ, "PYTHONPATH": pythonpath}
 
 
 def main(argv: list[str] | None = None) -> int:
