@@ -177,7 +177,7 @@ PREFLIGHT_ERRORS = [
     ),
     (Resources(gpu=GPU("nvidia-h100-80gb", 1)), "only offered as Spot capacity"),
     (Resources(max_retries=11), "Cloud Batch retries a task at most 10 times"),
-    (Resources(tpu="v5litepod-8"), "runs on Cloud TPU, not Cloud Batch"),
+    (Resources(tpu="v5litepod-8"), "TPU steps aren't supported by backend=gcp yet"),
     (Resources(secret_env={"T": "hf-token"}), "not a Secret Manager version name"),
 ]
 
@@ -214,7 +214,7 @@ def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
     assert list(inspect.signature(BatchBackend).parameters) == [
         "project", "region", "image", "service_account", "network", "subnetwork", "labels",
-        "poll_interval", "batch_endpoint", "stage_code", "api_timeout",
+        "poll_interval", "batch_endpoint", "stage_code", "api_timeout", "storage_endpoint",
     ]  # fmt: skip
     assert list(inspect.signature(FakeBatch).parameters) == [
         "secrets", "env", "cwd", "step_seconds", "port", "command",

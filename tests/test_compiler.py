@@ -580,7 +580,8 @@ def test_backend_for_builds_the_local_backend_with_its_budget() -> None:
     [
         ({"kind": "gpc"}, "backend.kind: unknown backend 'gpc' (did you mean 'gcp'?); "
          "backends: local, gcp"),
-        ({"kind": "gcp"}, "backend=gcp: the gcp backend is not available yet; use backend=local"),
+        ({"kind": "gcp"}, "backend.kind: 'gcp' needs GcpConf settings, not BackendConf; choose "
+         "the backend with backend=gcp (the config group), not backend.kind=gcp"),
         ({"cpu": 0}, "backend.cpu: must be a positive number of CPUs, got 0.0"),
         ({"memory": "lots"}, "backend.memory: 'lots' is not a size; use e.g. 512MiB, 16GiB"),
     ],

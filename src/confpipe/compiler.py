@@ -8,7 +8,8 @@ and resources the chosen backend can't serve. ``${step:NAME}`` is only allowed i
 ``config``: an edge only means something where it passes the output path to the function.
 
 ``run_options(cfg)`` and ``backend_for(cfg)`` read the rest of the config: ``run()``'s
-keyword arguments and the backend. Importing this module registers the ``step`` resolver.
+keyword arguments and the backend (built by ``confpipe.backendconf``). Importing this module
+registers the ``step`` resolver.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from confpipe.errors import ConfigError
 from confpipe.explain import closest, config_error, did_you_mean, listing, unknown_key
 from confpipe.functions import Functions
 from confpipe.refs import link, markers, refuse_refs, register_resolver, steps_data
-from confpipe.schema import RunConf, parse_size, schema_fields
+from confpipe.schema import BackendConf, RunConf, backend_schema, mandatory_fields, schema_fields
 from confpipe.spec import Resources, StepSpec, check_name
 from confpipe.stepconf import check_step, to_resources
 
@@ -83,36 +84,34 @@ def compile_steps(
 
 
 def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
-    """The backend the ``backend`` group selects; its settings are checked here."""
+    """The backend the ``backend`` group selects, built by ``confpipe.backendconf``.
+
+    Its settings are checked first: a mandatory one left at ``???`` (``backend.project``), a
+    key a ``+key=...`` override slipped in, and a ``backend.kind`` that doesn't match the
+    group's settings (``backend=gcp`` chooses the gcp backend; ``backend.kind=gcp`` can't).
+    """
+    from confpipe.backendconf import make_backend, missing_setting
     from confpipe.backends import BackendKind
 
     cfg = _run_conf(cfg)
+    schema: type = OmegaConf.get_type(cfg, "backend") or dict
+    mandatory = [k for k in schema_fields(schema) if k in mandatory_fields(schema)]
+    try:
+        unset = [k for k in mandatory if OmegaConf.is_missing(cfg.backend, k)]
+    except OmegaConfBaseException as err:
+        raise config_error(err) from None
+    if unset:
+        raise ConfigError(missing_setting(unset[0]))
     settings = _resolved(cfg, "backend")
-    _check_keys("backend", settings, OmegaConf.get_type(cfg, "backend") or dict)
-    kind = settings.get("kind")
-    if kind == BackendKind.LOCAL.value:
-        from confpipe.backends.local import LocalBackend
-
-        cpu = settings.get("cpu")
-        if cpu is not None and not cpu > 0:
-            raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
-        memory = settings.get("memory")
-        if memory is not None:
-            try:
-                memory = parse_size(memory)
-            except ValueError as err:
-                raise ConfigError(f"backend.memory: {err}") from None
-            if memory <= 0:
-                got = settings["memory"]
-                raise ConfigError(f"backend.memory: must be positive, got {got!r}; use e.g. 16GiB")
-        return LocalBackend(cpu=cpu, memory=memory)
-    if kind == BackendKind.GCP.value:
-        raise ConfigError("backend=gcp: the gcp backend is not available yet; use backend=local")
-    kinds = [k.value for k in BackendKind]
-    raise ConfigError(
-        f"backend.kind: unknown backend {kind!r}{did_you_mean(str(kind), kinds)}; "
-        f"backends: {', '.join(kinds)}"
-    )
+    refuse_refs("backend", settings, "a run option")
+    _check_keys("backend", settings, schema)
+    kind, expected = settings.get("kind"), backend_schema(settings.get("kind"))
+    if kind in {k.value for k in BackendKind} and schema not in (dict, expected):
+        raise ConfigError(
+            f"backend.kind: {kind!r} needs {expected.__name__} settings, not {schema.__name__}; "
+            f"choose the backend with backend={kind} (the config group), not backend.kind={kind}"
+        )
+    return make_backend(settings, prefix=_resolved(cfg, "prefix"))
 
 
 def run_options(
@@ -124,7 +123,7 @@ def run_options(
     cfg = _run_conf(cfg)
     keys = [str(k) for k in cfg if k != "hydra"]
     _check_keys("", dict.fromkeys(keys), RunConf)
-    options = {k: _resolved(cfg, k) for k in keys if k != "steps"}
+    options = {k: _resolved(cfg, k) for k in keys if k not in ("steps", "backend")}
     for key, value in options.items():
         refuse_refs(key, value, "a run option")
     _check_keys("lock", options["lock"], OmegaConf.get_type(cfg, "lock") or dict)
@@ -170,11 +169,22 @@ def _run_conf(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:
             options: Any = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "steps"])
         else:
             options = {k: v for k, v in cfg.items() if k != "steps"}
-        merged = OmegaConf.merge(OmegaConf.structured(RunConf), options)
+        merged = OmegaConf.merge(_schema_for(options), options)
     except OmegaConfBaseException as err:
         raise config_error(err) from None
     assert isinstance(merged, DictConfig)
     return merged
+
+
+def _schema_for(options: Any) -> DictConfig:
+    """RunConf with the ``backend`` node typed by the schema of the backend ``kind`` named."""
+    base = OmegaConf.structured(RunConf)
+    backend = options.get("backend") if isinstance(options, Mapping) else None
+    schema = backend_schema(backend.get("kind") if isinstance(backend, Mapping) else None)
+    if schema is not BackendConf:
+        base.backend = OmegaConf.structured(schema)
+    assert isinstance(base, DictConfig)
+    return base
 
 
 def _resolved(cfg: DictConfig, key: str) -> Any:

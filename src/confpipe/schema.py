@@ -17,7 +17,7 @@ Sizes (``16GiB``) and durations (``2h``) stay strings here; ``parse_size`` and
 A backend with settings of its own extends ``BackendConf`` (``class GcpConf(BackendConf)``),
 is registered in the ``backend`` group as ``{kind}_schema``, and its ``conf/backend/{kind}.yaml``
 starts with ``defaults: [{kind}_schema, _self_]``; OmegaConf accepts the subclass in the
-``backend`` node.
+``backend`` node. ``backend_schema(kind)`` names the class, for configs merged without Hydra.
 """
 
 from __future__ import annotations
@@ -86,6 +86,37 @@ class BackendConf:
 
 
 @dataclass
+class GcpConf(BackendConf):
+    """``backend=gcp``: Cloud Batch for CPU/GPU steps; the endpoints point at local emulators.
+
+    ``cpu``/``memory`` (the local budget) must stay null: each step's resources size its VM.
+    """
+
+    kind: str = "gcp"
+    project: str = MISSING
+    region: str = "us-central1"
+    image: str = MISSING  # the container image jobs run in (it has confpipe installed)
+    service_account: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    poll_interval: float = 10  # seconds between two ListJobs of this launch's jobs
+    api_timeout: float = 600  # seconds an API outage is retried before a step fails
+    stage_code: bool = True  # ship the git working tree to each job; false: the image's code
+    batch_endpoint: str | None = None  # host:port of another Batch server (FakeBatch)
+    tpu_endpoint: str | None = None  # host:port of a Cloud TPU server (for TPU steps, later)
+    storage_endpoint: str | None = None  # URL of a Cloud Storage emulator (fake-gcs-server)
+
+
+_BACKEND_SCHEMAS: dict[str, type[BackendConf]] = {"gcp": GcpConf}
+
+
+def backend_schema(kind: object) -> type[BackendConf]:
+    """The schema class of backend ``kind`` (``BackendConf`` for local and unknown kinds)."""
+    return _BACKEND_SCHEMAS.get(kind, BackendConf) if isinstance(kind, str) else BackendConf
+
+
+@dataclass
 class RunConf:
     prefix: str = "outputs"
     dry_run: bool = False
@@ -105,13 +136,22 @@ def register() -> None:
     The ``steps`` node is not in struct mode, so an override may set any key under a step,
     present in the YAML or not (``steps.X.resources.cpu=4``, ``steps.new.fn=...``); the
     compiler checks every step's keys. Run options stay strict: ``+`` adds a key there.
+    Each backend's own schema goes in the ``backend`` group as ``{kind}_schema``, its
+    mappings (``labels``) open to any key.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     node = OmegaConf.structured(RunConf)
     OmegaConf.set_struct(node.steps, False)
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=node, provider="confpipe")
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=node, provider="confpipe")
+    for kind, cls in _BACKEND_SCHEMAS.items():
+        backend = OmegaConf.structured(cls)
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is dict:  # its keys are the user's: labels.team=lm
+                OmegaConf.set_struct(backend[name], False)
+        store.store(group="backend", name=f"{kind}_schema", node=backend, provider="confpipe")
 
 
 @functools.cache

@@ -95,10 +95,12 @@ class BatchBackend:
         batch_endpoint: str | None = None,
         stage_code: str | None = None,
         api_timeout: float = 600.0,
+        storage_endpoint: str | None = None,
     ) -> None:
         self.settings = BatchSettings(
-            project, region, image, service_account, network, subnetwork, dict(labels or {})
-        )
+            project, region, image, service_account, network, subnetwork, dict(labels or {}),
+            storage_endpoint,
+        )  # fmt: skip
         if poll_interval <= 0 or api_timeout <= 0:
             raise ConfigError("backend.poll_interval and api_timeout must be positive")
         self.poll_interval = poll_interval

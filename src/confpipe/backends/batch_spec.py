@@ -35,7 +35,8 @@ MAX_RETRIES = 10  # Batch retries a task at most this many times
 VM_MODULE = "confpipe.backends.vm"
 CODE_VAR = "CONFPIPE_CODE"  # URL of the staged working-tree archive, if any
 EXTRAS_VAR = "CONFPIPE_PIP_EXTRAS"  # the step's pip_extras, comma-separated
-OWN_VARS = frozenset({CODE_VAR, EXTRAS_VAR, "PYTHONUNBUFFERED"})
+STORAGE_VARS = ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+OWN_VARS = frozenset({CODE_VAR, EXTRAS_VAR, "PYTHONUNBUFFERED", *STORAGE_VARS})
 STEP, HASH, OUT, DRIVER = "confpipe-step", "confpipe-hash", "confpipe-out", "confpipe-driver"
 LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
@@ -61,6 +62,7 @@ class BatchSettings:
     network: str | None = None
     subnetwork: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    storage_endpoint: str | None = None  # an emulator the job's worker must reach too
 
     def __post_init__(self) -> None:
         for key in ("project", "region", "image"):
@@ -85,8 +87,8 @@ def check_resources(resources: Resources) -> Choice:
     """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it."""
     if resources.tpu is not None:
         raise ConfigError(
-            f"resources.tpu={resources.tpu} runs on Cloud TPU, not Cloud Batch (backend=gcp "
-            "sends TPU steps to queued resources)"
+            f"resources.tpu={resources.tpu}: TPU steps aren't supported by backend=gcp yet "
+            "(Cloud TPU queued resources come later); drop resources.tpu"
         )
     if resources.max_retries > MAX_RETRIES:
         raise ConfigError(
@@ -121,6 +123,8 @@ def job_request(
     choice = choice or check_resources(r)
     env = dict(r.env)
     env["PYTHONUNBUFFERED"] = "1"
+    if settings.storage_endpoint:
+        env.update(zip(STORAGE_VARS, (settings.storage_endpoint, "false"), strict=True))
     if code:
         env[CODE_VAR] = code
     if r.pip_extras:

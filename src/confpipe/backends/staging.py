@@ -31,9 +31,10 @@ def worktree(path: str = ".") -> str:
             check=True,
         )
     except (OSError, subprocess.CalledProcessError) as err:
+        said = (getattr(err, "stderr", "") or str(err)).strip()
         raise ConfigError(
             f"backend.stage_code: {os.path.abspath(path)} is not in a git working tree (git "
-            f"said: {getattr(err, 'stderr', '') or err}); run from your repository or set "
+            f"said: {said}); run from your repository or set "
             "backend.stage_code=false and bake the code into backend.image"
         ) from None
     return out.stdout.strip()
