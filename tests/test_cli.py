@@ -145,3 +145,11 @@ def test_a_local_run_imports_no_google_sdk(work: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "heavy: []" in out.stdout
+
+
+def test_multirun_flag_may_follow_the_overrides(work: Path) -> None:
+    out = cli("--config-dir", "confs", "+experiment=demo", "-m", "steps.a.config.a=1,7", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert len(list((work / "outputs").glob("a-*"))) == 2
+    assert len(list((work / "outputs").glob("b-*"))) == 2
+    assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs"]

@@ -7,6 +7,7 @@ the server's clock, lazy Google imports, configuration, and whole runs on gs://.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -181,6 +182,8 @@ def test_configure_points_gs_at_an_endpoint(
         assert s.endpoint == fake_gcs.endpoint  # type: ignore[attr-defined]
         assert store_for("gcs://x/y") is s
         s.write(f"gs://confpipe-tests/configured-{time.time_ns()}", b"ok")
+        # step functions using gcsfs themselves (and local jobs) must reach it too
+        assert os.environ["STORAGE_EMULATOR_HOST"] == fake_gcs.endpoint.removeprefix("http://")
     finally:
         storage.configure()
 

@@ -30,6 +30,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
+    sys.argv[1:] = flags_first(sys.argv[1:])
     schema.register()
     from confpipe.compiler import register_resolver
 
@@ -43,6 +44,16 @@ def main() -> None:
         sys.exit(Interrupted.exit_code)
     except BaseException as err:
         sys.exit(report(err))
+
+
+_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve", "-i", "--info"}
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags before its overrides: ``+experiment=train -m lr=1,2`` works as documented
+    (Hydra's own parser refuses a flag after an override)."""
+    flags = [a for a in args if a in _FLAGS]
+    return flags + [a for a in args if a not in _FLAGS]
 
 
 def report(err: BaseException) -> int:

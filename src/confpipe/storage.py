@@ -268,9 +268,13 @@ def configure(*, storage_endpoint: str | None = None, token: Any = None) -> None
 
     ``storage_endpoint``: an emulator's URL (``http://127.0.0.1:4443``) or another Cloud
     Storage endpoint; None: ``$STORAGE_EMULATOR_HOST`` if set, else Google. ``token``: as
-    gcsfs takes it; with an endpoint and no token the client is anonymous. Only this
-    process: a worker process finds an emulator through ``STORAGE_EMULATOR_HOST``.
+    gcsfs takes it; with an endpoint and no token the client is anonymous. An endpoint is
+    also exported as ``STORAGE_EMULATOR_HOST``, so that step functions using gcsfs or
+    google-cloud-storage themselves, in this process or in local jobs, reach it too.
     """
+    if storage_endpoint:
+        os.environ["STORAGE_EMULATOR_HOST"] = storage_endpoint
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     with _stores_lock:
         _gcs_options.clear()
         _gcs_options.update(endpoint=storage_endpoint, token=token)
