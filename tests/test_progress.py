@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
+
+import pytest
 
 from confpipe.errors import StepFailed
 from confpipe.plan import PlanState, StepEnd, StepPlan, Where
-from confpipe.progress import LiveReporter, PlainReporter, reporter_for
+from confpipe.progress import JobLogs, LiveReporter, PlainReporter, reporter_for
 from confpipe.spec import Resources, StepSpec
+from confpipe.status import jobs_dir
+from confpipe.storage import store_for
 from tests import stepfns
 
 
@@ -77,3 +83,25 @@ def test_live_table_shows_states_and_the_failing_log_tail() -> None:
 
 def test_reporter_for_picks_plain_lines_off_a_terminal() -> None:
     assert isinstance(reporter_for(io.StringIO()), PlainReporter)
+
+
+@pytest.mark.parametrize("root", ["local", "memory"])
+def test_a_running_jobs_log_is_tailed_into_the_live_table(tmp_path: Path, root: str) -> None:
+    out = str(tmp_path / "b") if root == "local" else f"memory://progress-{os.getpid()}/b"
+    store = store_for(out)
+    store.write(f"{jobs_dir(out)}/20260101-000000.000-0-aaaa/log.txt", b"old attempt\n")
+    lines = "".join(f"epoch {i}\n" for i in range(9)).encode()
+    store.write(f"{jobs_dir(out)}/20260101-000001.000-1-bbbb/log.txt", lines)
+    assert JobLogs(every=0, lines=3).tail(out) == ["epoch 6", "epoch 7", "epoch 8"]
+    assert JobLogs(every=0).tail(str(tmp_path / "never-ran")) == []
+
+    stream = io.StringIO()
+    reporter = LiveReporter(stream)
+    reporter.console.width = 160
+    a, b, c = plans()
+    b = StepPlan(b.spec, "b", out, b.state, b.reason, b.where, b.resources)
+    reporter.planned([a, b, c], dry_run=False)
+    reporter.started(b)
+    reporter.console.print(reporter)
+    reporter.close()
+    assert "b: its job's log" in stream.getvalue() and "epoch 8" in stream.getvalue()

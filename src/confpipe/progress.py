@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from confpipe.errors import StepFailed
-from confpipe.plan import PlanState, Reporter, StepEnd, StepPlan, format_diagram, format_plan
+from confpipe.plan import (
+    PlanState,
+    Reporter,
+    StepEnd,
+    StepPlan,
+    Where,
+    format_diagram,
+    format_plan,
+)
+from confpipe.status import jobs_dir
+from confpipe.storage import store_for
 
 TAIL_LINES = 12
 
@@ -68,6 +78,43 @@ def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
         return []
     text = str(error).splitlines()
     return text[1:][-lines:]
+
+
+class JobLogs:
+    """The tail of a running job's log (its newest job folder's ``log.txt``, which the worker
+    streams there), read at most every ``every`` seconds per step to keep requests low."""
+
+    def __init__(self, every: float = 5.0, lines: int = 5) -> None:
+        self.every, self.lines = every, lines
+        self._seen: dict[str, tuple[float, list[str]]] = {}
+
+    def tail(self, output: str) -> list[str]:
+        now = time.monotonic()
+        last = self._seen.get(output)
+        if last is None or now - last[0] >= self.every:
+            last = (now, self._read(output))
+            self._seen[output] = last
+        return last[1]
+
+    def _read(self, output: str) -> list[str]:
+        try:
+            store = store_for(output)
+            folders = sorted(
+                str(p).rstrip("/") for p in store.fs.ls(jobs_dir(output), detail=False)
+            )
+            if not folders:
+                return []
+            newest = (
+                folders[-1]
+                if "://" in folders[-1] or "://" not in output
+                else (f"{output.split('://', 1)[0]}://{folders[-1]}")
+            )
+            blob = store.read(f"{newest}/log.txt")
+        except (OSError, ValueError):  # no job folder yet, or a passing store error
+            return []
+        if blob is None:
+            return []
+        return blob.data.decode(errors="replace").splitlines()[-self.lines :]
 
 
 def where_of(plan: StepPlan) -> str:
@@ -123,6 +170,7 @@ class LiveReporter:
         self.plan_format, self.tally = plan_format, Tally()
         self._live: Any = None
         self._guard = threading.Lock()
+        self.job_logs = JobLogs()
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
         for plan in plans:
@@ -164,6 +212,13 @@ class LiveReporter:
 
         with self._guard:
             parts: list[Any] = [self._table()]
+            running = [r for r in self.tally.rows.values() if r.state == "running"]
+            for row in running:
+                if row.plan.where is not Where.THREAD:
+                    tail = self.job_logs.tail(row.plan.output)
+                    if tail:
+                        parts.append(Text(f"{row.plan.label}: its job's log", style="bold"))
+                        parts.append(Text("\n".join(tail), style="dim"))
             for row in self.tally.failures():
                 tail = log_tail(row.error)
                 if tail:
