@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -31,6 +32,10 @@ def main() -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
     sys.argv[1:] = flags_first(sys.argv[1:])
+    from confpipe.status import git_commit
+
+    # the manifest wants the git commit: ask git while Hydra composes, not after
+    threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
     schema.register()
     from confpipe.compiler import register_resolver
 
