@@ -20,7 +20,6 @@ import pytest
 from confpipe import StepState, load_result
 from confpipe.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
-from tests import stepfns
 from tests.pipelines import dag30, slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,4 +169,3 @@ def test_dag30_shape_has_fan_out_and_diamonds(tmp_path: Path) -> None:
     children = Counter(d.name for s in steps for d in s.dependencies)
     assert max(children.values()) >= 3  # fan-out
     assert sum(len(s.dependencies) == 2 for s in steps) >= 10  # joins -> diamonds
-    assert stepfns.record.__module__ == "tests.stepfns"

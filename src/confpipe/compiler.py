@@ -18,13 +18,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf, SCMode
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from confpipe.errors import ConfigError
 from confpipe.explain import closest, config_error, did_you_mean, listing, unknown_key
 from confpipe.functions import Functions
-from confpipe.refs import link, markers, refuse_refs, register_resolver, steps_data
+from confpipe.refs import link, markers, refuse_refs, register_resolver, resolved, steps_data
 from confpipe.schema import BackendConf, RunConf, backend_schema, mandatory_fields, schema_fields
 from confpipe.spec import Resources, StepSpec, check_name
 from confpipe.stepconf import check_step, to_resources
@@ -189,15 +189,7 @@ def _schema_for(options: Any) -> DictConfig:
 
 def _resolved(cfg: DictConfig, key: str) -> Any:
     """``cfg[key]`` as plain data with every interpolation resolved."""
-    try:
-        value = cfg[key]
-        if OmegaConf.is_config(value):
-            return OmegaConf.to_container(
-                value, resolve=True, throw_on_missing=True, structured_config_mode=SCMode.DICT
-            )
-        return value
-    except OmegaConfBaseException as err:
-        raise config_error(err) from None
+    return resolved(lambda: cfg[key])
 
 
 def _check_keys(where: str, value: Any, schema: type) -> None:

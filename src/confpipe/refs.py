@@ -137,14 +137,25 @@ def _plain_marker(match: re.Match[str]) -> str:
 
 def _resolve_node(steps: Callable[[], Any], path: tuple[Any, ...]) -> Any:
     """The value at ``path`` under ``steps`` as OmegaConf resolves it (one node, the slow way)."""
-    try:
-        node = steps()
+
+    def node() -> Any:
+        value = steps()
         for key in path:
-            node = node[key]
-        if OmegaConf.is_config(node):
+            value = value[key]
+        return value
+
+    return resolved(node)
+
+
+def resolved(get: Callable[[], Any]) -> Any:
+    """What ``get()`` returns, as plain data with every interpolation resolved; OmegaConf's
+    errors (raised while getting or resolving) become one-line ConfigErrors."""
+    try:
+        value = get()
+        if OmegaConf.is_config(value):
             return OmegaConf.to_container(
-                node, resolve=True, throw_on_missing=True, structured_config_mode=SCMode.DICT
+                value, resolve=True, throw_on_missing=True, structured_config_mode=SCMode.DICT
             )
-        return node
+        return value
     except OmegaConfBaseException as err:
         raise config_error(err) from None
