@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from confpipe import schema
+from confpipe import compose_once, schema
 from confpipe.errors import ConfigError, ConfpipeError, Interrupted, RunFailed
 from confpipe.progress import reporter_for
 
@@ -37,6 +37,7 @@ def main() -> None:
     # the manifest wants the git commit: ask git while Hydra composes, not after
     threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
     schema.register()
+    compose_once.install(multirun=bool(_MULTIRUN & set(sys.argv[1:])))
     from confpipe.compiler import register_resolver
 
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
@@ -51,7 +52,8 @@ def main() -> None:
         sys.exit(report(err))
 
 
-_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve", "-i", "--info"}
+_MULTIRUN = {"-m", "--multirun"}
+_FLAGS = {*_MULTIRUN, "-r", "--run", "--resolve", "-i", "--info"}
 
 
 def flags_first(args: list[str]) -> list[str]:

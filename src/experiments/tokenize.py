@@ -46,10 +46,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from fsspec.core import has_magic, url_to_fs
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.utils import glob_translate
-
+# fsspec (like tokenizers and numpy) is imported by the code that runs a step, not at import:
+# confpipe imports this module to check each step's arguments, and a cached run runs nothing.
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
     from tokenizers import Tokenizer
@@ -166,6 +164,8 @@ def download(
             f"{skipped['undecodable']} not UTF-8)"
         )
 
+    from fsspec.implementations.local import LocalFileSystem
+
     stats: dict[str, Any] = {
         "source": source,
         "root": root if isinstance(src_fs, LocalFileSystem) else src_fs.unstrip_protocol(root),
@@ -187,6 +187,10 @@ def _list_source(
     source: str, pattern: str | None
 ) -> tuple[AbstractFileSystem, str, list[str], str]:
     """(filesystem, root, sorted file paths, effective pattern) for a ``download`` source."""
+    from fsspec.core import has_magic, url_to_fs
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.utils import glob_translate
+
     if source == STDLIB:
         root = sysconfig.get_paths()["stdlib"]
         pat = pattern or STDLIB_PATTERN
@@ -215,6 +219,8 @@ def _list_source(
 
 def _walk_local(root: str, pattern: str, prune: frozenset[str]) -> list[str]:
     """Files under local ``root`` whose relative path matches ``pattern``, pruning dir names."""
+    from fsspec.utils import glob_translate
+
     match = re.compile(glob_translate(pattern)).match
     found = []
     for here, dirs, names in os.walk(root):
@@ -479,6 +485,7 @@ def tokenize(
 
 
 def _load_tokenizer(ref: str) -> Tokenizer:
+    from fsspec.core import url_to_fs
     from tokenizers import Tokenizer
 
     fs, path = url_to_fs(ref)
@@ -493,6 +500,8 @@ def _load_tokenizer(ref: str) -> Tokenizer:
 
 def _corpus_shards(corpus: str) -> tuple[AbstractFileSystem, list[str]]:
     """The filesystem and the sorted ``shard-NNNNN.jsonl`` paths of a download output."""
+    from fsspec.core import url_to_fs
+
     fs, root = url_to_fs(corpus)
     shards = _matching(fs, root, _SHARD_RE)
     if not shards:
@@ -531,6 +540,8 @@ def _prepare_output(
     output_path: str, stale: re.Pattern[str] | None = None
 ) -> tuple[AbstractFileSystem, str]:
     """Create output_path; delete files a previous attempt left whose name matches ``stale``."""
+    from fsspec.core import url_to_fs
+
     fs, root = url_to_fs(output_path)
     fs.makedirs(root, exist_ok=True)
     if stale is not None:

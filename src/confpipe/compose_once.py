@@ -1,0 +1,73 @@
+"""Hydra composes a launch's config once, not twice.
+
+``@hydra.main`` composes the whole config two times per launch: ``Hydra.get_mode`` composes
+it (skipping nothing it will later need) only to read ``hydra.mode``, and ``Hydra.run`` (or
+``Hydra.multirun``) composes it again. On a fully cached run that second compose is a fifth
+of the wall time. ``install(multirun=...)`` makes ``get_mode`` compose with the rules of the
+mode the command line asked for and keep the result; the compose that follows takes it
+instead of composing again.
+
+Whenever the shortcut might differ from Hydra's own path, Hydra's code runs unchanged: a
+composition error (Hydra's ``get_mode`` is retried, so the error is raised where Hydra
+raises it), a config whose ``hydra.mode`` asks for the other mode, verbose Hydra logging, or
+a compose with other arguments. The shortcut is a no-op on a Hydra without these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["install"]
+
+_MODE_OVERRIDE = "hydra.mode="
+
+
+def install(*, multirun: bool) -> None:
+    """Patch this process's Hydra so that a launch composes its config once."""
+    try:
+        from hydra._internal.hydra import Hydra
+        from hydra.core.utils import configure_log
+        from hydra.types import RunMode
+    except ImportError:  # another Hydra: keep its own path
+        return
+    get_mode, compose_config = Hydra.get_mode, Hydra.compose_config
+    if getattr(get_mode, "_confpipe_once", False):
+        return
+    wanted = RunMode.MULTIRUN if multirun else RunMode.RUN
+    kept: dict[str, Any] = {}
+
+    def get_mode_once(self: Any, config_name: Any, overrides: list[str]) -> Any:
+        try:
+            cfg = compose_config(self, config_name, overrides, run_mode=wanted)
+        except Exception:
+            return get_mode(self, config_name, overrides)  # Hydra's way, and its errors
+        mode = cfg.hydra.mode
+        if mode in (None, wanted) and not cfg.hydra.verbose:
+            kept.update(key=(config_name, tuple(overrides)), cfg=cfg)
+        return mode
+
+    def compose_config_once(
+        self: Any, config_name: Any, overrides: list[str], **kwargs: Any
+    ) -> Any:
+        cfg, key = kept.pop("cfg", None), kept.pop("key", None)
+        given = (config_name, tuple(overrides))
+        # Hydra may have appended hydra.mode=X after get_mode: the kept config then lacks it
+        added = overrides[-1] if overrides and overrides[-1].startswith(_MODE_OVERRIDE) else None
+        same_args = (
+            kwargs.get("run_mode") == wanted
+            and kwargs.get("from_shell", True)
+            and kwargs.get("validate_sweep_overrides", True)
+        )
+        appended = added is not None and key == (config_name, tuple(overrides[:-1]))
+        if cfg is None or not same_args or not (key == given or appended):
+            return compose_config(self, config_name, overrides, **kwargs)
+        if appended:  # apply it as Hydra would have
+            cfg.hydra.mode = wanted
+            cfg.hydra.overrides.hydra.append(added)
+        if kwargs.get("with_log_configuration"):
+            configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+        return cfg
+
+    get_mode_once._confpipe_once = True  # type: ignore[attr-defined]
+    Hydra.get_mode = get_mode_once  # type: ignore[method-assign]
+    Hydra.compose_config = compose_config_once  # type: ignore[method-assign, assignment]
