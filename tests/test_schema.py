@@ -69,6 +69,7 @@ def test_schema_defaults_follow_the_user_contract() -> None:
         "plan_format": "table",
         "lock": {"heartbeat_interval": 30.0, "lease_timeout": 90.0},
         "backend": {"kind": "local", "cpu": None, "memory": None},
+        "sweep": {"metrics": [], "objective": None},
         "steps": {},
     }
 

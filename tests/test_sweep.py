@@ -42,8 +42,7 @@ def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(cwd / "calls.log")}
     env.pop("CONFPIPE_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-m", "confpipe", "--config-dir", "confs", "hydra/launcher=confpipe",
-         *args],
+        [sys.executable, "-m", "confpipe", "--config-dir", "confs", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -82,7 +81,7 @@ def test_rerunning_a_sweep_runs_nothing(work: Path) -> None:
     again = sweep("+experiment=sweep", "-m", "steps.down.config.lr=1,2,3", cwd=work)
     assert again.returncode == 0, again.stderr
     assert calls(work) == {"up": 1, "down-1": 1, "down-2": 1, "down-3": 1}
-    assert "plan: 4 steps, 4 cached, 0 to run" in again.stderr
+    assert "plan: 3 sweep points -> 4 unique steps, 4 cached, 0 to run" in again.stderr
 
 
 def test_extending_a_sweep_runs_only_the_new_point(work: Path) -> None:

@@ -6,22 +6,17 @@ Exit codes: 0 all steps succeeded or were cached, 1 a step failed, 2 bad config 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
 import traceback
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 from confpipe import compose_once, schema
-from confpipe.errors import ConfigError, ConfpipeError, Interrupted, RunFailed
-from confpipe.progress import reporter_for
-
-log = logging.getLogger("confpipe")
-PLAN_FORMATS = ("table", "mermaid", "dot")
+from confpipe.errors import ConfpipeError, Interrupted, RunFailed
+from confpipe.launch import launch
 
 
 def main() -> None:
@@ -43,6 +38,7 @@ def main() -> None:
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
     try:
         _app()
+        _exit_if_points_failed()
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -50,6 +46,18 @@ def main() -> None:
         sys.exit(Interrupted.exit_code)
     except BaseException as err:
         sys.exit(report(err))
+
+
+def _exit_if_points_failed() -> None:
+    """Exit 1 when sweep points failed, also when the sweeper carried on past them (Optuna
+    tolerates failed trials up to its max_failure_rate)."""
+    sweep = sys.modules.get("confpipe.sweep")
+    failed = getattr(sweep, "FAILED_POINTS", [])
+    if failed:
+        shown = "; ".join(failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        print(f"confpipe: {len(failed)} sweep points failed: {shown}{more}", file=sys.stderr)
+        sys.exit(RunFailed.exit_code)
 
 
 _MULTIRUN = {"-m", "--multirun"}
@@ -88,71 +96,9 @@ def report(err: BaseException) -> int:
 def _app(cfg: DictConfig) -> None:
     # Errors are reported here: raised through Hydra, they would get a line of its own.
     try:
-        launch(cfg)
+        launch(cfg)  # one config; a -m sweep goes to confpipe.sweep's launcher instead
     except KeyboardInterrupt:
         print("confpipe: interrupted", file=sys.stderr)
         sys.exit(Interrupted.exit_code)
     except Exception as err:
         sys.exit(report(err))
-
-
-def launch(cfg: DictConfig) -> None:
-    """Compile the composed config, run it, write the manifest."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from confpipe.compiler import compile_steps, run_options
-    from confpipe.manifest import write_manifest
-    from confpipe.pipeline import run
-
-    if cfg.plan_format not in PLAN_FORMATS:
-        raise ConfigError(
-            f"plan_format: {cfg.plan_format!r} is unknown; use one of {', '.join(PLAN_FORMATS)}"
-        )
-    options = run_options(cfg)
-    steps = compile_steps(cfg, backend=options["backend"])
-    if not steps:
-        raise ConfigError(
-            "no steps to run: choose an experiment with +experiment=NAME "
-            f"(available: {', '.join(_experiments()) or 'none found'})"
-        )
-    reporter: Any = reporter_for(sys.stderr, str(cfg.plan_format))
-    _configure_logging(reporter)
-    hydra_cfg = HydraConfig.get()
-    experiment = hydra_cfg.runtime.choices.get("experiment")
-    try:
-        run(steps, reporter=reporter, **options)
-    except (RunFailed, Interrupted):
-        _manifest(write_manifest, reporter, experiment, options, hydra_cfg)
-        raise
-    if not options["dry_run"]:
-        path = _manifest(write_manifest, reporter, experiment, options, hydra_cfg)
-        print(f"manifest: {path}", file=sys.stderr)
-
-
-def _experiments() -> list[str]:
-    from hydra.core.global_hydra import GlobalHydra
-
-    return sorted(GlobalHydra.instance().config_loader().get_group_options("experiment"))
-
-
-def _manifest(write: Any, reporter: Any, experiment: Any, options: Any, hydra_cfg: Any) -> str:
-    plans = [row.plan for row in reporter.tally.rows.values()]
-    ends = {key: row.state for key, row in reporter.tally.rows.items()}
-    shown = {k: v for k, v in options.items() if k not in ("backend", "lock_options")}
-    return str(write(options["prefix"], experiment, plans, ends, shown, hydra_cfg.overrides.task))
-
-
-def _configure_logging(reporter: Any) -> None:
-    """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
-    console = getattr(reporter, "console", None)
-    handler: logging.Handler
-    if console is not None:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console, show_path=False, show_time=False)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("confpipe: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False

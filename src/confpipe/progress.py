@@ -124,17 +124,17 @@ def where_of(plan: StepPlan) -> str:
 class PlainReporter:
     """One line per event, for logs and pipes."""
 
-    def __init__(self, write: Callable[[str], None], plan_format: str = "table") -> None:
-        self.write, self.plan_format, self.tally = write, plan_format, Tally()
+    def __init__(
+        self, write: Callable[[str], None], plan_format: str = "table", points: int | None = None
+    ) -> None:
+        self.write, self.plan_format, self.points, self.tally = write, plan_format, points, Tally()
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
         for plan in plans:
             self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
         if dry_run:  # the plan is the product: stdout, not the progress stream
             print(show_plan(plans, self.plan_format), flush=True)
-            return
-        todo = sum(p.state is not PlanState.CACHED for p in plans)
-        self.write(f"plan: {len(plans)} steps, {len(plans) - todo} cached, {todo} to run")
+        self.write(f"plan: {plan_line(plans, self.points)}" + (" (dry run)" if dry_run else ""))
 
     def started(self, plan: StepPlan) -> None:
         self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
@@ -155,6 +155,15 @@ class PlainReporter:
                 self.write(line)
 
 
+def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
+    """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``."""
+    todo = sum(p.state is not PlanState.CACHED for p in plans)
+    steps = (
+        f"{points} sweep points -> {len(plans)} unique steps" if points else f"{len(plans)} steps"
+    )
+    return f"{steps}, {len(plans) - todo} cached, {todo} to run"
+
+
 def show_plan(plans: Sequence[StepPlan], plan_format: str) -> str:
     return format_plan(plans) if plan_format == "table" else format_diagram(plans, plan_format)
 
@@ -163,11 +172,14 @@ class LiveReporter:
     """A rich live table: each step's state, elapsed time and where it runs; failing jobs'
     log tails below it; the summary when the run ends."""
 
-    def __init__(self, stream: TextIO, plan_format: str = "table") -> None:
+    def __init__(
+        self, stream: TextIO, plan_format: str = "table", points: int | None = None
+    ) -> None:
         from rich.console import Console
 
         self.console = Console(file=stream)
-        self.plan_format, self.tally = plan_format, Tally()
+        self.plan_format, self.points, self.tally = plan_format, points, Tally()
+        self.heading = ""
         self._live: Any = None
         self._guard = threading.Lock()
         self.job_logs = JobLogs()
@@ -175,12 +187,13 @@ class LiveReporter:
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
         for plan in plans:
             self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
+        self.heading = plan_line(plans, self.points)
         if dry_run:  # the plan is the product: stdout, not the progress stream
             from rich.console import Console
 
             out = Console()
             if self.plan_format == "table":
-                out.print(self._table(title="plan (dry run: nothing was run)"))
+                out.print(self._table(title=f"plan: {self.heading} (dry run: nothing was run)"))
             else:
                 out.print(show_plan(plans, self.plan_format), markup=False, highlight=False)
             return
@@ -211,7 +224,7 @@ class LiveReporter:
         from rich.text import Text
 
         with self._guard:
-            parts: list[Any] = [self._table()]
+            parts: list[Any] = [self._table(title=self.heading)]
             running = [r for r in self.tally.rows.values() if r.state == "running"]
             for row in running:
                 if row.plan.where is not Where.THREAD:
@@ -265,13 +278,16 @@ def _styled(state: str) -> Any:
     return Text(state, style=_STYLES.get(state, ""))
 
 
-def reporter_for(stream: TextIO | None = None, plan_format: str = "table") -> Reporter:
-    """A live display on a terminal, plain lines anywhere else."""
+def reporter_for(
+    stream: TextIO | None = None, plan_format: str = "table", *, points: int | None = None
+) -> Reporter:
+    """A live display on a terminal, plain lines anywhere else. ``points``: a sweep's number
+    of points, merged into the steps the plan shows."""
     stream = stream or sys.stderr
     if stream.isatty():
-        return LiveReporter(stream, plan_format)
+        return LiveReporter(stream, plan_format, points)
 
     def write(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    return PlainReporter(write, plan_format)
+    return PlainReporter(write, plan_format, points)

@@ -117,6 +117,14 @@ def backend_schema(kind: object) -> type[BackendConf]:
 
 
 @dataclass
+class SweepConf:
+    """What a ``-m`` sweep reports per point (confpipe.results)."""
+
+    metrics: list[str] = field(default_factory=list)  # STEP.KEY of step results, per point
+    objective: Any = None  # STEP.KEY, or a list of them: each point's value(s) for the sweeper
+
+
+@dataclass
 class RunConf:
     prefix: str = "outputs"
     dry_run: bool = False
@@ -127,6 +135,7 @@ class RunConf:
     plan_format: str = "table"
     lock: LockConf = field(default_factory=LockConf)
     backend: BackendConf = field(default_factory=BackendConf)
+    sweep: SweepConf = field(default_factory=SweepConf)
     steps: dict[str, Any] = field(default_factory=dict)  # name -> StepConf, as plain data
 
 

@@ -22,12 +22,17 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from confpipe.errors import ConfigError, Interrupted, RunFailed
+from confpipe import results
+from confpipe.errors import ConfigError, ConfpipeError, RunFailed
+from confpipe.launch import Prepared
 from confpipe.spec import StepSpec
 
 __all__ = ["ConfpipeLauncher"]
 
-_NOT_DONE = {"failed", "dep failed", "cancelled"}  # StepEnd values of a step that didn't finish
+_NOT_DONE = {"dep failed", "cancelled"}  # StepEnd values of a step blocked by a failure
+FAILED_POINTS: list[str] = []
+"""Every failed point of this process's sweeps: the CLI exits 1 when there is one, also when
+the sweeper carried on (an adaptive sweeper tolerates some failed trials)."""
 
 
 @dataclass(frozen=True)
@@ -61,56 +66,68 @@ class ConfpipeLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Compose and compile every point, run the merged DAG, one JobReturn per point."""
-        from confpipe.cli import PLAN_FORMATS, _configure_logging
-        from confpipe.compiler import compile_steps, run_options
-        from confpipe.manifest import write_manifest
-        from confpipe.pipeline import run
-        from confpipe.progress import reporter_for
+        from confpipe.launch import execute, prepare
 
         assert self.config is not None and self.hydra_context is not None
         if not job_overrides:
             return []
         compose = _Composer(self.config, self.hydra_context)
         points: list[_Point] = []
-        options: dict[str, Any] = {}
+        first: Prepared | None = None
         first_key: dict[str, Any] = {}
         for overrides in job_overrides:
             cfg = compose(list(overrides))
             key = _options_key(cfg)
-            if not points:
-                if cfg.plan_format not in PLAN_FORMATS:
-                    raise ConfigError(
-                        f"plan_format: {cfg.plan_format!r} is unknown; "
-                        f"use one of {', '.join(PLAN_FORMATS)}"
-                    )
-                options, first_key = run_options(cfg), key
-            elif key != first_key:
+            if first is not None and key != first_key:
                 raise ConfigError(_differing(first_key, key, overrides))
-            steps = compile_steps(cfg, backend=options["backend"])
-            if not steps:
-                raise ConfigError(
-                    "no steps to run: choose an experiment with +experiment=NAME "
-                    f"(sweep point: {' '.join(overrides)})"
-                )
-            points.append(_Point(list(overrides), cfg, steps))
+            prepared = prepare(
+                cfg, options=first.options if first else None, point=" ".join(overrides)
+            )
+            first, first_key = first or prepared, first_key or key
+            points.append(_Point(list(overrides), cfg, prepared.steps))
+        assert first is not None
+        settings = first_key.get("sweep") or {}
+        results.check_names(settings, {s.name for p in points for s in p.steps})
 
-        reporter: Any = reporter_for(sys.stderr, str(points[0].cfg.plan_format))
-        _configure_logging(reporter)
+        steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        experiment = hydra_cfg.runtime.choices.get("experiment")
-        failed: RunFailed | None = None
-        try:
-            run([s for p in points for s in p.steps], reporter=reporter, **options)
-        except RunFailed as err:
-            failed = err
-        except Interrupted:
-            _write_manifest(write_manifest, reporter, experiment, options, hydra_cfg)
-            raise
-        if not options["dry_run"]:
-            path = _write_manifest(write_manifest, reporter, experiment, options, hydra_cfg)
-            print(f"manifest: {path}", file=sys.stderr)
-        rows = reporter.tally.rows
-        return [_job_return(point, rows, hydra_cfg, failed) for point in points]
+        reporter, _ = execute(steps, first, hydra_cfg, points=len(points))
+        if first.options["dry_run"]:
+            return [_job_return(p, reporter, None, hydra_cfg, settings) for p in points]
+        rows = _results(points, reporter, settings)
+        returns = [
+            _job_return(p, reporter, r, hydra_cfg, settings)
+            for p, r in zip(points, rows, strict=True)
+        ]
+        FAILED_POINTS.extend(
+            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status}"
+            for r, ret in zip(rows, returns, strict=True)
+            if ret.status is JobStatus.FAILED
+        )
+        return returns
+
+
+def _results(
+    points: Sequence[_Point], reporter: Any, settings: Mapping[str, Any]
+) -> list[results.PointResult]:
+    """The points' results: shown as a table below the summary, written next to the
+    manifest (``{prefix}/sweeps/`` instead of ``manifests/``)."""
+    from rich.console import Console
+
+    from confpipe.status import load_result
+
+    ends = {
+        key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
+    }
+    rows = results.results(
+        [results.Point(p.overrides, p.steps) for p in points], ends, settings, load_result
+    )
+    stem = reporter.manifest.rsplit("/manifests/", 1)
+    paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
+    console = getattr(reporter, "console", None) or Console(file=sys.stderr)
+    console.print(results.table(rows, f"{len(rows)} sweep points"))
+    print(f"results: {paths[0]} (and .json)", file=sys.stderr)
+    return rows
 
 
 class _Composer:
@@ -169,41 +186,37 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
     )
 
 
-def _write_manifest(
-    write: Any, reporter: Any, experiment: Any, options: Mapping[str, Any], hydra_cfg: Any
-) -> str:
-    plans = [row.plan for row in reporter.tally.rows.values()]
-    ends = {key: row.state for key, row in reporter.tally.rows.items()}
-    shown = {k: v for k, v in options.items() if k not in ("backend", "lock_options")}
-    overrides = list(hydra_cfg.overrides.task)
-    return str(write(options["prefix"], experiment, plans, ends, shown, overrides))
-
-
 def _job_return(
-    point: _Point, rows: Mapping[str, Any], hydra_cfg: DictConfig, failed: RunFailed | None
-) -> JobReturn:  # fmt: skip
-    """The point's steps, how each ended and where its output is; FAILED if one didn't end."""
-    result: dict[str, dict[str, Any]] = {}
-    errors: dict[str, BaseException] = {}
-    blocked: dict[str, str] = {}
-    for spec in point.steps:
-        row = rows.get(spec.identity)
-        if row is None:  # not needed: run_only left it out
-            result[spec.name] = {"state": "skipped", "hash": spec.hash, "output": None}
-            continue
-        state = str(row.state)
-        result[spec.name] = {"state": state, "hash": spec.hash, "output": row.plan.output}
-        if state == "failed":
-            errors[spec.name] = row.error or RuntimeError("failed")
-        elif state in _NOT_DONE:
-            blocked[spec.name] = state
+    point: _Point,
+    reporter: Any,
+    row: results.PointResult | None,
+    hydra_cfg: DictConfig,
+    settings: Mapping[str, Any],
+) -> JobReturn:
+    """What the sweeper gets for a point: its objective (``sweep.objective``) or its result
+    row; FAILED, with the steps' errors, when a step of it failed or was blocked."""
     ret = JobReturn(
         overrides=point.overrides, cfg=point.cfg, hydra_cfg=hydra_cfg, working_dir=None,
         task_name=str(hydra_cfg.job.name),
     )  # fmt: skip
     ret.status = JobStatus.COMPLETED
-    ret.return_value = result
-    if failed is not None and (errors or blocked):
-        ret.status = JobStatus.FAILED
-        ret.return_value = RunFailed(errors, blocked)
+    if row is None:  # a dry run: nothing ran
+        ret.return_value = None
+        return ret
+    if row.status in ("failed", "not run"):
+        errors: dict[str, BaseException] = {}
+        blocked: dict[str, str] = {}
+        for spec in point.steps:
+            step = reporter.tally.rows.get(spec.identity)
+            if step is not None and step.state == "failed":
+                errors[spec.name] = step.error or RuntimeError("failed")
+            elif step is not None and step.state in _NOT_DONE:
+                blocked[spec.name] = step.state
+        ret.status, ret.return_value = JobStatus.FAILED, RunFailed(errors, blocked)
+        return ret
+    if row.error:  # no objective value (see _results)
+        ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
+        return ret
+    objective = results.objective_of(row, settings)
+    ret.return_value = row.as_dict() if objective is None else objective
     return ret

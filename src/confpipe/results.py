@@ -1,0 +1,218 @@
+"""A sweep's results: one row per point, shown as a table and written as CSV and JSON.
+
+A row holds the point's own overrides (what it sweeps), how it ended (``ran``: a step of it
+ran; ``cached``: all of it was cached; ``failed``; ``not run``: blocked by a failure) and its
+metrics: values of its steps' results named ``STEP.KEY`` (``sweep.metrics``; by default
+every scalar the point's last steps returned). ``sweep.objective`` names the metric(s) a
+point returns to the sweeper, so that an adaptive sweeper (Optuna) can drive the search.
+Each result record is read once, however many points share the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confpipe.errors import ConfigError
+from confpipe.explain import did_you_mean
+from confpipe.spec import StepSpec
+
+__all__ = ["Point", "PointResult", "check_names", "objective_of", "results", "write"]
+
+_DONE = ("succeeded", "cached")
+_BLOCKED = ("dep failed", "cancelled")
+_SCALARS = (int, float, str, bool)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A sweep point: its own overrides and its compiled steps."""
+
+    overrides: list[str]
+    steps: list[StepSpec]
+
+
+@dataclass
+class PointResult:
+    overrides: list[str]
+    status: str  # ran | cached | failed | not run
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # the failing step and the first line of its error
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "overrides": self.overrides,
+            "status": self.status,
+            "metrics": self.metrics,
+            "error": self.error,
+        }
+
+
+def names(value: Any) -> list[str]:
+    """``sweep.metrics`` / ``sweep.objective`` as a list of ``STEP.KEY`` names (``STEP``
+    alone: the step's whole result, for a step that returns a number)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def check_names(sweep: Mapping[str, Any], steps: Iterable[str]) -> None:
+    """Each ``sweep.metrics`` / ``sweep.objective`` entry must name a step: checked before
+    anything runs (the keys of its result are known only once it ran)."""
+    known = sorted(set(steps))
+    for key in ("metrics", "objective"):
+        for i, name in enumerate(names(sweep.get(key))):
+            where = f"sweep.{key}" + (f"[{i}]" if not isinstance(sweep.get(key), str) else "")
+            step = name.split(".", 1)[0]
+            if step not in known:
+                raise ConfigError(
+                    f"{where}: {name!r} names no step{did_you_mean(step, known)}; use STEP.KEY "
+                    f"of a step's result, e.g. {known[-1]}.loss (steps: {', '.join(known)})"
+                )
+
+
+def results(
+    points: Sequence[Point],
+    ends: Mapping[str, Any],
+    sweep: Mapping[str, Any],
+    load: Any,
+) -> list[PointResult]:
+    """One PointResult per point. ``ends``: step identity -> (state, output, error) as the
+    run's tally has them; ``load(output)`` reads a succeeded step's result value."""
+    swept = _swept(points)
+    wanted = names(sweep.get("metrics")) + [
+        n for n in names(sweep.get("objective")) if n not in names(sweep.get("metrics"))
+    ]
+    loaded: dict[str, Any] = {}
+
+    def value_of(spec: StepSpec) -> Any:
+        if spec.identity not in loaded:
+            state, output, _ = ends[spec.identity]
+            loaded[spec.identity] = load(output) if state in _DONE else None
+        return loaded[spec.identity]
+
+    rows = []
+    for point in points:
+        row = PointResult([o for o in point.overrides if o in swept], _status(point, ends))
+        failed = [s for s in point.steps if s.identity in ends and ends[s.identity][0] == "failed"]
+        if failed:
+            error = ends[failed[0].identity][2]
+            first = str(error).strip().splitlines()[0] if error is not None else "failed"
+            row.error = f"{failed[0].name}: {first}"
+        by_name = {s.name: s for s in point.steps if s.identity in ends}
+        if row.status in ("ran", "cached"):
+            for name in wanted or _leaf_metrics(point, by_name, value_of):
+                step, _, key = name.partition(".")
+                row.metrics[name] = (
+                    _lookup(value_of(by_name[step]), key) if step in by_name else None
+                )
+        rows.append(row)
+    return rows
+
+
+def objective_of(row: PointResult, sweep: Mapping[str, Any]) -> float | list[float] | None:
+    """The point's objective value(s) for the sweeper; None when no objective is set.
+
+    Raises ValueError naming the metric when the point has no number under it."""
+    wanted = names(sweep.get("objective"))
+    if not wanted:
+        return None
+    values = []
+    for name in wanted:
+        value = row.metrics.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(
+                f"sweep.objective: {name} is {value!r} for point {' '.join(row.overrides)}: "
+                "name a number the step returns (its result keys are in the results table)"
+            )
+        values.append(float(value))
+    return values[0] if isinstance(sweep.get("objective"), str) else values
+
+
+def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
+    """``{stem}.csv`` (a column per metric) and ``{stem}.json``; returns both paths."""
+    from confpipe.storage import store_for
+
+    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
+    out = io.StringIO()
+    table = csv.writer(out)
+    table.writerow(["overrides", "status", *metric_names, "error"])
+    for row in rows:
+        shown = [_cell(row.metrics.get(k)) for k in metric_names]
+        table.writerow([" ".join(row.overrides), row.status, *shown, row.error])
+    store = store_for(stem)
+    paths = (f"{stem}.csv", f"{stem}.json")
+    store.write(paths[0], out.getvalue().encode())
+    body = json.dumps([row.as_dict() for row in rows], indent=1, default=str)
+    store.write(paths[1], body.encode())
+    return paths
+
+
+def table(rows: Sequence[PointResult], title: str) -> Any:
+    """The rows as a rich Table."""
+    from rich.table import Table
+
+    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
+    shown = Table(title=title, expand=False)
+    for column in ("point", "status", *metric_names):
+        shown.add_column(column, overflow="fold")
+    if any(row.error for row in rows):
+        shown.add_column("error", overflow="fold")
+    for row in rows:
+        cells = [" ".join(row.overrides) or "(base)", row.status]
+        cells += [_cell(row.metrics.get(k)) for k in metric_names]
+        shown.add_row(*cells, *([row.error] if shown.columns[-1].header == "error" else []))
+    return shown
+
+
+def _swept(points: Sequence[Point]) -> set[str]:
+    """The overrides that differ between points (all of them for a single point)."""
+    if len(points) < 2:
+        return {o for p in points for o in p.overrides}
+    common = set(points[0].overrides).intersection(*(p.overrides for p in points[1:]))
+    return {o for p in points for o in p.overrides if o not in common}
+
+
+def _status(point: Point, ends: Mapping[str, Any]) -> str:
+    states = [ends[s.identity][0] for s in point.steps if s.identity in ends]
+    if "failed" in states:
+        return "failed"
+    if any(state in _BLOCKED for state in states):
+        return "not run"
+    return "ran" if "succeeded" in states else "cached"
+
+
+def _leaf_metrics(point: Point, by_name: Mapping[str, StepSpec], value_of: Any) -> list[str]:
+    """``STEP.KEY`` of each scalar the point's last steps (no step of it depends on) returned."""
+    used = {d.identity for s in point.steps for d in s.dependencies}
+    found = []
+    for name, spec in by_name.items():
+        if spec.identity in used:
+            continue
+        value = value_of(spec)
+        if isinstance(value, Mapping):
+            found += [f"{name}.{k}" for k, v in value.items() if isinstance(v, _SCALARS)]
+        elif isinstance(value, _SCALARS):
+            found.append(name)
+    return found
+
+
+def _lookup(value: Any, key: str) -> Any:
+    """``value[k1][k2]...`` for ``key`` = ``k1.k2``; the value itself for an empty key."""
+    for part in key.split(".") if key else []:
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
