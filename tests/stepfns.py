@@ -16,9 +16,10 @@ def add(output_path: str, a: int, b: int) -> int:
 
 
 def record(output_path: str, log: str, name: str, sleep: float = 0.0, **_: object) -> str:
-    """Append ``name`` to the shared ``log`` file (one line per call) and write an output."""
+    """Append ``name pid start-time`` to the shared ``log`` file (a line per call), sleep,
+    and write an output."""
     with open(log, "a") as f:  # O_APPEND: lines from concurrent processes never interleave
-        f.write(f"{name} {os.getpid()}\n")
+        f.write(f"{name} {os.getpid()} {time.time():.3f}\n")
     time.sleep(sleep)
     Path(output_path, "out.txt").write_text(name)
     return name
@@ -47,3 +48,8 @@ def slow(output_path: str, workdir: str) -> int:
 
 def not_json(output_path: str) -> object:
     return {1, 2}
+
+
+def scored(output_path: str, x: float, up: str | None = None) -> dict[str, float]:
+    """A sweep point's metrics: ``loss`` is smallest at x = 2."""
+    return {"loss": (x - 2.0) ** 2, "x": x}

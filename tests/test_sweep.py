@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +141,152 @@ def test_confpipe_sweeper_leaves_checking_points_to_the_launcher(work: Path) -> 
                  cwd=work)  # fmt: skip
     assert typo.returncode == 2, typo.stderr
     assert calls(work) == {"up": 1, "down-1": 1, "down-2": 1}
+
+
+SCORED = """\
+# @package _global_
+steps:
+  up:
+    fn: tests.stepfns.record
+    config: {log: "${oc.env:CALLS_LOG}", name: up, sleep: 0.0}
+  score:
+    fn: tests.stepfns.scored
+    config: {x: 0.0, up: "${step:up}"}
+"""
+
+
+@pytest.fixture
+def scored(work: Path) -> Path:
+    (work / "confs" / "experiment" / "scored.yaml").write_text(SCORED)
+    return work
+
+
+def results_files(work: Path) -> list[tuple[list[dict[str, str]], list[dict[str, object]]]]:
+    """Each launch's results: (CSV rows, JSON rows), oldest first."""
+    found = []
+    for path in sorted(
+        (work / "outputs" / "sweeps").glob("*.csv"), key=lambda p: p.stat().st_mtime
+    ):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        found.append((rows, json.loads(path.with_suffix(".json").read_text())))
+    return found
+
+
+def test_results_table_and_files_give_each_points_metrics(scored: Path) -> None:
+    out = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2,4", cwd=scored)
+    assert out.returncode == 0, out.stderr
+    assert "plan: 3 sweep points -> 4 unique steps, 0 cached, 4 to run" in out.stderr
+    [(rows, records)] = results_files(scored)
+    # default metrics: every scalar the points' last steps returned
+    assert [(r["overrides"], r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
+        ("steps.score.config.x=1", "ran", "1", "1"),
+        ("steps.score.config.x=2", "ran", "0", "2"),
+        ("steps.score.config.x=4", "ran", "4", "4"),
+    ]
+    assert records[2] == {
+        "overrides": ["steps.score.config.x=4"], "status": "ran",
+        "metrics": {"score.loss": 4.0, "score.x": 4}, "error": "",
+    }  # fmt: skip
+    for line in ("steps.score.config.x=4", "score.loss", "results: outputs/sweeps/"):
+        assert line in out.stderr
+    again = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2,4",
+                  "sweep.metrics=[score.loss]", cwd=scored)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    rows = results_files(scored)[-1][0]
+    assert [(r["status"], r["score.loss"]) for r in rows] == [("cached", "1"), ("cached", "0"),
+                                                             ("cached", "4")]  # fmt: skip
+    assert "score.x" not in rows[0]
+
+
+def test_a_metric_naming_no_step_is_a_config_error(scored: Path) -> None:
+    out = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2",
+                "sweep.objective=scroe.loss", cwd=scored)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1
+    assert "sweep.objective: 'scroe.loss' names no step (did you mean 'score'?)" in out.stderr
+    assert not (scored / "outputs").exists()
+
+
+def test_a_point_without_its_objective_fails_and_says_why(scored: Path) -> None:
+    out = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2",
+                "sweep.objective=score.nope", cwd=scored)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "sweep.objective: score.nope is None for point steps.score.config.x=1" in out.stderr
+    rows = results_files(scored)[0][0]
+    assert all(r["status"] == "ran" and "score.nope is None" in r["error"] for r in rows)
+
+
+def test_a_failed_point_shows_in_the_results(work: Path) -> None:
+    (work / "confs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    out = sweep("+experiment=flaky", "-m", "steps.bad.fn=tests.stepfns.record,tests.stepfns.fail",
+                cwd=work)  # fmt: skip
+    assert out.returncode == 1
+    rows = results_files(work)[0][0]
+    assert [(r["overrides"], r["status"]) for r in rows] == [
+        ("steps.bad.fn=tests.stepfns.record", "ran"),
+        ("steps.bad.fn=tests.stepfns.fail", "failed"),
+    ]
+    assert rows[1]["error"] == "bad: ValueError: this step is broken on purpose"
+
+
+def test_points_run_side_by_side(work: Path) -> None:
+    """Four points that each sleep a second all start before the first one ends."""
+    four = sweep("+experiment=sweep", "-m", "steps.down.config.sleep=1.0",
+                 "steps.down.config.lr=2,3,4,5", cwd=work)  # fmt: skip
+    assert four.returncode == 0, four.stderr
+    assert calls(work) == {"up": 1, "down-2": 1, "down-3": 1, "down-4": 1, "down-5": 1}
+    lines = (work / "calls.log").read_text().splitlines()
+    starts = sorted(float(line.split()[2]) for line in lines if line.startswith("down-"))
+    assert starts[-1] - starts[0] < 0.9, f"starts {starts}: the points ran one after another"
+
+
+def test_sweep_params_in_the_experiment_yaml(work: Path) -> None:
+    (work / "confs" / "experiment" / "grid.yaml").write_text(
+        SWEEP + "hydra:\n  sweeper:\n    params:\n      steps.down.config.lr: 7,8\n"
+    )
+    out = sweep("+experiment=grid", "-m", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert calls(work) == {"up": 1, "down-7": 1, "down-8": 1}
+    assert "plan: 2 sweep points -> 3 unique steps" in out.stderr
+
+
+def test_overlapping_sweeps_launched_at_once_share_their_common_steps(work: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(work / "calls.log")}
+    base = [sys.executable, "-m", "confpipe", "--config-dir", "confs", "+experiment=sweep",
+            "steps.up.config.sleep=1.5", "steps.down.config.sleep=0.5", "-m"]  # fmt: skip
+    both = [
+        subprocess.Popen([*base, f"steps.down.config.lr={lrs}"], cwd=work, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for lrs in ("1,2", "2,3")
+    ]  # fmt: skip
+    for proc in both:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert calls(work) == {"up": 1, "down-1": 1, "down-2": 1, "down-3": 1}
+
+
+def test_an_optuna_search_runs_each_batch_as_one_dag(scored: Path) -> None:
+    sweep_dir = scored / "optuna"
+    out = sweep(
+        "+experiment=scored", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=3", "hydra.sweeper.sampler.seed=7",
+        "steps.score.config.x=interval(-4,4)", "sweep.objective=score.loss",
+        f"hydra.sweep.dir={sweep_dir}", cwd=scored,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    batches = results_files(scored)
+    assert [len(rows) for rows, _ in batches] == [3, 3]  # two batches of 3 trials, one DAG each
+    assert out.stderr.count("plan: 3 sweep points -> 4 unique steps") == 2
+    assert calls(work=scored) == {"up": 1}  # the shared upstream step ran once, for both batches
+    losses = {}
+    for _, records in batches:
+        for record in records:
+            (override,) = record["overrides"]  # type: ignore[misc]
+            x = float(str(override).split("=")[1])
+            loss = record["metrics"]["score.loss"]  # type: ignore[index]
+            assert loss == pytest.approx((x - 2) ** 2)
+            losses[x] = loss
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(losses.values()))
+    assert losses[best["best_params"]["steps.score.config.x"]] == best["best_value"]

@@ -6,6 +6,7 @@ past planning (never for a dry run or a config error).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,9 @@ from typing import Any
 from confpipe.plan import StepPlan
 from confpipe.status import launch_id, launch_info
 from confpipe.storage import store_for
+
+
+_launches = itertools.count(1)
 
 
 def write_manifest(
@@ -27,9 +31,10 @@ def write_manifest(
     """Write the manifest and return its path. ``ends`` maps step identity -> how it ended."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     name = experiment or "run"
-    path = (
-        f"{prefix.rstrip('/')}/manifests/{stamp}-{name.replace('/', '_')}-{launch_id()[-6:]}.json"
-    )
+    n = next(_launches)  # a sweeper's 2nd, 3rd... batch in this process gets its own file
+    part = f"-{n}" if n > 1 else ""
+    path = f"{prefix.rstrip('/')}/manifests/{stamp}-{name.replace('/', '_')}-{launch_id()[-6:]}"
+    path += f"{part}.json"
     record = {
         "experiment": experiment,
         "overrides": list(overrides),

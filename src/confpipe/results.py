@@ -19,6 +19,7 @@ from typing import Any
 
 from confpipe.errors import ConfigError
 from confpipe.explain import did_you_mean
+from confpipe.progress import first_line
 from confpipe.spec import StepSpec
 
 __all__ = ["Point", "PointResult", "check_names", "objective_of", "results", "write"]
@@ -100,9 +101,7 @@ def results(
         row = PointResult([o for o in point.overrides if o in swept], _status(point, ends))
         failed = [s for s in point.steps if s.identity in ends and ends[s.identity][0] == "failed"]
         if failed:
-            error = ends[failed[0].identity][2]
-            first = str(error).strip().splitlines()[0] if error is not None else "failed"
-            row.error = f"{failed[0].name}: {first}"
+            row.error = f"{failed[0].name}: {first_line(ends[failed[0].identity][2])}"
         by_name = {s.name: s for s in point.steps if s.identity in ends}
         if row.status in ("ran", "cached"):
             for name in wanted or _leaf_metrics(point, by_name, value_of):
@@ -110,6 +109,10 @@ def results(
                 row.metrics[name] = (
                     _lookup(value_of(by_name[step]), key) if step in by_name else None
                 )
+            try:  # a point without its objective value fails: say why in its row
+                objective_of(row, sweep)
+            except ValueError as err:
+                row.error = str(err)
         rows.append(row)
     return rows
 

@@ -13,6 +13,7 @@ import copy
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -88,6 +89,9 @@ class ConfpipeLauncher(Launcher):
         assert first is not None
         settings = first_key.get("sweep") or {}
         results.check_names(settings, {s.name for p in points for s in p.steps})
+        # the sweep's folder, as Hydra's launchers make it: sweepers save their results there
+        # (Optuna: optimization_results.yaml); it holds nothing else of confpipe's
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
@@ -214,7 +218,7 @@ def _job_return(
                 blocked[spec.name] = step.state
         ret.status, ret.return_value = JobStatus.FAILED, RunFailed(errors, blocked)
         return ret
-    if row.error:  # no objective value (see _results)
+    if row.error:  # no objective value (see results.results)
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
     objective = results.objective_of(row, settings)
