@@ -16,7 +16,6 @@ from confpipe.plan import StepPlan
 from confpipe.status import launch_id, launch_info
 from confpipe.storage import store_for
 
-
 _launches = itertools.count(1)
 
 
