@@ -77,8 +77,8 @@ class ConfpipeLauncher(Launcher):
         first: Prepared | None = None
         first_key: dict[str, Any] = {}
         for overrides in job_overrides:
-            cfg = compose(list(overrides))
-            key = _options_key(cfg)
+            cfg, steps_only = compose(list(overrides))
+            key = first_key if first is not None and steps_only else _options_key(cfg)
             if first is not None and key != first_key:
                 raise ConfigError(_differing(first_key, key, overrides))
             prepared = prepare(
@@ -128,7 +128,8 @@ def _results(
     )
     stem = reporter.manifest.rsplit("/manifests/", 1)
     paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
-    console = getattr(reporter, "console", None) or Console(file=sys.stderr)
+    # on a terminal the live display's console; in a log, wide enough not to fold the columns
+    console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
     print(f"results: {paths[0]} (and .json)", file=sys.stderr)
     return rows
@@ -142,25 +143,38 @@ class _Composer:
         self.master = master
         self.loader = context.config_loader
         self.parser = OverridesParser.create(config_loader=self.loader)
-        self.common = set(OmegaConf.to_container(master.hydra.overrides.task))  # type: ignore[arg-type]
+        self.parsed: dict[str, Override] = {}
         self.groups: dict[str, bool] = {}
+        # what the sweep's config already has: its overrides that are not sweeps (a sweeper
+        # may spell them anew: dry_run=true comes back as dry_run=True)
+        given = [self._parse(o) for o in master.hydra.overrides.task]
+        self.common = {_same(o) for o in given if not o.is_sweep_override()}
         base = copy.deepcopy(master)
         with open_dict(base):
             del base["hydra"]
         self.base = base
 
-    def __call__(self, overrides: list[str]) -> DictConfig:
-        extra = self.parser.parse_overrides([o for o in overrides if o not in self.common])
+    def __call__(self, overrides: list[str]) -> tuple[DictConfig, bool]:
+        """The point's config, and whether its own overrides set only step settings (then
+        its run options are the sweep's)."""
+        extra = [o for o in map(self._parse, overrides) if _same(o) not in self.common]
         if not all(self._plain(o) for o in extra):
             cfg = self.loader.load_sweep_config(self.master, overrides)
             with open_dict(cfg):
                 del cfg["hydra"]
-            return cfg
+            return cfg, False
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         cfg = copy.deepcopy(self.base)
         ConfigLoaderImpl._apply_overrides_to_config(extra, cfg)
-        return cfg
+        return cfg, all(o.key_or_group.startswith("steps.") for o in extra)
+
+    def _parse(self, override: str) -> Override:
+        """``override`` parsed, once per distinct string (most recur in every point)."""
+        parsed = self.parsed.get(override)
+        if parsed is None:
+            parsed = self.parsed[override] = self.parser.parse_overrides([override])[0]
+        return parsed
 
     def _plain(self, override: Override) -> bool:
         """True for a config value override; False for a group or Hydra override."""
@@ -172,6 +186,12 @@ class _Composer:
         if key not in self.groups:
             self.groups[key] = bool(self.loader.get_group_options(key.replace(".", "/")))
         return not self.groups[key]
+
+
+def _same(override: Override) -> tuple[Any, ...]:
+    """What an override does, however it is spelled."""
+    value = override.value()
+    return (override.type, override.key_or_group, override.package, type(value), repr(value))
 
 
 def _options_key(cfg: DictConfig) -> dict[str, Any]:
