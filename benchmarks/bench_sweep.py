@@ -1,0 +1,128 @@
+"""Benchmarks of sweeps: merging a 1,000-point sweep into one DAG, and the cost per point
+next to Hydra's basic launcher on the same sweep.
+
+    python benchmarks/bench_sweep.py [--quick]
+
+Targets (issue 5), each measured in real ``python -m confpipe`` processes:
+- merging a 1,000-point sweep into one DAG (``-m ... dry_run=true``: compose, compile and
+  merge every point, then plan 1,001 steps): <= 10 s for the whole command. Printed beside
+  it: Hydra's compose of one point (the compose API, median of 20) times 1,000, which is
+  what composing every point anew would cost.
+- per-point overhead: the same N-point sweep of two tiny thread steps (one shared) run with
+  confpipe's launcher and with Hydra's basic launcher (``hydra/launcher=basic``: each point
+  a separate launch, one after another), first run and fully cached re-run; printed as
+  milliseconds per point and as the ratio basic / confpipe (informational, no limit).
+Exits 1 if a target is missed (``--quick``: 200 points, never fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+EXPERIMENT = """\
+# @package _global_
+steps:
+  up:
+    fn: tests.stepfns.add
+    config: {a: 1, b: 2}
+  score:
+    fn: tests.stepfns.scored
+    config: {x: 0.0, up: "${step:up}"}
+"""
+
+
+def confpipe(work: Path, *args: str) -> float:
+    """Seconds one ``python -m confpipe --config-dir confs +experiment=bench ARGS`` took."""
+    cmd = [PY, "-m", "confpipe", "--config-dir", "confs", "+experiment=bench", *args]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return took
+
+
+def compose_per_point(work: Path) -> float:
+    """Median seconds of one Hydra compose of a sweep point's config (the compose API)."""
+    code = (
+        "import statistics, sys, time\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from confpipe import schema\n"
+        "from confpipe.compiler import register_resolver\n"
+        "schema.register(); register_resolver()\n"
+        f"with initialize_config_dir(config_dir={str(ROOT / 'src/confpipe/conf')!r},"
+        " version_base=None):\n"
+        "    times = []\n"
+        "    for i in range(21):\n"
+        "        start = time.perf_counter()\n"
+        f"        compose('config', overrides=['hydra.searchpath=[file://{work}/confs]',"
+        " '+experiment=bench', f'steps.score.config.x={i}'])\n"
+        "        times.append(time.perf_counter() - start)\n"
+        "print(statistics.median(times[1:]))\n"
+    )
+    done = subprocess.run([PY, "-c", code], cwd=work, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 points; never fails")
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = str(ROOT)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as users run: with the bytecode cache
+    points = 200 if args.quick else 1000
+    per_point_n = 10 if args.quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "confs" / "experiment").mkdir(parents=True)
+        (work / "confs" / "experiment" / "bench.yaml").write_text(EXPERIMENT)
+        confpipe(work, "dry_run=true")  # warm the bytecode cache
+
+        merge = confpipe(work, "-m", f"steps.score.config.x=range(0,{points})", "dry_run=true")
+        compose = compose_per_point(work)
+        print(f"merge a {points}-point sweep into one DAG (dry run, whole command): {merge:.2f} s")
+        print(
+            f"  Hydra compose of one point: {compose * 1000:.0f} ms; x {points} points = "
+            f"{compose * points:.1f} s ({compose * points / merge:.1f}x the whole merge)"
+        )
+
+        sweep = ["-m", f"steps.score.config.x=range(0,{per_point_n})"]
+        rows = []
+        for name, launcher in (("confpipe", []), ("basic", ["hydra/launcher=basic"])):
+            prefix = f"prefix={work}/out-{name}"
+            first = confpipe(work, *sweep, *launcher, prefix)
+            cached = statistics.median(confpipe(work, *sweep, *launcher, prefix) for _ in range(3))
+            rows.append((name, first / per_point_n, cached / per_point_n))
+        print(f"\nper point, {per_point_n}-point sweep (whole command / points):")
+        print(f"  {'launcher':10} {'first run':>10} {'cached':>10}")
+        for name, first, cached in rows:
+            print(f"  {name:10} {first * 1000:8.0f}ms {cached * 1000:8.0f}ms")
+        (_, c_first, c_cached), (_, b_first, b_cached) = rows
+        print(
+            f"  basic / confpipe: {b_first / c_first:.1f}x (first run), "
+            f"{b_cached / c_cached:.1f}x (cached)"
+        )
+
+    limit = 10.0 * points / 1000
+    ok = merge <= limit
+    print(f"\n{'target':40}  {'measured':>9}  {'limit':>6}  result")
+    print(
+        f"{f'merge {points} points (s)':40}  {merge:9.2f}  {limit:6.2f}  {'PASS' if ok else 'FAIL'}"
+    )
+    if args.quick:
+        return 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
