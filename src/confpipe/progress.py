@@ -134,7 +134,10 @@ class PlainReporter:
             self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
         if dry_run:  # the plan is the product: stdout, not the progress stream
             print(show_plan(plans, self.plan_format), flush=True)
-        self.write(f"plan: {plan_line(plans, self.points)}" + (" (dry run)" if dry_run else ""))
+            if self.points:  # how the sweep merged: on the progress stream
+                self.write(f"plan: {plan_line(plans, self.points)} (dry run)")
+            return
+        self.write(f"plan: {plan_line(plans, self.points)}")
 
     def started(self, plan: StepPlan) -> None:
         self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
@@ -158,9 +161,9 @@ class PlainReporter:
 def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
     """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``."""
     todo = sum(p.state is not PlanState.CACHED for p in plans)
-    steps = (
-        f"{points} sweep points -> {len(plans)} unique steps" if points else f"{len(plans)} steps"
-    )
+    steps = f"{len(plans)} steps"
+    if points:
+        steps = f"{points} sweep point{'s' * (points != 1)} -> {len(plans)} unique steps"
     return f"{steps}, {len(plans) - todo} cached, {todo} to run"
 
 
