@@ -177,7 +177,7 @@ PREFLIGHT_ERRORS = [
     ),
     (Resources(gpu=GPU("nvidia-h100-80gb", 1)), "only offered as Spot capacity"),
     (Resources(max_retries=11), "Cloud Batch retries a task at most 10 times"),
-    (Resources(tpu="v5litepod-8"), "TPU steps aren't supported by backend=gcp yet"),
+    (Resources(tpu="v5litepod-8"), "Cloud Batch runs CPU/GPU steps; TPU steps run on"),
     (Resources(secret_env={"T": "hf-token"}), "not a Secret Manager version name"),
 ]
 

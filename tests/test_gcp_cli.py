@@ -178,8 +178,9 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
         ("backend.cpu=4", "backend.cpu: only the local backend has a cpu budget"),
         ("backend.poll_interval=0", "backend.poll_interval: must be a positive number of seconds"),
         (
-            "steps.total.resources.tpu=v5litepod-8",
-            "step 'total': resources.tpu=v5litepod-8: TPU steps aren't supported",
+            "steps.total.resources.tpu=v4-8",
+            "step 'total': resources.tpu=v4-8: no zone of backend.region=us-central1 offers "
+            "TPU v4; zones that do: us-central2-b",
         ),
     ]:
         out = cli(*gcp(fake_batch, fake_gcs, gs_prefix, override), cwd=work)
@@ -194,13 +195,14 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
 
 
 def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
-    from confpipe.backends.batch import BatchBackend
+    from confpipe.backendconf import GcpBackend
     from confpipe.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "labels": {"team": "lm"}}
     cfg = {"prefix": "gs://b/runs/", "backend": {**settings, "batch_endpoint": "127.0.0.1:9"}}
-    backend = backend_for(cfg)
-    assert isinstance(backend, BatchBackend)
+    gcp = backend_for(cfg)
+    assert isinstance(gcp, GcpBackend)
+    backend = gcp.batch  # CPU/GPU steps; TPU steps go to gcp.tpu
     try:
         assert backend.settings.parent == "projects/p/locations/us-central1"
         assert (backend.settings.image, dict(backend.settings.labels)) == ("img", {"team": "lm"})

@@ -5,24 +5,33 @@ keys the compiler has checked against its schema) and builds the backend, raisin
 ConfigError line per wrong value; ``missing_setting(key)`` says how to set a mandatory
 setting left at ``???``. For ``gcp``, ``storage_endpoint`` points this process's ``gs://``
 store at an emulator (``storage.configure``) and ``stage_code`` stages the working tree under
-``{prefix}/.confpipe/code``. Backends, and Google's SDKs, are imported only when built.
+``{prefix}/.confpipe/code``. ``gcp`` is a ``GcpBackend``: Cloud TPU for steps whose resources
+name a TPU, Cloud Batch for the others. Backends, and Google's SDKs, are imported only when
+built (google-cloud-tpu on the first TPU step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
 from confpipe import storage
-from confpipe.backends import Backend, BackendKind
+from confpipe.backends import LOG_TAIL_LINES, Backend, BackendKind, JobRequest, JobStatus
 from confpipe.errors import ConfigError
 from confpipe.explain import did_you_mean
 from confpipe.schema import GcpConf, parse_size
+from confpipe.spec import Resources
 from confpipe.status import RECORDS
 
-__all__ = ["make_backend", "missing_setting"]
+if TYPE_CHECKING:
+    from confpipe.backends.batch import BatchBackend
+    from confpipe.backends.tpu import TpuBackend
+
+__all__ = ["GcpBackend", "make_backend", "missing_setting"]
 
 _HOW_TO_SET = {  # a mandatory setting -> (what it is, an example)
     "project": ("the Google Cloud project the jobs run in", "my-project"),
@@ -72,8 +81,72 @@ def _local(settings: Mapping[str, Any]) -> Backend:
     return LocalBackend(cpu=cpu, memory=memory)
 
 
+@dataclass(frozen=True)
+class _Routed:
+    """A job handle of the backend that runs it."""
+
+    backend: Backend
+    handle: object
+
+
+class GcpBackend:
+    """``backend=gcp``: TPU steps on Cloud TPU (``tpu``, built on first use), others on Batch."""
+
+    kind = BackendKind.GCP
+
+    def __init__(self, batch: BatchBackend, tpu: Callable[[], TpuBackend]) -> None:
+        self.batch = batch
+        self.max_poll_interval = batch.max_poll_interval
+        self._make_tpu = tpu
+        self._tpu: TpuBackend | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def tpu(self) -> TpuBackend:
+        with self._lock:
+            if self._tpu is None:
+                self._tpu = self._make_tpu()
+                self.max_poll_interval = min(self.max_poll_interval, self._tpu.max_poll_interval)
+            return self._tpu
+
+    def serving(self, resources: Resources) -> Backend:
+        """The backend that runs a step with ``resources``."""
+        return self.tpu if resources.tpu is not None else self.batch
+
+    def check(self, step: str, resources: Resources) -> None:
+        self.serving(resources).check(step, resources)
+
+    def submit(self, job: JobRequest) -> object:
+        backend = self.serving(job.resources)
+        return _Routed(backend, backend.submit(job))
+
+    def poll(self, handle: object) -> JobStatus:
+        routed = _routed(handle)
+        return routed.backend.poll(routed.handle)
+
+    def cancel(self, handle: object) -> None:
+        routed = _routed(handle)
+        routed.backend.cancel(routed.handle)
+
+    def logs(self, handle: object, lines: int = LOG_TAIL_LINES) -> str:
+        routed = _routed(handle)
+        return routed.backend.logs(routed.handle, lines)
+
+    def close(self) -> None:
+        """Close the API channels (the backend can't be used afterwards)."""
+        self.batch.close()
+        if self._tpu is not None:
+            self._tpu.close()
+
+
+def _routed(handle: object) -> _Routed:
+    if not isinstance(handle, _Routed):
+        raise TypeError(f"not a backend=gcp job handle: {handle!r}")
+    return handle
+
+
 def _gcp(conf: GcpConf, prefix: str) -> Backend:
-    """Cloud Batch in ``conf.project``; nothing is sent until a step is submitted."""
+    """Cloud Batch and Cloud TPU in ``conf.project``; nothing is sent until a step is submitted."""
     for key in ("cpu", "memory"):
         if getattr(conf, key) is not None:
             raise ConfigError(
@@ -93,7 +166,28 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
     from confpipe.backends.batch import BatchBackend
 
     code = f"{storage.local_path(prefix).rstrip('/')}/{RECORDS}/code" if conf.stage_code else None
-    return BatchBackend(
+
+    def tpu() -> TpuBackend:
+        from confpipe.backends.tpu import TpuBackend
+
+        return TpuBackend(
+            conf.project,
+            conf.region,
+            conf.image,
+            zone=conf.tpu_zone,
+            runtime_version=conf.tpu_runtime_version,
+            service_account=conf.service_account,
+            network=conf.network,
+            subnetwork=conf.subnetwork,
+            labels=conf.labels,
+            poll_interval=conf.poll_interval,
+            tpu_endpoint=conf.tpu_endpoint,
+            stage_code=code,
+            api_timeout=conf.api_timeout,
+            storage_endpoint=conf.storage_endpoint,
+        )
+
+    batch = BatchBackend(
         conf.project,
         conf.region,
         conf.image,
@@ -107,3 +201,4 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
         api_timeout=conf.api_timeout,
         storage_endpoint=conf.storage_endpoint,
     )
+    return GcpBackend(batch, tpu)

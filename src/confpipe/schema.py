@@ -87,7 +87,8 @@ class BackendConf:
 
 @dataclass
 class GcpConf(BackendConf):
-    """``backend=gcp``: Cloud Batch for CPU/GPU steps; the endpoints point at local emulators.
+    """``backend=gcp``: Cloud Batch for CPU/GPU steps, Cloud TPU for TPU steps; the endpoints
+    point at local emulators.
 
     ``cpu``/``memory`` (the local budget) must stay null: each step's resources size its VM.
     """
@@ -104,7 +105,9 @@ class GcpConf(BackendConf):
     api_timeout: float = 600  # seconds an API outage is retried before a step fails
     stage_code: bool = True  # ship the git working tree to each job; false: the image's code
     batch_endpoint: str | None = None  # host:port of another Batch server (FakeBatch)
-    tpu_endpoint: str | None = None  # host:port of a Cloud TPU server (for TPU steps, later)
+    tpu_zone: str | None = None  # TPU steps' zone; null: the region's first offering the type
+    tpu_runtime_version: str | None = None  # TPU VM image; null: the generation's default
+    tpu_endpoint: str | None = None  # host:port of another Cloud TPU server (FakeTpu)
     storage_endpoint: str | None = None  # URL of a Cloud Storage emulator (fake-gcs-server)
 
 

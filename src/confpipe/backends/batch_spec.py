@@ -87,8 +87,8 @@ def check_resources(resources: Resources) -> Choice:
     """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it."""
     if resources.tpu is not None:
         raise ConfigError(
-            f"resources.tpu={resources.tpu}: TPU steps aren't supported by backend=gcp yet "
-            "(Cloud TPU queued resources come later); drop resources.tpu"
+            f"resources.tpu={resources.tpu}: Cloud Batch runs CPU/GPU steps; TPU steps run "
+            "on backend=gcp's Cloud TPU queued resources (GcpBackend), not on BatchBackend"
         )
     if resources.max_retries > MAX_RETRIES:
         raise ConfigError(

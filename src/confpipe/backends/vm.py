@@ -8,12 +8,20 @@
    job folder, uploaded whole every ``CONFPIPE_LOG_INTERVAL`` seconds and at exit (an object
    store can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
 3. Exit with the worker's exit code (128 + signal if it was killed). SIGTERM is passed on.
+
+On a multi-host job (a Cloud TPU slice: every host runs this, the startup script sets
+``CONFPIPE_TPU_HOST`` to the host's worker index) host 0 works in the job folder itself, so
+the job's ``result.json``, ``error.json`` and ``log.txt`` are host 0's; host N > 0 works in
+``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Every host
+then writes ``exits/N.json`` (``{"host", "code"}``) after its last log upload: the driver
+learns from these that the job ended, and which host failed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -24,13 +32,25 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from confpipe.backends import LOG
+from confpipe.backends import CALL, LOG
 from confpipe.backends.batch_spec import CODE_VAR, EXTRAS_VAR
 from confpipe.storage import Store, store_for
 
 LOG_LIMIT = 8 * 2**20
 INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
 USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
+HOST_VAR = "CONFPIPE_TPU_HOST"  # this host's index in a multi-host job (set on TPU VMs)
+EXITS = "exits"
+
+
+def host_dir(job_dir: str, host: int) -> str:
+    """Where host ``host`` of a multi-host job keeps its records and log."""
+    return job_dir if host == 0 else f"{job_dir}/host-{host}"
+
+
+def exit_path(job_dir: str, host: int) -> str:
+    """The record a host of a multi-host job writes last: ``{"host": N, "code": exit code}``."""
+    return f"{job_dir}/{EXITS}/{host}.json"
 
 
 class LogSink:
@@ -89,15 +109,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     job_dir = args[0].rstrip("/")
-    sink = LogSink(store_for(job_dir), job_dir, float(os.environ.get(INTERVAL_VAR, "10")))
+    host = int(os.environ[HOST_VAR]) if os.environ.get(HOST_VAR) else None
+    folder = host_dir(job_dir, host or 0)
+    store = store_for(job_dir)
+    sink = LogSink(store, folder, float(os.environ.get(INTERVAL_VAR, "10")))
+    code = 1
     try:
-        return _run_job(job_dir, sink)
+        code = _run_job(job_dir, folder, sink)
+        return code
     finally:
-        sink.close()
+        try:
+            sink.close()
+        finally:
+            if host is not None:
+                store.write(
+                    exit_path(job_dir, host), json.dumps({"host": host, "code": code}).encode()
+                )
 
 
-def _run_job(job_dir: str, sink: LogSink) -> int:
+def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
     env, cwd = dict(os.environ), None
+    if folder != job_dir:  # another host of a multi-host job: the call, in a folder of its own
+        store = store_for(job_dir)
+        call = store.read(f"{job_dir}/{CALL}")
+        if call is None:
+            sink.write(f"confpipe: no {CALL} in {job_dir}\n".encode())
+            return 2
+        store.write(f"{folder}/{CALL}", call.data)
     code = os.environ.get(CODE_VAR)
     if code:
         extras = [e for e in os.environ.get(EXTRAS_VAR, "").split(",") if e]
@@ -113,7 +151,7 @@ def _run_job(job_dir: str, sink: LogSink) -> int:
         if command is not None and run(command, sink, env, cwd) != 0:
             sink.write(b"confpipe: pip install of the staged code failed\n")
             return 1
-    return run([sys.executable, "-m", "confpipe.worker", job_dir], sink, env, cwd)
+    return run([sys.executable, "-m", "confpipe.worker", folder], sink, env, cwd)
 
 
 def unpack(url: str) -> str:

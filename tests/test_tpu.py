@@ -1,0 +1,516 @@
+"""The Cloud TPU backend: golden requests, preflight, and whole jobs on FakeTpu + fake GCS.
+
+Golden files (tests/golden/tpu_*) pin the QueuedResource requests and the startup script;
+accept an intended change with
+``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden``. They hold the
+request with env values redacted (``tpu_spec.redacted``).
+End-to-end tests drive ``run_job`` with the real google-cloud-tpu client against the
+in-process fake, whose hosts run the startup script -> ``confpipe.backends.vm`` -> the
+worker as local subprocesses, with job folders on fake-gcs-server (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confpipe import status
+from confpipe.backends import JobRequest, run_job
+from confpipe.backends.tpu import TpuBackend
+from confpipe.backends.tpu_spec import TpuSettings, queued_resource, redacted, startup_script
+from confpipe.cancel import CancelScope
+from confpipe.errors import ConfigError, StepFailed
+from confpipe.spec import GPU, Resources
+from confpipe.storage import store_for
+from confpipe.testing.tpu import FakeTpu
+from tests import batchjobs, tpujobs
+
+GiB = 2**30
+GOLDEN = Path(__file__).parent / "golden"
+SETTINGS = TpuSettings(
+    project="proj",
+    region="us-central1",
+    image="us-docker.pkg.dev/proj/ml/confpipe:latest",
+    service_account="jobs@proj.iam.gserviceaccount.com",
+    network="projects/proj/global/networks/default",
+    subnetwork="projects/proj/regions/us-central1/subnetworks/default",
+    labels={"team": "lm"},
+)
+JOB_DIR = "gs://bucket/outputs/{step}-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d"
+ENV_VALUE = "env-value-that-must-not-leak-4b2d"
+HASH = "0123456789ab"
+
+
+# -- golden requests -----------------------------------------------------------------------
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare ``text`` with ``tests/golden/tpu_{name}``; CONFPIPE_UPDATE_GOLDEN=1 rewrites it."""
+    path = GOLDEN / f"tpu_{name}"
+    if os.environ.get("CONFPIPE_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+        return
+    old = path.read_text() if path.exists() else ""
+    if old != text:
+        diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True)))
+        pytest.fail(
+            f"the TPU request differs from {path}; if the change is intended, accept it with\n"
+            f"    CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden\n{diff}"
+        )
+
+
+def golden(name: str, step: str, resources: Resources, settings: TpuSettings = SETTINGS) -> Any:
+    job = JobRequest(step, JOB_DIR.format(step=step), resources)
+    code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
+    request = queued_resource(settings, job, driver="golden-driver", code=code)
+    check_golden(f"{name}.json", json.dumps(redacted(request), indent=2, sort_keys=True) + "\n")
+    return request
+
+
+def test_golden_single_host_with_env_keeps_env_values_out() -> None:
+    resources = Resources(tpu="v5litepod-8", env={"WANDB_API_KEY": ENV_VALUE}, pip_extras=("tpu",))
+    request = golden("single_host", "train", resources)
+    node = request.tpu.node_spec[0].node
+    assert node.metadata["confpipe-env-WANDB_API_KEY"] == ENV_VALUE  # the hosts need it...
+    assert ENV_VALUE not in json.dumps(redacted(request))  # ...but no file or log may hold it
+    assert ENV_VALUE not in node.metadata["startup-script"]
+    check_golden("single_host_startup.sh", node.metadata["startup-script"])
+
+
+def test_golden_multi_host_in_an_explicit_zone() -> None:
+    settings = TpuSettings("proj", "us-central2", "img:latest", zone="us-central2-b")
+    request = golden("multi_host", "train", Resources(tpu="v4-32", timeout=3600), settings)
+    assert request.tpu.node_spec[0].parent == "projects/proj/locations/us-central2-b"
+    assert request.tpu.node_spec[0].node.runtime_version == "tpu-ubuntu2204-base"
+
+
+def test_golden_spot_topology_with_retries() -> None:
+    resources = Resources(tpu="v5p:2x2x4", spot=True, max_retries=3)
+    request = golden("spot", "pretrain", resources)
+    assert "spot" in request and request.tpu.node_spec[0].node.accelerator_config.topology
+
+
+def test_golden_mismatch_says_how_to_accept_the_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONFPIPE_UPDATE_GOLDEN", raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r"CONFPIPE_UPDATE_GOLDEN=1 .*test_tpu"):
+        check_golden("single_host.json", "{}\n")
+
+
+def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
+    job = JobRequest("s", "gs://b/s-1/.confpipe/jobs/j", Resources(tpu="v6e-16"))
+    script = startup_script(SETTINGS, job)
+    assert 'CONFPIPE_TPU_HOST="$(md agent-worker-number)"' in script
+    assert script.rstrip().endswith(
+        "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm "
+        "gs://b/s-1/.confpipe/jobs/j"
+    )
+    assert "gcloud auth configure-docker us-docker.pkg.dev --quiet" in script
+
+
+# -- preflight -----------------------------------------------------------------------------
+
+
+def offline(region: str = "us-central1", **kwargs: Any) -> TpuBackend:
+    """A backend whose client is never used (checks only): no server behind the endpoint."""
+    return TpuBackend("proj", region, "img", tpu_endpoint="127.0.0.1:9", **kwargs)
+
+
+PREFLIGHT_ERRORS = [
+    (
+        {},
+        Resources(tpu="v5litepod-7"),
+        "resources.tpu=v5litepod-7: TPU v5e comes in 1, 4, 8, 16, 32, 64, 128, 256 (chips), "
+        "e.g. v5litepod-8",
+    ),
+    (
+        {},
+        Resources(tpu="v5lp-8"),
+        "resources.tpu=v5lp-8: unknown TPU generation 'v5lp' (did you mean 'v5p'?); "
+        "generations: v2, v3, v4, v5litepod, v5p, v6e",
+    ),
+    ({}, Resources(tpu="tpu-large"), "resources.tpu=tpu-large: not a TPU type; use an"),
+    (
+        {},
+        Resources(tpu="v5p:3x3x3"),
+        "resources.tpu=v5p:3x3x3: unknown topology '3x3x3'; TPU v5p topologies: 2x2x1, 2x2x2,",
+    ),
+    (
+        {},
+        Resources(tpu="v4-32"),
+        "resources.tpu=v4-32: no zone of backend.region=us-central1 offers TPU v4; zones that "
+        "do: us-central2-b; set backend.tpu_zone to one of them",
+    ),
+    (
+        {"zone": "us-central1-a"},
+        Resources(tpu="v6e-8"),
+        "resources.tpu=v6e-8: zone us-central1-a (backend.tpu_zone) doesn't offer TPU v6e "
+        "(Trillium); zones that do: us-central1-b, us-east1-d,",
+    ),
+    ({}, Resources(tpu="v5litepod-8", memory=64 * GiB), "resources.memory: a TPU host's machine"),
+    (
+        {},
+        Resources(tpu="v5litepod-8", secret_env={"T": "x"}),
+        "resources.secret_env: not supported for TPU steps",
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "resources", "message"), PREFLIGHT_ERRORS)
+def test_preflight_names_the_valid_options(
+    settings: dict[str, Any], resources: Resources, message: str
+) -> None:
+    backend = offline(**settings)
+    with pytest.raises(ConfigError) as err:
+        backend.check("train", resources)
+    backend.close()
+    assert str(err.value).startswith(f"step 'train': {message}")
+
+
+@pytest.mark.parametrize(
+    ("tpu", "region", "hosts"),
+    [
+        ("v5litepod-8", "us-central1", 1),
+        ("v5litepod-16", "us-west4", 4),
+        ("v4-8", "us-central2", 1),
+        ("v4-32", "us-central2", 4),
+        ("v6e-256", "us-east5", 64),
+        ("v5p:4x4x4", "us-east5", 16),
+        ("v3-8", "us-central1", 1),
+    ],
+)
+def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
+    from confpipe.backends.tpus import parse
+
+    backend = offline(region)
+    backend.check("train", Resources(tpu=tpu))
+    backend.close()
+    assert parse(tpu).hosts == hosts
+
+
+def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
+    from confpipe.backendconf import GcpBackend
+    from confpipe.compiler import backend_for
+
+    settings = {"kind": "gcp", "project": "p", "image": "img", "stage_code": False}
+    endpoints = {"batch_endpoint": "127.0.0.1:9", "tpu_endpoint": "127.0.0.1:9"}
+    backend = backend_for({"prefix": "/tmp/x", "backend": {**settings, **endpoints}})
+    assert isinstance(backend, GcpBackend)
+    backend.check("cpu", Resources(cpu=2))
+    assert backend._tpu is None  # google-cloud-tpu is loaded on the first TPU step only
+    backend.check("tpu", Resources(tpu="v5litepod-8"))
+    with pytest.raises(ConfigError, match=r"step 'g': resources\.gpu\.type: unknown GPU"):
+        backend.check("g", Resources(gpu=GPU("nvidia-l5", 1)))
+    with pytest.raises(ConfigError, match=r"step 't': resources\.tpu=v4-8: no zone of"):
+        backend.check("t", Resources(tpu="v4-8"))
+    backend.close()
+
+
+def test_the_tpu_modules_import_no_google_until_constructed() -> None:
+    code = (
+        "import sys, confpipe.backends.tpu, confpipe.backends.tpu_spec, confpipe.backendconf; "
+        "assert not [m for m in sys.modules if m.startswith('google')], 'google imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- end to end against FakeTpu, job folders on fake GCS -------------------------------------
+
+
+@pytest.fixture
+def fake(fake_gcs: object) -> Iterator[FakeTpu]:
+    """A FakeTpu made after the fake GCS: its hosts' environment finds the fake."""
+    with FakeTpu(grace=5.0) as server:
+        yield server
+
+
+def make_backend(fake: FakeTpu, region: str = "us-central1", **kwargs: Any) -> TpuBackend:
+    kwargs.setdefault("poll_interval", 0.05)
+    return TpuBackend("proj", region, "img", tpu_endpoint=fake.endpoint, **kwargs)
+
+
+@pytest.fixture
+def backend(fake: FakeTpu) -> Iterator[TpuBackend]:
+    b = make_backend(fake)
+    yield b
+    b.close()
+
+
+def run(
+    backend: TpuBackend,
+    out: str,
+    fn: Callable[..., object],
+    resources: Resources,
+    scope: CancelScope | None = None,
+    detach: bool = False,
+    **kwargs: object,
+) -> object:
+    step = out.rsplit("/", 1)[-1].rsplit("-", 1)[0]
+    return run_job(
+        backend,
+        step,
+        status.jobs_dir(out),
+        fn,
+        kwargs,
+        resources,
+        scope=scope or CancelScope(),
+        detach=detach,
+    )
+
+
+def read(url: str) -> str:
+    blob = store_for(url).read(url)
+    return blob.data.decode() if blob is not None else ""
+
+
+def job_dirs(out: str) -> list[str]:
+    jobs = status.jobs_dir(out)
+    found = store_for(jobs).fs.ls(jobs, detail=False)
+    return sorted(f"gs://{p.rstrip('/')}" for p in found)
+
+
+def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def eventually(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str
+) -> None:
+    out = f"{gs_prefix}/add-{HASH}"
+    value = run(backend, out, batchjobs.add, Resources(tpu="v5litepod-8"), a=1, b=2)
+    assert isinstance(value, dict) and value["sum"] == 3 and value["pid"] != os.getpid()
+    ((_, create),) = [(m, r) for m, r in fake.requests if m == "CreateQueuedResource"]
+    node = create.queued_resource.tpu.node_spec[0].node
+    assert create.parent == "projects/proj/locations/us-central1-a"
+    assert node.accelerator_type == "v5litepod-8"
+    assert node.runtime_version == "v2-alpha-tpuv5-lite"
+    assert (node.labels["confpipe-step"], node.labels["confpipe-hash"]) == ("add", HASH)
+    assert fake.count("GetOperation") >= 1  # the create operation, waited for
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    (job_dir,) = job_dirs(out)
+    assert "adding 1 and 2" in read(f"{job_dir}/log.txt")
+    assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0}
+
+
+def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
+    fake: FakeTpu, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-west4")
+    out = f"{gs_prefix}/which-{HASH}"
+    value = run(backend, out, tpujobs.which_host, Resources(tpu="v5litepod-16"))
+    backend.close()
+    assert isinstance(value, dict) and value["host"] == 0
+    (job_dir,) = job_dirs(out)
+    for host in (1, 2, 3):
+        assert json.loads(read(f"{job_dir}/host-{host}/result.json"))["value"]["host"] == host
+        assert read(f"{job_dir}/host-{host}/log.txt") == f"host {host} ran\n"
+        assert json.loads(read(f"{job_dir}/exits/{host}.json")) == {"host": host, "code": 0}
+    assert read(f"{job_dir}/log.txt") == "host 0 ran\n"
+    (resource,) = [r for m, r in fake.requests if m == "CreateQueuedResource"]
+    name = f"{resource.parent}/queuedResources/{resource.queued_resource_id}"
+    assert "host 3 ran" in fake.serial_log(name, 3)  # the VM's output: its serial console
+
+
+def test_a_preempted_slice_is_retried_then_succeeds(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="confpipe")
+    fake.preempt_next()
+    out = f"{gs_prefix}/add-{HASH}"
+    resources = Resources(tpu="v5litepod-4", spot=True, max_retries=1)
+    value = run(backend, out, batchjobs.add, resources, a=2, b=3)
+    assert isinstance(value, dict) and value["sum"] == 5
+    creates = [r for m, r in fake.requests if m == "CreateQueuedResource"]
+    assert len(creates) == 2 and all("spot" in r.queued_resource for r in creates)
+    assert "preempted, retrying" in caplog.text
+    assert fake.count("DeleteQueuedResource") == 2  # the suspended slice, then the finished one
+    eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
+
+
+def test_preemptions_beyond_max_retries_fail_with_the_reason(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str
+) -> None:
+    fake.preempt_next(2)
+    with pytest.raises(StepFailed) as err:
+        resources = Resources(tpu="v5litepod-1", spot=True, max_retries=1)
+        run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=1, b=1)
+    text = str(err.value)
+    assert "job preempted 2 time(s) (queued resource projects/proj/locations/us-central1-a/" in text
+    assert "suspended by the Cloud TPU service); raise resources.max_retries" in text
+
+
+def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_prefix: str) -> None:
+    backend = make_backend(fake, "us-central2")
+    out = f"{gs_prefix}/boom-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, tpujobs.fail_on_host, Resources(tpu="v4-16"), host=1, message="bad shard")
+    backend.close()
+    text = str(err.value)
+    assert text.startswith("step 'boom': ValueError: bad shard\n  job folder: gs://")
+    assert "    --- host 1 of 2: gs://" in text and "/host-1/log.txt ---" in text
+    assert "    host 1: about to fail" in text
+    assert "raise ValueError(message)" in (err.value.remote_traceback or "")
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+
+
+def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-central2")
+    out = f"{gs_prefix}/wait-{HASH}"
+    resources = Resources(tpu="v4-16")
+    thread, outcome = in_thread(
+        lambda: run(backend, out, tpujobs.wait_on_hosts, resources, pid_dir=str(tmp_path))
+    )
+    started = lambda: all((tmp_path / f"host-{i}").exists() for i in (0, 1))  # noqa: E731
+    eventually(started, "both hosts to start")
+    (resource,) = fake.queued_resources()
+    fake.fail_host(resource.name, 1)
+    thread.join(60)
+    backend.close()
+    text = str(outcome[0])
+    assert "job failed (host 1 of 2 exited with exit code 137 (killed by SIGKILL)) without" in text
+    assert "    host 1 waiting" in text
+    eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
+
+
+def test_ctrl_c_deletes_the_queued_resource_and_stops_its_hosts(
+    fake: FakeTpu, backend: TpuBackend, tmp_path: Path, gs_prefix: str
+) -> None:
+    scope = CancelScope()
+    out, resources = f"{gs_prefix}/s-{HASH}", Resources(tpu="v5litepod-8")
+    thread, outcome = in_thread(
+        lambda: run(
+            backend, out, tpujobs.wait_on_hosts, resources, scope=scope, pid_dir=str(tmp_path)
+        )
+    )
+    eventually(lambda: (tmp_path / "host-0").exists(), "the job to start")
+    pid = int((tmp_path / "host-0").read_text())
+    scope.cancel("interrupted")
+    thread.join(30)
+    assert str(outcome[0]) == "step 's': cancelled: interrupted"
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    eventually(lambda: not alive(pid), "the host's worker to die", 10)
+
+
+def test_detach_leaves_the_slice_and_a_restarted_driver_reattaches(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="confpipe")
+    release, out = tmp_path / "release", f"{gs_prefix}/w-{HASH}"
+    first, scope = make_backend(fake), CancelScope()
+    resources = Resources(tpu="v5litepod-8")
+    thread, outcome = in_thread(
+        lambda: run(
+            first, out, batchjobs.wait_for, resources, scope=scope, detach=True, path=str(release)
+        )
+    )
+    eventually(
+        lambda: [r.state.state.name for r in fake.queued_resources()] == ["ACTIVE"], "ACTIVE"
+    )
+    scope.cancel("interrupted")  # the first driver goes away; its slice keeps running
+    thread.join(30)
+    first.close()
+    assert "job left running (detach)" in str(outcome[0])
+    assert fake.count("DeleteQueuedResource") == 0
+    second = make_backend(fake)
+    thread, outcome = in_thread(
+        lambda: run(second, out, batchjobs.wait_for, resources, path=str(release))
+    )
+    eventually(lambda: "re-attached to its live queued resource" in caplog.text, "the re-attach")
+    release.touch()
+    thread.join(30)
+    second.close()
+    assert outcome == ["released"]
+    assert fake.count("CreateQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+
+
+def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
+    from google.api_core import exceptions
+    from google.cloud import tpu_v2
+
+    from confpipe.backends import tpu_api
+
+    client = tpu_api.client(fake.endpoint)
+    node = tpu_v2.Node(accelerator_type="v4-8", runtime_version="tpu-ubuntu2204-base")
+    parent = "projects/p/locations/us-central1-a"
+    spec = tpu_v2.QueuedResource.Tpu.NodeSpec(parent=parent, node_id="n", node=node)
+    request = tpu_v2.CreateQueuedResourceRequest(
+        parent=parent,
+        queued_resource_id="n",
+        queued_resource=tpu_v2.QueuedResource(tpu=tpu_v2.QueuedResource.Tpu(node_spec=[spec])),
+    )
+    with pytest.raises(
+        exceptions.InvalidArgument, match="v4-8 is not available in zone us-central1-a"
+    ):
+        client.create_queued_resource(request=request)
+    tpu_api.close(client)
+
+
+def test_the_fake_serves_from_the_command_line() -> None:
+    command = [sys.executable, "-m", "confpipe.testing.tpu", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.terminate()
+    assert line.startswith("fake Cloud TPU serving: backend.tpu_endpoint=127.0.0.1:")
+    assert proc.returncode == 0  # SIGTERM stops it cleanly (its hosts and files go too)
+
+
+def test_env_values_reach_every_host_through_the_metadata_but_no_file(
+    fake: FakeTpu, gs_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hashlib
+
+    caplog.set_level(logging.DEBUG, logger="confpipe")
+    backend = make_backend(fake, "us-central2")
+    out = f"{gs_prefix}/env-{HASH}"
+    resources = Resources(tpu="v4-16", env={"MY_KEY": ENV_VALUE})
+    digests = run(backend, out, batchjobs.env_digests, resources, names=["MY_KEY"])
+    backend.close()
+    assert digests == {"MY_KEY": hashlib.sha256(ENV_VALUE.encode()).hexdigest()}
+    assert "creating queued resource" in caplog.text  # the request was logged, redacted
+    assert ENV_VALUE not in caplog.text
+    (job_dir,) = job_dirs(out)
+    store = store_for(job_dir)
+    files = [f"gs://{p}" for p in store.fs.find(job_dir)]
+    blobs = store.read_many(files)  # call.pkl is binary: compare bytes
+    assert len(files) >= 8 and not [b for b in blobs if b and ENV_VALUE.encode() in b.data]

@@ -1,0 +1,151 @@
+"""TPU steps on ``backend=gcp`` end to end: ``python -m confpipe`` in real subprocesses.
+
+The CLI finds FakeTpu (the real google-cloud-tpu client over gRPC; the fake's hosts run as
+local subprocesses) only through ``backend.tpu_endpoint``, and fake-gcs-server only through
+``backend.storage_endpoint``; Google credentials that don't exist make any attempt to reach
+Google fail loudly. Compile-time TPU mistakes exit 2 with one line, before anything is sent
+or written.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from confpipe import load_result
+from confpipe.testing.gcs import FakeGcs
+from confpipe.testing.tpu import FakeTpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEMO = """\
+# @package _global_
+steps:
+  prep:
+    fn: tests.stepfns.add
+    config: {a: 1, b: 2}
+  train:
+    fn: tests.tpujobs.which_host
+    config: {}
+    resources: {tpu: v5litepod-16, spot: true, max_retries: 1}
+  after:
+    fn: tests.stepfns.noop
+    config: {model: "${step:train}", first: "${step:prep}"}
+"""
+
+
+@pytest.fixture
+def fake_tpu(fake_gcs: FakeGcs) -> Iterator[FakeTpu]:
+    """A FakeTpu whose hosts (their "image" environment) find the fake GCS server."""
+    with FakeTpu() as fake:
+        yield fake
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    confs = tmp_path / "confs" / "experiment"
+    confs.mkdir(parents=True)
+    (confs / "tpu_demo.yaml").write_text(DEMO)
+    return tmp_path
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    env.pop("CONFPIPE_FULL_ERROR", None)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        GOOGLE_APPLICATION_CREDENTIALS=str(cwd / "no-such-credentials.json"),
+        CLOUDSDK_CONFIG=str(cwd / "no-gcloud-config"),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "confpipe", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def gcp(tpu: FakeTpu, gcs: FakeGcs, prefix: str, *more: str) -> list[str]:
+    """The demo on backend=gcp against the fakes (Batch: nobody listens), plus ``more``."""
+    return [
+        "--config-dir", "confs", "+experiment=tpu_demo", "backend=gcp", "backend.project=p",
+        "backend.image=local", "backend.region=us-west4", "backend.batch_endpoint=127.0.0.1:9",
+        f"backend.tpu_endpoint={tpu.endpoint}", f"backend.storage_endpoint={gcs.endpoint}",
+        "backend.poll_interval=0.2", "backend.stage_code=false", f"prefix={prefix}", *more,
+    ]  # fmt: skip
+
+
+def test_a_tpu_step_runs_on_every_host_through_the_fakes_then_is_cached(
+    work: Path, fake_tpu: FakeTpu, fake_gcs: FakeGcs, gs_prefix: str
+) -> None:
+    plan = cli(*gcp(fake_tpu, fake_gcs, gs_prefix, "dry_run=true"), cwd=work)
+    assert plan.returncode == 0, plan.stderr
+    assert "tpu (cpu=1 tpu=v5litepod-16 spot)" in plan.stdout
+    assert fake_tpu.count() == 0  # a dry run submits nothing
+
+    first = cli(*gcp(fake_tpu, fake_gcs, gs_prefix), cwd=work)
+    assert first.returncode == 0, first.stderr
+    assert "summary: 3 ran, 0 cached, 0 failed" in first.stderr
+    (create,) = [r for m, r in fake_tpu.requests if m == "CreateQueuedResource"]
+    assert create.parent == "projects/p/locations/us-west4-a"
+    assert "spot" in create.queued_resource
+    assert fake_tpu.count("DeleteQueuedResource") == 1  # the slice is gone with the step
+    assert load_result(_output_of(gs_prefix, "train"))["host"] == 0  # host 0's value
+
+    seen = fake_tpu.count()
+    again = cli(*gcp(fake_tpu, fake_gcs, gs_prefix), cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "3 cached, 0 to run" in again.stderr
+    assert fake_tpu.count() == seen  # cached steps never reach Cloud TPU at all
+
+
+def _output_of(prefix: str, step: str) -> str:
+    from confpipe.storage import store_for
+
+    found = store_for(prefix).fs.ls(prefix, detail=False)
+    (path,) = [p for p in found if p.rstrip("/").rsplit("/", 1)[-1].startswith(f"{step}-")]
+    return f"gs://{path.rstrip('/')}"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "steps.train.resources.tpu=v5litepod-12",
+            "step 'train': resources.tpu=v5litepod-12: TPU v5e comes in 1, 4, 8, 16, 32, 64, "
+            "128, 256 (chips), e.g. v5litepod-8",
+        ),
+        (
+            "steps.train.resources.tpu=v9-8",
+            "step 'train': resources.tpu=v9-8: unknown TPU generation 'v9'",
+        ),
+        (
+            "backend.tpu_zone=us-central2-b",
+            "step 'train': resources.tpu=v5litepod-16: zone us-central2-b (backend.tpu_zone) "
+            "doesn't offer TPU v5e; zones that do: us-central1-a, us-south1-a, us-west1-c, "
+            "us-west4-a,",
+        ),
+        (
+            "backend.tpu_endpoint=null",
+            "backend=gcp: no Google credentials (File ",  # checked before anything runs
+        ),
+        (
+            "backend.region=us-central2",
+            "step 'train': resources.tpu=v5litepod-16: no zone of backend.region=us-central2 "
+            "offers TPU v5e; zones that do: us-central1-a,",
+        ),
+    ],
+)
+def test_tpu_mistakes_exit_2_with_one_line_before_anything_runs(
+    work: Path, fake_tpu: FakeTpu, fake_gcs: FakeGcs, override: str, expected: str
+) -> None:
+    prefix = work / "outputs"
+    out = cli(*gcp(fake_tpu, fake_gcs, str(prefix), override), cwd=work)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith(f"confpipe: error: {expected}"), line
+    assert not prefix.exists()  # nothing was written...
+    assert fake_tpu.count() == 0  # ...nor sent
