@@ -3,7 +3,7 @@
 A row holds the point's own overrides (what it sweeps), how it ended (``ran``: a step of it
 ran; ``cached``: all of it was cached; ``failed``; ``not run``: blocked by a failure) and its
 metrics: values of its steps' results named ``STEP.KEY`` (``sweep.metrics``; by default
-every scalar the point's last steps returned). ``sweep.objective`` names the metric(s) a
+every number the point's last steps returned). ``sweep.objective`` names the metric(s) a
 point returns to the sweeper, so that an adaptive sweeper (Optuna) can drive the search.
 Each result record is read once, however many points share the step.
 """
@@ -26,7 +26,7 @@ __all__ = ["Point", "PointResult", "check_names", "objective_of", "results", "wr
 
 _DONE = ("succeeded", "cached")
 _BLOCKED = ("dep failed", "cancelled")
-_SCALARS = (int, float, str, bool)
+TABLE_METRICS = 6  # metric columns the table shows; the CSV and JSON have every one
 
 
 @dataclass(frozen=True)
@@ -156,19 +156,28 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
 
 
 def table(rows: Sequence[PointResult], title: str) -> Any:
-    """The rows as a rich Table."""
+    """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all)."""
     from rich.table import Table
 
     metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
+    shown_names = metric_names[:TABLE_METRICS]
+    if len(metric_names) > len(shown_names):
+        title += (
+            f" ({len(shown_names)} of {len(metric_names)} metrics; the files have all; "
+            "choose with sweep.metrics=[STEP.KEY,...])"
+        )
     shown = Table(title=title, expand=False)
-    for column in ("point", "status", *metric_names):
-        shown.add_column(column, overflow="fold")
-    if any(row.error for row in rows):
+    shown.add_column("point", no_wrap=True)
+    shown.add_column("status", no_wrap=True)
+    for name in shown_names:
+        shown.add_column(name, overflow="fold")
+    errors = any(row.error for row in rows)
+    if errors:
         shown.add_column("error", overflow="fold")
     for row in rows:
         cells = [" ".join(row.overrides) or "(base)", row.status]
-        cells += [_cell(row.metrics.get(k)) for k in metric_names]
-        shown.add_row(*cells, *([row.error] if shown.columns[-1].header == "error" else []))
+        cells += [_cell(row.metrics.get(k)) for k in shown_names]
+        shown.add_row(*cells, *([row.error] if errors else []))
     return shown
 
 
@@ -190,7 +199,7 @@ def _status(point: Point, ends: Mapping[str, Any]) -> str:
 
 
 def _leaf_metrics(point: Point, by_name: Mapping[str, StepSpec], value_of: Any) -> list[str]:
-    """``STEP.KEY`` of each scalar the point's last steps (no step of it depends on) returned."""
+    """``STEP.KEY`` of each number the point's last steps (no step of it depends on) returned."""
     used = {d.identity for s in point.steps for d in s.dependencies}
     found = []
     for name, spec in by_name.items():
@@ -198,10 +207,14 @@ def _leaf_metrics(point: Point, by_name: Mapping[str, StepSpec], value_of: Any) 
             continue
         value = value_of(spec)
         if isinstance(value, Mapping):
-            found += [f"{name}.{k}" for k, v in value.items() if isinstance(v, _SCALARS)]
-        elif isinstance(value, _SCALARS):
+            found += [f"{name}.{k}" for k, v in value.items() if _number(v)]
+        elif _number(value):
             found.append(name)
     return found
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _lookup(value: Any, key: str) -> Any:
