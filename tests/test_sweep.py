@@ -289,3 +289,12 @@ def test_an_optuna_search_runs_each_batch_as_one_dag(scored: Path) -> None:
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(losses.values()))
     assert losses[best["best_params"]["steps.score.config.x"]] == best["best_value"]
+
+
+def test_points_run_only_leaves_out_say_so(scored: Path) -> None:
+    out = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2", "run_only=[up]",
+                cwd=scored)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert calls(scored) == {"up": 1}
+    rows = results_files(scored)[0][0]
+    assert [r["status"] for r in rows] == ["partial", "partial"]  # up ran, score left out

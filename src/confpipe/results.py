@@ -40,7 +40,7 @@ class Point:
 @dataclass
 class PointResult:
     overrides: list[str]
-    status: str  # ran | cached | failed | not run
+    status: str  # ran | cached | failed | not run | skipped / partial (run_only left out)
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # the failing step and the first line of its error
 
@@ -191,6 +191,10 @@ def _swept(points: Sequence[Point]) -> set[str]:
 
 def _status(point: Point, ends: Mapping[str, Any]) -> str:
     states = [ends[s.identity][0] for s in point.steps if s.identity in ends]
+    if not states:  # run_only left out all of it
+        return "skipped"
+    if len(states) < len(point.steps):  # run_only left out some of it
+        return "partial"
     if "failed" in states:
         return "failed"
     if any(state in _BLOCKED for state in states):

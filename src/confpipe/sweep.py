@@ -241,6 +241,7 @@ def _job_return(
     if row.error:  # no objective value (see results.results)
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
-    objective = results.objective_of(row, settings)
+    done = row.status in ("ran", "cached")
+    objective = results.objective_of(row, settings) if done else None
     ret.return_value = row.as_dict() if objective is None else objective
     return ret
