@@ -1,7 +1,9 @@
-"""Shared fixtures: one fake-gcs-server per session, and a fresh ``gs://`` prefix per test.
+"""Shared fixtures: one fake-gcs-server per session, a fresh ``gs://`` prefix per test, and a
+FakeBatch or FakeTpu per test that finds the fake GCS server.
 
 The server starts on first use only (a run of local tests never starts it), and the
-environment points this process and every subprocess it launches at it. gcsfs reads
+environment points this process and every subprocess it launches at it (the Batch and TPU
+fakes are imported by their fixtures: a local test never loads Google's SDKs). gcsfs reads
 ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT`` when imported, so that is set here, before any test
 module can import it.
 """
@@ -11,11 +13,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from confpipe import ConfpipeError, storage
 from confpipe.testing.gcs import FakeGcs, find_binary
+
+if TYPE_CHECKING:
+    from confpipe.testing.batch import FakeBatch
+    from confpipe.testing.tpu import FakeTpu
 
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
@@ -43,3 +50,21 @@ def fake_gcs() -> Iterator[FakeGcs]:
 def gs_prefix(fake_gcs: FakeGcs) -> str:
     """A fresh ``gs://`` prefix on the fake server, unique to this test."""
     return f"gs://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def fake_batch(fake_gcs: FakeGcs) -> Iterator[FakeBatch]:
+    """A FakeBatch made after the fake GCS: its jobs' "image" environment finds the fake."""
+    from confpipe.testing.batch import FakeBatch
+
+    with FakeBatch() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_tpu(fake_gcs: FakeGcs) -> Iterator[FakeTpu]:
+    """A FakeTpu made after the fake GCS: its hosts' "image" environment finds the fake."""
+    from confpipe.testing.tpu import FakeTpu
+
+    with FakeTpu(grace=5.0) as fake:
+        yield fake

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from confpipe.cancel import CancelScope
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.spec import GPU, Resources
 from tests import jobfns
+from tests.waits import alive, eventually
 
 GiB = 2**30
 
@@ -53,22 +53,6 @@ def run(
 def job_dirs(out: Path) -> list[Path]:
     root = Path(status.jobs_dir(str(out)))
     return sorted(root.iterdir()) if root.exists() else []
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping (a zombie is dead: only its parent hasn't reaped it yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def eventually(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
 
 
 def read_pids(path: Path) -> list[int]:

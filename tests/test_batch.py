@@ -10,16 +10,12 @@ the in-process fake, whose jobs run ``python -m confpipe.backends.vm`` -> the wo
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
 import logging
-import os
 import subprocess
-import sys
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,20 +34,12 @@ from confpipe.cancel import CancelScope
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.spec import GPU, Resources
 from confpipe.testing.batch import FakeBatch
-from tests import batchjobs
+from tests import batchjobs, gcpfakes
+from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
+from tests.waits import alive, eventually
 
 GiB = 2**30
-GOLDEN = Path(__file__).parent / "golden"
-SETTINGS = BatchSettings(
-    project="proj",
-    region="us-central1",
-    image="us-docker.pkg.dev/proj/ml/confpipe:latest",
-    service_account="jobs@proj.iam.gserviceaccount.com",
-    network="projects/proj/global/networks/default",
-    subnetwork="projects/proj/regions/us-central1/subnetworks/default",
-    labels={"team": "lm"},
-)
-JOB_DIR = "gs://bucket/outputs/{step}-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d"
+SETTINGS = BatchSettings(**gcpfakes.SETTINGS)
 SECRET = "projects/proj/secrets/hf-token/versions/latest"
 ENV_VALUE = "env-value-that-must-not-leak-7f3a"
 
@@ -61,19 +49,9 @@ ENV_VALUE = "env-value-that-must-not-leak-7f3a"
 
 def check_golden(name: str, data: dict[str, Any], folder: Path = GOLDEN) -> None:
     """Compare ``data`` with ``folder/batch_{name}.json``; CONFPIPE_UPDATE_GOLDEN=1 rewrites it."""
-    path = folder / f"batch_{name}.json"
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("CONFPIPE_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    old = path.read_text() if path.exists() else ""
-    if old != text:
-        diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True)))
-        pytest.fail(
-            f"the Batch request differs from {path}; if the change is intended, accept it with\n"
-            f"    CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_batch.py -k golden\n{diff}"
-        )
+    path = folder / f"batch_{name}.json"
+    gcpfakes.check_golden(path, text, "Batch request", "tests/test_batch.py")
 
 
 def golden_request(step: str, resources: Resources, code: str | None = None) -> Any:
@@ -226,11 +204,9 @@ def test_the_batch_api_is_pinned() -> None:
 
 
 def test_the_backend_module_imports_no_google_until_constructed() -> None:
-    code = (
-        "import sys, confpipe.backends.batch; "
-        "assert not [m for m in sys.modules if m.startswith('google')], 'google imported'"
+    gcpfakes.imports_no_google(
+        "confpipe.backends.batch", "confpipe.backends.cloud", "confpipe.backends.gcp_api"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- end to end against FakeBatch ----------------------------------------------------------
@@ -252,58 +228,6 @@ def backend(fake: FakeBatch) -> Iterator[BatchBackend]:
     b = make_backend(fake)
     yield b
     b.close()
-
-
-def run(
-    backend: BatchBackend,
-    out: Path,
-    fn: Callable[..., object],
-    resources: Resources | None = None,
-    scope: CancelScope | None = None,
-    detach: bool = False,
-    **kwargs: object,
-) -> object:
-    step = out.name.rsplit("-", 1)[0]
-    return run_job(
-        backend,
-        step,
-        status.jobs_dir(str(out)),
-        fn,
-        kwargs,
-        resources or Resources(),
-        scope=scope or CancelScope(),
-        detach=detach,
-    )
-
-
-def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    """Run ``fn`` in a thread; the list gets its value or exception."""
-    outcome: list[object] = []
-
-    def target() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as err:
-            outcome.append(err)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
-def eventually(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def states(fake: FakeBatch) -> list[str]:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,7 @@ from confpipe import load_result
 from confpipe.testing.batch import FakeBatch
 from confpipe.testing.gcs import FakeGcs
 from tests.conftest import BUCKET
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.gcpfakes import cli, experiment
 
 DEMO = """\
 # @package _global_
@@ -44,32 +40,8 @@ steps:
 
 
 @pytest.fixture
-def fake_batch(fake_gcs: FakeGcs) -> Iterator[FakeBatch]:
-    """A FakeBatch whose jobs (its "image" environment) find the fake GCS server."""
-    with FakeBatch() as fake:
-        yield fake
-
-
-@pytest.fixture
 def work(tmp_path: Path) -> Path:
-    confs = tmp_path / "confs" / "experiment"
-    confs.mkdir(parents=True)
-    (confs / "gcp_demo.yaml").write_text(DEMO)
-    return tmp_path
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
-    env.pop("CONFPIPE_FULL_ERROR", None)
-    env.update(
-        PYTHONPATH=str(ROOT),
-        GOOGLE_APPLICATION_CREDENTIALS=str(cwd / "no-such-credentials.json"),
-        CLOUDSDK_CONFIG=str(cwd / "no-gcloud-config"),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "confpipe", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return experiment(tmp_path, "gcp_demo", DEMO)
 
 
 def gcp(fake: FakeBatch, gcs: FakeGcs, prefix: str, *more: str) -> list[str]:

@@ -11,22 +11,19 @@ worker as local subprocesses, with job folders on fake-gcs-server (tests/conftes
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from confpipe import status
-from confpipe.backends import JobRequest, run_job
+from confpipe.backends import JobRequest
 from confpipe.backends.tpu import TpuBackend
 from confpipe.backends.tpu_spec import TpuSettings, queued_resource, redacted, startup_script
 from confpipe.cancel import CancelScope
@@ -34,20 +31,12 @@ from confpipe.errors import ConfigError, StepFailed
 from confpipe.spec import GPU, Resources
 from confpipe.storage import store_for
 from confpipe.testing.tpu import FakeTpu
-from tests import batchjobs, tpujobs
+from tests import batchjobs, gcpfakes, tpujobs
+from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
+from tests.waits import alive, eventually
 
 GiB = 2**30
-GOLDEN = Path(__file__).parent / "golden"
-SETTINGS = TpuSettings(
-    project="proj",
-    region="us-central1",
-    image="us-docker.pkg.dev/proj/ml/confpipe:latest",
-    service_account="jobs@proj.iam.gserviceaccount.com",
-    network="projects/proj/global/networks/default",
-    subnetwork="projects/proj/regions/us-central1/subnetworks/default",
-    labels={"team": "lm"},
-)
-JOB_DIR = "gs://bucket/outputs/{step}-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d"
+SETTINGS = TpuSettings(**gcpfakes.SETTINGS)
 ENV_VALUE = "env-value-that-must-not-leak-4b2d"
 HASH = "0123456789ab"
 
@@ -57,17 +46,7 @@ HASH = "0123456789ab"
 
 def check_golden(name: str, text: str) -> None:
     """Compare ``text`` with ``tests/golden/tpu_{name}``; CONFPIPE_UPDATE_GOLDEN=1 rewrites it."""
-    path = GOLDEN / f"tpu_{name}"
-    if os.environ.get("CONFPIPE_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-        return
-    old = path.read_text() if path.exists() else ""
-    if old != text:
-        diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True)))
-        pytest.fail(
-            f"the TPU request differs from {path}; if the change is intended, accept it with\n"
-            f"    CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden\n{diff}"
-        )
+    gcpfakes.check_golden(GOLDEN / f"tpu_{name}", text, "TPU request", "tests/test_tpu.py")
 
 
 def golden(name: str, step: str, resources: Resources, settings: TpuSettings = SETTINGS) -> Any:
@@ -217,21 +196,17 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
 
 
 def test_the_tpu_modules_import_no_google_until_constructed() -> None:
-    code = (
-        "import sys, confpipe.backends.tpu, confpipe.backends.tpu_spec, confpipe.backendconf; "
-        "assert not [m for m in sys.modules if m.startswith('google')], 'google imported'"
+    gcpfakes.imports_no_google(
+        "confpipe.backends.tpu", "confpipe.backends.tpu_spec", "confpipe.backendconf"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- end to end against FakeTpu, job folders on fake GCS -------------------------------------
 
 
 @pytest.fixture
-def fake(fake_gcs: object) -> Iterator[FakeTpu]:
-    """A FakeTpu made after the fake GCS: its hosts' environment finds the fake."""
-    with FakeTpu(grace=5.0) as server:
-        yield server
+def fake(fake_tpu: FakeTpu) -> FakeTpu:
+    return fake_tpu
 
 
 def make_backend(fake: FakeTpu, region: str = "us-central1", **kwargs: Any) -> TpuBackend:
@@ -246,28 +221,6 @@ def backend(fake: FakeTpu) -> Iterator[TpuBackend]:
     b.close()
 
 
-def run(
-    backend: TpuBackend,
-    out: str,
-    fn: Callable[..., object],
-    resources: Resources,
-    scope: CancelScope | None = None,
-    detach: bool = False,
-    **kwargs: object,
-) -> object:
-    step = out.rsplit("/", 1)[-1].rsplit("-", 1)[0]
-    return run_job(
-        backend,
-        step,
-        status.jobs_dir(out),
-        fn,
-        kwargs,
-        resources,
-        scope=scope or CancelScope(),
-        detach=detach,
-    )
-
-
 def read(url: str) -> str:
     blob = store_for(url).read(url)
     return blob.data.decode() if blob is not None else ""
@@ -277,35 +230,6 @@ def job_dirs(out: str) -> list[str]:
     jobs = status.jobs_dir(out)
     found = store_for(jobs).fs.ls(jobs, detail=False)
     return sorted(f"gs://{p.rstrip('/')}" for p in found)
-
-
-def in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    outcome: list[object] = []
-
-    def target() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as err:
-            outcome.append(err)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
-def eventually(condition: Callable[[], object], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
@@ -467,9 +391,9 @@ def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     from google.api_core import exceptions
     from google.cloud import tpu_v2
 
-    from confpipe.backends import tpu_api
+    from confpipe.backends import gcp_api
 
-    client = tpu_api.client(fake.endpoint)
+    client = gcp_api.tpu_client(fake.endpoint)
     node = tpu_v2.Node(accelerator_type="v4-8", runtime_version="tpu-ubuntu2204-base")
     parent = "projects/p/locations/us-central1-a"
     spec = tpu_v2.QueuedResource.Tpu.NodeSpec(parent=parent, node_id="n", node=node)
@@ -482,7 +406,7 @@ def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
         exceptions.InvalidArgument, match="v4-8 is not available in zone us-central1-a"
     ):
         client.create_queued_resource(request=request)
-    tpu_api.close(client)
+    gcp_api.close(client)
 
 
 def test_the_fake_serves_from_the_command_line() -> None:

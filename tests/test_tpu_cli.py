@@ -9,10 +9,6 @@ or written.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +16,7 @@ import pytest
 from confpipe import load_result
 from confpipe.testing.gcs import FakeGcs
 from confpipe.testing.tpu import FakeTpu
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.gcpfakes import cli, experiment
 
 DEMO = """\
 # @package _global_
@@ -40,32 +35,8 @@ steps:
 
 
 @pytest.fixture
-def fake_tpu(fake_gcs: FakeGcs) -> Iterator[FakeTpu]:
-    """A FakeTpu whose hosts (their "image" environment) find the fake GCS server."""
-    with FakeTpu() as fake:
-        yield fake
-
-
-@pytest.fixture
 def work(tmp_path: Path) -> Path:
-    confs = tmp_path / "confs" / "experiment"
-    confs.mkdir(parents=True)
-    (confs / "tpu_demo.yaml").write_text(DEMO)
-    return tmp_path
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
-    env.pop("CONFPIPE_FULL_ERROR", None)
-    env.update(
-        PYTHONPATH=str(ROOT),
-        GOOGLE_APPLICATION_CREDENTIALS=str(cwd / "no-such-credentials.json"),
-        CLOUDSDK_CONFIG=str(cwd / "no-gcloud-config"),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "confpipe", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return experiment(tmp_path, "tpu_demo", DEMO)
 
 
 def gcp(tpu: FakeTpu, gcs: FakeGcs, prefix: str, *more: str) -> list[str]:

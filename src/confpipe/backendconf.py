@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from omegaconf import MISSING
 
@@ -145,6 +145,19 @@ def _routed(handle: object) -> _Routed:
     return handle
 
 
+class _Shared(TypedDict):
+    """The settings BatchBackend and TpuBackend take alike."""
+
+    service_account: str | None
+    network: str | None
+    subnetwork: str | None
+    labels: Mapping[str, str] | None
+    poll_interval: float
+    stage_code: str | None
+    api_timeout: float
+    storage_endpoint: str | None
+
+
 def _gcp(conf: GcpConf, prefix: str) -> Backend:
     """Cloud Batch and Cloud TPU in ``conf.project``; nothing is sent until a step is submitted."""
     for key in ("cpu", "memory"):
@@ -167,6 +180,17 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
 
     code = f"{storage.local_path(prefix).rstrip('/')}/{RECORDS}/code" if conf.stage_code else None
 
+    shared = _Shared(
+        service_account=conf.service_account,
+        network=conf.network,
+        subnetwork=conf.subnetwork,
+        labels=conf.labels,
+        poll_interval=conf.poll_interval,
+        stage_code=code,
+        api_timeout=conf.api_timeout,
+        storage_endpoint=conf.storage_endpoint,
+    )
+
     def tpu() -> TpuBackend:
         from confpipe.backends.tpu import TpuBackend
 
@@ -176,29 +200,11 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
             conf.image,
             zone=conf.tpu_zone,
             runtime_version=conf.tpu_runtime_version,
-            service_account=conf.service_account,
-            network=conf.network,
-            subnetwork=conf.subnetwork,
-            labels=conf.labels,
-            poll_interval=conf.poll_interval,
             tpu_endpoint=conf.tpu_endpoint,
-            stage_code=code,
-            api_timeout=conf.api_timeout,
-            storage_endpoint=conf.storage_endpoint,
+            **shared,
         )
 
     batch = BatchBackend(
-        conf.project,
-        conf.region,
-        conf.image,
-        service_account=conf.service_account,
-        network=conf.network,
-        subnetwork=conf.subnetwork,
-        labels=conf.labels,
-        poll_interval=conf.poll_interval,
-        batch_endpoint=conf.batch_endpoint,
-        stage_code=code,
-        api_timeout=conf.api_timeout,
-        storage_endpoint=conf.storage_endpoint,
+        conf.project, conf.region, conf.image, batch_endpoint=conf.batch_endpoint, **shared
     )
     return GcpBackend(batch, tpu)

@@ -17,20 +17,11 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from confpipe.backends import (
-    ERROR,
-    LOG,
-    RESULT,
-    BackendKind,
-    JobRequest,
-    JobState,
-    JobStatus,
-    batch_api,
-)
+from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus, gcp_api
 from confpipe.backends.batch_spec import (
     DRIVER,
     BatchSettings,
@@ -42,11 +33,10 @@ from confpipe.backends.batch_spec import (
     redacted,
     step_labels,
 )
+from confpipe.backends.cloud import CloudBackend, copy_records, log_tail
 from confpipe.backends.machines import Choice
-from confpipe.backends.staging import CodeStager, worktree
-from confpipe.errors import ConfigError, StepFailed
+from confpipe.errors import StepFailed
 from confpipe.spec import Resources
-from confpipe.storage import store_for
 
 if TYPE_CHECKING:
     from google.cloud import batch_v1
@@ -54,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchBackend", "BatchSettings", "job_request", "redacted"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 PAGE_SIZE = 100
 
 
@@ -70,7 +59,7 @@ class _Job:
     own: bool = True  # carries this driver's label, so the shared ListJobs sees it
 
 
-class BatchBackend:
+class BatchBackend(CloudBackend):
     """Runs jobs on Cloud Batch in ``project``/``region``, in containers of ``image``.
 
     ``batch_endpoint`` (``host:port``) points the client at another server, such as
@@ -80,7 +69,11 @@ class BatchBackend:
     None runs the code baked into ``image``.
     """
 
-    kind = BackendKind.GCP
+    service = gcp_api.BATCH
+    _pip_hint = (
+        "the job can pip install your project with those extras; or bake them into "
+        "backend.image and drop pip_extras"
+    )
 
     def __init__(
         self,
@@ -101,31 +94,14 @@ class BatchBackend:
             project, region, image, service_account, network, subnetwork, dict(labels or {}),
             storage_endpoint,
         )  # fmt: skip
-        if poll_interval <= 0 or api_timeout <= 0:
-            raise ConfigError("backend.poll_interval and api_timeout must be positive")
-        self.poll_interval = poll_interval
-        self.max_poll_interval = poll_interval / 2  # run_job's wake-ups read the cache only
-        self.api_timeout = api_timeout
-        self.driver = uuid.uuid4().hex[:16]
-        self._stager = CodeStager(stage_code, worktree()) if stage_code else None
-        self._client = batch_api.client(batch_endpoint)
-        self._lock = threading.Lock()
+        super().__init__(poll_interval, api_timeout, stage_code)
+        self._client = gcp_api.batch_client(batch_endpoint)
         self._refreshing = threading.Lock()
-        self._tracked: dict[str, _Job] = {}
+        self._tracked: dict[str, _Job] = {}  # guarded by self._lock
         self._listed_at = float("-inf")
-        self._failing: tuple[float, BaseException] | None = None
 
-    def check(self, step: str, resources: Resources) -> None:
-        try:
-            check_resources(resources)
-        except ConfigError as err:
-            raise ConfigError(f"step {step!r}: {err}") from None
-        if resources.pip_extras and self._stager is None:
-            raise ConfigError(
-                f"step {step!r}: resources.pip_extras={list(resources.pip_extras)} needs the "
-                "working tree staged (backend.stage_code=true) so the job can pip install your "
-                "project with those extras; or bake them into backend.image and drop pip_extras"
-            )
+    def _check_resources(self, resources: Resources) -> None:
+        check_resources(resources)
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
@@ -146,14 +122,8 @@ class BatchBackend:
                 self._refresh()
             except exceptions.GoogleAPICallError as err:
                 raise StepFailed(job.step, f"Cloud Batch: {err}") from err
-            if self._failing is not None and not job.status.state.done:
-                since, last = self._failing
-                if time.monotonic() - since > self.api_timeout:
-                    raise StepFailed(
-                        job.step,
-                        f"Cloud Batch unreachable for {self.api_timeout:g}s ({last}); the job "
-                        f"{job.name} may still be running",
-                    )
+            if not job.status.state.done:
+                self._check_outage(job.step, f"job {job.name}")
         status = job.status
         if status.state.done:
             self._finish(job)
@@ -176,18 +146,11 @@ class BatchBackend:
         logger.info("step %r: deleted Batch job %s", job.step, job.name)
 
     def logs(self, handle: object, lines: int = 40) -> str:
-        path = f"{_job(handle).origin}/{LOG}"
-        try:
-            blob = store_for(path).read(path)
-        except OSError:
-            return ""
-        if blob is None or lines <= 0:
-            return ""
-        return "\n".join(blob.data.decode(errors="replace").splitlines()[-lines:])
+        return "\n".join(log_tail(f"{_job(handle).origin}/{LOG}", lines) or [])
 
     def close(self) -> None:
         """Close the API channel (the backend can't be used afterwards)."""
-        batch_api.close(self._client)
+        gcp_api.close(self._client)
 
     def _find_live(self, job: JobRequest) -> _Job | None:
         """A queued or running Batch job of this step (same name, hash and output), if any."""
@@ -249,11 +212,11 @@ class BatchBackend:
                 seen = self._list_own(tracked)
                 for name in tracked.keys() - seen:
                     self._get_one(tracked[name])
-            except batch_api.transient() as err:
+            except gcp_api.transient() as err:
                 logger.warning("Cloud Batch: %s; keeping the last statuses, will retry", err)
-                self._failing = self._failing or (time.monotonic(), err)
+                self._api_down(err)
             else:
-                self._failing = None
+                self._api_up()
         finally:
             self._refreshing.release()
 
@@ -271,7 +234,7 @@ class BatchBackend:
             order_by="create_time desc",
             page_size=PAGE_SIZE,
         )
-        pager = self._client.list_jobs(request=request, retry=None, timeout=batch_api.CALL_TIMEOUT)
+        pager = self._client.list_jobs(request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT)
         for page in pager.pages:
             for found in page.jobs:
                 if found.name in want:
@@ -287,9 +250,7 @@ class BatchBackend:
 
         request = batch_v1.GetJobRequest(name=job.name)
         try:
-            found = self._client.get_job(
-                request=request, retry=None, timeout=batch_api.CALL_TIMEOUT
-            )
+            found = self._client.get_job(request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT)
         except exceptions.NotFound:
             detail = f"Batch job {job.name} was deleted outside confpipe"
             job.status = JobStatus(JobState.FAILED, detail)
@@ -301,18 +262,8 @@ class BatchBackend:
         with self._lock:
             if self._tracked.pop(job.name, None) is None:
                 return
-        if job.origin == job.job_dir:
-            return
-        store = store_for(job.origin)
-        for name in (RESULT, ERROR):
-            blob = store.read(f"{job.origin}/{name}")
-            if blob is not None:
-                store_for(job.job_dir).write(f"{job.job_dir}/{name}", blob.data)
-
-    def _call(
-        self, step: str, method: Callable[..., T], request: object, cancellable: bool = True
-    ) -> T:
-        return batch_api.call(step, method, request, self.api_timeout, cancellable=cancellable)
+        if job.origin != job.job_dir:
+            copy_records(job.job_dir, [(job.origin, RESULT), (job.origin, ERROR)])
 
 
 def _json(job: batch_v1.Job) -> str:

@@ -15,30 +15,17 @@ first TPU step is checked, not before.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from confpipe import cancel
-from confpipe.backends import (
-    ERROR,
-    LOG,
-    RESULT,
-    BackendKind,
-    JobRequest,
-    JobState,
-    JobStatus,
-    tpu_api,
-)
+from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus, gcp_api
 from confpipe.backends.batch_spec import job_id, step_labels
-from confpipe.backends.staging import CodeStager, worktree
+from confpipe.backends.cloud import CloudBackend, copy_records, log_tail
 from confpipe.backends.tpu_spec import (
     Placement,
     TpuSettings,
@@ -50,10 +37,9 @@ from confpipe.backends.tpu_spec import (
     queued_status,
     redacted,
 )
-from confpipe.backends.vm import EXITS, host_dir
-from confpipe.errors import ConfigError, StepFailed
+from confpipe.backends.vm import exit_text, host_dir, read_exits
+from confpipe.errors import StepFailed
 from confpipe.spec import Resources
-from confpipe.storage import store_for
 
 if TYPE_CHECKING:
     from google.cloud import tpu_v2
@@ -61,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["TpuBackend", "TpuSettings"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -80,7 +65,7 @@ class _Slice:
     finished: bool = False
 
 
-class TpuBackend:
+class TpuBackend(CloudBackend):
     """Runs jobs on Cloud TPU VMs in ``project``, in containers of ``image``.
 
     ``zone`` None picks, per step, the first zone of ``region`` offering its TPU type;
@@ -91,7 +76,11 @@ class TpuBackend:
     the prefix and installed on each host.
     """
 
-    kind = BackendKind.GCP
+    service = gcp_api.TPU
+    _pip_hint = (
+        "each TPU host can pip install your project with those extras; or bake them into "
+        "backend.image"
+    )
 
     def __init__(
         self,
@@ -114,38 +103,23 @@ class TpuBackend:
             project, region, image, service_account, network, subnetwork, dict(labels or {}),
             storage_endpoint, zone, runtime_version,
         )  # fmt: skip
-        if poll_interval <= 0 or api_timeout <= 0:
-            raise ConfigError("backend.poll_interval and api_timeout must be positive")
-        self.poll_interval = poll_interval
-        self.max_poll_interval = poll_interval / 2  # run_job's wake-ups mostly read the cache
-        self.api_timeout = api_timeout
-        self.driver = uuid.uuid4().hex[:16]
-        self._stager = CodeStager(stage_code, worktree()) if stage_code else None
+        super().__init__(poll_interval, api_timeout, stage_code)
         self._endpoint = tpu_endpoint
         self._api: tpu_v2.TpuClient | None = None
-        self._lock = threading.Lock()
-        self._failing: tuple[float, BaseException] | None = None
 
     @property
     def _client(self) -> tpu_v2.TpuClient:
         """The API client, made on first use (a mistake in a step's TPU is reported first)."""
         with self._lock:
             if self._api is None:
-                self._api = tpu_api.client(self._endpoint)
+                self._api = gcp_api.tpu_client(self._endpoint)
             return self._api
 
-    def check(self, step: str, resources: Resources) -> None:
-        try:
-            check_resources(resources, self.settings)
-        except ConfigError as err:
-            raise ConfigError(f"step {step!r}: {err}") from None
-        _ = self._client  # no credentials: say so now, before anything runs
-        if resources.pip_extras and self._stager is None:
-            raise ConfigError(
-                f"step {step!r}: resources.pip_extras={list(resources.pip_extras)} needs the "
-                "working tree staged (backend.stage_code=true) so each TPU host can pip install "
-                "your project with those extras; or bake them into backend.image"
-            )
+    def _check_resources(self, resources: Resources) -> None:
+        check_resources(resources, self.settings)
+
+    def _connect(self) -> None:
+        _ = self._client
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
@@ -179,13 +153,9 @@ class TpuBackend:
         job = _slice(handle)
         host = job.failed_host or 0
         path = f"{host_dir(job.origin, host)}/{LOG}"
-        try:
-            blob = store_for(path).read(path)
-        except OSError:
+        tail = log_tail(path, lines)
+        if tail is None:
             return ""
-        if blob is None or lines <= 0:
-            return ""
-        tail = blob.data.decode(errors="replace").splitlines()[-lines:]
         if job.failed_host is not None and job.hosts > 1:
             tail = [f"--- host {host} of {job.hosts}: {path} ---", *tail[1 - lines :]]
         return "\n".join(tail)
@@ -194,9 +164,7 @@ class TpuBackend:
         """Close the API channel (the backend can't be used afterwards)."""
         with self._lock:
             if self._api is not None:
-                tpu_api.close(self._api)
-
-    # -- submitting ---------------------------------------------------------------------------
+                gcp_api.close(self._api)
 
     def _find_live(self, job: JobRequest, placement: Placement) -> _Slice | None:
         """A queued or running queued resource of this step (same name, hash and output)."""
@@ -214,7 +182,7 @@ class TpuBackend:
                 found.name, job.step, job.job_dir, origin, hosts_of(found), status,
                 time.monotonic(),
             )  # fmt: skip
-            if status.state.done or any(code != 0 for code in self._exits(handle).values()):
+            if status.state.done or any(read_exits(origin).values()):
                 self._delete(handle)  # a leftover of an ended job: not worth re-attaching to
                 continue
             logger.info(
@@ -254,7 +222,7 @@ class TpuBackend:
         except exceptions.AlreadyExists:  # our own create, retried after a lost answer
             pass
         else:
-            self._wait_operation(job.step, operation)
+            gcp_api.wait_operation(self.service, job.step, "create", operation, self.api_timeout)
         get = tpu_v2.GetQueuedResourceRequest(name=name)
         created = self._call(job.step, self._client.get_queued_resource, get)
         logger.info(
@@ -269,29 +237,9 @@ class TpuBackend:
             queued_status(created), time.monotonic(),
         )  # fmt: skip
 
-    def _wait_operation(self, step: str, operation: object) -> None:
-        """Wait (cancellably) until the create operation is done; raise its error, if any."""
-        scope = cancel.current()
-        deadline = time.monotonic() + self.api_timeout
-        delay = 0.05
-        while True:
-            with contextlib.suppress(*tpu_api.transient()):
-                if operation.done(retry=None):  # type: ignore[attr-defined]
-                    break
-            if time.monotonic() > deadline:
-                raise StepFailed(step, f"Cloud TPU: create not done after {self.api_timeout:g}s")
-            if scope.wait(delay):
-                raise StepFailed(step, f"cancelled: {scope.reason}")
-            delay = min(delay * 2, 5.0)
-        error = operation.exception()  # type: ignore[attr-defined]
-        if error is not None:
-            raise error
-
-    # -- polling ------------------------------------------------------------------------------
-
     def _status(self, job: _Slice) -> JobStatus:
         """The job's status from its hosts' exit records, else from its queued resource."""
-        exits = self._exits(job)
+        exits = read_exits(job.origin)
         failed = [host for host, code in exits.items() if code != 0]
         if not failed and len(exits) >= job.hosts:
             return JobStatus(JobState.SUCCEEDED)
@@ -301,26 +249,7 @@ class TpuBackend:
         host = failed[0]
         job.failed_host = host
         where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
-        return JobStatus(JobState.FAILED, f"{where} exited with {_exit_code(exits[host])}")
-
-    def _exits(self, job: _Slice) -> dict[int, int]:
-        """The exit codes the hosts recorded, first written first (one listing, then reads)."""
-        folder = f"{job.origin}/{EXITS}"
-        store = store_for(folder)
-        try:
-            names = [
-                str(p).rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)
-            ]
-            paths = [f"{folder}/{n}" for n in names if n.endswith(".json")]
-            blobs = store.read_many(paths)
-        except (FileNotFoundError, OSError, ValueError):  # none yet, or a passing store error
-            return {}
-        records = []
-        for blob in blobs:
-            if blob is not None:
-                record = json.loads(blob.data)
-                records.append((blob.mtime, int(record["host"]), int(record["code"])))
-        return {host: code for _, host, code in sorted(records)}
+        return JobStatus(JobState.FAILED, f"{where} exited with {exit_text(exits[host])}")
 
     def _get(self, job: _Slice) -> JobStatus:
         """The queued resource's status; on an API outage the last one, until api_timeout."""
@@ -330,28 +259,20 @@ class TpuBackend:
         request = tpu_v2.GetQueuedResourceRequest(name=job.name)
         try:
             found = self._client.get_queued_resource(
-                request=request, retry=None, timeout=tpu_api.CALL_TIMEOUT
+                request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT
             )
         except exceptions.NotFound:
             return JobStatus(
                 JobState.FAILED, f"queued resource {job.name} was deleted outside confpipe"
             )
-        except tpu_api.transient() as err:
+        except gcp_api.transient() as err:
             logger.warning("Cloud TPU: %s; keeping the last status, will retry", err)
-            with self._lock:
-                self._failing = self._failing or (time.monotonic(), err)
-                since, last = self._failing
-            if time.monotonic() - since > self.api_timeout:
-                raise StepFailed(
-                    job.step,
-                    f"Cloud TPU unreachable for {self.api_timeout:g}s ({last}); the queued "
-                    f"resource {job.name} may still be running",
-                ) from err
+            self._api_down(err)
+            self._check_outage(job.step, f"queued resource {job.name}")
             return job.status
         except exceptions.GoogleAPICallError as err:
             raise StepFailed(job.step, f"Cloud TPU: {err}") from err
-        with self._lock:
-            self._failing = None
+        self._api_up()
         return queued_status(found)
 
     def _finish(self, job: _Slice) -> None:
@@ -360,14 +281,10 @@ class TpuBackend:
             return
         job.finished = True
         self._delete(job)
-        store = store_for(job.origin)
         copies = [(job.origin, RESULT), (job.origin, ERROR)] if job.origin != job.job_dir else []
         if job.failed_host:  # the failing host's error is the job's error
             copies = [(host_dir(job.origin, job.failed_host), ERROR)]
-        for folder, name in copies:
-            blob = store.read(f"{folder}/{name}")
-            if blob is not None:
-                store_for(job.job_dir).write(f"{job.job_dir}/{name}", blob.data)
+        copy_records(job.job_dir, copies)
 
     def _delete(self, job: _Slice) -> None:
         from google.api_core import exceptions
@@ -389,20 +306,6 @@ class TpuBackend:
             )
             return
         logger.info("step %r: deleted queued resource %s", job.step, job.name)
-
-    def _call(
-        self, step: str, method: Callable[..., T], request: object, cancellable: bool = True
-    ) -> T:
-        return tpu_api.call(step, method, request, self.api_timeout, cancellable=cancellable)
-
-
-def _exit_code(code: int) -> str:
-    """``exit code 1``, or ``exit code 137 (killed by SIGKILL)`` for a signal's code."""
-    text = f"exit code {code}"
-    if code > 128:
-        with contextlib.suppress(ValueError):
-            text += f" (killed by {signal.Signals(code - 128).name})"
-    return text
 
 
 def _slice(handle: object) -> _Slice:

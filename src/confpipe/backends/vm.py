@@ -14,7 +14,7 @@ On a multi-host job (a Cloud TPU slice: every host runs this, the startup script
 the job's ``result.json``, ``error.json`` and ``log.txt`` are host 0's; host N > 0 works in
 ``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Every host
 then writes ``exits/N.json`` (``{"host", "code"}``) after its last log upload: the driver
-learns from these that the job ended, and which host failed.
+learns from these (``read_exits``) that the job ended, and which host failed.
 """
 
 from __future__ import annotations
@@ -51,6 +51,33 @@ def host_dir(job_dir: str, host: int) -> str:
 def exit_path(job_dir: str, host: int) -> str:
     """The record a host of a multi-host job writes last: ``{"host": N, "code": exit code}``."""
     return f"{job_dir}/{EXITS}/{host}.json"
+
+
+def read_exits(job_dir: str) -> dict[int, int]:
+    """The exit codes the hosts recorded, first written first (one listing, then reads)."""
+    folder = f"{job_dir}/{EXITS}"
+    store = store_for(folder)
+    try:
+        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
+        paths = [f"{folder}/{n}" for n in names if n.endswith(".json")]
+        blobs = store.read_many(paths)
+    except (FileNotFoundError, OSError, ValueError):  # none yet, or a passing store error
+        return {}
+    records = []
+    for blob in blobs:
+        if blob is not None:
+            record = json.loads(blob.data)
+            records.append((blob.mtime, int(record["host"]), int(record["code"])))
+    return {host: code for _, host, code in sorted(records)}
+
+
+def exit_text(code: int) -> str:
+    """``exit code 1``, or ``exit code 137 (killed by SIGKILL)`` for a signal's code."""
+    text = f"exit code {code}"
+    if code > 128:
+        with contextlib.suppress(ValueError):
+            text += f" (killed by {signal.Signals(code - 128).name})"
+    return text
 
 
 class LogSink:

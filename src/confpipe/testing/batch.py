@@ -29,22 +29,18 @@ from your repository root (its ``sys.path`` is the "image"),
 ``python -m confpipe +experiment=... backend=gcp backend.batch_endpoint=127.0.0.1:8790``
 (jobs run on this machine, so use a local prefix or one the fake's jobs can reach).
 
-The server and its job table are here; running the jobs is in ``batch_jobs``, and what the
-API accepts (ids, labels, filters, pages) in ``batch_requests``.
+The job table is here, the gRPC server under it in ``grpc_fake``; running the jobs is in
+``batch_jobs``, and what the API accepts (ids, labels, filters, pages) in ``batch_requests``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -56,18 +52,19 @@ from confpipe.testing.batch_jobs import (
     JobRun,
     State,
     TaskState,
-    image_env,
     now,
     runnable_argv,
 )
-from confpipe.testing.batch_requests import (
+from confpipe.testing.batch_requests import check_create, done_operation, job_filter, list_order
+from confpipe.testing.grpc_fake import (
     Abort,
-    check_create,
-    done_operation,
+    GrpcFake,
+    Methods,
     encode,
-    job_filter,
-    list_order,
+    image_env,
     page,
+    parser,
+    serve,
 )
 
 __all__ = ["PREEMPTED", "SERVICE", "FakeBatch", "State", "TaskState", "main", "runnable_argv"]
@@ -75,8 +72,10 @@ __all__ = ["PREEMPTED", "SERVICE", "FakeBatch", "State", "TaskState", "main", "r
 SERVICE = "google.cloud.batch.v1.BatchService"
 
 
-class FakeBatch:
+class FakeBatch(GrpcFake):
     """A Batch API server on a free loopback port (or ``port``); see the module docstring."""
+
+    _name = "fake-batch"
 
     def __init__(
         self,
@@ -88,52 +87,16 @@ class FakeBatch:
         port: int = 0,
         command: Callable[[batch_v1.Runnable], list[str]] | None = None,
     ) -> None:
+        super().__init__(port)
         self.secrets = dict(secrets or {})
         self.env = dict(env) if env is not None else image_env()
         self.cwd = cwd
         self.step_seconds = step_seconds  # QUEUED -> SCHEDULED -> RUNNING, each
         self.command = command or runnable_argv  # what a task runs, from its runnable
-        self.requests: list[tuple[str, Any]] = []  # (method, request), in arrival order
-        self._port = port
-        self._lock = threading.Lock()
         self._jobs: dict[str, JobRun] = {}
         self._request_ids: dict[str, str] = {}
         self._seq = itertools.count()
         self._driver = JobDriver(self, self._lock)
-        self._server: grpc.Server | None = None
-        self._timers: list[threading.Thread] = []
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self._port}"
-
-    def start(self) -> FakeBatch:
-        self._server = self._serve()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, kill every task still running, forget the logs."""
-        for timer in self._timers:  # a refusal in progress ends first (it restarts serving)
-            timer.join()
-        if self._server is not None:
-            self._server.stop(grace=None).wait()
-            self._server = None
-        with self._lock:
-            runs = list(self._jobs.values())
-        for run in runs:
-            self._driver.halt(run)
-        self._driver.remove_logs()
-
-    def __enter__(self) -> FakeBatch:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def count(self, method: str | None = None) -> int:
-        """How many requests (of ``method``, e.g. ``"ListJobs"``) arrived."""
-        with self._lock:
-            return sum(1 for m, _ in self.requests if method in (None, m))
 
     def jobs(self) -> list[batch_v1.Job]:
         """Copies of the jobs the fake knows, oldest first."""
@@ -159,59 +122,24 @@ class FakeBatch:
         """The next ``count`` task attempts end as if their Spot VM were preempted."""
         self._driver.preempt_next(count)
 
-    def refuse_connections(self, seconds: float) -> None:
-        """Stop the server now (connections are refused) and serve again after ``seconds``."""
-        assert self._server is not None, "start() the fake first"
-        self._server.stop(grace=None).wait()
-        timer = threading.Thread(
-            target=self._restart, args=(seconds,), name="fake-batch-restart", daemon=True
-        )
-        self._timers.append(timer)
-        timer.start()
+    def _shutdown(self) -> None:
+        """Kill every task still running, forget the logs."""
+        with self._lock:
+            runs = list(self._jobs.values())
+        for run in runs:
+            self._driver.halt(run)
+        self._driver.remove_logs()
 
-    def _restart(self, seconds: float) -> None:
-        time.sleep(seconds)
-        self._server = self._serve()
-
-    def _serve(self) -> grpc.Server:
-        pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="fake-batch-grpc")
-        server = grpc.server(pool)
-        methods: dict[str, tuple[Any, Callable[[Any], bytes]]] = {
-            "CreateJob": (batch_v1.CreateJobRequest, self._create),
-            "GetJob": (batch_v1.GetJobRequest, self._get),
-            "ListJobs": (batch_v1.ListJobsRequest, self._list),
-            "DeleteJob": (batch_v1.DeleteJobRequest, self._delete),
-            "CancelJob": (batch_v1.CancelJobRequest, self._cancel),
+    def _services(self) -> dict[str, Methods]:
+        return {
+            SERVICE: {
+                "CreateJob": (batch_v1.CreateJobRequest, self._create),
+                "GetJob": (batch_v1.GetJobRequest, self._get),
+                "ListJobs": (batch_v1.ListJobsRequest, self._list),
+                "DeleteJob": (batch_v1.DeleteJobRequest, self._delete),
+                "CancelJob": (batch_v1.CancelJobRequest, self._cancel),
+            }
         }
-        handlers = {
-            name: grpc.unary_unary_rpc_method_handler(
-                self._handler(name, fn), request_deserializer=cls.deserialize
-            )
-            for name, (cls, fn) in methods.items()
-        }
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-        for _ in range(50):  # the port may take a moment to be free again after a stop
-            with contextlib.suppress(RuntimeError):
-                self._port = server.add_insecure_port(
-                    self.endpoint if self._port else "127.0.0.1:0"
-                )
-                if self._port:
-                    break
-            time.sleep(0.05)
-        server.start()
-        return server
-
-    def _handler(self, method: str, fn: Callable[[Any], bytes]) -> Callable[..., bytes]:
-        def handle(request: Any, context: grpc.ServicerContext) -> bytes:
-            with self._lock:
-                self.requests.append((method, type(request)(request)))
-            try:
-                return fn(request)
-            except Abort as err:
-                context.abort(err.code, str(err))
-                raise  # unreachable: abort raises
-
-        return handle
 
     def _create(self, request: batch_v1.CreateJobRequest) -> bytes:
         check_create(request)
@@ -277,21 +205,15 @@ class FakeBatch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m confpipe.testing.batch", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--port", type=int, default=0, help="port to serve on (default: free)")
-    parser.add_argument("--secrets", help="JSON file: {secret version name: value}")
-    args = parser.parse_args(argv)
+    command = parser("python -m confpipe.testing.batch", __doc__)
+    command.add_argument("--secrets", help="JSON file: {secret version name: value}")
+    args = command.parse_args(argv)
     secrets = {}
     if args.secrets:
         with open(args.secrets) as f:
             secrets = json.load(f)
-    with FakeBatch(secrets=secrets, port=args.port) as fake:
-        print(f"fake Cloud Batch serving: backend.batch_endpoint={fake.endpoint}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    return 0
+    fake = FakeBatch(secrets=secrets, port=args.port)
+    return serve(fake, "fake Cloud Batch serving: backend.batch_endpoint={}")
 
 
 if __name__ == "__main__":

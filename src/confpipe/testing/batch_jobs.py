@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from google.cloud import batch_v1
 
 __all__ = [
-    "PREEMPTED", "JobDriver", "JobRun", "Settings", "State", "TaskState", "image_env", "now",
+    "PREEMPTED", "JobDriver", "JobRun", "Settings", "State", "TaskState", "now",
     "runnable_argv",
 ]  # fmt: skip
 
@@ -190,13 +190,6 @@ def runnable_argv(runnable: batch_v1.Runnable) -> list[str]:
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return argv
-
-
-def image_env() -> dict[str, str]:
-    """This environment, with this process's ``sys.path`` (the "image" has our code)."""
-    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
-    return {**os.environ, "PYTHONPATH": pythonpath}
 
 
 def now() -> datetime.datetime:

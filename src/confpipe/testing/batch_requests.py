@@ -1,7 +1,8 @@
-"""The fake Batch API's rules for requests: what the real service rejects, filters, pages, bytes.
+"""The fake Batch API's rules for requests: what the real service rejects, filters, orders.
 
 Private to ``confpipe.testing.batch``. Each check raises ``Abort`` with the gRPC status the
-real service answers; nothing here touches the fake's jobs.
+real service answers; nothing here touches the fake's jobs. The rules all Google APIs
+share (labels, pages) are in ``grpc_fake``.
 """
 
 from __future__ import annotations
@@ -9,30 +10,19 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 import grpc
 from google.cloud import batch_v1
 from google.longrunning import operations_pb2
 
-__all__ = ["Abort", "check_create", "done_operation", "encode", "job_filter", "list_order", "page"]
+from confpipe.testing.grpc_fake import Abort, check_labels
+
+__all__ = ["check_create", "done_operation", "job_filter", "list_order"]
 
 _PARENT = re.compile(r"projects/[^/]+/locations/[^/]+")
 _JOB_ID = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
-_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 _TERM = re.compile(r'\s*(labels\.[a-z0-9_-]+|status\.state|name)\s*=\s*"([^"]*)"\s*')
 _ORDERS = ("create_time", "create_time desc", "name", "name desc")
-
-T = TypeVar("T")
-
-
-class Abort(Exception):
-    """Ends the RPC with ``code`` and the message, as the real service would."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def check_create(request: batch_v1.CreateJobRequest) -> None:
@@ -41,9 +31,7 @@ def check_create(request: batch_v1.CreateJobRequest) -> None:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad parent {request.parent!r}")
     if not _JOB_ID.fullmatch(request.job_id):
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad job_id {request.job_id!r}")
-    for key, value in request.job.labels.items():
-        if not _LABEL.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad label {key}={value!r}")
+    check_labels(request.job.labels)
     groups = request.job.task_groups
     if len(groups) != 1 or not groups[0].task_spec.runnables:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "one task group with runnables needed")
@@ -72,19 +60,6 @@ def list_order(order_by: str) -> str:
     if order not in _ORDERS:
         raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported order_by {order!r}")
     return order
-
-
-def page(items: list[T], token: str, size: int) -> tuple[list[T], str]:
-    """The page of ``items`` that ``token`` starts (at most 100), and the next page's token."""
-    start = int(token or 0)
-    size = min(size or 100, 100)
-    more = start + size < len(items)
-    return items[start : start + size], str(start + size) if more else ""
-
-
-def encode(message: Any) -> bytes:
-    """A proto-plus message, serialized."""
-    return bytes(type(message).serialize(message))
 
 
 def done_operation(name: str) -> bytes:

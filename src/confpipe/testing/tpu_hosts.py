@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["Host", "descendants", "image_env", "shims"]
+__all__ = ["Host", "descendants", "shims"]
 
 _DOCKER = '''#!{python}
 """fake docker (confpipe.testing.tpu): `docker run [options] IMAGE COMMAND...` runs COMMAND
@@ -63,13 +63,6 @@ def shims(folder: Path) -> Path:
         path.write_text(text)
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return folder
-
-
-def image_env() -> dict[str, str]:
-    """This environment, with this process's ``sys.path`` (the "image" has our code)."""
-    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
-    return {**os.environ, "PYTHONPATH": pythonpath}
 
 
 class _Metadata(http.server.ThreadingHTTPServer):
