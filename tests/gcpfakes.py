@@ -116,6 +116,14 @@ def experiment(root: Path, name: str, text: str) -> Path:
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m confpipe ARGS`` in ``cwd``: no emulator in its environment and Google
     credentials that don't exist, so it finds the fakes only through the ``backend`` keys."""
+    return subprocess.run(
+        [sys.executable, "-m", "confpipe", *args],
+        cwd=cwd, env=cli_env(cwd), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def cli_env(cwd: Path) -> dict[str, str]:
+    """The environment ``cli`` runs in."""
     env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
     env.pop("CONFPIPE_FULL_ERROR", None)
     env.update(
@@ -123,7 +131,4 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         GOOGLE_APPLICATION_CREDENTIALS=str(cwd / "no-such-credentials.json"),
         CLOUDSDK_CONFIG=str(cwd / "no-gcloud-config"),
     )
-    return subprocess.run(
-        [sys.executable, "-m", "confpipe", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return env

@@ -9,6 +9,9 @@ or written.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ import pytest
 from confpipe import load_result
 from confpipe.testing.gcs import FakeGcs
 from confpipe.testing.tpu import FakeTpu
-from tests.gcpfakes import cli, experiment
+from tests.gcpfakes import cli, cli_env, experiment
+from tests.waits import alive, eventually
 
 DEMO = """\
 # @package _global_
@@ -71,6 +75,32 @@ def test_a_tpu_step_runs_on_every_host_through_the_fakes_then_is_cached(
     assert again.returncode == 0, again.stderr
     assert "3 cached, 0 to run" in again.stderr
     assert fake_tpu.count() == seen  # cached steps never reach Cloud TPU at all
+
+
+def test_ctrl_c_of_the_cli_deletes_the_slice_and_stops_every_host(
+    work: Path, fake_tpu: FakeTpu, fake_gcs: FakeGcs, gs_prefix: str
+) -> None:
+    pids = work / "pids"
+    pids.mkdir()
+    args = gcp(fake_tpu, fake_gcs, gs_prefix, "steps.train.fn=tests.tpujobs.wait_on_hosts",
+               f"+steps.train.config.pid_dir={pids}")  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "confpipe", *args], cwd=work, env=cli_env(work),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        hosts = [pids / f"host-{n}" for n in range(4)]  # v5litepod-16: 4 hosts
+        eventually(lambda: all(h.exists() for h in hosts), "every host to start", 60)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, err
+    assert "interrupted" in err
+    assert fake_tpu.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake_tpu.queued_resources() == [], "the queued resource to be deleted")
+    workers = [int(host.read_text()) for host in hosts]
+    eventually(lambda: not any(map(alive, workers)), "every host's worker to stop", 10)
 
 
 def _output_of(prefix: str, step: str) -> str:

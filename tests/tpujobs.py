@@ -25,7 +25,7 @@ def fail_on_host(host: int, message: str) -> str:
     return f"host {me} ok"
 
 
-def wait_on_hosts(pid_dir: str, seconds: float = 120.0) -> str:
+def wait_on_hosts(pid_dir: str, seconds: float = 120.0, output_path: str | None = None) -> str:
     """Record each host's pid in ``pid_dir/host-N``, then sleep (until killed)."""
     me = os.environ[HOST_VAR]
     tmp = Path(pid_dir, f"host-{me}.tmp")
