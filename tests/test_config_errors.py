@@ -107,6 +107,12 @@ CASES: list[tuple[str, str | None, list[str], list[str]]] = [
         ["'../a'", "no '/'"],
     ),
     (
+        "output-path-escapes-prefix",
+        None,
+        ["+steps.a.output_path=../../etc"],
+        ["step 'a': output_path='../../etc' is not a folder inside the prefix"],
+    ),
+    (
         "name-with-space",
         experiment(GOOD["a"].replace("  a:", "  'a b':")),
         [],

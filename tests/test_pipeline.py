@@ -166,6 +166,15 @@ def test_output_path_override_and_collisions(tmp_path: Path) -> None:
         run([step, other], prefix=str(tmp_path / "p"))
 
 
+def test_a_relative_output_path_is_under_the_prefix_and_cannot_leave_it(tmp_path: Path) -> None:
+    step = StepSpec("a", stepfns.add, {"a": 1, "b": 2}, output_path="custom/./v1/")
+    run(step, prefix=str(tmp_path / "p"))
+    assert load_result(str(tmp_path / "p" / "custom" / "v1")) == 3
+    for outside in ("..", "../x", "x/../../y", "."):
+        with pytest.raises(ConfigError, match="is not a folder inside the prefix"):
+            StepSpec("a", stepfns.add, {"a": 1, "b": 2}, output_path=outside)
+
+
 def test_memory_prefix(tmp_path: Path) -> None:
     step = StepSpec("a", stepfns.add, {"a": 2, "b": 3})
     summary = run(step, prefix="memory://pipeline-test")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -120,8 +121,10 @@ class StepSpec:
         check_name(self.name)
         if not callable(self.fn):
             raise ConfigError(f"step {self.name!r}: fn must be callable, got {self.fn!r}")
-        if self.output_path is not None and not self.output_path.strip():
-            raise ConfigError(f"step {self.name!r}: output_path must not be empty")
+        if self.output_path is not None:
+            if not self.output_path.strip():
+                raise ConfigError(f"step {self.name!r}: output_path must not be empty")
+            _inside_prefix(self.name, self.output_path)
 
     @cached_property
     def fn_path(self) -> str:
@@ -163,10 +166,13 @@ class StepSpec:
         return f"{self.name}-{self.hash}"
 
     def output_under(self, prefix: str) -> str:
-        """Where this step writes: the explicit override, else ``{prefix}/{name}-{hash}``."""
-        if self.output_path is not None:
+        """Where this step writes: ``{prefix}/{name}-{hash}``, or the ``output_path`` given:
+        an absolute path or URL as it is, a relative one under the prefix."""
+        if self.output_path is None:
+            return f"{prefix.rstrip('/')}/{self.identity}"
+        if _absolute(self.output_path):
             return self.output_path.rstrip("/")
-        return f"{prefix.rstrip('/')}/{self.identity}"
+        return f"{prefix.rstrip('/')}/{posixpath.normpath(self.output_path)}"
 
     def resolved_config(self, prefix: str) -> dict[str, Any]:
         """The keyword arguments for ``fn``: every Ref/StepSpec replaced by its output path."""
@@ -279,3 +285,20 @@ def _resolve(value: Any, prefix: str) -> Any:
     if isinstance(value, tuple):
         return tuple(_resolve(v, prefix) for v in value)
     return value
+
+
+def _absolute(path: str) -> bool:
+    """An absolute local path or a URL (``gs://...``): not relative to the prefix."""
+    return path.startswith("/") or "://" in path
+
+
+def _inside_prefix(step: str, path: str) -> None:
+    """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it)."""
+    if _absolute(path):
+        return
+    normal = posixpath.normpath(path)
+    if normal in (".", "..") or normal.startswith("../"):
+        raise ConfigError(
+            f"step {step!r}: output_path={path!r} is not a folder inside the prefix; give a "
+            "relative path below it (e.g. tokenizer/v2) or an absolute path or URL"
+        )
