@@ -44,10 +44,11 @@ def work(tmp_path: Path) -> Path:
 
 
 def gcp(tpu: FakeTpu, gcs: FakeGcs, prefix: str, *more: str) -> list[str]:
-    """The demo on backend=gcp against the fakes (Batch: nobody listens), plus ``more``."""
+    """The demo on backend=gcp against the fakes, plus ``more``. No Batch endpoint and no
+    Google credentials: a launch without Batch steps must not need a Batch client."""
     return [
         "--config-dir", "confs", "+experiment=tpu_demo", "backend=gcp", "backend.project=p",
-        "backend.image=local", "backend.region=us-west4", "backend.batch_endpoint=127.0.0.1:9",
+        "backend.image=local", "backend.region=us-west4",
         f"backend.tpu_endpoint={tpu.endpoint}", f"backend.storage_endpoint={gcs.endpoint}",
         "backend.poll_interval=0.2", "backend.stage_code=false", f"prefix={prefix}", *more,
     ]  # fmt: skip
@@ -58,7 +59,7 @@ def test_a_tpu_step_runs_on_every_host_through_the_fakes_then_is_cached(
 ) -> None:
     plan = cli(*gcp(fake_tpu, fake_gcs, gs_prefix, "dry_run=true"), cwd=work)
     assert plan.returncode == 0, plan.stderr
-    assert "tpu (cpu=1 tpu=v5litepod-16 spot)" in plan.stdout
+    assert "tpu (tpu=v5litepod-16 spot)" in plan.stdout
     assert fake_tpu.count() == 0  # a dry run submits nothing
 
     first = cli(*gcp(fake_tpu, fake_gcs, gs_prefix), cwd=work)

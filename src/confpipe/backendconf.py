@@ -90,23 +90,33 @@ class _Routed:
 
 
 class GcpBackend:
-    """``backend=gcp``: TPU steps on Cloud TPU (``tpu``, built on first use), others on Batch."""
+    """``backend=gcp``: TPU steps on Cloud TPU, others on Cloud Batch. Each is built when the
+    first step it serves is checked, so a launch without Batch steps needs no Batch client
+    (nor its credentials), and one without TPU steps no TPU client."""
 
     kind = BackendKind.GCP
 
-    def __init__(self, batch: BatchBackend, tpu: Callable[[], TpuBackend]) -> None:
-        self.batch = batch
-        self.max_poll_interval = batch.max_poll_interval
-        self._make_tpu = tpu
+    def __init__(
+        self, batch: Callable[[], BatchBackend], tpu: Callable[[], TpuBackend], poll_interval: float
+    ) -> None:
+        self.max_poll_interval = poll_interval / 2  # as each backend's
+        self._make_batch, self._make_tpu = batch, tpu
+        self._batch: BatchBackend | None = None
         self._tpu: TpuBackend | None = None
         self._lock = threading.Lock()
+
+    @property
+    def batch(self) -> BatchBackend:
+        with self._lock:
+            if self._batch is None:
+                self._batch = self._make_batch()
+            return self._batch
 
     @property
     def tpu(self) -> TpuBackend:
         with self._lock:
             if self._tpu is None:
                 self._tpu = self._make_tpu()
-                self.max_poll_interval = min(self.max_poll_interval, self._tpu.max_poll_interval)
             return self._tpu
 
     def serving(self, resources: Resources) -> Backend:
@@ -134,9 +144,9 @@ class GcpBackend:
 
     def close(self) -> None:
         """Close the API channels (the backend can't be used afterwards)."""
-        self.batch.close()
-        if self._tpu is not None:
-            self._tpu.close()
+        for backend in (self._batch, self._tpu):
+            if backend is not None:
+                backend.close()
 
 
 def _routed(handle: object) -> _Routed:
@@ -177,7 +187,10 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
     if conf.storage_endpoint:
         storage.configure(storage_endpoint=conf.storage_endpoint)
     from confpipe.backends.batch import BatchBackend
+    from confpipe.backends.batch_spec import BatchSettings
 
+    # the settings both backends share are checked now, though each is built on first use
+    BatchSettings(conf.project, conf.region, conf.image, labels=conf.labels)
     code = f"{storage.local_path(prefix).rstrip('/')}/{RECORDS}/code" if conf.stage_code else None
 
     shared = _Shared(
@@ -204,7 +217,9 @@ def _gcp(conf: GcpConf, prefix: str) -> Backend:
             **shared,
         )
 
-    batch = BatchBackend(
-        conf.project, conf.region, conf.image, batch_endpoint=conf.batch_endpoint, **shared
-    )
-    return GcpBackend(batch, tpu)
+    def batch() -> BatchBackend:
+        return BatchBackend(
+            conf.project, conf.region, conf.image, batch_endpoint=conf.batch_endpoint, **shared
+        )
+
+    return GcpBackend(batch, tpu, conf.poll_interval)

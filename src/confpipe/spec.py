@@ -69,7 +69,7 @@ class Resources:
 
     def describe(self) -> str:
         """A short human summary such as ``cpu=4 memory=16GiB gpu=nvidia-l4x1``."""
-        parts = [f"cpu={self.cpu:g}"]
+        parts = [] if self.tpu else [f"cpu={self.cpu:g}"]  # a TPU slice's hosts are fixed
         if self.memory:
             parts.append(f"memory={self.memory / 2**30:g}GiB")
         if self.gpu:
