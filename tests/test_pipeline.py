@@ -196,3 +196,12 @@ def test_a_run_resumes_on_top_of_cached_dependencies(tmp_path: Path) -> None:
     summary = run(chain(log), prefix=str(tmp_path))
     assert sorted(calls(log)) == ["a", "b", "c", "d"]
     assert len(summary.ran) == 2 and len(summary.cached) == 2
+
+
+def test_a_cache_miss_is_explained_against_the_closest_earlier_output(tmp_path: Path) -> None:
+    prefix = str(tmp_path)
+    run(StepSpec("s", stepfns.add, {"a": 1, "b": 1}), prefix=prefix)
+    run(StepSpec("s", stepfns.add, {"a": 2, "b": 2}), prefix=prefix)  # the newest
+    summary = run(StepSpec("s", stepfns.add, {"a": 1, "b": 3}), prefix=prefix, dry_run=True)
+    (plan,) = summary.plan
+    assert plan.reason == "changed: b: 1 -> 3"  # the newest differs in a and b

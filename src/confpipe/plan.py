@@ -17,7 +17,7 @@ from confpipe.errors import ConfigError
 from confpipe.lock import read_holder
 from confpipe.spec import Resources, StepSpec
 from confpipe.status import RECORDS, Status, StepState, read_statuses
-from confpipe.storage import Store, split_protocol, store_for
+from confpipe.storage import Blob, split_protocol, store_for
 
 
 class Where(Enum):
@@ -156,7 +156,7 @@ def describe(
     name (one listing of the prefix) to explain the cache miss."""
     labels = labels_of(specs)
     unseen = {s.name for s in specs if statuses[s.identity] is None}
-    earlier = _earlier_outputs(prefix, unseen) if unseen else {}
+    earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
@@ -167,8 +167,8 @@ def describe(
             reason = f"retry: failed earlier ({status.error})"
         elif status is not None and status.state is StepState.DEP_FAILED:
             reason = f"retry: dependency {status.failed_dep} had failed"
-        elif status is None and earlier.get(spec.name):
-            reason = _miss(spec, prefix, earlier[spec.name]) or reason
+        elif status is None:
+            reason = _miss(spec, earlier) or reason
         if status is not None and status.state is StepState.RUNNING:
             holder = read_holder(store_for(out), out)
             if holder is not None:
@@ -206,26 +206,43 @@ def _earlier_outputs(prefix: str, names: set[str]) -> dict[str, list[str]]:
     return found
 
 
-def _miss(spec: StepSpec, prefix: str, folders: list[str]) -> str | None:
-    """``changed: vocab_size: 1024 -> 2048`` against the newest earlier output of the step."""
-    store = store_for(prefix)
-    protocol, _ = split_protocol(prefix)
-    newest: dict[str, Any] | None = None
-    for folder in folders:
-        if folder.endswith(spec.hash):
-            continue
-        url = folder if protocol is None or "://" in folder else f"{protocol}://{folder}"
-        info = _read_info(store, f"{url}/{RECORDS}/info.json")
-        if info and (newest is None or info.get("time", 0) > newest.get("time", 0)):
-            newest = info
-    if newest is None or "hash_inputs" not in newest:
-        return None
-    changes = diff(newest["hash_inputs"], spec.hash_inputs)
-    return "changed: " + ", ".join(changes) if changes else None
+MISS_CANDIDATES = 64  # earlier outputs of a step a cache miss is compared with (the newest)
 
 
-def _read_info(store: Store, path: str) -> dict[str, Any] | None:
-    blob = store.read(path)
+class _Earlier:
+    """The info records of earlier outputs, by step name: each read once per launch (all of
+    a name's at once, concurrently where the store can), the newest first."""
+
+    def __init__(self, prefix: str, folders: dict[str, list[str]]) -> None:
+        self.store, self.folders = store_for(prefix), folders
+        self.protocol, _ = split_protocol(prefix)
+        self.infos: dict[str, list[dict[str, Any]]] = {}
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        if name not in self.infos:
+            urls = [
+                f if self.protocol is None or "://" in f else f"{self.protocol}://{f}"
+                for f in self.folders.get(name, [])
+            ]
+            blobs = self.store.read_many(f"{u}/{RECORDS}/info.json" for u in urls)
+            infos = [i for i in map(_parse_info, blobs) if i and "hash_inputs" in i]
+            infos.sort(key=lambda i: i.get("time", 0), reverse=True)
+            self.infos[name] = infos[:MISS_CANDIDATES]
+        return self.infos[name]
+
+
+def _miss(spec: StepSpec, earlier: _Earlier) -> str | None:
+    """``changed: vocab_size: 1024 -> 2048`` against the closest earlier output of the step
+    (fewest changes; the newest of equals), among its newest MISS_CANDIDATES."""
+    best: list[str] | None = None
+    for info in earlier.of(spec.name):
+        changes = diff(info["hash_inputs"], spec.hash_inputs)
+        if changes and (best is None or len(changes) < len(best)):
+            best = changes
+    return "changed: " + ", ".join(best) if best else None
+
+
+def _parse_info(blob: Blob | None) -> dict[str, Any] | None:
     try:
         return None if blob is None else dict(json.loads(blob.data))
     except ValueError:
