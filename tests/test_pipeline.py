@@ -205,3 +205,22 @@ def test_a_cache_miss_is_explained_against_the_closest_earlier_output(tmp_path: 
     summary = run(StepSpec("s", stepfns.add, {"a": 1, "b": 3}), prefix=prefix, dry_run=True)
     (plan,) = summary.plan
     assert plan.reason == "changed: b: 1 -> 3"  # the newest differs in a and b
+
+
+def test_dry_run_shows_a_failed_step_and_what_it_blocks_when_it_would_stop_the_run(
+    tmp_path: Path,
+) -> None:
+    bad = StepSpec("bad", stepfns.fail)
+    after = StepSpec("after", stepfns.noop, {"up": bad})
+    other = StepSpec("other", stepfns.add, {"a": 1, "b": 2})
+    with pytest.raises(RunFailed):
+        run([after, other], prefix=str(tmp_path))
+    summary = run([after, other], prefix=str(tmp_path), dry_run=True, force_run_failed=False)
+    states = {p.label: (p.state.value, p.reason) for p in summary.plan}
+    assert states["bad"][0] == "failed"
+    assert "this step is broken on purpose" in states["bad"][1]
+    assert "force_run_failed=false stops the run" in states["bad"][1]
+    assert states["after"] == ("blocked", "blocked by bad")
+    assert states["other"][0] == "cached"
+    with pytest.raises(PreviousFailure):  # the real run stops, as the plan said
+        run([after, other], prefix=str(tmp_path), force_run_failed=False)

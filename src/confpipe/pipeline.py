@@ -116,12 +116,12 @@ def run(
     statuses = read_all(specs, outputs)
     need = needed(specs, targets, statuses)
     todo = [s for s in need if _state(statuses[s.identity]) is not StepState.SUCCESS]
-    if not force_run_failed:
+    if not force_run_failed and not dry_run:  # a dry run shows them as failed / blocked
         for spec in todo:
             status = statuses[spec.identity]
             if status is not None and status.state is StepState.FAILED:
                 raise previous_failure(spec.name, status)
-    plans = describe(need, outputs, statuses, resources, where, prefix)
+    plans = describe(need, outputs, statuses, resources, where, prefix, not force_run_failed)
     show = reporter or PlainReporter(log.info)
     show.planned(plans, dry_run)
     if dry_run:

@@ -6,6 +6,7 @@ prunes every subtree whose root already succeeded, and writes nothing at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ class PlanState(Enum):
     CACHED = "cached"
     WILL_RUN = "will run"
     RUNNING = "running"
+    FAILED = "failed"  # failed earlier, and force_run_failed=false: the run would stop here
+    BLOCKED = "blocked"  # depends on a FAILED step
 
 
 class StepEnd(Enum):
@@ -150,10 +153,12 @@ def describe(
     resources: dict[str, Resources | None],
     where: dict[str, Where],
     prefix: str,
+    stop_on_failed: bool = False,
 ) -> list[StepPlan]:
     """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
     step, and, for a step never seen, the info record of an earlier output of the same step
-    name (one listing of the prefix) to explain the cache miss."""
+    name (one listing of the prefix) to explain the cache miss. ``stop_on_failed``
+    (force_run_failed=false): a step that failed earlier is FAILED, its dependents BLOCKED."""
     labels = labels_of(specs)
     unseen = {s.name for s in specs if statuses[s.identity] is None}
     earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
@@ -163,6 +168,9 @@ def describe(
         state, reason = PlanState.WILL_RUN, "no previous output"
         if status is not None and status.state is StepState.SUCCESS:
             state, reason = PlanState.CACHED, "succeeded earlier"
+        elif status is not None and status.state is StepState.FAILED and stop_on_failed:
+            state = PlanState.FAILED
+            reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
         elif status is not None and status.state is StepState.FAILED:
             reason = f"retry: failed earlier ({status.error})"
         elif status is not None and status.state is StepState.DEP_FAILED:
@@ -181,7 +189,33 @@ def describe(
             resources[spec.identity],
         )  # fmt: skip
         plans.append(plan)
-    return plans
+    return _blocked(plans) if stop_on_failed else plans
+
+
+def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
+    """Each plan that depends, at any depth, on a FAILED one made BLOCKED, naming it."""
+    by_id = {p.spec.identity: p for p in plans}
+    cause: dict[str, str | None] = {}
+
+    def blocker(plan: StepPlan) -> str | None:  # the FAILED step under ``plan``, if any
+        key = plan.spec.identity
+        if key not in cause:
+            cause[key] = plan.label if plan.state is PlanState.FAILED else None
+            for dep in plan.spec.dependencies:
+                if cause[key] is None and dep.identity in by_id:
+                    cause[key] = blocker(by_id[dep.identity])
+        return cause[key]
+
+    for plan in sorted(plans, key=lambda p: len(p.spec.dependencies)):
+        blocker(plan)  # shallow ones first keeps the recursion short
+    return [
+        p
+        if p.state in (PlanState.FAILED, PlanState.CACHED) or cause[p.spec.identity] is None
+        else dataclasses.replace(
+            p, state=PlanState.BLOCKED, reason=f"blocked by {cause[p.spec.identity]}"
+        )
+        for p in plans
+    ]
 
 
 def labels_of(specs: Sequence[StepSpec]) -> dict[str, str]:
@@ -301,7 +335,8 @@ def format_plan(plans: Sequence[StepPlan]) -> str:
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
     ]
     counts = {s: sum(p.state is s for p in plans) for s in PlanState}
-    lines.append(", ".join(f"{n} {s.value}" for s, n in counts.items()))
+    shown = [s for s in PlanState if counts[s] or s not in (PlanState.FAILED, PlanState.BLOCKED)]
+    lines.append(", ".join(f"{counts[s]} {s.value}" for s in shown))
     return "\n".join(lines)
 
 

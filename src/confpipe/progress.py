@@ -271,6 +271,7 @@ _STYLES = {
     "cached": "cyan",
     "failed": "bold red",
     "dep failed": "red",
+    "blocked": "red",
     "cancelled": "magenta",
 }
 
