@@ -287,6 +287,7 @@ def test_an_optuna_search_runs_each_batch_as_one_dag(scored: Path) -> None:
             assert loss == pytest.approx((x - 2) ** 2)
             losses[x] = loss
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert f"sweeper: Best value: {best['best_value']}" in out.stderr  # the sweeper's own lines
     assert best["best_value"] == pytest.approx(min(losses.values()))
     assert losses[best["best_params"]["steps.score.config.x"]] == best["best_value"]
 

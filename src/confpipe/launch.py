@@ -131,3 +131,11 @@ def _configure_logging(reporter: Any) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    # a sweeper plugin's own lines (Optuna: failed trials, the best parameters) are for the
+    # user too; Hydra's logging is off (hydra_logging: none), so they'd be lost
+    sweeper = logging.StreamHandler(sys.stderr)
+    sweeper.setFormatter(logging.Formatter("sweeper: %(message)s"))
+    plugins = logging.getLogger("hydra_plugins")
+    plugins.handlers[:] = [sweeper]
+    plugins.setLevel(logging.INFO)
+    plugins.propagate = False
