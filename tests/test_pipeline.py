@@ -117,6 +117,9 @@ def test_run_only_runs_matches_and_their_deps(
     assert "'nothing-matches' matches no step" in caplog.text
     with pytest.raises(ConfigError, match="not a valid regular expression"):
         run(chain(log), prefix=str(tmp_path), run_only=["("])
+    with pytest.raises(ConfigError, match=r"run_only: .* matches no step; steps: a, b, c, d"):
+        run(chain(log), prefix=str(tmp_path / "none"), run_only=["^bb$"])
+    assert not (tmp_path / "none").exists()
 
 
 def test_succeeded_subtrees_are_pruned(tmp_path: Path) -> None:

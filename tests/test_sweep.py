@@ -196,6 +196,10 @@ def test_results_table_and_files_give_each_points_metrics(scored: Path) -> None:
     assert [(r["status"], r["score.loss"]) for r in rows] == [("cached", "1"), ("cached", "0"),
                                                              ("cached", "4")]  # fmt: skip
     assert "score.x" not in rows[0]
+    typo = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2",
+                 "sweep.metrics=[score.los]", cwd=scored)  # fmt: skip
+    assert typo.returncode == 0, typo.stderr
+    assert "sweep.metrics: score.los is in no point's results; check the key" in typo.stderr
 
 
 def test_a_metric_naming_no_step_is_a_config_error(scored: Path) -> None:

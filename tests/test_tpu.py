@@ -309,6 +309,7 @@ def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_p
     assert text.startswith("step 'boom': ValueError: bad shard\n  job folder: gs://")
     assert "    --- host 1 of 2: gs://" in text and "/host-1/log.txt ---" in text
     assert "    host 1: about to fail" in text
+    assert (err.value.log_path or "").endswith("/host-1/log.txt")  # the summary's log: line
     assert "raise ValueError(message)" in (err.value.remote_traceback or "")
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
 

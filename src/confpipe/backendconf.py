@@ -142,6 +142,11 @@ class GcpBackend:
         routed = _routed(handle)
         return routed.backend.logs(routed.handle, lines)
 
+    def log_path(self, handle: object) -> str | None:
+        routed = _routed(handle)
+        where = getattr(routed.backend, "log_path", None)
+        return where(routed.handle) if where is not None else None
+
     def close(self) -> None:
         """Close the API channels (the backend can't be used afterwards)."""
         for backend in (self._batch, self._tpu):

@@ -111,6 +111,9 @@ def run(
             backend.check(spec.name, res)
 
     targets, unmatched = select(specs, given, run_only)
+    if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
+        names = ", ".join(sorted({s.name for s in specs}))
+        raise ConfigError(f"run_only: {list(run_only)} matches no step; steps: {names}")
     for pattern in unmatched:
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)
@@ -170,7 +173,8 @@ def _execute(
         end = _END[result.outcome]
         if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
             end = StepEnd.CACHED
-        took = time.monotonic() - started.get(result.key, time.monotonic())
+        now = time.monotonic()
+        took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
 
     report = execute(

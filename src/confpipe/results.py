@@ -117,6 +117,16 @@ def results(
     return rows
 
 
+def unreported(rows: Sequence[PointResult], sweep: Mapping[str, Any]) -> list[str]:
+    """The ``sweep.metrics`` no finished point has a value for (a misspelled key, likely)."""
+    done = [row for row in rows if row.status in ("ran", "cached")]
+    return [
+        name
+        for name in names(sweep.get("metrics"))
+        if done and all(row.metrics.get(name) is None for row in done)
+    ]
+
+
 def objective_of(row: PointResult, sweep: Mapping[str, Any]) -> float | list[float] | None:
     """The point's objective value(s) for the sweeper; None when no objective is set.
 

@@ -132,6 +132,13 @@ def _results(
     console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
     print(f"results: {paths[0]} (and .json)", file=sys.stderr)
+    for name in results.unreported(rows, settings):
+        step = name.split(".", 1)[0]
+        print(
+            f"confpipe: sweep.metrics: {name} is in no point's results; check the key against "
+            f"what step {step} returns (confpipe.load_result of its output)",
+            file=sys.stderr,
+        )
     return rows
 
 

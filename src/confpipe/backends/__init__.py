@@ -210,7 +210,8 @@ def _failure(backend: Backend, handle: object, step: str, job_dir: str, what: st
         lines = "\n".join(f"    {line}" for line in tail.splitlines())
         text += f"\n  last lines of {LOG}:\n{lines}"
     err = StepFailed(step, text)
-    err.log_path = f"{job_dir}/{LOG}"
+    where = getattr(backend, "log_path", None)  # optional: a multi-host job's failing host
+    err.log_path = (where(handle) if where is not None else None) or f"{job_dir}/{LOG}"
     return err
 
 

@@ -160,6 +160,11 @@ class TpuBackend(CloudBackend):
             tail = [f"--- host {host} of {job.hosts}: {path} ---", *tail[1 - lines :]]
         return "\n".join(tail)
 
+    def log_path(self, handle: object) -> str:
+        """The log of the host that failed the job, else host 0's (the job's ``log.txt``)."""
+        job = _slice(handle)
+        return f"{host_dir(job.origin, job.failed_host or 0)}/{LOG}"
+
     def close(self) -> None:
         """Close the API channel (the backend can't be used afterwards)."""
         with self._lock:
