@@ -120,6 +120,9 @@ def test_a_failed_step_exits_1_with_a_summary(work: Path) -> None:
     assert "summary: 1 ran, 0 cached, 1 failed, 1 not run" in out.stderr
     assert "dep failed after" in out.stderr
     assert "this step is broken on purpose" in out.stderr
+    # where the thread step's traceback is: its status record
+    assert f"    traceback: {work}/outputs/bad-" in out.stderr
+    assert "/.confpipe/status.json" in out.stderr
     assert (work / "outputs" / "manifests").exists()
 
 

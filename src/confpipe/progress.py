@@ -24,7 +24,7 @@ from confpipe.plan import (
     format_diagram,
     format_plan,
 )
-from confpipe.status import jobs_dir
+from confpipe.status import jobs_dir, status_path
 from confpipe.storage import store_for
 
 TAIL_LINES = 12
@@ -61,7 +61,10 @@ class Tally:
         for row in self.failures():
             lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
             log_path = getattr(row.error, "log_path", None)
-            lines.append(f"    log: {log_path}" if log_path else f"    output: {row.plan.output}")
+            if log_path:
+                lines.append(f"    log: {log_path}")
+            else:  # a thread step: its traceback is in its FAILED status record
+                lines.append(f"    traceback: {status_path(row.plan.output)}")
         return lines
 
 
