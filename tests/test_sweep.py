@@ -303,3 +303,54 @@ def test_points_run_only_leaves_out_say_so(scored: Path) -> None:
     assert calls(scored) == {"up": 1}
     rows = results_files(scored)[0][0]
     assert [r["status"] for r in rows] == ["partial", "partial"]  # up ran, score left out
+
+
+def test_a_sweep_over_output_path_alone_is_refused(scored: Path) -> None:
+    out = sweep("+experiment=scored", "-m", "+steps.score.output_path=outa,outb", cwd=scored)
+    assert out.returncode == 2, out.stderr
+    assert "step 'score': the same step (hash " in out.stderr
+    assert "is given two output paths, 'outa' and 'outb'" in out.stderr
+    assert not (scored / "outputs").exists()
+
+
+def test_hydra_interpolations_are_each_points_own(work: Path) -> None:
+    (work / "confs" / "experiment" / "hy.yaml").write_text(
+        SWEEP.replace('name: "down-${.lr}"', 'name: "down-${hydra:job.num}-${.lr}"')
+    )
+    out = sweep("+experiment=hy", "-m", "steps.down.config.lr=1,2", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert calls(work) == {"up": 1, "down-0-1": 1, "down-1-2": 1}
+
+
+def test_overrides_with_brackets_show_as_written_in_the_table(work: Path) -> None:
+    out = sweep("+experiment=sweep", "-m", "+steps.down.config.tags=[a,b],[red]", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert "+steps.down.config.tags=[a,b]" in out.stderr
+    assert "+steps.down.config.tags=[red]" in out.stderr
+
+
+def test_an_adaptive_sweeper_without_an_objective_is_refused_before_anything_runs(
+    scored: Path,
+) -> None:
+    base = ("+experiment=scored", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+            "steps.score.config.x=interval(0,4)")  # fmt: skip
+    out = sweep(*base, cwd=scored)
+    assert out.returncode == 2, out.stderr
+    assert "sweep.objective: OptunaSweeper needs a number from each point" in out.stderr
+    dry = sweep(*base, "sweep.objective=score.loss", "dry_run=true", cwd=scored)
+    assert dry.returncode == 2, dry.stderr
+    assert "dry_run: OptunaSweeper needs each point's objective" in dry.stderr
+    assert calls(scored) == {} and not (scored / "outputs").exists()
+
+
+def test_a_sweep_over_experiments_takes_each_ones_metrics(scored: Path) -> None:
+    (scored / "confs" / "experiment" / "other.yaml").write_text(
+        SCORED + "sweep:\n  metrics: [score.x]\n"
+    )
+    out = sweep("-m", "+experiment=scored,other", "steps.score.config.x=3", cwd=scored)
+    assert out.returncode == 0, out.stderr
+    rows = results_files(scored)[0][0]
+    assert [(r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
+        ("ran", "1", "3"),  # scored: every number its last step returned
+        ("ran", "", "3"),  # other: only score.x (the same steps, merged: they ran once)
+    ]

@@ -89,7 +89,13 @@ def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
         stack.extend((dep, False) for dep in reversed(spec.direct()) if id(dep) not in done)
     unique: dict[str, StepSpec] = {}
     for spec in order:
-        unique.setdefault(spec.identity, spec)
+        first = unique.setdefault(spec.identity, spec)
+        if first.output_path != spec.output_path:  # one step can't be in two places
+            raise ConfigError(
+                f"step {spec.name!r}: the same step (hash {spec.hash}) is given two output "
+                f"paths, {first.output_path!r} and {spec.output_path!r}; output_path is not "
+                "part of a step's identity, so vary a config key (or version) instead"
+            )
     return list(unique.values())
 
 

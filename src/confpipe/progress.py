@@ -162,12 +162,17 @@ class PlainReporter:
 
 
 def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
-    """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``."""
-    todo = sum(p.state is not PlanState.CACHED for p in plans)
+    """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``;
+    failed and blocked steps (force_run_failed=false) are counted apart."""
+    count = {state: sum(p.state is state for p in plans) for state in PlanState}
     steps = f"{len(plans)} steps"
     if points:
         steps = f"{points} sweep point{'s' * (points != 1)} -> {len(plans)} unique steps"
-    return f"{steps}, {len(plans) - todo} cached, {todo} to run"
+    todo = count[PlanState.WILL_RUN] + count[PlanState.RUNNING]
+    line = f"{steps}, {count[PlanState.CACHED]} cached, {todo} to run"
+    for state in (PlanState.FAILED, PlanState.BLOCKED):
+        line += f", {count[state]} {state.value}" if count[state] else ""
+    return line
 
 
 def show_plan(plans: Sequence[StepPlan], plan_format: str) -> str:

@@ -31,10 +31,12 @@ TABLE_METRICS = 6  # metric columns the table shows; the CSV and JSON have every
 
 @dataclass(frozen=True)
 class Point:
-    """A sweep point: its own overrides and its compiled steps."""
+    """A sweep point: its own overrides, its compiled steps and its ``sweep`` settings (a
+    sweep over experiments has each experiment's metrics)."""
 
     overrides: list[str]
     steps: list[StepSpec]
+    sweep: Mapping[str, Any]
 
 
 @dataclass
@@ -76,18 +78,10 @@ def check_names(sweep: Mapping[str, Any], steps: Iterable[str]) -> None:
                 )
 
 
-def results(
-    points: Sequence[Point],
-    ends: Mapping[str, Any],
-    sweep: Mapping[str, Any],
-    load: Any,
-) -> list[PointResult]:
+def results(points: Sequence[Point], ends: Mapping[str, Any], load: Any) -> list[PointResult]:
     """One PointResult per point. ``ends``: step identity -> (state, output, error) as the
     run's tally has them; ``load(output)`` reads a succeeded step's result value."""
     swept = _swept(points)
-    wanted = names(sweep.get("metrics")) + [
-        n for n in names(sweep.get("objective")) if n not in names(sweep.get("metrics"))
-    ]
     loaded: dict[str, Any] = {}
 
     def value_of(spec: StepSpec) -> Any:
@@ -103,6 +97,8 @@ def results(
         if failed:
             row.error = f"{failed[0].name}: {first_line(ends[failed[0].identity][2])}"
         by_name = {s.name: s for s in point.steps if s.identity in ends}
+        sweep = point.sweep
+        wanted = list(dict.fromkeys(names(sweep.get("metrics")) + names(sweep.get("objective"))))
         if row.status in ("ran", "cached"):
             for name in wanted or _leaf_metrics(point, by_name, value_of):
                 step, _, key = name.partition(".")
@@ -117,14 +113,15 @@ def results(
     return rows
 
 
-def unreported(rows: Sequence[PointResult], sweep: Mapping[str, Any]) -> list[str]:
-    """The ``sweep.metrics`` no finished point has a value for (a misspelled key, likely)."""
-    done = [row for row in rows if row.status in ("ran", "cached")]
-    return [
-        name
-        for name in names(sweep.get("metrics"))
-        if done and all(row.metrics.get(name) is None for row in done)
-    ]
+def unreported(points: Sequence[Point], rows: Sequence[PointResult]) -> list[str]:
+    """The ``sweep.metrics`` no finished point that asks for them has a value for (a
+    misspelled key, likely)."""
+    asked: dict[str, list[PointResult]] = {}
+    for point, row in zip(points, rows, strict=True):
+        if row.status in ("ran", "cached"):
+            for name in names(point.sweep.get("metrics")):
+                asked.setdefault(name, []).append(row)
+    return [n for n, done in asked.items() if all(r.metrics.get(n) is None for r in done)]
 
 
 def objective_of(row: PointResult, sweep: Mapping[str, Any]) -> float | list[float] | None:
@@ -168,6 +165,7 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
 def table(rows: Sequence[PointResult], title: str) -> Any:
     """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all)."""
     from rich.table import Table
+    from rich.text import Text  # cells are text: an override like paths=[/a] is not markup
 
     metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
     shown_names = metric_names[:TABLE_METRICS]
@@ -176,18 +174,18 @@ def table(rows: Sequence[PointResult], title: str) -> Any:
             f" ({len(shown_names)} of {len(metric_names)} metrics; the files have all; "
             "choose with sweep.metrics=[STEP.KEY,...])"
         )
-    shown = Table(title=title, expand=False)
-    shown.add_column("point", no_wrap=True)
-    shown.add_column("status", no_wrap=True)
+    shown = Table(title=Text(title), expand=False)
+    shown.add_column(Text("point"), no_wrap=True)
+    shown.add_column(Text("status"), no_wrap=True)
     for name in shown_names:
-        shown.add_column(name, overflow="fold")
+        shown.add_column(Text(name), overflow="fold")
     errors = any(row.error for row in rows)
     if errors:
         shown.add_column("error", overflow="fold")
     for row in rows:
         cells = [" ".join(row.overrides) or "(base)", row.status]
         cells += [_cell(row.metrics.get(k)) for k in shown_names]
-        shown.add_row(*cells, *([row.error] if errors else []))
+        shown.add_row(*map(Text, [*cells, *([row.error] if errors else [])]))
     return shown
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
@@ -26,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from confpipe import results
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
 from confpipe.launch import Prepared
-from confpipe.spec import StepSpec
 
 __all__ = ["ConfpipeLauncher"]
 
@@ -37,10 +37,8 @@ the sweeper carried on (an adaptive sweeper tolerates some failed trials)."""
 
 
 @dataclass(frozen=True)
-class _Point:
-    overrides: list[str]
-    cfg: DictConfig
-    steps: list[StepSpec]
+class _Point(results.Point):
+    cfg: DictConfig  # its config, for the sweeper's JobReturn
 
 
 class ConfpipeLauncher(Launcher):
@@ -76,19 +74,20 @@ class ConfpipeLauncher(Launcher):
         points: list[_Point] = []
         first: Prepared | None = None
         first_key: dict[str, Any] = {}
-        for overrides in job_overrides:
-            cfg, steps_only = compose(list(overrides))
+        for num, overrides in enumerate(job_overrides, initial_job_idx):
+            cfg, steps_only = compose(list(overrides), num)
             key = first_key if first is not None and steps_only else _options_key(cfg)
             if first is not None and key != first_key:
                 raise ConfigError(_differing(first_key, key, overrides))
             prepared = prepare(
                 cfg, options=first.options if first else None, point=" ".join(overrides)
             )
+            sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
+            results.check_names(sweep, {s.name for s in prepared.steps})
             first, first_key = first or prepared, first_key or key
-            points.append(_Point(list(overrides), cfg, prepared.steps))
+            points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
         assert first is not None
-        settings = first_key.get("sweep") or {}
-        results.check_names(settings, {s.name for p in points for s in p.steps})
+        _check_adaptive(self.config.hydra, points, first.options["dry_run"])
         # the sweep's folder, as Hydra's launchers make it: sweepers save their results there
         # (Optuna: optimization_results.yaml); it holds nothing else of confpipe's
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -97,11 +96,10 @@ class ConfpipeLauncher(Launcher):
         hydra_cfg = self.config.hydra
         reporter, _ = execute(steps, first, hydra_cfg, points=len(points))
         if first.options["dry_run"]:
-            return [_job_return(p, reporter, None, hydra_cfg, settings) for p in points]
-        rows = _results(points, reporter, settings)
+            return [_job_return(p, reporter, None, hydra_cfg) for p in points]
+        rows = _results(points, reporter)
         returns = [
-            _job_return(p, reporter, r, hydra_cfg, settings)
-            for p, r in zip(points, rows, strict=True)
+            _job_return(p, reporter, r, hydra_cfg) for p, r in zip(points, rows, strict=True)
         ]
         FAILED_POINTS.extend(
             f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status}"
@@ -111,9 +109,36 @@ class ConfpipeLauncher(Launcher):
         return returns
 
 
-def _results(
-    points: Sequence[_Point], reporter: Any, settings: Mapping[str, Any]
-) -> list[results.PointResult]:
+_GRID_SWEEPERS = ("BasicSweeper", "ConfpipeSweeper")  # sweepers that read no return value
+
+
+def _check_adaptive(hydra_cfg: DictConfig, points: Sequence[_Point], dry_run: bool) -> None:
+    """An adaptive sweeper (Optuna) needs each point's objective: refuse a sweep that can't
+    give one before anything runs."""
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "")
+    if target.endswith(_GRID_SWEEPERS):
+        return
+    sweeper = target.rsplit(".", 1)[-1] or "the sweeper"
+    if any(not results.names(p.sweep.get("objective")) for p in points):
+        raise ConfigError(
+            f"sweep.objective: {sweeper} needs a number from each point to search on; set "
+            "sweep.objective=STEP.KEY (a key of a step's returned dict, e.g. eval.eval_loss)"
+        )
+    if dry_run:
+        raise ConfigError(
+            f"dry_run: {sweeper} needs each point's objective, which a dry run doesn't "
+            "compute; run it for real, or dry-run the same values with the default sweeper"
+        )
+
+
+def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The point's ``sweep`` settings (metrics, objective) as plain data."""
+    node = cfg.get("sweep")
+    data = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _results(points: Sequence[_Point], reporter: Any) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
     manifest (``{prefix}/sweeps/`` instead of ``manifests/``)."""
     from rich.console import Console
@@ -123,16 +148,14 @@ def _results(
     ends = {
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
-    rows = results.results(
-        [results.Point(p.overrides, p.steps) for p in points], ends, settings, load_result
-    )
+    rows = results.results(points, ends, load_result)
     stem = reporter.manifest.rsplit("/manifests/", 1)
     paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
     # on a terminal the live display's console; in a log, wide enough not to fold the columns
     console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
     print(f"results: {paths[0]} (and .json)", file=sys.stderr)
-    for name in results.unreported(rows, settings):
+    for name in results.unreported(points, rows):
         step = name.split(".", 1)[0]
         print(
             f"confpipe: sweep.metrics: {name} is in no point's results; check the key against "
@@ -160,13 +183,19 @@ class _Composer:
         with open_dict(base):
             del base["hydra"]
         self.base = base
+        # a config that reads ${hydra:...} (job.num, override_dirname...) gets each point's
+        # own Hydra config, composed by Hydra (slower: about a compose per point)
+        self.per_job = "${hydra:" in OmegaConf.to_yaml(base)
 
-    def __call__(self, overrides: list[str]) -> tuple[DictConfig, bool]:
-        """The point's config, and whether its own overrides set only step settings (then
+    def __call__(self, overrides: list[str], num: int) -> tuple[DictConfig, bool]:
+        """Point ``num``'s config, and whether its own overrides set only step settings (then
         its run options are the sweep's)."""
         extra = [o for o in map(self._parse, overrides) if _same(o) not in self.common]
-        if not all(self._plain(o) for o in extra):
+        if self.per_job or not all(self._plain(o) for o in extra):
             cfg = self.loader.load_sweep_config(self.master, overrides)
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = num  # as Hydra's launchers number them
+            HydraConfig.instance().set_config(cfg)  # ${hydra:...} is this point's, as it compiles
             with open_dict(cfg):
                 del cfg["hydra"]
             return cfg, False
@@ -203,7 +232,7 @@ def _same(override: Override) -> tuple[Any, ...]:
 
 def _options_key(cfg: DictConfig) -> dict[str, Any]:
     """The run options (everything but ``steps``) as plain data, to compare points."""
-    keys = [str(k) for k in cfg if k not in ("steps", "hydra")]
+    keys = [str(k) for k in cfg if k not in ("steps", "hydra", "sweep")]  # sweep: per point
     data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     assert isinstance(data, dict)
     return {str(k): v for k, v in data.items()}
@@ -222,7 +251,6 @@ def _job_return(
     reporter: Any,
     row: results.PointResult | None,
     hydra_cfg: DictConfig,
-    settings: Mapping[str, Any],
 ) -> JobReturn:
     """What the sweeper gets for a point: its objective (``sweep.objective``) or its result
     row; FAILED, with the steps' errors, when a step of it failed or was blocked."""
@@ -248,7 +276,11 @@ def _job_return(
     if row.error:  # no objective value (see results.results)
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
-    done = row.status in ("ran", "cached")
-    objective = results.objective_of(row, settings) if done else None
+    wants_objective = bool(results.names(point.sweep.get("objective")))
+    if row.status not in ("ran", "cached") and wants_objective:  # run_only left it out
+        error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
+        ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
+        return ret
+    objective = results.objective_of(row, point.sweep) if wants_objective else None
     ret.return_value = row.as_dict() if objective is None else objective
     return ret
