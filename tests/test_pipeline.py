@@ -227,3 +227,16 @@ def test_dry_run_shows_a_failed_step_and_what_it_blocks_when_it_would_stop_the_r
     assert states["other"][0] == "cached"
     with pytest.raises(PreviousFailure):  # the real run stops, as the plan said
         run([after, other], prefix=str(tmp_path), force_run_failed=False)
+
+
+def test_a_given_output_path_that_holds_another_configs_output_is_not_cached(
+    tmp_path: Path,
+) -> None:
+    first = StepSpec("a", stepfns.add, {"a": 1, "b": 2}, output_path="fixed")
+    run(first, prefix=str(tmp_path))
+    changed = StepSpec("a", stepfns.add, {"a": 1, "b": 3}, output_path="fixed")
+    plan = run(changed, prefix=str(tmp_path), dry_run=True).plan
+    assert [p.state.value for p in plan] == ["will run"]
+    assert run(changed, prefix=str(tmp_path)).ran == [changed.identity]
+    assert load_result(str(tmp_path / "fixed")) == 4
+    assert run(changed, prefix=str(tmp_path)).cached == [changed.identity]  # now it is

@@ -42,8 +42,13 @@ class Records:
         self.started: float | None = None
 
     def done(self, output_path: str) -> bool:
-        status = read_status(self.store, output_path)
+        status = self.status(output_path)
         return status is not None and status.state is StepState.SUCCESS
+
+    def status(self, output_path: str) -> Status | None:
+        """The step's status in ``output_path`` (None if it holds another hash's records)."""
+        status = read_status(self.store, output_path)
+        return None if status is None else status.of(self.spec.hash)
 
     def begin(self, output_path: str) -> None:
         self.started = time.time()
@@ -81,7 +86,9 @@ class Records:
         }
 
     def _status(self, output_path: str, state: StepState, **fields: Any) -> None:
-        status = Status(state, self.owner, time.time(), started=self.started, **fields)
+        status = Status(
+            state, self.owner, time.time(), started=self.started, hash=self.spec.hash, **fields
+        )
         write_status(self.store, output_path, status)
 
 
@@ -98,7 +105,7 @@ def cache(
 
     @functools.wraps(fn)
     def cached(*, output_path: str, **config: Any) -> Any:
-        status = read_status(records.store, output_path)
+        status = records.status(output_path)
         if status is not None and status.state is StepState.SUCCESS:
             return CACHED
         if status is not None and status.state is StepState.FAILED and not force_run_failed:
@@ -126,12 +133,15 @@ def record_dep_failed(
         return
     try:
         status = read_status(store, output_path)
-        if status is None or status.state is not StepState.SUCCESS:
+        if status is None or status.of(spec.hash) is None or status.state is not StepState.SUCCESS:
             lease.fence()
             write_status(
                 store,
                 output_path,
-                Status(StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep),
-            )
+                Status(
+                    StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep,
+                    hash=spec.hash,
+                ),
+            )  # fmt: skip
     finally:
         lease.release()

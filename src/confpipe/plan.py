@@ -148,7 +148,7 @@ def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, St
     result: dict[str, Status | None] = {}
     for group_specs, outs in by_store.values():
         for spec, status in zip(group_specs, read_statuses(store_for(outs[0]), outs), strict=True):
-            result[spec.identity] = status
+            result[spec.identity] = None if status is None else status.of(spec.hash)
     return result
 
 

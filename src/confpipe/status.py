@@ -46,6 +46,12 @@ class Status:
     error: str | None = None
     traceback: str | None = None
     failed_dep: str | None = None
+    hash: str | None = None  # the step's hash: an output_path given by hand may hold another's
+
+    def of(self, step_hash: str) -> Status | None:
+        """This status if it is of the step with ``step_hash`` (records without a hash are of
+        whichever step owns the folder), else None: that step never ran here."""
+        return self if self.hash is None or self.hash == step_hash else None
 
     def to_json(self) -> bytes:
         record = {k: v for k, v in vars(self).items() if v is not None}
