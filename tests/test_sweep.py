@@ -26,19 +26,14 @@ steps:
     config: {log: "${oc.env:CALLS_LOG}", name: "down-${.lr}", lr: 1, up: "${step:up}"}
 """
 
-FLAKY = """\
-# @package _global_
-steps:
-  up:
-    fn: tests.stepfns.record
-    config: {log: "${oc.env:CALLS_LOG}", name: up}
-  down:
-    fn: tests.stepfns.record
-    config: {log: "${oc.env:CALLS_LOG}", name: "down-${.lr}", lr: 1, up: "${step:up}"}
+FLAKY = (
+    SWEEP
+    + """\
   bad:
     fn: tests.stepfns.record
     config: {log: "${oc.env:CALLS_LOG}", name: "bad", up: "${step:down}"}
 """
+)
 
 
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
