@@ -19,10 +19,20 @@ from omegaconf import DictConfig
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.spec import StepSpec
 
-__all__ = ["PLAN_FORMATS", "Prepared", "execute", "launch", "prepare"]
+__all__ = ["PLAN_FORMATS", "Executed", "Prepared", "execute", "launch", "prepare"]
 
 PLAN_FORMATS = ("table", "mermaid", "dot")
 log = logging.getLogger("confpipe")
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What ``execute`` did: the reporter (its tally says how each step ended), the
+    manifest's path (None for a dry run) and the RunFailed, if steps failed."""
+
+    reporter: Any
+    manifest: str | None
+    failed: RunFailed | None
 
 
 @dataclass(frozen=True)
@@ -59,12 +69,11 @@ def execute(
     hydra_cfg: Any,
     *,
     points: int | None = None,
-) -> tuple[Any, RunFailed | None]:
+) -> Executed:
     """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run).
 
-    Returns the reporter (its tally says how each step ended) and the RunFailed, if steps
-    failed; Interrupted is raised once the manifest is written. ``points``: the number of
-    sweep points merged into ``steps``, shown in the plan line.
+    Interrupted is raised once the manifest is written. ``points``: the number of sweep
+    points merged into ``steps``, shown in the plan line.
     """
     from confpipe.pipeline import run
     from confpipe.progress import reporter_for
@@ -82,10 +91,11 @@ def execute(
     except Interrupted:
         _manifest(reporter, experiment, options, overrides)
         raise
+    manifest = None
     if not options["dry_run"]:
-        reporter.manifest = _manifest(reporter, experiment, options, overrides)
-        print(f"manifest: {reporter.manifest}", file=sys.stderr)
-    return reporter, failed
+        manifest = _manifest(reporter, experiment, options, overrides)
+        print(f"manifest: {manifest}", file=sys.stderr)
+    return Executed(reporter, manifest, failed)
 
 
 def launch(cfg: DictConfig) -> None:
@@ -94,7 +104,7 @@ def launch(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     prepared = prepare(cfg)
-    _, failed = execute(prepared.steps, prepared, HydraConfig.get())
+    failed = execute(prepared.steps, prepared, HydraConfig.get()).failed
     if failed is not None:
         raise failed
 

@@ -46,6 +46,11 @@ class PointResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # the failing step and the first line of its error
 
+    @property
+    def finished(self) -> bool:
+        """Every step of the point succeeded (now or earlier): it has metrics."""
+        return self.status in ("ran", "cached")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "overrides": self.overrides,
@@ -99,7 +104,7 @@ def results(points: Sequence[Point], ends: Mapping[str, Any], load: Any) -> list
         by_name = {s.name: s for s in point.steps if s.identity in ends}
         sweep = point.sweep
         wanted = list(dict.fromkeys(names(sweep.get("metrics")) + names(sweep.get("objective"))))
-        if row.status in ("ran", "cached"):
+        if row.finished:
             for name in wanted or _leaf_metrics(point, by_name, value_of):
                 step, _, key = name.partition(".")
                 row.metrics[name] = (
@@ -118,7 +123,7 @@ def unreported(points: Sequence[Point], rows: Sequence[PointResult]) -> list[str
     misspelled key, likely)."""
     asked: dict[str, list[PointResult]] = {}
     for point, row in zip(points, rows, strict=True):
-        if row.status in ("ran", "cached"):
+        if row.finished:
             for name in names(point.sweep.get("metrics")):
                 asked.setdefault(name, []).append(row)
     return [n for n, done in asked.items() if all(r.metrics.get(n) is None for r in done)]

@@ -94,10 +94,11 @@ class ConfpipeLauncher(Launcher):
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        reporter, _ = execute(steps, first, hydra_cfg, points=len(points))
-        if first.options["dry_run"]:
+        done = execute(steps, first, hydra_cfg, points=len(points))
+        reporter = done.reporter
+        if done.manifest is None:  # a dry run
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
-        rows = _results(points, reporter)
+        rows = _results(points, reporter, done.manifest)
         returns = [
             _job_return(p, reporter, r, hydra_cfg) for p, r in zip(points, rows, strict=True)
         ]
@@ -138,7 +139,7 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _results(points: Sequence[_Point], reporter: Any) -> list[results.PointResult]:
+def _results(points: Sequence[_Point], reporter: Any, manifest: str) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
     manifest (``{prefix}/sweeps/`` instead of ``manifests/``)."""
     from rich.console import Console
@@ -149,7 +150,7 @@ def _results(points: Sequence[_Point], reporter: Any) -> list[results.PointResul
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
     rows = results.results(points, ends, load_result)
-    stem = reporter.manifest.rsplit("/manifests/", 1)
+    stem = manifest.rsplit("/manifests/", 1)
     paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
     # on a terminal the live display's console; in a log, wide enough not to fold the columns
     console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
@@ -277,7 +278,7 @@ def _job_return(
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
     wants_objective = bool(results.names(point.sweep.get("objective")))
-    if row.status not in ("ran", "cached") and wants_objective:  # run_only left it out
+    if not row.finished and wants_objective:  # run_only left it out
         error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
         return ret
