@@ -172,11 +172,11 @@ def test_results_table_and_files_give_each_points_metrics(scored: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "plan: 3 sweep points -> 4 unique steps, 0 cached, 4 to run" in out.stderr
     [(rows, records)] = results_files(scored)
-    # default metrics: every scalar the points' last steps returned
+    # default metrics: every number the points' last steps returned, at full precision
     assert [(r["overrides"], r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
-        ("steps.score.config.x=1", "ran", "1", "1"),
-        ("steps.score.config.x=2", "ran", "0", "2"),
-        ("steps.score.config.x=4", "ran", "4", "4"),
+        ("steps.score.config.x=1", "ran", "1.0", "1"),
+        ("steps.score.config.x=2", "ran", "0.0", "2"),
+        ("steps.score.config.x=4", "ran", "4.0", "4"),
     ]
     assert records[2] == {
         "overrides": ["steps.score.config.x=4"], "status": "ran",
@@ -188,8 +188,8 @@ def test_results_table_and_files_give_each_points_metrics(scored: Path) -> None:
                   "sweep.metrics=[score.loss]", cwd=scored)  # fmt: skip
     assert again.returncode == 0, again.stderr
     rows = results_files(scored)[-1][0]
-    assert [(r["status"], r["score.loss"]) for r in rows] == [("cached", "1"), ("cached", "0"),
-                                                             ("cached", "4")]  # fmt: skip
+    assert [(r["status"], r["score.loss"]) for r in rows] == [("cached", "1.0"), ("cached", "0.0"),
+                                                             ("cached", "4.0")]  # fmt: skip
     assert "score.x" not in rows[0]
     typo = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2",
                  "sweep.metrics=[score.los]", cwd=scored)  # fmt: skip
@@ -346,6 +346,6 @@ def test_a_sweep_over_experiments_takes_each_ones_metrics(scored: Path) -> None:
     assert out.returncode == 0, out.stderr
     rows = results_files(scored)[0][0]
     assert [(r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
-        ("ran", "1", "3"),  # scored: every number its last step returned
+        ("ran", "1.0", "3"),  # scored: every number its last step returned
         ("ran", "", "3"),  # other: only score.x (the same steps, merged: they ran once)
     ]

@@ -152,13 +152,13 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
     """``{stem}.csv`` (a column per metric) and ``{stem}.json``; returns both paths."""
     from confpipe.storage import store_for
 
-    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
+    metric_names = _metric_names(rows)
     out = io.StringIO()
     table = csv.writer(out)
     table.writerow(["overrides", "status", *metric_names, "error"])
     for row in rows:
-        shown = [_cell(row.metrics.get(k)) for k in metric_names]
-        table.writerow([" ".join(row.overrides), row.status, *shown, row.error])
+        values = [row.metrics.get(k) for k in metric_names]  # full precision: data, not display
+        table.writerow([" ".join(row.overrides), row.status, *values, row.error])
     store = store_for(stem)
     paths = (f"{stem}.csv", f"{stem}.json")
     store.write(paths[0], out.getvalue().encode())
@@ -172,7 +172,7 @@ def table(rows: Sequence[PointResult], title: str) -> Any:
     from rich.table import Table
     from rich.text import Text  # cells are text: an override like paths=[/a] is not markup
 
-    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))
+    metric_names = _metric_names(rows)
     shown_names = metric_names[:TABLE_METRICS]
     if len(metric_names) > len(shown_names):
         title += (
@@ -192,6 +192,11 @@ def table(rows: Sequence[PointResult], title: str) -> Any:
         cells += [_cell(row.metrics.get(k)) for k in shown_names]
         shown.add_row(*map(Text, [*cells, *([row.error] if errors else [])]))
     return shown
+
+
+def _metric_names(rows: Sequence[PointResult]) -> list[str]:
+    """Every metric of the rows, in first-seen order: the columns."""
+    return list(dict.fromkeys(k for row in rows for k in row.metrics))
 
 
 def _swept(points: Sequence[Point]) -> set[str]:
