@@ -1,4 +1,4 @@
-"""What the Cloud Batch and Cloud TPU tests share: golden files, jobs in threads, the CLI.
+"""What the job backends' tests share (Cloud Batch, Cloud TPU, local): goldens, jobs, the CLI.
 
 ``SETTINGS`` and ``JOB_DIR`` make golden requests, ``check_golden`` compares one with its
 file under ``tests/golden``; ``run`` drives one job through ``run_job`` (the step is named

@@ -18,36 +18,16 @@ import cloudpickle
 import pytest
 
 from confpipe import status
-from confpipe.backends import JobRequest, JobState, JobStatus, run_job
+from confpipe.backends import JobRequest, JobState, JobStatus
 from confpipe.backends.local import LocalBackend
 from confpipe.cancel import CancelScope
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.spec import GPU, Resources
 from tests import jobfns
+from tests.gcpfakes import run
 from tests.waits import alive, eventually
 
 GiB = 2**30
-
-
-def run(
-    backend: LocalBackend,
-    out: Path,
-    fn: Callable[..., object],
-    resources: Resources | None = None,
-    scope: CancelScope | None = None,
-    detach: bool = False,
-    **kwargs: object,
-) -> object:
-    return run_job(
-        backend,
-        "s",
-        status.jobs_dir(str(out)),
-        fn,
-        kwargs,
-        resources or Resources(),
-        scope=scope or CancelScope(),
-        detach=detach,
-    )
 
 
 def job_dirs(out: Path) -> list[Path]:
@@ -111,7 +91,7 @@ def test_raising_function_fails_with_remote_error_traceback_and_log_tail(tmp_pat
         run(LocalBackend(), out, jobfns.boom, Resources(max_retries=2), message="kaput-123")
     message = str(info.value)
     (job,) = job_dirs(out)  # a failure is never retried
-    assert message.startswith("step 's': ValueError: kaput-123\n")
+    assert message.startswith("step 'out': ValueError: kaput-123\n")
     assert f"job folder: {job}" in message
     assert "about to fail: line printed by the job" in message
     remote_tb = info.value.remote_traceback  # type: ignore[attr-defined]
