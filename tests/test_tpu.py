@@ -282,9 +282,36 @@ def test_a_preempted_slice_is_retried_then_succeeds(
     assert isinstance(value, dict) and value["sum"] == 5
     creates = [r for m, r in fake.requests if m == "CreateQueuedResource"]
     assert len(creates) == 2 and all("spot" in r.queued_resource for r in creates)
-    assert "preempted, retrying" in caplog.text
+    assert "suspended by the Cloud TPU service), retrying" in caplog.text
     assert fake.count("DeleteQueuedResource") == 2  # the suspended slice, then the finished one
     eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
+
+
+def test_a_slice_the_service_failed_is_retried_and_deleted(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # FAILED before the backend's first read: it must still be deleted, then retried
+    caplog.set_level(logging.INFO, logger="confpipe")
+    fake.fail_next("no v5e capacity in us-central1-a")
+    resources = Resources(tpu="v5litepod-1", spot=True, max_retries=1)
+    value = run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=4, b=5)
+    assert isinstance(value, dict) and value["sum"] == 9
+    assert "failed: no v5e capacity in us-central1-a), retrying" in caplog.text
+    assert fake.count("CreateQueuedResource") == 2
+    assert fake.count("DeleteQueuedResource") == 2
+    eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
+
+
+def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str
+) -> None:
+    fake.fail_next("no capacity")
+    with pytest.raises(StepFailed) as err:
+        resources = Resources(tpu="v5litepod-1", spot=True, max_retries=0)
+        run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=1, b=1)
+    assert "job preempted 1 time(s) (queued resource projects/proj/" in str(err.value)
+    assert "failed: no capacity); raise resources.max_retries" in str(err.value)
+    assert fake.count("DeleteQueuedResource") == 1
 
 
 def test_preemptions_beyond_max_retries_fail_with_the_reason(

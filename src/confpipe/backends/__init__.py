@@ -134,7 +134,8 @@ def run_job(
         if status.state is JobState.SUCCEEDED:
             return _result(store, backend, handle, step, job_dir)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
-            logger.warning("step %r: job %s preempted, retrying", step, job_dir)
+            why = status.detail or "no detail"
+            logger.warning("step %r: job %s preempted (%s), retrying", step, job_dir, why)
             continue
         if status.state is JobState.PREEMPTED:
             what = (

@@ -133,11 +133,10 @@ class TpuBackend(CloudBackend):
 
     def poll(self, handle: object) -> JobStatus:
         job = _slice(handle)
-        if job.status.state.done or time.monotonic() - job.checked < self.poll_interval:
-            return job.status
-        job.checked = time.monotonic()
-        job.status = self._status(job)
-        if job.status.state.done:
+        if not job.status.state.done and time.monotonic() - job.checked >= self.poll_interval:
+            job.checked = time.monotonic()
+            job.status = self._status(job)
+        if job.status.state.done:  # also a slice already preempted when it was created
             self._finish(job)
         return job.status
 

@@ -20,6 +20,7 @@ its ``sys.path`` (so the code you have now is the code in the image).
         ...                               # run TPU steps; fake.requests has what was sent
         fake.preempt_next()               # the next slice is suspended once its hosts start
         fake.preempt(name)                # suspend this ACTIVE queued resource now
+        fake.fail_next("no capacity")     # the next queued resource fails once accepted
         fake.fail_host(name, 1)           # SIGKILL host 1's worker (as the OOM killer would)
         fake.serial_log(name, 1)          # what host 1's startup script printed
 
@@ -113,6 +114,7 @@ class FakeTpu(GrpcFake):
         self._request_ids: dict[str, str] = {}  # request id -> operation name
         self._seq = itertools.count()
         self._preempt = 0
+        self._fail: list[str] = []  # why the next queued resources fail, in order
         self._folder = Path(tempfile.mkdtemp(prefix="fake-tpu-"))
         self._shims = shims(self._folder / "bin")
         self._threads: list[threading.Thread] = []
@@ -153,6 +155,11 @@ class FakeTpu(GrpcFake):
         with self._lock:
             self._preempt += count
 
+    def fail_next(self, reason: str) -> None:
+        """The next slice fails once accepted, as when the service has no capacity for it."""
+        with self._lock:
+            self._fail.append(reason)
+
     def preempt(self, name: str) -> None:
         """Suspend the queued resource as the service does when it reclaims capacity."""
         run = self._run(name)
@@ -177,6 +184,18 @@ class FakeTpu(GrpcFake):
             raise KeyError(f"no queued resource {name}")
         return run
 
+    def _fail_if_asked(self, run: _Run) -> bool:
+        """Fail ``run`` (state FAILED, with the reason) if ``fail_next`` asked for it."""
+        with self._lock:
+            if not self._fail:
+                return False
+            reason = self._fail.pop(0)
+            error = {"code": grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "message": reason}
+            run.resource.state = tpu_v2.QueuedResourceState(
+                state=State.FAILED, failed_data={"error": error}
+            )
+            return True
+
     def _log_path(self, name: str, host: int) -> Path:
         return self._folder / "serial" / f"{name.rsplit('/', 1)[-1]}-{host}.log"
 
@@ -193,7 +212,10 @@ class FakeTpu(GrpcFake):
                 return
             self._set_state(run, state)
             if state == State.ACCEPTED:
+                failed = self._fail_if_asked(run)  # before the operation ends, as a refusal
                 self._operations.finish(operation, tpu_v2.QueuedResource.pb(run.resource))
+                if failed:
+                    return
         node = run.resource.tpu.node_spec[0].node
         attributes = {
             **node.metadata,
