@@ -1,11 +1,11 @@
 """Pipelines the integration tests launch as real processes: ``python -m tests.pipelines``.
 
-Usage: python -m tests.pipelines SCENARIO PREFIX WORKDIR [--lease SECONDS] [--job]
+Usage: python -m tests.pipelines SCENARIO PREFIX WORKDIR [--lease SECONDS] [--job] [--strict]
   dag30   30 steps (fan-out and diamonds) that append their name to WORKDIR/calls.log
   slow    one step: stepfns.slow (touch WORKDIR/started, sleep WORKDIR/seconds)
 PREFIX is a local folder or a URL (gs://bucket/path: STORAGE_EMULATOR_HOST says where);
-WORKDIR is always local. Prints the run's summary as JSON; exits with the error's exit code
-(1 failed, 130 Ctrl-C).
+WORKDIR is always local; --strict is force_run_failed=False. Prints the run's summary as
+JSON; exits with the error's exit code (1 failed, 130 Ctrl-C).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--sleep", type=float, default=0.02)
     parser.add_argument("--job", action="store_true")
+    parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     url = split_protocol(args.prefix)[0] not in (None, "file")
@@ -64,7 +65,10 @@ def main() -> int:
     )
     options = LockOptions(heartbeat_interval=args.lease / 5, lease_timeout=args.lease)
     try:
-        summary = run(steps, prefix=args.prefix, lock_options=options, max_concurrent=8)
+        summary = run(
+            steps, prefix=args.prefix, lock_options=options, max_concurrent=8,
+            force_run_failed=not args.strict,
+        )  # fmt: skip
     except ConfpipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from confpipe import StepState, load_result
+from confpipe import StepState, load_result, run
+from confpipe.plan import PlanState
 from confpipe.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
 from tests.pipelines import dag30, slow
@@ -132,6 +133,16 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     assert not pid_alive(job_pid)
     output = slow(str(tmp_path), job=True)[0].output_under(str(tmp_path / "out"))
     assert_interrupted(output)
+    # an interruption is no failure to fix: force_run_failed=False runs the step again
+    steps = slow(str(tmp_path), job=True)
+    (plan,) = run(steps, prefix=str(tmp_path / "out"), dry_run=True, force_run_failed=False).plan
+    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
+    (tmp_path / "seconds").write_text("0")
+    code, out, err = finish(
+        launch("slow", str(tmp_path / "out"), str(tmp_path), "--job", "--strict")
+    )
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["ran"] == 1
 
 
 def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path, prefix: str) -> None:
@@ -146,6 +157,7 @@ def assert_interrupted(output: str) -> None:
     status = read_status(store, output)
     assert status is not None and status.state is StepState.FAILED
     assert status.error and "nterrupt" in status.error
+    assert status.interrupted and not status.is_failure()
     if "://" in output:  # on a remote store, look through the store
         assert store.read(lease_path(output)) is None
         assert store.read(status_path(output)) is not None

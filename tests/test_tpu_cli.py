@@ -104,6 +104,40 @@ def test_ctrl_c_of_the_cli_deletes_the_slice_and_stops_every_host(
     eventually(lambda: not any(map(alive, workers)), "every host's worker to stop", 10)
 
 
+def test_a_detached_slice_is_reattached_after_ctrl_c_even_with_force_run_failed_false(
+    work: Path, fake_tpu: FakeTpu, fake_gcs: FakeGcs, gs_prefix: str
+) -> None:
+    release = work / "release"
+    args = gcp(fake_tpu, fake_gcs, gs_prefix, "steps.train.fn=tests.tpujobs.wait_for_release",
+               f"+steps.train.config.path={release}", "steps.train.resources.tpu=v5litepod-4",
+               "detach=true", "force_run_failed=false")  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "confpipe", *args], cwd=work, env=cli_env(work),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        eventually(lambda: _host_waiting(fake_tpu), "the TPU host to start", 60)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, err
+    assert "job left running (detach)" in err
+    assert fake_tpu.count("DeleteQueuedResource") == 0
+    release.touch()  # the job ends while no driver watches it
+    again = cli(*args, cwd=work)  # an interruption is no failure: force_run_failed=false retries
+    assert again.returncode == 0, again.stderr
+    assert "re-attached to its live queued resource" in again.stderr
+    assert fake_tpu.count("CreateQueuedResource") == 1
+    assert load_result(_output_of(gs_prefix, "train")) == "released"
+    eventually(lambda: fake_tpu.queued_resources() == [], "the queued resource to be deleted")
+
+
+def _host_waiting(fake: FakeTpu) -> bool:
+    found = fake.queued_resources()
+    return len(found) == 1 and "waiting for release" in fake.serial_log(found[0].name, 0)
+
+
 def _output_of(prefix: str, step: str) -> str:
     from confpipe.storage import store_for
 

@@ -16,6 +16,13 @@ def which_host(output_path: str | None = None) -> dict[str, int]:
     return {"host": host, "pid": os.getpid()}
 
 
+def wait_for_release(path: str, output_path: str | None = None) -> str:
+    """``batchjobs.wait_for`` as a pipeline step (it takes the ``output_path`` confpipe gives)."""
+    from tests.batchjobs import wait_for
+
+    return wait_for(path)
+
+
 def fail_on_host(host: int, message: str) -> str:
     """Fail on host ``host`` only, after a line in its log; the others return."""
     me = int(os.environ[HOST_VAR])

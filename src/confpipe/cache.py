@@ -65,11 +65,17 @@ class Records:
         self.store.write(result_path(output_path), data)
         self._status(output_path, StepState.SUCCESS)
 
-    def fail(self, output_path: str, error: BaseException, fence: Callable[[], None]) -> None:
+    def fail(
+        self, output_path: str, error: BaseException, fence: Callable[[], None],
+        interrupted: bool = False,
+    ) -> None:  # fmt: skip
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"
-        self._status(output_path, StepState.FAILED, error=message, traceback=trace)
+        self._status(
+            output_path, StepState.FAILED, error=message, traceback=trace,
+            interrupted=interrupted or None,
+        )  # fmt: skip
 
     def info(self, output_path: str) -> dict[str, Any]:
         spec, resources = self.spec, self.spec.resources
@@ -108,7 +114,7 @@ def cache(
         status = records.status(output_path)
         if status is not None and status.state is StepState.SUCCESS:
             return CACHED
-        if status is not None and status.state is StepState.FAILED and not force_run_failed:
+        if status is not None and status.is_failure() and not force_run_failed:
             raise previous_failure(records.spec.name, status)
         return fn(output_path=output_path, **config)
 

@@ -55,7 +55,13 @@ class Hooks(Protocol):
     def done(self, output_path: str) -> bool: ...
     def begin(self, output_path: str) -> None: ...
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None: ...
-    def fail(self, output_path: str, error: BaseException, fence: Callable[[], None]) -> None: ...
+    def fail(
+        self,
+        output_path: str,
+        error: BaseException,
+        fence: Callable[[], None],
+        interrupted: bool = False,
+    ) -> None: ...
 
 
 class Lease:
@@ -235,7 +241,7 @@ def abandon_held(reason: BaseException) -> None:
     for lease in _heartbeat.held():
         if lease.hooks is not None:
             try:
-                lease.hooks.fail(lease.output, reason, lease.fence)
+                lease.hooks.fail(lease.output, reason, lease.fence, interrupted=True)
             except Exception as err:
                 log.warning("step %s: could not record the interruption: %s", lease.step, err)
         lease.release()
@@ -262,7 +268,8 @@ def lock(
                     if lease.lost:
                         raise LeaseLost(step, lease.lost) from err
                     if hooks is not None:
-                        hooks.fail(output_path, err, lease.fence)
+                        stopped = lease.scope.is_set() and lease.scope.reason == "interrupted"
+                        hooks.fail(output_path, err, lease.fence, interrupted=stopped)
                     raise
             if hooks is not None:
                 hooks.succeed(output_path, value, lease.fence)

@@ -122,7 +122,7 @@ def run(
     if not force_run_failed and not dry_run:  # a dry run shows them as failed / blocked
         for spec in todo:
             status = statuses[spec.identity]
-            if status is not None and status.state is StepState.FAILED:
+            if status is not None and status.is_failure():
                 raise previous_failure(spec.name, status)
     plans = describe(need, outputs, statuses, resources, where, prefix, not force_run_failed)
     show = reporter or PlainReporter(log.info)

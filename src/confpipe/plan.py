@@ -174,9 +174,11 @@ def describe(
         state, reason = PlanState.WILL_RUN, "no previous output"
         if status is not None and status.state is StepState.SUCCESS:
             state, reason = PlanState.CACHED, "succeeded earlier"
-        elif status is not None and status.state is StepState.FAILED and stop_on_failed:
+        elif status is not None and status.is_failure() and stop_on_failed:
             state = PlanState.FAILED
             reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
+        elif status is not None and status.interrupted:
+            reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
         elif status is not None and status.state is StepState.FAILED:
             reason = f"retry: failed earlier ({status.error})"
         elif status is not None and status.state is StepState.DEP_FAILED:

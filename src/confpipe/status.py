@@ -47,6 +47,12 @@ class Status:
     traceback: str | None = None
     failed_dep: str | None = None
     hash: str | None = None  # the step's hash: an output_path given by hand may hold another's
+    interrupted: bool | None = None  # FAILED because the launch was interrupted (Ctrl-C)
+
+    def is_failure(self) -> bool:
+        """FAILED by the step's own doing: what ``force_run_failed=false`` refuses to retry.
+        An interrupted attempt is not one (nothing to fix; a detached job is re-attached)."""
+        return self.state is StepState.FAILED and not self.interrupted
 
     def of(self, step_hash: str) -> Status | None:
         """This status if it is of the step with ``step_hash`` (records without a hash are of
