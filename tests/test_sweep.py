@@ -39,6 +39,8 @@ FLAKY = (
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(cwd / "calls.log")}
     env.pop("CONFPIPE_FULL_ERROR", None)
+    env["TMPDIR"] = str(cwd / "tmp")  # where Hydra's sweep folder goes by default
+    (cwd / "tmp").mkdir(exist_ok=True)
     return subprocess.run(
         [sys.executable, "-m", "confpipe", "--config-dir", "confs", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
@@ -64,7 +66,21 @@ def test_sweep_runs_shared_upstream_once_and_each_point_once(work: Path) -> None
     assert out.returncode == 0, out.stderr
     assert calls(work) == {"up": 1, "down-1": 1, "down-2": 1, "down-3": 1}
     assert "summary: 4 ran, 0 cached, 0 failed" in out.stderr
-    assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs"]
+    assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs", "tmp"]
+    assert list((work / "tmp" / "confpipe-sweeps").iterdir()) == []  # Hydra's folder is gone
+
+
+def test_an_empty_sweep_is_a_config_error_naming_the_empty_override(work: Path) -> None:
+    out = sweep(
+        "+experiment=sweep", "-m", "steps.down.config.lr=range(0)", "+steps.down.config.x=1,2",
+        cwd=work,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(
+        "confpipe: error: -m: steps.down.config.lr=range(0) has no values, so the sweep has no "
+        "points to run"
+    )
+    assert not (work / "outputs").exists() and calls(work) == {}
 
 
 def test_sweep_points_share_one_process(work: Path) -> None:

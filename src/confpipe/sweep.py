@@ -9,6 +9,7 @@ Registered as ``hydra/launcher=confpipe`` by the thin ``hydra_plugins.confpipe_l
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from collections.abc import Mapping, Sequence
@@ -108,6 +109,17 @@ class ConfpipeLauncher(Launcher):
             if ret.status is JobStatus.FAILED
         )
         return returns
+
+
+def tidy_sweep_dir(folder: Path) -> None:
+    """Remove a grid sweep's folder in the temp folder (the default ``hydra.sweep.dir``): it
+    holds only Hydra's ``multirun.yaml``, which the sweep's manifest records better. A folder
+    the user chose is kept, as is any folder holding more (a sweeper's results)."""
+    if folder.parent.name != "confpipe-sweeps":
+        return
+    (folder / "multirun.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else wrote there
+        folder.rmdir()
 
 
 _GRID_SWEEPERS = ("BasicSweeper", "ConfpipeSweeper")  # sweepers that read no return value

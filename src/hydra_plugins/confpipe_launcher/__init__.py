@@ -8,11 +8,15 @@ launcher itself lives in ``confpipe.sweep``.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from confpipe import sweep
+from confpipe.errors import ConfigError
 
 __all__ = ["ConfpipeLauncher", "ConfpipeLauncherConf", "ConfpipeSweeper", "ConfpipeSweeperConf"]
 
@@ -24,10 +28,34 @@ class ConfpipeLauncher(sweep.ConfpipeLauncher):
 class ConfpipeSweeper(BasicSweeper):
     """Hydra's basic sweeper without its up-front compose of every point (~60 ms each: a
     minute for 1,000 points); the confpipe launcher builds and checks every point anyway,
-    before anything runs."""
+    before anything runs. An empty sweep is a config error, not a silent exit 0."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """The basic sweep; then an empty one is an error, and its temp folder is removed."""
+        assert self.config is not None
+        folder = Path(str(self.config.hydra.sweep.dir))
+        try:
+            returns = super().sweep(arguments)
+        finally:
+            sweep.tidy_sweep_dir(folder)
+        if not any(returns):
+            empty = ", ".join(self._empty(arguments)) or "the sweep"
+            raise ConfigError(f"-m: {empty} has no values, so the sweep has no points to run")
+        return returns
+
+    def _empty(self, arguments: list[str]) -> list[str]:
+        """The sweep overrides (command line or ``hydra.sweeper.params``) with no values."""
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        found = parser.parse_overrides([*self._parse_config(), *arguments])
+        return [
+            str(o.input_line)
+            for o in found
+            if o.is_sweep_override() and not list(o.sweep_string_iterator())
+        ]
 
 
 @dataclass
