@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -202,7 +203,10 @@ def test_cancelling_a_queued_run_job_raises_and_never_starts_it(tmp_path: Path) 
     assert not (job / "log.txt").exists()
 
 
-def test_budget_of_one_cpu_never_overlaps_jobs(tmp_path: Path) -> None:
+def test_budget_of_one_cpu_never_overlaps_jobs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="confpipe")
     backend = LocalBackend(cpu=1)
     spans = tmp_path / "spans"
     spans.mkdir()
@@ -224,6 +228,13 @@ def test_budget_of_one_cpu_never_overlaps_jobs(tmp_path: Path) -> None:
     times = sorted(tuple(map(float, p.read_text().split())) for p in spans.iterdir())
     for (_, end), (start, _) in itertools.pairwise(times):
         assert end <= start
+    waits = [
+        r.getMessage()
+        for r in caplog.records
+        if "waits for room in the local budget" in r.getMessage()
+    ]
+    assert len(waits) == 1  # said once, by the first job that had to wait
+    assert "(1 CPUs, " in waits[0] and "backend.cpu / backend.memory set the budget" in waits[0]
 
 
 def test_budget_of_three_cpus_runs_three_jobs_together(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ in submission order; the job that ends starts the next ones that fit. No thread 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from confpipe.errors import ConfigError
 from confpipe.spec import Resources
 from confpipe.storage import local_path
 
+logger = logging.getLogger(__name__)
 GiB = 2**30
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
 _LOG_TAIL_BYTES = 64 * 1024
@@ -72,6 +74,7 @@ class LocalBackend:
         self._queue: deque[_Job] = deque()
         self._cpu_used = 0.0
         self._memory_used = 0
+        self._said_full = False  # the first job that has to wait says so, once
 
     def check(self, step: str, resources: Resources) -> None:
         where = f"step {step!r}: resources"
@@ -114,6 +117,14 @@ class LocalBackend:
         with self._lock:
             self._queue.append(handle)
             self._start_fitting()
+            say = handle.proc is None and not handle.done.is_set() and not self._said_full
+            self._said_full = self._said_full or say
+        if say:
+            logger.info(
+                "step %r: waits for room in the local budget (%g CPUs, %.1fGiB); jobs start in "
+                "turn as others finish (backend.cpu / backend.memory set the budget)",
+                job.step, self.cpu, self.memory / GiB,
+            )  # fmt: skip
         return handle
 
     def poll(self, handle: object) -> JobStatus:
