@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,18 +86,9 @@ def test_ctrl_c_of_the_cli_deletes_the_slice_and_stops_every_host(
     pids.mkdir()
     args = gcp(fake_tpu, fake_gcs, gs_prefix, "steps.train.fn=tests.tpujobs.wait_on_hosts",
                f"+steps.train.config.pid_dir={pids}")  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "confpipe", *args], cwd=work, env=cli_env(work),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        hosts = [pids / f"host-{n}" for n in range(4)]  # v5litepod-16: 4 hosts
-        eventually(lambda: all(h.exists() for h in hosts), "every host to start", 60)
-        driver.send_signal(signal.SIGINT)
-        _, err = driver.communicate(timeout=60)
-    finally:
-        driver.kill()
-    assert driver.returncode == 130, err
+    hosts = [pids / f"host-{n}" for n in range(4)]  # v5litepod-16: 4 hosts
+    code, err = interrupt(args, work, lambda: all(h.exists() for h in hosts), "every host")
+    assert code == 130, err
     assert "interrupted" in err
     assert fake_tpu.count("DeleteQueuedResource") == 1
     eventually(lambda: fake_tpu.queued_resources() == [], "the queued resource to be deleted")
@@ -111,17 +103,8 @@ def test_a_detached_slice_is_reattached_after_ctrl_c_even_with_force_run_failed_
     args = gcp(fake_tpu, fake_gcs, gs_prefix, "steps.train.fn=tests.tpujobs.wait_for_release",
                f"+steps.train.config.path={release}", "steps.train.resources.tpu=v5litepod-4",
                "detach=true", "force_run_failed=false")  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "confpipe", *args], cwd=work, env=cli_env(work),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        eventually(lambda: _host_waiting(fake_tpu), "the TPU host to start", 60)
-        driver.send_signal(signal.SIGINT)
-        _, err = driver.communicate(timeout=60)
-    finally:
-        driver.kill()
-    assert driver.returncode == 130, err
+    code, err = interrupt(args, work, lambda: _host_waiting(fake_tpu), "the TPU host")
+    assert code == 130, err
     assert "job left running (detach)" in err
     assert fake_tpu.count("DeleteQueuedResource") == 0
     release.touch()  # the job ends while no driver watches it
@@ -131,6 +114,23 @@ def test_a_detached_slice_is_reattached_after_ctrl_c_even_with_force_run_failed_
     assert fake_tpu.count("CreateQueuedResource") == 1
     assert load_result(_output_of(gs_prefix, "train")) == "released"
     eventually(lambda: fake_tpu.queued_resources() == [], "the queued resource to be deleted")
+
+
+def interrupt(
+    args: list[str], work: Path, started: Callable[[], bool], what: str
+) -> tuple[int, str]:
+    """Launch the CLI, Ctrl-C it once ``started()`` holds; its exit code and stderr."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "confpipe", *args], cwd=work, env=cli_env(work),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        eventually(started, f"{what} to start", 60)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    return driver.returncode, err
 
 
 def _host_waiting(fake: FakeTpu) -> bool:
