@@ -1,4 +1,5 @@
-"""One contract suite for the store primitives and the lease lock, run on every store kind."""
+"""One contract suite for the store primitives, the lease lock and the status commits, run on
+every store kind."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from confpipe.cache import Records
 from confpipe.cancel import CancelScope
 from confpipe.errors import LeaseLost
 from confpipe.lock import Holder, Lease, LockOptions, _heartbeat, try_acquire
-from confpipe.status import lease_path
+from confpipe.spec import StepSpec
+from confpipe.status import StepState, lease_path, read_status
 from confpipe.storage import Store, store_for
+from tests import stepfns
 
 FAST = LockOptions(heartbeat_interval=0.05, lease_timeout=0.5)
 
@@ -171,3 +175,41 @@ def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(root: s
     holder = acquire(root, "launch-c")
     assert isinstance(holder, Holder) and holder.owner == "launch-b"
     new.release()
+
+
+# -- status commits: a launch that lost its lease between its fence and its write ----------
+
+
+def records(root: str, owner: str) -> Records:
+    return Records(store(root), StepSpec("s", stepfns.add, {"a": 1, "b": 2}), owner)
+
+
+def test_a_late_commit_after_a_takeover_is_refused(root: str) -> None:
+    out = f"{root}/s"
+    paused, taker = records(root, "launch-a"), records(root, "launch-b")
+    assert paused.status(out) is None and paused.begin(out)
+    assert taker.status(out) is not None and taker.begin(out)  # took the lease, RUNNING
+    with pytest.raises(LeaseLost, match="did not commit it"):
+        paused.succeed(out, 1, fence=lambda: None)  # its fence passed just before the pause
+    paused.fail(out, RuntimeError("late"), fence=lambda: None)  # nor can it record a failure
+    status = read_status(store(root), out)
+    assert status is not None and status.state is StepState.RUNNING
+    assert status.worker == "launch-b"
+    taker.succeed(out, 3, fence=lambda: None)
+    status = read_status(store(root), out)
+    assert status is not None and status.state is StepState.SUCCESS
+    assert status.worker == "launch-b"
+
+
+def test_a_takeover_that_a_late_commit_beat_finds_the_step_done(root: str) -> None:
+    out = f"{root}/s"
+    paused, taker = records(root, "launch-a"), records(root, "launch-b")
+    paused.status(out)
+    assert paused.begin(out)
+    assert not taker.done(out)  # launch-b sees launch-a's RUNNING, then launch-a commits
+    paused.succeed(out, 3, fence=lambda: None)
+    assert not taker.begin(out)  # so launch-b does not overwrite the commit...
+    assert taker.done(out)  # ...and finds the step done when it checks again
+    status = read_status(store(root), out)
+    assert status is not None and status.state is StepState.SUCCESS
+    assert status.worker == "launch-a"

@@ -2,8 +2,11 @@
 
 ``Records`` are the hooks that run inside the step's lease (lock.py): re-check the status
 after acquiring, write info + RUNNING, and at the end write the result and then SUCCESS
-(or FAILED with the traceback), each commit fenced by a refresh of the lease, so a launch
-that lost its lease can never mark a step succeeded.
+(or FAILED with the traceback). Each commit is fenced by a refresh of the lease, and each
+status write is a compare-and-swap on the record this launch last read or wrote: a launch
+that lost its lease (paused past the lease timeout, say, between its fence and its write)
+finds the record changed by the launch that took over, and can never mark the step
+succeeded.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from confpipe.cancel import CancelScope
-from confpipe.errors import PreviousFailure
+from confpipe.errors import LeaseLost, PreviousFailure
 from confpipe.lock import Lease, LockOptions, try_acquire
 from confpipe.spec import StepSpec
 from confpipe.status import (
@@ -26,10 +29,10 @@ from confpipe.status import (
     encode_result,
     info_path,
     launch_info,
-    read_status,
+    read_status_blob,
     result_path,
+    swap_status,
     write_json,
-    write_status,
 )
 from confpipe.storage import Store
 
@@ -40,6 +43,7 @@ class Records:
     def __init__(self, store: Store, spec: StepSpec, owner: str) -> None:
         self.store, self.spec, self.owner = store, spec, owner
         self.started: float | None = None
+        self._version: str | None = None  # of the status record last read or written
 
     def done(self, output_path: str) -> bool:
         status = self.status(output_path)
@@ -47,13 +51,15 @@ class Records:
 
     def status(self, output_path: str) -> Status | None:
         """The step's status in ``output_path`` (None if it holds another hash's records)."""
-        status = read_status(self.store, output_path)
+        status, self._version = read_status_blob(self.store, output_path)
         return None if status is None else status.of(self.spec.hash)
 
-    def begin(self, output_path: str) -> None:
+    def begin(self, output_path: str) -> bool:
+        """Write info and RUNNING; False if the status changed since ``status`` read it (a
+        launch that had lost the lease committed or failed meanwhile): check it again."""
         self.started = time.time()
         write_json(self.store, info_path(output_path), self.info(output_path))
-        self._status(output_path, StepState.RUNNING)
+        return self._status(output_path, StepState.RUNNING)
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
         try:
@@ -63,7 +69,12 @@ class Records:
             raise
         fence()  # still ours (and extended): the two writes below are this launch's to make
         self.store.write(result_path(output_path), data)
-        self._status(output_path, StepState.SUCCESS)
+        if not self._status(output_path, StepState.SUCCESS):
+            raise LeaseLost(
+                self.spec.name,
+                "another launch took the step over while this one was committing; this launch "
+                "did not commit it",
+            )
 
     def fail(
         self, output_path: str, error: BaseException, fence: Callable[[], None],
@@ -72,7 +83,7 @@ class Records:
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"
-        self._status(
+        self._status(  # not written if another launch took the step over: its record stays
             output_path, StepState.FAILED, error=message, traceback=trace,
             interrupted=interrupted or None,
         )  # fmt: skip
@@ -91,11 +102,16 @@ class Records:
             **launch_info(),
         }
 
-    def _status(self, output_path: str, state: StepState, **fields: Any) -> None:
+    def _status(self, output_path: str, state: StepState, **fields: Any) -> bool:
+        """Write the status over the one last seen; False if another launch wrote since."""
         status = Status(
             state, self.owner, time.time(), started=self.started, hash=self.spec.hash, **fields
         )
-        write_status(self.store, output_path, status)
+        version = swap_status(self.store, output_path, status, self._version)
+        if version is None:
+            return False
+        self._version = version
+        return True
 
 
 def _public(resources: dict[str, Any]) -> dict[str, Any]:
@@ -138,16 +154,12 @@ def record_dep_failed(
     if not isinstance(lease, Lease):
         return
     try:
-        status = read_status(store, output_path)
+        status, version = read_status_blob(store, output_path)
         if status is None or status.of(spec.hash) is None or status.state is not StepState.SUCCESS:
             lease.fence()
-            write_status(
-                store,
-                output_path,
-                Status(
-                    StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep,
-                    hash=spec.hash,
-                ),
-            )  # fmt: skip
+            record = Status(
+                StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep, hash=spec.hash
+            )
+            swap_status(store, output_path, record, version)  # lost to a late commit: fine
     finally:
         lease.release()

@@ -53,7 +53,7 @@ class Hooks(Protocol):
     """What runs inside the lease (cache.py's records): re-check, begin, commit, fail."""
 
     def done(self, output_path: str) -> bool: ...
-    def begin(self, output_path: str) -> None: ...
+    def begin(self, output_path: str) -> bool: ...
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None: ...
     def fail(
         self,
@@ -234,6 +234,7 @@ class _Heartbeat:
 
 
 _heartbeat = _Heartbeat()
+_BEGIN_TRIES = 3  # a launch that lost the lease writes the status at most once more
 
 
 def abandon_held(reason: BaseException) -> None:
@@ -258,9 +259,13 @@ def lock(
         lease = acquire(store, step, output_path, owner, options, scope, hooks)
         try:
             if hooks is not None:
-                if hooks.done(output_path):  # another launch finished it meanwhile
-                    return CACHED
-                hooks.begin(output_path)
+                for _ in range(_BEGIN_TRIES):
+                    if hooks.done(output_path):  # another launch finished it meanwhile
+                        return CACHED
+                    if hooks.begin(output_path):  # False: a late write of the last holder
+                        break
+                else:
+                    raise LeaseLost(step, "its status kept changing under this launch's lease")
             with entered(lease.scope):
                 try:
                     value = fn(output_path=output_path, **config)

@@ -115,8 +115,17 @@ def read_status(store: Store, output: str) -> Status | None:
     return None if blob is None else Status.from_json(blob.data)
 
 
-def write_status(store: Store, output: str, status: Status) -> None:
-    store.write(status_path(output), status.to_json())
+def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | None]:
+    """The status and its version (None, None where the step never started)."""
+    blob = store.read(status_path(output))
+    return (None, None) if blob is None else (Status.from_json(blob.data), blob.version)
+
+
+def swap_status(store: Store, output: str, status: Status, version: str | None) -> str | None:
+    """Write ``status`` only over the record of ``version`` (None: only where there is none);
+    its new version, or None when another launch wrote the record since it was read."""
+    path, data = status_path(output), status.to_json()
+    return store.create(path, data) if version is None else store.replace(path, data, version)
 
 
 def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
