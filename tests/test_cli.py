@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waits import alive, eventually
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = """\
@@ -156,3 +158,34 @@ def test_multirun_flag_may_follow_the_overrides(work: Path) -> None:
     assert len(list((work / "outputs").glob("a-*"))) == 2
     assert len(list((work / "outputs").glob("b-*"))) == 2
     assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs"]
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does(work: Path) -> None:
+    (work / "seconds").write_text("60")
+    (work / "confs" / "experiment" / "slow.yaml").write_text(
+        "# @package _global_\n"
+        "steps:\n"
+        "  slow:\n"
+        "    fn: tests.stepfns.slow\n"
+        f"    config: {{workdir: {work}}}\n"
+        "    resources: {cpu: 1}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "confpipe", "--config-dir", "confs", "+experiment=slow"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        eventually(lambda: (work / "started").exists(), "the job to start")
+        driver.terminate()  # SIGTERM: a scheduler's stop, or `kill`
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, err
+    assert "interrupted" in err
+    job = int((work / "started").read_text())
+    eventually(lambda: not alive(job), "the job to be cancelled", 10)
+    (status,) = (work / "outputs").glob("slow-*/.confpipe/status.json")
+    record = json.loads(status.read_text())
+    assert record["state"] == "FAILED" and record["interrupted"] is True
+    assert not list((work / "outputs").glob("slow-*/.confpipe/lease.json"))

@@ -145,6 +145,23 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     assert json.loads(out.splitlines()[-1])["ran"] == 1
 
 
+def test_a_local_job_dies_with_its_driver_and_a_new_launch_runs_the_step_alone(
+    tmp_path: Path,
+) -> None:
+    prefix, work = str(tmp_path / "out"), str(tmp_path)
+    (tmp_path / "seconds").write_text("60")
+    first = launch("slow", prefix, work, "--job", "--lease", "1.5")
+    wait_for(tmp_path / "started")
+    job_pid = int((tmp_path / "started").read_text())
+    first.kill()  # SIGKILL: the driver can't cancel its job; the job must notice
+    finish(first)
+    assert not pid_alive(job_pid)  # within 5 s: it would have slept 60
+    (tmp_path / "seconds").write_text("0")
+    code, _, err = finish(launch("slow", prefix, work, "--job", "--lease", "1.5"))
+    assert code == 0, err
+    assert load_result(slow(work, job=True)[0].output_under(prefix)) != job_pid
+
+
 def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path, prefix: str) -> None:
     code, err, took = interrupt(tmp_path, prefix=prefix)
     assert code == 130, err

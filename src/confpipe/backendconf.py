@@ -95,6 +95,7 @@ class GcpBackend:
     (nor its credentials), and one without TPU steps no TPU client."""
 
     kind = BackendKind.GCP
+    reattaches = True
 
     def __init__(
         self, batch: Callable[[], BatchBackend], tpu: Callable[[], TpuBackend], poll_interval: float

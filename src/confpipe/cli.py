@@ -1,12 +1,14 @@
 """``python -m confpipe`` / ``confpipe``: the Hydra app; user errors as one line, no traceback.
 
 Exit codes: 0 all steps succeeded or were cached, 1 a step failed, 2 bad config or usage
-(nothing was run or written), 130 interrupted. ``CONFPIPE_FULL_ERROR=1`` adds the traceback.
+(nothing was run or written), 130 interrupted (Ctrl-C, or SIGTERM).
+``CONFPIPE_FULL_ERROR=1`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -36,6 +38,7 @@ def main() -> None:
     from confpipe.compiler import register_resolver
 
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
+    signal.signal(signal.SIGTERM, _as_ctrl_c)  # `kill`, a scheduler's stop: clean up as Ctrl-C
     try:
         _app()
         _exit_if_points_failed()
@@ -46,6 +49,10 @@ def main() -> None:
         sys.exit(Interrupted.exit_code)
     except BaseException as err:
         sys.exit(report(err))
+
+
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _exit_if_points_failed() -> None:

@@ -4,18 +4,25 @@ Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs)``), runs ``fn(**kwargs)`` an
 ``result.json`` or ``error.json`` (type, message, traceback) into the job folder, atomically,
 through the folder's Store. Exit codes: 0 the call returned, 1 it raised (or its value is
 not JSON), 2 usage error. Kept light: every millisecond of import is paid by every job.
+
+A local job's worker (``CONFPIPE_DRIVER_PID`` set) dies with its driver: killed with -9,
+the driver can't cancel it, and a re-run would take the step over while it still ran.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
 
 import cloudpickle
 
-from confpipe.backends import CALL, ERROR, RESULT
+from confpipe.backends import CALL, DRIVER_VAR, ERROR, RESULT
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.status import encode_result
 from confpipe.storage import Store, store_for
@@ -29,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     job_dir = args[0].rstrip("/")
+    driver = os.environ.pop(DRIVER_VAR, None)  # popped: the job's own subprocesses don't watch
+    if driver:
+        threading.Thread(
+            target=_watch, args=(int(driver),), name="confpipe-driver", daemon=True
+        ).start()
     try:
         store = store_for(job_dir)
         blob = store.read(f"{job_dir}/{CALL}")
@@ -64,6 +76,18 @@ def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> in
     record = {"type": kind, "message": message, "traceback": trace}
     store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
     return 1
+
+
+def _watch(driver: int, every: float = 0.5, grace: float = 3.0) -> None:
+    """Once the driver is gone (this process is reparented), stop the job's process group as
+    the driver's cancel would: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    while os.getppid() == driver:
+        time.sleep(every)
+    print(f"confpipe.worker: driver {driver} is gone; stopping the job", file=sys.stderr)
+    _flush()
+    os.killpg(os.getpgrp(), signal.SIGTERM)
+    time.sleep(grace)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _flush() -> None:

@@ -35,6 +35,7 @@ CALL = "call.pkl"
 RESULT = "result.json"
 ERROR = "error.json"
 LOG = "log.txt"
+DRIVER_VAR = "CONFPIPE_DRIVER_PID"  # set for a local job: the worker dies with this process
 LOG_TAIL_LINES = 40
 FIRST_POLL_INTERVAL = 0.005
 
@@ -82,6 +83,7 @@ class Backend(Protocol):
 
     kind: BackendKind
     max_poll_interval: float  # cap of the polling backoff, seconds
+    reattaches: bool  # a restarted driver finds this backend's live jobs: detach may apply
 
     def check(self, step: str, resources: Resources) -> None:
         """Raise ConfigError if this backend can't serve ``resources`` (before anything runs)."""
@@ -173,10 +175,16 @@ def _wait(
             what = f"timed out after running {timeout:g}s (resources.timeout); job cancelled"
             raise _failure(backend, handle, step, job_dir, what)
         if scope.wait(interval):
-            if detach and scope.reason == "interrupted":
+            if detach and scope.reason == "interrupted" and backend.reattaches:
                 raise StepFailed(
                     step, f"cancelled: {scope.reason}; job left running (detach): {job_dir}"
                 )
+            if detach and scope.reason == "interrupted":
+                logger.warning(
+                    "step %r: detach=true leaves only cloud jobs running (a restarted driver "
+                    "re-attaches to those); a %s job stops with its driver",
+                    step, backend.kind.value,
+                )  # fmt: skip
             backend.cancel(handle)
             raise StepFailed(step, f"cancelled: {scope.reason}")
         interval = min(interval * 2, backend.max_poll_interval)

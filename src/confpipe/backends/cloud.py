@@ -36,6 +36,7 @@ class CloudBackend:
     """
 
     kind = BackendKind.GCP
+    reattaches = True  # by the labels of its jobs
     service: ClassVar[str]
     _pip_hint: ClassVar[str]  # "so ... can pip install your project with those extras; ..."
 

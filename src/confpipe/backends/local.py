@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from confpipe.backends import LOG, BackendKind, JobRequest, JobState, JobStatus
+from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
 from confpipe.errors import ConfigError
 from confpipe.spec import Resources
 from confpipe.storage import local_path
@@ -57,6 +57,7 @@ class LocalBackend:
     """
 
     kind = BackendKind.LOCAL
+    reattaches = False  # a job dies with its driver (confpipe.worker watches it)
 
     def __init__(
         self,
@@ -224,6 +225,7 @@ def job_env(resources: Resources) -> dict[str, str]:
         **caps,
         "PYTHONPATH": pythonpath,
         "PYTHONUNBUFFERED": "1",
+        DRIVER_VAR: str(os.getpid()),
         **resources.env,
     }
 
