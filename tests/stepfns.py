@@ -53,3 +53,12 @@ def not_json(output_path: str) -> object:
 def scored(output_path: str, x: float, up: str | None = None) -> dict[str, float]:
     """A sweep point's metrics: ``loss`` is smallest at x = 2."""
     return {"loss": (x - 2.0) ** 2, "x": x}
+
+
+def block(output_path: str, path: str, fail: bool = False) -> None:
+    """Make ``path`` a file, so no folder can be made there (a storage failure to come)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("in the way\n")
+    if fail:
+        raise ValueError("blocked, then failed")

@@ -189,3 +189,18 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(work: Path) -> None:
     record = json.loads(status.read_text())
     assert record["state"] == "FAILED" and record["interrupted"] is True
     assert not list((work / "outputs").glob("slow-*/.confpipe/lease.json"))
+
+
+def test_a_manifest_that_cant_be_written_is_reported_and_the_run_stands(work: Path) -> None:
+    (work / "confs" / "experiment" / "blocker.yaml").write_text(
+        "# @package _global_\n"
+        "steps:\n"
+        "  blk:\n"
+        "    fn: tests.stepfns.block\n"
+        "    config: {path: '${prefix}/manifests'}\n"  # a file where the folder would go
+    )
+    out = cli("--config-dir", "confs", "+experiment=blocker", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert "summary: 1 ran, 0 cached, 0 failed" in out.stderr
+    assert "confpipe: could not write the manifest: " in out.stderr
+    assert "Traceback" not in out.stderr

@@ -23,6 +23,7 @@ from confpipe.lock import Holder, Lease, LockOptions, try_acquire
 from confpipe.status import lease_path, read_status
 from confpipe.storage import store_for
 from confpipe.testing.gcs import FakeGcs
+from tests import stepfns
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,4 +256,17 @@ def test_gs_without_gcsfs_says_how_to_install_it() -> None:
     )
     done = run_python(code)
     assert done.returncode == 0, done.stderr
-    assert "gs:// needs gcsfs" in done.stdout and "pip install 'confpipe[gcp]'" in done.stdout
+    assert "gs://bucket: gs:// needs confpipe's gcp extra (missing: gcsfs)" in done.stdout
+    assert "pip install 'confpipe[gcp]'" in done.stdout
+
+
+def test_a_bucket_that_doesnt_exist_is_a_config_error_before_anything_runs(
+    gs_prefix: str, tmp_path: Path
+) -> None:
+    from confpipe import ConfigError
+
+    log = tmp_path / "calls.log"
+    step = StepSpec("s", stepfns.record, {"log": str(log), "name": "s"})
+    with pytest.raises(ConfigError, match=r"bucket gs://no-such-bucket-x doesn't exist"):
+        run(step, prefix="gs://no-such-bucket-x/runs")
+    assert not log.exists()

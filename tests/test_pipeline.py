@@ -240,3 +240,30 @@ def test_a_given_output_path_that_holds_another_configs_output_is_not_cached(
     assert run(changed, prefix=str(tmp_path)).ran == [changed.identity]
     assert load_result(str(tmp_path / "fixed")) == 4
     assert run(changed, prefix=str(tmp_path)).cached == [changed.identity]  # now it is
+
+
+def test_a_prefix_that_cant_hold_folders_is_a_config_error_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "afile").write_text("")
+    log = tmp_path / "calls.log"
+    with pytest.raises(ConfigError, match=r"afile is a file, not a folder; choose another prefix"):
+        run(chain(log), prefix=str(tmp_path / "afile" / "runs"))
+    elsewhere = StepSpec("e", stepfns.add, {"a": 1, "b": 1}, output_path=f"{tmp_path}/afile/e")
+    with pytest.raises(ConfigError, match=r"afile is a file, not a folder"):
+        run([*chain(log), elsewhere], prefix=str(tmp_path / "out"))  # an output_path outside
+    assert calls(log) == [] and not (tmp_path / "out").exists()
+
+
+def test_a_storage_failure_recording_a_dependent_does_not_stop_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix, log = str(tmp_path / "out"), tmp_path / "calls.log"
+    bad = StepSpec("bad", stepfns.block, {"path": f"{prefix}/after", "fail": True})
+    after = StepSpec("after", stepfns.noop, {"up": bad}, output_path="after")  # blocked by bad
+    other = StepSpec("other", stepfns.record, {"log": str(log), "name": "other"})
+    with pytest.raises(RunFailed) as err:
+        run([after, other], prefix=prefix)
+    assert list(err.value.failures) == ["bad"] and err.value.dep_failed == {"after": "bad"}
+    assert "step after: could not record that it was not run" in caplog.text
+    assert calls(log) == ["other"]

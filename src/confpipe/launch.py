@@ -28,7 +28,8 @@ log = logging.getLogger("confpipe")
 @dataclass(frozen=True)
 class Executed:
     """What ``execute`` did: the reporter (its tally says how each step ended), the
-    manifest's path (None for a dry run) and the RunFailed, if steps failed."""
+    manifest's path (None for a dry run, or if it could not be written) and the RunFailed,
+    if steps failed."""
 
     reporter: Any
     manifest: str | None
@@ -94,7 +95,8 @@ def execute(
     manifest = None
     if not options["dry_run"]:
         manifest = _manifest(reporter, experiment, options, overrides)
-        print(f"manifest: {manifest}", file=sys.stderr)
+        if manifest is not None:
+            print(f"manifest: {manifest}", file=sys.stderr)
     return Executed(reporter, manifest, failed)
 
 
@@ -118,13 +120,17 @@ def _available() -> str:
 
 def _manifest(
     reporter: Any, experiment: Any, options: Mapping[str, Any], overrides: Sequence[str]
-) -> str:
+) -> str | None:
     from confpipe.manifest import write_manifest
 
     plans = [row.plan for row in reporter.tally.rows.values()]
     ends = {key: row.state for key, row in reporter.tally.rows.items()}
     shown = {k: v for k, v in options.items() if k not in ("backend", "lock_options")}
-    return write_manifest(options["prefix"], experiment, plans, ends, shown, overrides)
+    try:
+        return write_manifest(options["prefix"], experiment, plans, ends, shown, overrides)
+    except Exception as err:  # the steps' own records are written: the run stands without it
+        print(f"confpipe: could not write the manifest: {err}", file=sys.stderr)
+        return None
 
 
 def _configure_logging(reporter: Any) -> None:

@@ -34,7 +34,7 @@ from confpipe.progress import PlainReporter
 from confpipe.runner import Outcome, Result, Task, execute
 from confpipe.spec import Resources, StepSpec
 from confpipe.status import CACHED, StepState, launch_id
-from confpipe.storage import local_path, store_for
+from confpipe.storage import check_writable, local_path, store_for
 
 log = logging.getLogger("confpipe")
 
@@ -99,6 +99,8 @@ def run(
     prefix = local_path(prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
+    for folder in _folders(prefix, outputs.values()):
+        check_writable(folder)
     resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
     if backend is None and any(resources.values()):
         from confpipe.backends.local import LocalBackend
@@ -166,10 +168,13 @@ def _execute(
     def on_done(result: Result) -> None:
         plan = plan_of[result.key]
         if result.outcome is Outcome.DEP_FAILED and result.failed_dep is not None:
-            record_dep_failed(
-                store_for(plan.output), plan.spec, plan.output, plan_of[result.failed_dep].label,
-                ctx.owner, ctx.options, ctx.scope,
-            )  # fmt: skip
+            try:
+                record_dep_failed(
+                    store_for(plan.output), plan.spec, plan.output,
+                    plan_of[result.failed_dep].label, ctx.owner, ctx.options, ctx.scope,
+                )  # fmt: skip
+            except Exception as err:  # the record is a courtesy; the run goes on without it
+                log.warning("step %s: could not record that it was not run: %s", plan.label, err)
         end = _END[result.outcome]
         if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
             end = StepEnd.CACHED
@@ -226,3 +231,10 @@ def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:
                 f"steps {other.identity!r} and {spec.identity!r} both write to "
                 f"{outputs[spec.identity]!r}: give one of them another output_path"
             )
+
+
+def _folders(prefix: str, outputs: Iterable[str]) -> list[str]:
+    """The prefix, and the parent of each output not under it (an absolute output_path)."""
+    under = prefix.rstrip("/") + "/"
+    others = {o.rstrip("/").rpartition("/")[0] for o in outputs if not o.startswith(under)}
+    return [prefix, *sorted(others - {prefix})]

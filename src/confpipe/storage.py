@@ -11,6 +11,7 @@ reader sees either the old or the new content. ``store_for(url)`` picks the stor
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
@@ -137,8 +138,13 @@ class LocalStore:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:  # a full disk, say: leave no half-written temporary behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return tmp
 
     @staticmethod
@@ -290,17 +296,48 @@ def _new_store(kind: str, url: str) -> Store:
         try:
             from confpipe.gcs import GcsStore
         except ImportError as err:
-            if (err.name or "").partition(".")[0] not in ("gcsfs", "google", "aiohttp"):
+            missing = (err.name or "").partition(".")[0]
+            if missing not in ("gcsfs", "google", "aiohttp"):
                 raise
             raise ConfigError(
-                f"prefix {url!r}: gs:// needs gcsfs, which is not installed ({err}); "
-                "pip install 'confpipe[gcp]'"
+                f"{kind}://{split_protocol(url)[1].partition('/')[0]}: gs:// needs confpipe's "
+                f"gcp extra (missing: {missing}); install it "
+                "with pip install 'confpipe[gcp]' (from a checkout: pip install -e '.[gcp]')"
             ) from err
         return GcsStore(**_gcs_options)
     raise ConfigError(
         f"prefix {url!r}: storage {kind}:// has no atomic create/compare-and-swap in "
         f"confpipe; use {' or '.join(_SUPPORTED)}"
     )
+
+
+def check_writable(folder: str) -> None:
+    """Raise ConfigError if outputs can't go under ``folder`` (writes nothing): a local folder
+    under a file or in a folder this user can't write, a gs:// bucket that doesn't exist."""
+    protocol, path = split_protocol(folder)
+    if protocol in (None, "file", "local"):
+        existing = local_path(folder)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ConfigError(
+                f"prefix {folder!r}: {existing} is a file, not a folder; choose another prefix"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"prefix {folder!r}: {existing} is not writable by this user; choose another prefix"
+            )
+    elif protocol in ("gs", "gcs"):
+        bucket = path.partition("/")[0]
+        try:
+            found = store_for(folder).fs.exists(bucket)
+        except Exception as err:  # no credentials, no network: say so before anything runs
+            raise ConfigError(f"prefix {folder!r}: can't reach gs://{bucket} ({err})") from err
+        if not found:
+            raise ConfigError(
+                f"prefix {folder!r}: bucket gs://{bucket} doesn't exist (or this account "
+                "can't see it); create it or choose another prefix"
+            )
 
 
 def local_path(url: str) -> str:

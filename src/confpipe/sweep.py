@@ -97,7 +97,7 @@ class ConfpipeLauncher(Launcher):
         hydra_cfg = self.config.hydra
         done = execute(steps, first, hydra_cfg, points=len(points))
         reporter = done.reporter
-        if done.manifest is None:  # a dry run
+        if first.options["dry_run"]:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
         rows = _results(points, reporter, done.manifest)
         returns = [
@@ -151,9 +151,11 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _results(points: Sequence[_Point], reporter: Any, manifest: str) -> list[results.PointResult]:
+def _results(
+    points: Sequence[_Point], reporter: Any, manifest: str | None
+) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
-    manifest (``{prefix}/sweeps/`` instead of ``manifests/``)."""
+    manifest (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
     from rich.console import Console
 
     from confpipe.status import load_result
@@ -162,12 +164,13 @@ def _results(points: Sequence[_Point], reporter: Any, manifest: str) -> list[res
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
     rows = results.results(points, ends, load_result)
-    stem = manifest.rsplit("/manifests/", 1)
-    paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
     # on a terminal the live display's console; in a log, wide enough not to fold the columns
     console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
-    print(f"results: {paths[0]} (and .json)", file=sys.stderr)
+    if manifest is not None:
+        stem = manifest.rsplit("/manifests/", 1)
+        paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
+        print(f"results: {paths[0]} (and .json)", file=sys.stderr)
     for name in results.unreported(points, rows):
         step = name.split(".", 1)[0]
         print(
