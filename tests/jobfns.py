@@ -77,3 +77,12 @@ def kill_self() -> None:
 @remote(resources=Resources(cpu=2, memory=2**30))
 def marked(x: int, output_path: str | None = None) -> int:
     return x * 2
+
+
+def noisy(lines: int, fail: bool = False, output_path: str | None = None) -> int:
+    """Print ``lines`` numbered lines to the job's log, then fail if asked."""
+    for n in range(lines):
+        print(f"line {n}")
+    if fail:
+        raise RuntimeError("noisy failed on purpose")
+    return lines

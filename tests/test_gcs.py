@@ -23,7 +23,7 @@ from confpipe.lock import Holder, Lease, LockOptions, try_acquire
 from confpipe.status import lease_path, read_status
 from confpipe.storage import store_for
 from confpipe.testing.gcs import FakeGcs
-from tests import stepfns
+from tests import jobfns, stepfns
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,3 +270,19 @@ def test_a_bucket_that_doesnt_exist_is_a_config_error_before_anything_runs(
     with pytest.raises(ConfigError, match=r"bucket gs://no-such-bucket-x doesn't exist"):
         run(step, prefix="gs://no-such-bucket-x/runs")
     assert not log.exists()
+
+
+def test_local_jobs_work_on_a_gs_prefix_and_their_logs_land_there(gs_prefix: str) -> None:
+    from confpipe import Resources, RunFailed
+
+    good = StepSpec("good", jobfns.noisy, {"lines": 3}, resources=Resources(cpu=1))
+    summary = run(good, prefix=gs_prefix)
+    assert len(summary.ran) == 1
+    (log,) = storage.store_for(gs_prefix).fs.glob(f"{gs_prefix}/good-*/.confpipe/jobs/*/log.txt")
+    assert "line 2" in store_for(gs_prefix).fs.cat_file(log).decode()
+    bad = StepSpec("bad", jobfns.noisy, {"lines": 2, "fail": True}, resources=Resources(cpu=1))
+    with pytest.raises(RunFailed) as err:
+        run(bad, prefix=gs_prefix)
+    failure = err.value.failures["bad"]
+    assert "line 1" in str(failure)  # the log tail, read back from the bucket
+    assert failure.log_path is not None and failure.log_path.startswith(f"{gs_prefix}/bad-")

@@ -2,18 +2,21 @@
 
 A job runs ``python -m confpipe.worker <job folder>`` in its own session (so Ctrl-C in the
 terminal does not reach it and ``cancel`` can kill its whole process group), with its
-output in ``log.txt``. Jobs whose cpu/memory don't fit the remaining budget wait, queued
+output in ``log.txt`` (for a job folder on gs://, a local spool file uploaded there when
+the job ends). Jobs whose cpu/memory don't fit the remaining budget wait, queued
 in submission order; the job that ends starts the next ones that fit. No thread polls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
 from confpipe.errors import ConfigError
 from confpipe.spec import Resources
-from confpipe.storage import local_path
+from confpipe.storage import local_path, store_for
 
 logger = logging.getLogger(__name__)
 GiB = 2**30
@@ -36,6 +39,7 @@ class _Job:
 
     request: JobRequest
     job_dir: str
+    log: str  # where the worker's output goes: in the job folder, or spooled (remote folder)
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.QUEUED, _WAITING))
     proc: subprocess.Popen[bytes] | None = None
     cancelled: bool = False
@@ -44,6 +48,10 @@ class _Job:
     @property
     def cpu(self) -> float:
         return self.request.resources.cpu
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.job_dir
 
     @property
     def memory(self) -> int:
@@ -76,6 +84,8 @@ class LocalBackend:
         self._cpu_used = 0.0
         self._memory_used = 0
         self._said_full = False  # the first job that has to wait says so, once
+        self._spool: str | None = None  # local logs of jobs whose folders are remote
+        self._spooled = itertools.count()
 
     def check(self, step: str, resources: Resources) -> None:
         where = f"step {step!r}: resources"
@@ -109,12 +119,7 @@ class LocalBackend:
     def submit(self, job: JobRequest) -> object:
         self.check(job.step, job.resources)
         job_dir = local_path(job.job_dir)
-        if "://" in job_dir:
-            raise ConfigError(
-                f"step {job.step!r}: the local backend needs a local prefix for its job "
-                f"folders, got {job.job_dir!r}"
-            )
-        handle = _Job(job, job_dir)
+        handle = _Job(job, job_dir, self._log_of(job_dir))
         with self._lock:
             self._queue.append(handle)
             self._start_fitting()
@@ -154,14 +159,25 @@ class LocalBackend:
         job.done.wait()
 
     def logs(self, handle: object, lines: int = 40) -> str:
+        job = _job(handle)
         try:
-            with open(os.path.join(_job(handle).job_dir, LOG), "rb") as f:
+            with open(job.log, "rb") as f:
                 size = f.seek(0, os.SEEK_END)
                 f.seek(max(0, size - _LOG_TAIL_BYTES))
                 text = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        except FileNotFoundError:  # not started, or spooled and uploaded already
+            blob = store_for(job.job_dir).read(f"{job.job_dir}/{LOG}") if job.remote else None
+            text = "" if blob is None else blob.data[-_LOG_TAIL_BYTES:].decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+
+    def _log_of(self, job_dir: str) -> str:
+        """The job's log file: in its folder, or for a folder on gs:// a local spool file that
+        is uploaded there when the job ends (a local job can work on a remote prefix)."""
+        if "://" not in job_dir:
+            return os.path.join(job_dir, LOG)
+        if self._spool is None:
+            self._spool = tempfile.mkdtemp(prefix="confpipe-jobs-")
+        return os.path.join(self._spool, f"{next(self._spooled)}-{LOG}")
 
     def _start_fitting(self) -> None:
         """Start queued jobs in order while the first one fits the budget (lock held)."""
@@ -176,7 +192,7 @@ class LocalBackend:
 
     def _start(self, job: _Job) -> None:
         try:
-            with open(os.path.join(job.job_dir, LOG), "wb") as log:
+            with open(job.log, "wb") as log:
                 job.proc = subprocess.Popen(
                     [sys.executable, "-m", "confpipe.worker", job.job_dir],
                     stdin=subprocess.DEVNULL,
@@ -197,6 +213,8 @@ class LocalBackend:
 
     def _reap(self, job: _Job, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
+        if job.remote:
+            _upload_log(job)
         with self._lock:
             self._cpu_used -= job.cpu
             self._memory_used -= job.memory
@@ -208,6 +226,16 @@ class LocalBackend:
                 job.status = JobStatus(JobState.FAILED, describe_exit(code))
             job.done.set()
             self._start_fitting()
+
+
+def _upload_log(job: _Job) -> None:
+    """Put a spooled log into the job's remote folder, then drop the spool file."""
+    try:
+        with open(job.log, "rb") as f:
+            store_for(job.job_dir).write(f"{job.job_dir}/{LOG}", f.read())
+        os.unlink(job.log)
+    except Exception as err:  # the log is kept locally: say where
+        logger.warning("step %r: could not upload %s: %s", job.request.step, job.log, err)
 
 
 def job_env(resources: Resources) -> dict[str, str]:
