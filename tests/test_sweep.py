@@ -134,6 +134,18 @@ def test_a_failing_point_exits_1_and_the_others_complete(work: Path) -> None:
     assert "summary: 5 ran, 0 cached, 2 failed" in out.stderr
 
 
+def test_with_hydras_basic_launcher_a_failing_point_doesnt_stop_the_others(work: Path) -> None:
+    (work / "confs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    out = sweep(
+        "+experiment=flaky", "-m", "hydra/launcher=basic",
+        "steps.bad.fn=tests.stepfns.fail,tests.stepfns.record", cwd=work,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert calls(work)["bad"] == 1  # the second point ran after the first failed
+    assert out.stderr.count("confpipe: error: ") == 1  # Hydra raises the first error at the end
+    assert "this step is broken on purpose" in out.stderr
+
+
 def test_run_options_that_differ_between_points_are_refused(work: Path) -> None:
     out = sweep("+experiment=sweep", "-m", "max_concurrent=1,2", cwd=work)
     assert out.returncode == 2
@@ -309,8 +321,8 @@ def test_an_optuna_search_runs_each_batch_as_one_dag(scored: Path) -> None:
 
 def test_points_run_only_leaves_out_say_so(scored: Path) -> None:
     out = sweep("+experiment=scored", "-m", "steps.score.config.x=1,2", "run_only=[up]",
-                cwd=scored)  # fmt: skip
-    assert out.returncode == 0, out.stderr
+                "sweep.objective=score.loss", cwd=scored)  # fmt: skip
+    assert out.returncode == 0, out.stderr  # a grid sweep needs no objective to go on
     assert calls(scored) == {"up": 1}
     rows = results_files(scored)[0][0]
     assert [r["status"] for r in rows] == ["partial", "partial"]  # up ran, score left out

@@ -108,4 +108,14 @@ def _app(cfg: DictConfig) -> None:
         print("confpipe: interrupted", file=sys.stderr)
         sys.exit(Interrupted.exit_code)
     except Exception as err:
+        if _one_of_many():  # Hydra's launcher runs the other points, then raises the first error
+            raise
         sys.exit(report(err))
+
+
+def _one_of_many() -> bool:
+    """True when another launcher (``hydra/launcher=basic``) runs this as one sweep point."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -125,13 +125,19 @@ def tidy_sweep_dir(folder: Path) -> None:
 _GRID_SWEEPERS = ("BasicSweeper", "ConfpipeSweeper")  # sweepers that read no return value
 
 
+def _adaptive(hydra_cfg: DictConfig) -> str | None:
+    """The sweeper's class name if it reads the points' return values (Optuna), else None."""
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "")
+    return None if target.endswith(_GRID_SWEEPERS) else target.rsplit(".", 1)[-1]
+
+
 def _check_adaptive(hydra_cfg: DictConfig, points: Sequence[_Point], dry_run: bool) -> None:
     """An adaptive sweeper (Optuna) needs each point's objective: refuse a sweep that can't
     give one before anything runs."""
-    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "")
-    if target.endswith(_GRID_SWEEPERS):
+    adaptive = _adaptive(hydra_cfg)
+    if adaptive is None:
         return
-    sweeper = target.rsplit(".", 1)[-1] or "the sweeper"
+    sweeper = adaptive or "the sweeper"
     if any(not results.names(p.sweep.get("objective")) for p in points):
         raise ConfigError(
             f"sweep.objective: {sweeper} needs a number from each point to search on; set "
@@ -293,10 +299,10 @@ def _job_return(
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
     wants_objective = bool(results.names(point.sweep.get("objective")))
-    if not row.finished and wants_objective:  # run_only left it out
+    if not row.finished and wants_objective and _adaptive(hydra_cfg):  # run_only left it out
         error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
         return ret
-    objective = results.objective_of(row, point.sweep) if wants_objective else None
+    objective = results.objective_of(row, point.sweep) if wants_objective and row.finished else None
     ret.return_value = row.as_dict() if objective is None else objective
     return ret
