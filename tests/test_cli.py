@@ -183,6 +183,7 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(work: Path) -> None:
         driver.kill()
     assert driver.returncode == 130, err
     assert "interrupted" in err
+    assert "summary: 0 ran, 0 cached, 0 failed, 1 cancelled" in err  # cancelled, not failed
     job = int((work / "started").read_text())
     eventually(lambda: not alive(job), "the job to be cancelled", 10)
     (status,) = (work / "outputs").glob("slow-*/.confpipe/status.json")

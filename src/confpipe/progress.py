@@ -55,9 +55,11 @@ class Tally:
         ran = self.count(StepEnd.SUCCEEDED.value)
         cached = self.count(PlanState.CACHED.value, StepEnd.CACHED.value)
         failed = self.count(StepEnd.FAILED.value)
-        blocked = self.count(StepEnd.DEP_FAILED.value, StepEnd.CANCELLED.value)
+        blocked = self.count(StepEnd.DEP_FAILED.value)
+        cancelled = self.count(StepEnd.CANCELLED.value)
         line = f"summary: {ran} ran, {cached} cached, {failed} failed"
-        lines = [line + (f", {blocked} not run" if blocked else "")]
+        line += f", {blocked} not run" if blocked else ""
+        lines = [line + (f", {cancelled} cancelled" if cancelled else "")]
         for row in self.failures():
             lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
             log_path = getattr(row.error, "log_path", None)
