@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from confpipe import StepState, load_result, run
+from confpipe import LockOptions, StepState, load_result, run
 from confpipe.plan import PlanState
 from confpipe.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
@@ -82,6 +82,10 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     output = slow_output(tmp_path, prefix)
     status = read_status(store_for(output), output)
     assert status is not None and status.state is StepState.RUNNING
+    time.sleep(1.6)  # the lease goes stale: a dry run says the next launch takes it over
+    options = LockOptions(heartbeat_interval=0.3, lease_timeout=1.5)
+    (plan,) = run(slow(work, job=False), prefix=prefix, dry_run=True, lock_options=options).plan
+    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith(": will take it over")
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(launch("slow", prefix, work, "--lease", "1.5"))
     assert code == 0, err

@@ -126,7 +126,10 @@ def run(
             status = statuses[spec.identity]
             if status is not None and status.is_failure():
                 raise previous_failure(spec.name, status)
-    plans = describe(need, outputs, statuses, resources, where, prefix, not force_run_failed)
+    timeout = (lock_options or LockOptions()).lease_timeout
+    plans = describe(
+        need, outputs, statuses, resources, where, prefix, not force_run_failed, timeout
+    )
     show = reporter or PlainReporter(log.info)
     show.planned(plans, dry_run)
     if dry_run:

@@ -160,6 +160,7 @@ def describe(
     where: dict[str, Where],
     prefix: str,
     stop_on_failed: bool = False,
+    lease_timeout: float | None = None,
 ) -> list[StepPlan]:
     """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
     step, and, for a step never seen, the info record of an earlier output of the same step
@@ -187,7 +188,12 @@ def describe(
             reason = _miss(spec, earlier) or reason
         if status is not None and status.state is StepState.RUNNING:
             holder = read_holder(store_for(out), out)
-            if holder is not None:
+            if holder is not None and lease_timeout is not None and holder.age >= lease_timeout:
+                reason = (
+                    f"retry: held by {holder.owner}, but its heartbeat is {holder.age:.0f}s old "
+                    f"(stale after lock.lease_timeout={lease_timeout:g}s): will take it over"
+                )
+            elif holder is not None:
                 state = PlanState.RUNNING
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             else:
