@@ -205,3 +205,11 @@ def test_a_manifest_that_cant_be_written_is_reported_and_the_run_stands(work: Pa
     assert "summary: 1 ran, 0 cached, 0 failed" in out.stderr
     assert "confpipe: could not write the manifest: " in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_help_names_confpipe_and_shows_how_to_run_it(work: Path) -> None:
+    out = cli("--help", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("confpipe: a pipeline declared in Hydra YAML")
+    assert "Usage: python -m confpipe +experiment=NAME" in out.stdout
+    assert "experiment: tokenize, train" in out.stdout
