@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
 from confpipe.jobs import remote
 from confpipe.spec import Resources
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 NOT_A_FUNCTION = 42
 
@@ -47,3 +53,26 @@ class Trainer:
     @staticmethod
     def train(output_path: str, lr: float) -> float:
         return lr
+
+
+def typed(
+    output_path: str,
+    lr: float = 0.1,
+    steps: int = 1,
+    name: str = "",
+    flag: bool = False,
+    limit: int | None = None,
+    ratio: Optional[float] = None,  # noqa: UP045 (the old spelling is checked too)
+    legacy: int = None,  # noqa: RUF013 (a None default admits null)
+    items: list[int] | None = None,
+    anything: Any = None,
+    where: Path | None = None,
+    either: int | str = 0,
+    untyped=None,
+) -> None:
+    return None
+
+
+def unresolvable(output_path: str, n: int, d: Decimal | None = None) -> None:
+    """``Decimal`` is imported for type checkers only: no annotation of it can be checked."""
+    return None

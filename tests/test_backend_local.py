@@ -351,12 +351,6 @@ def test_timeout_cancels_a_running_job(tmp_path: Path) -> None:
     assert not alive(read_pids(pid_file)[0])
 
 
-def test_job_folder_must_be_local(tmp_path: Path) -> None:
-    request = JobRequest("s", "memory://jobs/1", Resources())
-    with pytest.raises(ConfigError, match="the local backend needs a local prefix"):
-        LocalBackend().submit(request)
-
-
 def test_poll_of_a_finished_job_reports_its_exit(tmp_path: Path) -> None:
     backend = LocalBackend()
     handle = submit(backend, tmp_path, jobfns.boom, message="x")

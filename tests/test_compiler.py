@@ -231,12 +231,18 @@ def test_names_that_could_escape_the_prefix_are_refused(name: str) -> None:
             "tests.compilefns.downlaod",
             "steps.a.fn: module 'tests.compilefns' has no function 'downlaod' (did you mean "
             "'download'?); it offers: Trainer, add, anything, download, huge, merge, no_output, "
-            "positional, tokenize",
+            "positional, tokenize, typed, unresolvable",
         ),
         (
             "tests.compilefns.NOT_A_FUNCTION",
             "steps.a.fn: 'tests.compilefns.NOT_A_FUNCTION' is an int, not a function; "
             "point fn at a function",
+        ),
+        (
+            "tests.compilefns",
+            "steps.a.fn: 'tests.compilefns' is a module, not a function; name a function in it, "
+            "e.g. tests.compilefns.add (it offers: add, anything, download, huge, merge, "
+            "no_output, positional, tokenize, ...)",
         ),
         (
             "download",
@@ -261,6 +267,32 @@ def test_a_missing_fn_is_reported() -> None:
     assert str(info.value) == expected
     assert error({"a": {"fn": "???"}}) == (  # left for the command line to set
         "steps.a.fn: missing mandatory value (???); e.g. steps.a.fn=module.function"
+    )
+
+
+def test_a_module_not_yet_imported_is_named_as_a_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fn=pkg.train`` where pkg's __init__ doesn't import train: a module, not a function."""
+    (tmp_path / "stepspkg").mkdir()
+    (tmp_path / "stepspkg" / "__init__.py").write_text("")
+    (tmp_path / "stepspkg" / "train.py").write_text(
+        "__all__ = ['train', 'evaluate']\nclass Adam: ...\n"
+        "def evaluate(output_path): ...\ndef train(output_path): ...\ndef _helper(): ...\n"
+    )
+    (tmp_path / "stepspkg" / "empty.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("stepspkg", "stepspkg.train", "stepspkg.empty"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert error({"a": {"fn": "stepspkg.train"}}) == (
+        "steps.a.fn: 'stepspkg.train' is a module, not a function; name a function in it, "
+        "e.g. stepspkg.train.train (it offers: train, evaluate)"
+    )
+    assert error({"a": {"fn": "stepspkg.empty"}}) == (
+        "steps.a.fn: 'stepspkg.empty' is a module with no public functions; point fn at a function"
+    )
+    assert error({"a": {"fn": "stepspkg.nope"}}) == (
+        "steps.a.fn: module 'stepspkg' has no function 'nope'; it offers: no public functions"
     )
 
 
@@ -321,6 +353,70 @@ def test_the_function_must_take_output_path_by_keyword() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"lr": "abc"}, "lr: 'abc' is not a number ({T} declares lr: float)"),
+        ({"lr": True}, "lr: True is not a number ({T} declares lr: float)"),
+        ({"lr": None}, "lr: null is not a number ({T} declares lr: float)"),
+        ({"steps": "1.5k"}, "steps: '1.5k' is not an integer ({T} declares steps: int)"),
+        ({"steps": 1.5}, "steps: 1.5 is not an integer ({T} declares steps: int)"),
+        ({"steps": False}, "steps: False is not an integer ({T} declares steps: int)"),
+        ({"flag": 1}, "flag: 1 is not true or false ({T} declares flag: bool)"),
+        ({"flag": "yes"}, "flag: 'yes' is not true or false ({T} declares flag: bool)"),
+        ({"name": 3}, "name: 3 is not a string ({T} declares name: str); quote it to pass a "
+         "string"),
+        ({"name": ["a"]}, "name: ['a'] is not a string ({T} declares name: str)"),
+        ({"limit": "x"}, "limit: 'x' is not an integer or null ({T} declares limit: int | None)"),
+        ({"ratio": "x"}, "ratio: 'x' is not a number or null ({T} declares ratio: float | None)"),
+        ({"legacy": "x"}, "legacy: 'x' is not an integer or null ({T} declares legacy: int)"),
+        ({"steps": "${step:up}"}, "steps: '${step:up}' is not an integer ({T} declares steps: "
+         "int)"),
+    ],
+)  # fmt: skip
+def test_config_values_must_have_the_simple_type_the_function_declares(
+    config: dict[str, Any], expected: str
+) -> None:
+    steps = {"up": download(), "a": {"fn": f"{FN}.typed", "config": config}}
+    assert error(steps) == f"steps.a.config.{expected.replace('{T}', f'{FN}.typed')}"
+
+
+def test_values_of_the_declared_types_and_unchecked_annotations_compile() -> None:
+    config = {
+        "lr": 1, "steps": 2, "name": "${step:up}/x", "flag": False, "limit": None, "ratio": 0.5,
+        "legacy": None, "items": ["not", "checked"], "anything": {"a": 1}, "where": 3,
+        "either": "x", "untyped": [1],
+    }  # fmt: skip
+    paths = {"a": {"fn": f"{FN}.typed", "config": {"name": Path("/data")}}}
+    assert compile_steps({"steps": paths})  # a Path from Python passes for a str
+    spec = compiled({"up": download(), "a": {"fn": f"{FN}.typed", "config": config}})["a"]
+    assert spec.config["lr"] == 1
+    # an annotation get_type_hints can't resolve (a TYPE_CHECKING import): nothing is checked
+    compiled({"a": {"fn": f"{FN}.unresolvable", "config": {"n": "x", "d": "y"}}})
+    # a class attribute: its annotations are checked like a function's
+    assert error({"a": {"fn": f"{FN}.Trainer.train", "config": {"lr": "fast"}}}) == (
+        f"steps.a.config.lr: 'fast' is not a number ({FN}.Trainer.train declares lr: float)"
+    )
+
+
+def test_the_shipped_experiments_compile_with_their_declared_types() -> None:
+    """conf/experiment/*.yaml against experiments/*.py: every value fits its annotation."""
+    from confpipe.schema import register
+
+    register()
+    conf_dir = Path(__file__).resolve().parents[1] / "src" / "confpipe" / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        for experiment in ("tokenize", "train"):
+            cfg = compose("config", overrides=[f"+experiment={experiment}"])
+            assert compile_steps(cfg)
+            bad = compose(
+                "config",
+                overrides=[f"+experiment={experiment}", "steps.tokenize.config.batch_size=lots"],
+            )
+            with pytest.raises(ConfigError, match=r"^steps.tokenize.config.batch_size: 'lots' is"):
+                compile_steps(bad)
+
+
 # ---- resources -----------------------------------------------------------------------------
 
 
@@ -352,6 +448,9 @@ def test_resources_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"cpu": -2}, ".cpu: must be a positive number of CPUs, got -2.0"),
         ({"memory": "-1GiB"}, ".memory: must be positive, got '-1GiB'; use e.g. 512MiB, 16GiB"),
         ({"memory": 0}, ".memory: must be positive, got 0; use e.g. 512MiB, 16GiB"),
+        ({"memory": 16}, ".memory: 16 has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"),
+        ({"memory": "16"}, ".memory: '16' has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"),
+        ({"disk": 1.5}, ".disk: 1.5 has no unit; write e.g. 1.5GiB, 1.5MiB or 1.5B (bytes)"),
         ({"timeout": -5}, ".timeout: must be positive, got -5; use e.g. 30m, 2h"),
         ({"max_retries": -1}, ".max_retries: must be an integer >= 0, got -1"),
         ({"gpu": {"type": "nvidia-l4", "count": 0}}, ".gpu.count: must be an integer >= 1, got 0"),

@@ -84,6 +84,48 @@ CASES: list[tuple[str, str | None, list[str], list[str]]] = [
         ["steps.a.config.c", "has no parameter 'c'"],
     ),
     (
+        "value-of-the-wrong-type",
+        None,
+        ["steps.a.config.a=abc"],
+        ["steps.a.config.a: 'abc' is not an integer (tests.stepfns.add declares a: int)"],
+    ),
+    (
+        "bool-for-an-int",
+        None,
+        ["steps.a.config.b=true"],
+        ["steps.a.config.b: True is not an integer (tests.stepfns.add declares b: int)"],
+    ),
+    (
+        "fn-is-a-module",
+        None,
+        ["steps.a.fn=tests.stepfns"],
+        [
+            "steps.a.fn: 'tests.stepfns' is a module, not a function; name a function in it, "
+            "e.g. tests.stepfns.add ("
+        ],
+    ),
+    (
+        "no-package-line",
+        "steps:\n" + GOOD["a"],
+        [],
+        [
+            "experiment/bad: its keys landed under 'experiment:', not at the top level; "
+            "add '# @package _global_' as its first line"
+        ],
+    ),
+    (
+        "memory-without-unit",
+        None,
+        ["+steps.a.resources.memory=16"],
+        ["steps.a.resources.memory: 16 has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"],
+    ),
+    (
+        "backend-memory-without-unit",
+        None,
+        ["backend.memory=16"],
+        ["backend.memory: 16 has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"],
+    ),
+    (
         "bad-size",
         None,
         ["+steps.a.resources.memory=16 gigs"],

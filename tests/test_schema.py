@@ -157,6 +157,24 @@ def test_parse_size_refuses(text: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (16, "16 has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"),
+        ("16", "'16' has no unit; write e.g. 16GiB, 16MiB or 16B (bytes)"),
+        (" 1.5 ", "' 1.5 ' has no unit; write e.g. 1.5GiB, 1.5MiB or 1.5B (bytes)"),
+    ],
+)
+def test_parse_size_without_plain_bytes_wants_a_unit(text: object, expected: str) -> None:
+    """``memory: 16`` in a step's resources is 16GiB meant, not 16 bytes: refused."""
+    with pytest.raises(ValueError) as info:
+        parse_size(text, plain_bytes=False)
+    assert str(info.value) == expected
+    for sized in ("16GiB", "512MiB", "16GB", "100B"):
+        assert parse_size(sized, plain_bytes=False) == parse_size(sized)
+    assert parse_size(0, plain_bytes=False) == 0  # not positive: the caller says so
+
+
+@pytest.mark.parametrize(
     ("text", "seconds"),
     [
         ("2h", 7200),
@@ -192,6 +210,14 @@ def test_unknown_key_in_an_experiment_file(compose_error: Callable[..., str]) ->
     assert compose_error("+experiment=option_typo") == (
         "experiment/option_typo: lock.lease_timout: unknown key (did you mean 'lease_timeout'?); "
         "valid keys: heartbeat_interval, lease_timeout"
+    )
+
+
+def test_an_experiment_without_its_package_line(compose_error: Callable[..., str]) -> None:
+    """Hydra puts a file without ``# @package _global_`` under ``experiment:``: say so."""
+    assert compose_error("+experiment=no_package") == (
+        "experiment/no_package: its keys landed under 'experiment:', not at the top level; "
+        "add '# @package _global_' as its first line"
     )
 
 
@@ -232,7 +258,8 @@ def test_any_key_under_steps_can_be_overridden(composed: Callable[..., Any]) -> 
 def test_unknown_experiment_lists_the_available_ones(compose_error: Callable[..., str]) -> None:
     assert compose_error("+experiment=tokenze") == (
         "experiment=tokenze: no config 'tokenze' in group 'experiment' (did you mean "
-        "'tokenize'?); available: broken_yaml, option_typo, tokenize, typo, wrong_type"
+        "'tokenize'?); available: broken_yaml, no_package, option_typo, tokenize, typo, "
+        "wrong_type"
     )
     assert compose_error("backend=gpc") == (
         "backend=gpc: no config 'gpc' in group 'backend'; available: local"

@@ -92,6 +92,52 @@ def test_resources_validation() -> None:
         Resources(memory=-1)
 
 
+def test_resources_take_unit_strings_as_the_yaml_does() -> None:
+    """``Resources(memory="4GiB")`` is 4GiB in bytes, not a TypeError from ``"4GiB" <= 0``."""
+    parsed = Resources(memory="4GiB", disk="50GB", timeout="1h30m")  # type: ignore[arg-type]
+    assert parsed == Resources(memory=4 * 2**30, disk=50 * 10**9, timeout=5400)
+    assert Resources(memory=2**30) == Resources(memory="1GiB")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({"memory": "4"}, "resources.memory: '4' has no unit; write e.g. 4GiB, 4MiB or 4B (bytes)"),
+        ({"memory": "lots"}, "resources.memory: 'lots' is not a size; use e.g. 512MiB, 16GiB"),
+        ({"memory": "-1GiB"}, "resources.memory must be positive, got '-1GiB'"),
+        ({"memory": [4]}, "resources.memory must be bytes or a size such as '16GiB', got [4]"),
+        ({"memory": True}, "resources.memory must be bytes or a size such as '16GiB', got True"),
+        ({"timeout": "soon"}, "resources.timeout: 'soon' is not a duration; use e.g. 90s, 30m, "
+         "2h, 1h30m"),
+        ({"timeout": object}, "resources.timeout must be seconds or a duration such as '2h', "
+         "got <class 'object'>"),
+    ],
+)  # fmt: skip
+def test_resources_refuse_what_is_not_an_amount(
+    resources: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Resources(**resources)  # type: ignore[arg-type]
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("memory", "shown"),
+    [
+        (2**30, "1GiB"),
+        (512 * 2**20, "512MiB"),
+        (int(1.5 * 2**30), "1.5GiB"),
+        (16 * 10**9, "14.9GiB"),
+        (16, "16B"),
+        (1536, "1.5KiB"),
+        (3 * 2**50, "3PiB"),
+        (2**70, "1048576PiB"),
+    ],
+)
+def test_resources_describe_sizes_in_a_readable_unit(memory: int, shown: str) -> None:
+    assert Resources(cpu=4, memory=memory).describe() == f"cpu=4 memory={shown}"
+
+
 def test_templates_mix_text_and_several_steps() -> None:
     a, b = StepSpec("a", stepfns.noop), StepSpec("b", stepfns.noop)
     joined = step(config={"both": Template((a, "/x,", b, "/y"))})

@@ -72,7 +72,7 @@ def _local(settings: Mapping[str, Any]) -> Backend:
     memory = settings.get("memory")
     if memory is not None:
         try:
-            memory = parse_size(memory)
+            memory = parse_size(memory, plain_bytes=False)
         except ValueError as err:
             raise ConfigError(f"backend.memory: {err}") from None
         if memory <= 0:

@@ -139,6 +139,9 @@ def _explain_hydra(exc: BaseException) -> str | None:
     if present:  # +key=value for a key the config has
         key, plain = present.groups()
         return f"{key}: already set; override it with {plain} (or ++{plain}: add or override)"
+    unpackaged = _unpackaged(message)
+    if unpackaged is not None:
+        return unpackaged
     inner = _omegaconf_cause(exc)
     if inner is not None:
         explained = _explain_omegaconf(inner, _add_hint(message))
@@ -153,6 +156,20 @@ def _explain_hydra(exc: BaseException) -> str | None:
         return f"{name}: not in the defaults list; use {_add_hint(message)}"
     text = re.split(r"\n\s*Config search path", message)[0]
     return _one_line(text)
+
+
+def _unpackaged(message: str) -> str | None:
+    """A group's file without ``# @package _global_`` first: Hydra put its keys under the
+    group's name (``experiment:``), which the schema doesn't know; say so, not "unknown key"."""
+    source = re.match(r"In '(([^'/]+)/[^']+)': Config(?:Key|Attribute)Error raised", message)
+    unknown = re.search(r"\n\s*full_key: (\S+)\n", message)
+    if source is None or unknown is None or unknown.group(1) != source.group(2):
+        return None
+    file, group = source.groups()
+    return (
+        f"{file}: its keys landed under '{group}:', not at the top level; add "
+        "'# @package _global_' as its first line"
+    )
 
 
 def _explain_omegaconf(exc: BaseException, add_hint: str | None = None) -> str:

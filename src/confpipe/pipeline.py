@@ -178,14 +178,14 @@ def _execute(
                 )  # fmt: skip
             except Exception as err:  # the record is a courtesy; the run goes on without it
                 log.warning("step %s: could not record that it was not run: %s", plan.label, err)
-        end, error = _END[result.outcome], result.error
+        end = _END[result.outcome]
         if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
             end = StepEnd.CACHED
         if end is StepEnd.FAILED and ctx.scope.is_set() and ctx.scope.reason == "interrupted":
-            end, error = StepEnd.CANCELLED, None  # stopped by Ctrl-C, not failed by itself
+            end = StepEnd.CANCELLED  # stopped by Ctrl-C, not failed by itself
         now = time.monotonic()
         took = now - started.get(result.key, now)  # 0 for a step that never started
-        show.finished(plan, end, took, error)
+        show.finished(plan, end, took, result.error)
 
     report = execute(
         tasks, max_concurrent=max_concurrent, cancel=ctx.scope, on_start=on_start, on_done=on_done

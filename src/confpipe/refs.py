@@ -81,6 +81,11 @@ def markers(value: Any, key: str) -> Iterator[tuple[str, str]]:
             yield from markers(v, f"{key}[{i}]")
 
 
+def as_written(text: str) -> str:
+    """``text`` with each marker back as the ``${step:NAME}`` it was written as (for messages)."""
+    return _MARKER.sub(lambda m: f"${{step:{m.group(1)}}}", text) if _START in text else text
+
+
 def refuse_refs(key: str, value: Any, what: str) -> None:
     """ConfigError if ``value`` holds a ``${step:NAME}``: only a step's config may."""
     if isinstance(value, str) and _START not in value:

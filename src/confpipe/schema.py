@@ -52,8 +52,8 @@ class ResourcesConf:
     """A step's ``resources:`` block; present means the step runs as a job."""
 
     cpu: float = 1
-    memory: Any = None  # a size: 16GiB, 512MiB, or bytes
-    disk: Any = None  # a size
+    memory: Any = None  # a size with its unit: 16GiB, 512MiB, 100B
+    disk: Any = None  # a size with its unit
     gpu: GPUConf | None = None
     tpu: str | None = None
     spot: bool = False
@@ -194,19 +194,28 @@ _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)\s*([smhd])", re.IGNORECASE)
 _DURATION = re.compile(r"\s*(?:(?:\d+\.?\d*|\.\d+)\s*[smhd]\s*)+", re.IGNORECASE)
 
 
-def parse_size(value: object) -> int:
+def parse_size(value: object, *, plain_bytes: bool = True) -> int:
     """Bytes in ``16GiB``, ``512MiB``, ``50GB`` (1000s), ``1.5KiB``, or a plain number of bytes.
 
-    Raises ValueError for anything else; the sign is kept (callers check positivity).
+    With ``plain_bytes=False`` a positive number without a unit is refused: ``memory: 16``
+    means 16GiB far more often than 16 bytes, so a step's resources must say (``16B`` for
+    bytes). Raises ValueError for anything else; the sign is kept (callers check positivity).
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number, unit = _finite(value), 1
+        number, unit, unit_name = _finite(value), 1, ""
+        text = str(value)
     else:
         match = _SIZE.fullmatch(value) if isinstance(value, str) else None
         unit_name = match.group(2).lower() if match else ""
         if match is None or (unit_name and unit_name not in _SIZE_UNITS):
             raise ValueError(f"{value!r:.60} is not a size; use e.g. 512MiB, 16GiB")
         number, unit = float(match.group(1)), _SIZE_UNITS.get(unit_name, 1)
+        text = match.group(1)
+    if not unit_name and not plain_bytes and number > 0:
+        raise ValueError(
+            f"{value!r:.60} has no unit; write e.g. {text:.30}GiB, {text:.30}MiB or {text:.30}B "
+            "(bytes)"
+        )
     size = number * unit
     if not math.isfinite(size) or size != int(size):
         raise ValueError(f"{value!r:.60} is not a whole number of bytes; use e.g. 512MiB, 16GiB")

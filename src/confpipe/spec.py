@@ -23,6 +23,12 @@ from typing import Any
 from confpipe.errors import ConfigError
 
 HASH_LENGTH = 12
+_AMOUNTS = {  # what Resources takes, by field
+    "memory": "bytes or a size such as '16GiB'",
+    "disk": "bytes or a size such as '100GB'",
+    "timeout": "seconds or a duration such as '2h'",
+}
+_BINARY_UNITS = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
@@ -38,8 +44,8 @@ class GPU:
 class Resources:
     """What a step needs from the machine that runs it. Present => the step runs as a job.
 
-    Sizes are bytes and durations seconds; the Hydra schema parses ``16GiB`` and ``2h``.
-    Not part of the step's identity.
+    Sizes are bytes and durations seconds; a string is read as the YAML's is (``"16GiB"``,
+    ``"2h"``) and stored converted. Not part of the step's identity.
     """
 
     cpu: float = 1.0
@@ -60,8 +66,14 @@ class Resources:
             raise ConfigError(f"resources.cpu must be positive, got {self.cpu}")
         for key in ("memory", "disk", "timeout"):
             value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"resources.{key} must be positive, got {value}")
+            if isinstance(value, str):
+                object.__setattr__(self, key, _parsed(key, value))
+            elif value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ConfigError(f"resources.{key} must be {_AMOUNTS[key]}, got {value!r:.60}")
+            if value is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"resources.{key} must be positive, got {value!r}")
         if self.max_retries < 0:
             raise ConfigError(f"resources.max_retries must be >= 0, got {self.max_retries}")
         if self.gpu is not None and self.tpu is not None:
@@ -71,7 +83,7 @@ class Resources:
         """A short human summary such as ``cpu=4 memory=16GiB gpu=nvidia-l4x1``."""
         parts = [] if self.tpu else [f"cpu={self.cpu:g}"]  # a TPU slice's hosts are fixed
         if self.memory:
-            parts.append(f"memory={self.memory / 2**30:g}GiB")
+            parts.append(f"memory={_size_text(self.memory)}")
         if self.gpu:
             parts.append(f"gpu={self.gpu.type}x{self.gpu.count}")
         if self.tpu:
@@ -79,6 +91,25 @@ class Resources:
         if self.spot:
             parts.append("spot")
         return " ".join(parts)
+
+
+def _size_text(size: float) -> str:
+    """``512MiB``, ``1.5GiB``, ``100B``: the largest binary unit it reaches, at most two
+    decimals, never scientific notation."""
+    for unit, factor in _BINARY_UNITS:
+        if abs(size) >= factor:
+            return f"{size / factor:.2f}".rstrip("0").rstrip(".") + unit
+    return f"{size:.0f}B"
+
+
+def _parsed(key: str, text: str) -> int | float:
+    """A ``Resources(memory="4GiB")`` string read as the YAML's is; ConfigError if it isn't one."""
+    from confpipe.schema import parse_duration, parse_size  # the schema pulls in OmegaConf
+
+    try:
+        return parse_duration(text) if key == "timeout" else parse_size(text, plain_bytes=False)
+    except ValueError as err:
+        raise ConfigError(f"resources.{key}: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ make on typed nodes are made here, with the same wording: unknown keys with a su
 values of the wrong type, mandatory fields (``fn``, ``gpu.type``). Values are converted as
 OmegaConf converts them, so a config that composed against typed steps compiles alike:
 ``cpu: "4"`` is 4.0, ``spot: yes`` is true, ``version: 1`` is ``"1"``. Then what no type
-can say: positive CPUs, sizes and durations in units, gpu or tpu but not both.
+can say: positive CPUs, sizes and durations in units (a size must name its unit), gpu or
+tpu but not both.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def to_resources(name: str, block: dict[str, Any] | None) -> Resources | None:
         values["gpu"] = _gpu(f"{key}.gpu", gpu)
         if values.get("tpu") is not None:
             raise ConfigError(f"{key}: set either gpu or tpu, not both (remove {key}.gpu or .tpu)")
-    for field_name, parse, example in (("memory", parse_size, "512MiB, 16GiB"),
-                                       ("disk", parse_size, "512MiB, 16GiB"),
+    for field_name, parse, example in (("memory", _size, "512MiB, 16GiB"),
+                                       ("disk", _size, "512MiB, 16GiB"),
                                        ("timeout", parse_duration, "30m, 2h")):  # fmt: skip
         value = values.get(field_name)
         if value is not None:
@@ -88,6 +89,11 @@ def _gpu(key: str, gpu: dict[str, Any]) -> GPU:
     if count < 1:
         raise ConfigError(f"{key}.count: must be an integer >= 1, got {count!r}")
     return GPU(kind, count)
+
+
+def _size(value: object) -> int:
+    """A size with its unit: a bare ``memory: 16`` would be 16 bytes, never what was meant."""
+    return parse_size(value, plain_bytes=False)
 
 
 def _positive(key: str, value: Any, parse: Callable[[object], float], example: str) -> Any:
