@@ -213,3 +213,26 @@ def test_help_names_confpipe_and_shows_how_to_run_it(work: Path) -> None:
     assert out.stdout.startswith("confpipe: a pipeline declared in Hydra YAML")
     assert "Usage: python -m confpipe +experiment=NAME" in out.stdout
     assert "experiment: tokenize, train" in out.stdout
+    assert "backend: gcp, local\n" in out.stdout  # the schemas are not choices
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["+experiment=demo", "-m", "--cfg", "job"],
+            "confpipe: error: Only one of --run, --multirun, --cfg, --info and "
+            "--shell_completion can be specified: e.g. drop -m to print one run's config",
+        ),
+        (
+            ["+experiment=demo", "+experiment=broken"],
+            "confpipe: error: experiment: chosen twice; choose one (+experiment=NAME), or sweep "
+            "over several with -m +experiment=A,B",
+        ),
+    ],
+)
+def test_hydra_usage_mistakes_are_one_line(work: Path, args: list[str], expected: str) -> None:
+    out = cli("--config-dir", "confs", *args, cwd=work)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(expected) and len(out.stderr.splitlines()) == 1
+    assert not (work / "outputs").exists()

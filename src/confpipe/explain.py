@@ -47,6 +47,8 @@ def explain(exc: BaseException) -> str | None:
         return _explain_hydra(exc)
     if isinstance(exc, AssertionError | AttributeError) and _from_omegaconf(exc):
         return _explain_null_parent(exc)
+    if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun"):
+        return f"{exc}: e.g. drop -m to print one run's config with --cfg job"
     return None
 
 
@@ -130,7 +132,7 @@ def _explain_hydra(exc: BaseException) -> str | None:
         )
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
         group, _, name = exc.missing_cfg_file.rpartition("/")
-        options = [o for o in exc.options if not o.endswith("_schema")]
+        options = list(exc.options)
         return _one_line(
             f"{group}={name}: no config {name!r} in group {group!r}"
             f"{did_you_mean(name, options)}; available: {', '.join(options)}"
@@ -139,6 +141,13 @@ def _explain_hydra(exc: BaseException) -> str | None:
     if present:  # +key=value for a key the config has
         key, plain = present.groups()
         return f"{key}: already set; override it with {plain} (or ++{plain}: add or override)"
+    twice = re.match(r"Multiple values for ([\w/]+)\.", message)
+    if twice:  # +experiment=a +experiment=b
+        group = twice.group(1)
+        return (
+            f"{group}: chosen twice; choose one (+{group}=NAME), or sweep over several with "
+            f"-m +{group}=A,B"
+        )
     unpackaged = _unpackaged(message)
     if unpackaged is not None:
         return unpackaged

@@ -148,8 +148,8 @@ def register() -> None:
     The ``steps`` node is not in struct mode, so an override may set any key under a step,
     present in the YAML or not (``steps.X.resources.cpu=4``, ``steps.new.fn=...``); the
     compiler checks every step's keys. Run options stay strict: ``+`` adds a key there.
-    Each backend's own schema goes in the ``backend`` group as ``{kind}_schema``, its
-    mappings (``labels``) open to any key.
+    Each backend's own schema is ``confpipe_{kind}_schema`` (outside the ``backend`` group,
+    so that ``--help`` lists only real backends), its mappings (``labels``) open to any key.
     """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -163,7 +163,7 @@ def register() -> None:
         for name, hint in typing.get_type_hints(cls).items():
             if typing.get_origin(hint) is dict:  # its keys are the user's: labels.team=lm
                 OmegaConf.set_struct(backend[name], False)
-        store.store(group="backend", name=f"{kind}_schema", node=backend, provider="confpipe")
+        store.store(name=f"confpipe_{kind}_schema", node=backend, provider="confpipe")
 
 
 @functools.cache
