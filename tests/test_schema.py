@@ -102,13 +102,16 @@ class FakeBackendConf(BackendConf):
 
 
 def test_a_backend_extends_backend_conf_through_the_backend_group(tmp_path: Path) -> None:
-    """The documented extension path: subclass, register as {kind}_schema, list it first."""
+    """The documented extension path: subclass, register as confpipe_{kind}_schema (outside
+    the backend group, which --help lists), list it first."""
     register()
-    ConfigStore.instance().store(group="backend", name="fake_schema", node=FakeBackendConf)
+    ConfigStore.instance().store(name="confpipe_fake_schema", node=FakeBackendConf)
     (tmp_path / "backend").mkdir()
     (tmp_path / "config.yaml").write_text((CONFS / "config.yaml").read_text())
     (tmp_path / "backend" / "local.yaml").write_text("kind: local\n")
-    (tmp_path / "backend" / "fake.yaml").write_text("defaults: [fake_schema, _self_]\nproject: p\n")
+    (tmp_path / "backend" / "fake.yaml").write_text(
+        "defaults: [/confpipe_fake_schema@_here_, _self_]\nproject: p\n"
+    )
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         cfg = compose("config", overrides=["backend=fake"])
         assert (cfg.backend.kind, cfg.backend.project) == ("fake", "p")
@@ -308,11 +311,13 @@ class NetBackendConf(BackendConf):
 def test_a_backends_own_blocks_are_explained(tmp_path: Path) -> None:
     """OmegaConf can't set a key under a null structured node; a dict needs ``+`` for a key."""
     register()
-    ConfigStore.instance().store(group="backend", name="net_schema", node=NetBackendConf)
+    ConfigStore.instance().store(name="confpipe_net_schema", node=NetBackendConf)
     (tmp_path / "backend").mkdir()
     (tmp_path / "config.yaml").write_text((CONFS / "config.yaml").read_text())
     (tmp_path / "backend" / "local.yaml").write_text("kind: local\n")
-    (tmp_path / "backend" / "net.yaml").write_text("defaults: [net_schema, _self_]\n")
+    (tmp_path / "backend" / "net.yaml").write_text(
+        "defaults: [/confpipe_net_schema@_here_, _self_]\n"
+    )
     for override in ("backend.net.name=x", "backend.net={name: x}"):
         with (
             initialize_config_dir(config_dir=str(tmp_path), version_base=None),
