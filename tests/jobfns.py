@@ -36,15 +36,24 @@ def env_digest(name: str) -> str:
     return hashlib.sha256(os.environ[name].encode()).hexdigest()
 
 
+_STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+
+
 def sleeper(
-    pid_file: str, marker: str | None = None, child: bool = False, output_path: str | None = None
+    pid_file: str,
+    marker: str | None = None,
+    child: bool = False,
+    stubborn: bool = False,
+    output_path: str | None = None,
 ) -> None:
-    """Record our pid (and a grandchild's), then sleep until killed."""
+    """Record our pid (and a grandchild's, one ignoring SIGTERM if ``stubborn``), then sleep
+    until killed."""
     if marker is not None:
         Path(marker).touch()
     pids = [os.getpid()]
     if child:
-        pids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]).pid)
+        code = _STUBBORN if stubborn else "import time; time.sleep(120)"
+        pids.append(subprocess.Popen([sys.executable, "-c", code]).pid)
     Path(pid_file + ".tmp").write_text(" ".join(map(str, pids)))
     os.replace(pid_file + ".tmp", pid_file)
     time.sleep(120)

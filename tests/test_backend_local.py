@@ -140,6 +140,32 @@ def test_cancelling_the_scope_kills_the_job_and_its_process_group(tmp_path: Path
     eventually(lambda: not alive(pids[1]), "the job's child to die", seconds=10)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = """
+import sys
+from confpipe.backends.local import LocalBackend
+from tests import jobfns
+from tests.gcpfakes import run
+
+run(LocalBackend(), sys.argv[1], jobfns.sleeper, pid_file=sys.argv[2], child=True, stubborn=True)
+"""
+
+
+def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "out-0123456789ab"), str(pid_file)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        job, child = read_pids(pid_file)  # the child ignores SIGTERM
+    finally:
+        driver.kill()  # -9: the driver can't cancel anything
+        driver.wait()
+    eventually(lambda: not alive(job), "the job to stop", 10)
+    eventually(lambda: not alive(child), "the job's child to be killed", 15)
+
+
 def test_detach_does_not_leave_a_local_job_running(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -393,3 +419,9 @@ def test_worker_imports_no_heavy_libraries() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_memory_prefix_is_refused_for_local_jobs() -> None:
+    request = JobRequest("s", "memory://jobs/1", Resources())
+    with pytest.raises(ConfigError, match="can't see this process's memory:// prefix"):
+        LocalBackend().submit(request)

@@ -213,3 +213,15 @@ def test_a_takeover_that_a_late_commit_beat_finds_the_step_done(root: str) -> No
     status = read_status(store(root), out)
     assert status is not None and status.state is StepState.SUCCESS
     assert status.worker == "launch-a"
+
+
+def test_an_interruption_after_the_commit_leaves_it_committed(root: str) -> None:
+    out = f"{root}/s"
+    launch = records(root, "launch-a")
+    launch.status(out)
+    assert launch.begin(out)
+    launch.succeed(out, 3, fence=lambda: None)
+    # Ctrl-C lands before the lease is released: abandon_held records the held steps
+    launch.fail(out, KeyboardInterrupt(), fence=lambda: None, interrupted=True)
+    status = read_status(store(root), out)
+    assert status is not None and status.state is StepState.SUCCESS

@@ -44,6 +44,7 @@ class Records:
         self.store, self.spec, self.owner = store, spec, owner
         self.started: float | None = None
         self._version: str | None = None  # of the status record last read or written
+        self._committed = False  # SUCCESS written: a late failure (Ctrl-C) must not undo it
 
     def done(self, output_path: str) -> bool:
         status = self.status(output_path)
@@ -58,8 +59,10 @@ class Records:
         """Write info and RUNNING; False if the status changed since ``status`` read it (a
         launch that had lost the lease committed or failed meanwhile): check it again."""
         self.started = time.time()
+        if not self._status(output_path, StepState.RUNNING):
+            return False
         write_json(self.store, info_path(output_path), self.info(output_path))
-        return self._status(output_path, StepState.RUNNING)
+        return True
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
         try:
@@ -69,7 +72,8 @@ class Records:
             raise
         fence()  # still ours (and extended): the two writes below are this launch's to make
         self.store.write(result_path(output_path), data)
-        if not self._status(output_path, StepState.SUCCESS):
+        self._committed = self._status(output_path, StepState.SUCCESS)
+        if not self._committed:
             raise LeaseLost(
                 self.spec.name,
                 "another launch took the step over while this one was committing; this launch "
@@ -80,6 +84,8 @@ class Records:
         self, output_path: str, error: BaseException, fence: Callable[[], None],
         interrupted: bool = False,
     ) -> None:  # fmt: skip
+        if self._committed:  # Ctrl-C between the commit and the lease's release
+            return
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"

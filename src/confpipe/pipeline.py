@@ -99,8 +99,6 @@ def run(
     prefix = local_path(prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
-    for folder in _folders(prefix, outputs.values()):
-        check_writable(folder)
     resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
     if backend is None and any(resources.values()):
         from confpipe.backends.local import LocalBackend
@@ -121,6 +119,9 @@ def run(
     statuses = read_all(specs, outputs)
     need = needed(specs, targets, statuses)
     todo = [s for s in need if _state(statuses[s.identity]) is not StepState.SUCCESS]
+    if not dry_run and todo:  # read-only outputs that are all cached are fine, as for a plan
+        for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
+            check_writable(folder)
     if not force_run_failed and not dry_run:  # a dry run shows them as failed / blocked
         for spec in todo:
             status = statuses[spec.identity]

@@ -15,8 +15,9 @@ Sizes (``16GiB``) and durations (``2h``) stay strings here; ``parse_size`` and
 ``parse_duration`` read them.
 
 A backend with settings of its own extends ``BackendConf`` (``class GcpConf(BackendConf)``),
-is registered in the ``backend`` group as ``{kind}_schema``, and its ``conf/backend/{kind}.yaml``
-starts with ``defaults: [{kind}_schema, _self_]``; OmegaConf accepts the subclass in the
+is registered as ``confpipe_{kind}_schema`` (outside the ``backend`` group, whose options
+``--help`` lists), and its ``conf/backend/{kind}.yaml`` starts with
+``defaults: [/confpipe_{kind}_schema@_here_, _self_]``; OmegaConf accepts the subclass in the
 ``backend`` node. ``backend_schema(kind)`` names the class, for configs merged without Hydra.
 """
 

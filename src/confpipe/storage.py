@@ -329,15 +329,15 @@ def check_writable(folder: str) -> None:
             )
     elif protocol in ("gs", "gcs"):
         bucket = path.partition("/")[0]
-        try:
-            found = store_for(folder).fs.exists(bucket)
-        except Exception as err:  # no credentials, no network: say so before anything runs
-            raise ConfigError(f"prefix {folder!r}: can't reach gs://{bucket} ({err})") from err
-        if not found:
+        try:  # a listing (which a run needs anyway), not buckets.get (which it may lack)
+            store_for(folder).fs.call("GET", "b/{}/o", bucket, json_out=True, maxResults=1)
+        except FileNotFoundError:
             raise ConfigError(
-                f"prefix {folder!r}: bucket gs://{bucket} doesn't exist (or this account "
-                "can't see it); create it or choose another prefix"
-            )
+                f"prefix {folder!r}: bucket gs://{bucket} doesn't exist; create it or choose "
+                "another prefix"
+            ) from None
+        except Exception:  # no permission to list, no network: the run will say what it meets
+            return
 
 
 def local_path(url: str) -> str:

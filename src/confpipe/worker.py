@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -80,14 +79,29 @@ def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> in
 
 def _watch(driver: int, every: float = 0.5, grace: float = 3.0) -> None:
     """Once the driver is gone (this process is reparented), stop the job's process group as
-    the driver's cancel would: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    the driver's cancel would: SIGTERM, then SIGKILL after ``grace`` seconds. A process of
+    its own session does it: this one dies of the SIGTERM before it could send the SIGKILL."""
     while os.getppid() == driver:
         time.sleep(every)
+    import subprocess  # only now: every job pays for the worker's imports
+
     print(f"confpipe.worker: driver {driver} is gone; stopping the job", file=sys.stderr)
     _flush()
-    os.killpg(os.getpgrp(), signal.SIGTERM)
-    time.sleep(grace)
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    stop = (
+        "import os, signal, sys, time\n"
+        "group = int(sys.argv[1])\n"
+        "os.killpg(group, signal.SIGTERM)\n"
+        f"time.sleep({grace})\n"
+        "try:\n"
+        "    os.killpg(group, signal.SIGKILL)\n"
+        "except ProcessLookupError:\n"
+        "    pass\n"
+    )
+    subprocess.Popen(
+        [sys.executable, "-c", stop, str(os.getpgrp())],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def _flush() -> None:

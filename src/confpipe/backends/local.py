@@ -119,6 +119,11 @@ class LocalBackend:
     def submit(self, job: JobRequest) -> object:
         self.check(job.step, job.resources)
         job_dir = local_path(job.job_dir)
+        if job_dir.startswith("memory://"):
+            raise ConfigError(
+                f"step {job.step!r}: a local job runs in another process, which can't see this "
+                f"process's memory:// prefix ({job.job_dir}); use a folder or gs://"
+            )
         handle = _Job(job, job_dir, self._log_of(job_dir))
         with self._lock:
             self._queue.append(handle)
