@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -286,3 +287,5 @@ def test_local_jobs_work_on_a_gs_prefix_and_their_logs_land_there(gs_prefix: str
     failure = err.value.failures["bad"]
     assert "line 1" in str(failure)  # the log tail, read back from the bucket
     assert failure.log_path is not None and failure.log_path.startswith(f"{gs_prefix}/bad-")
+    spool = Path(tempfile.gettempdir(), f"confpipe-jobs-{os.getpid()}")
+    assert not spool.exists()  # each spooled log was uploaded, then removed

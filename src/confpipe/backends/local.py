@@ -181,7 +181,7 @@ class LocalBackend:
         if "://" not in job_dir:
             return os.path.join(job_dir, LOG)
         if self._spool is None:
-            self._spool = tempfile.mkdtemp(prefix="confpipe-jobs-")
+            self._spool = os.path.join(tempfile.gettempdir(), f"confpipe-jobs-{os.getpid()}")
         return os.path.join(self._spool, f"{next(self._spooled)}-{LOG}")
 
     def _start_fitting(self) -> None:
@@ -196,7 +196,10 @@ class LocalBackend:
             self._start(job)
 
     def _start(self, job: _Job) -> None:
+        """Start the job's worker (lock held)."""
         try:
+            if job.remote:  # the spool folder goes when its last log is uploaded (_reap)
+                os.makedirs(os.path.dirname(job.log), exist_ok=True)
             with open(job.log, "wb") as log:
                 job.proc = subprocess.Popen(
                     [sys.executable, "-m", "confpipe.worker", job.job_dir],
@@ -221,6 +224,9 @@ class LocalBackend:
         if job.remote:
             _upload_log(job)
         with self._lock:
+            if job.remote:  # the spool folder, once no job's log is in it (starts make it)
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(job.log))
             self._cpu_used -= job.cpu
             self._memory_used -= job.memory
             if job.cancelled:
