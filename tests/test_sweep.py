@@ -122,8 +122,13 @@ def test_group_override_in_a_sweep_is_composed_by_hydra(work: Path) -> None:
     assert calls(work) == {"up": 1, "up2": 1, "down-1": 2}
 
 
-def test_a_failing_point_exits_1_and_the_others_complete(work: Path) -> None:
+def flaky(work: Path) -> None:
+    """Add the experiment whose step ``bad`` fails in the points that choose stepfns.fail."""
     (work / "confs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+
+
+def test_a_failing_point_exits_1_and_the_others_complete(work: Path) -> None:
+    flaky(work)
     out = sweep(
         "+experiment=flaky", "-m", "steps.bad.fn=tests.stepfns.record,tests.stepfns.fail",
         "steps.down.config.lr=1,2", cwd=work,
@@ -135,7 +140,7 @@ def test_a_failing_point_exits_1_and_the_others_complete(work: Path) -> None:
 
 
 def test_with_hydras_basic_launcher_a_failing_point_doesnt_stop_the_others(work: Path) -> None:
-    (work / "confs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    flaky(work)
     out = sweep(
         "+experiment=flaky", "-m", "hydra/launcher=basic",
         "steps.bad.fn=tests.stepfns.fail,tests.stepfns.record", cwd=work,
@@ -244,7 +249,7 @@ def test_a_point_without_its_objective_fails_and_says_why(scored: Path) -> None:
 
 
 def test_a_failed_point_shows_in_the_results(work: Path) -> None:
-    (work / "confs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    flaky(work)
     out = sweep("+experiment=flaky", "-m", "steps.bad.fn=tests.stepfns.record,tests.stepfns.fail",
                 cwd=work)  # fmt: skip
     assert out.returncode == 1
