@@ -1,7 +1,7 @@
 """cache(fn): skip a step that already succeeded; otherwise record it and commit SUCCESS last.
 
 ``Records`` are the hooks that run inside the step's lease (lock.py): re-check the status
-after acquiring, write info + RUNNING, and at the end write the result and then SUCCESS
+after acquiring, write RUNNING + info, and at the end write the result and then SUCCESS
 (or FAILED with the traceback). Each commit is fenced by a refresh of the lease, and each
 status write is a compare-and-swap on the record this launch last read or wrote: a launch
 that lost its lease (paused past the lease timeout, say, between its fence and its write)
