@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+INTERRUPTED = "interrupted"  # the reason of a scope set without one: Ctrl-C
+
 
 class CancelScope(threading.Event):
     """An Event that, once set, runs its callbacks once and sets its children."""
@@ -39,11 +41,16 @@ class CancelScope(threading.Event):
             if self.is_set():
                 return
             if not self.reason:
-                self.reason = "interrupted"
+                self.reason = INTERRUPTED
             super().set()
             callbacks, self._callbacks = self._callbacks, {}
         for callback in callbacks.values():
             callback()
+
+    @property
+    def interrupted(self) -> bool:
+        """Set by Ctrl-C (or a plain ``set()``), not by a lost lease or another reason."""
+        return self.is_set() and self.reason == INTERRUPTED
 
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Run ``callback`` when cancelled (now, if already set); returns an unregister function."""

@@ -273,7 +273,7 @@ def lock(
                     if lease.lost:
                         raise LeaseLost(step, lease.lost) from err
                     if hooks is not None:
-                        stopped = lease.scope.is_set() and lease.scope.reason == "interrupted"
+                        stopped = lease.scope.interrupted
                         hooks.fail(output_path, err, lease.fence, interrupted=stopped)
                     raise
             if hooks is not None:

@@ -182,7 +182,7 @@ def _execute(
         end = _END[result.outcome]
         if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
             end = StepEnd.CACHED
-        if end is StepEnd.FAILED and ctx.scope.is_set() and ctx.scope.reason == "interrupted":
+        if end is StepEnd.FAILED and ctx.scope.interrupted:
             end = StepEnd.CANCELLED  # stopped by Ctrl-C, not failed by itself
         now = time.monotonic()
         took = now - started.get(result.key, now)  # 0 for a step that never started

@@ -175,11 +175,11 @@ def _wait(
             what = f"timed out after running {timeout:g}s (resources.timeout); job cancelled"
             raise _failure(backend, handle, step, job_dir, what)
         if scope.wait(interval):
-            if detach and scope.reason == "interrupted" and backend.reattaches:
+            if detach and scope.interrupted and backend.reattaches:
                 raise StepFailed(
                     step, f"cancelled: {scope.reason}; job left running (detach): {job_dir}"
                 )
-            if detach and scope.reason == "interrupted":
+            if detach and scope.interrupted:  # a job no restarted driver could re-attach to
                 logger.warning(
                     "step %r: detach=true leaves only cloud jobs running (a restarted driver "
                     "re-attaches to those); a %s job stops with its driver",
