@@ -111,8 +111,7 @@ def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
 
 
 def read_status(store: Store, output: str) -> Status | None:
-    blob = store.read(status_path(output))
-    return None if blob is None else Status.from_json(blob.data)
+    return read_status_blob(store, output)[0]
 
 
 def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | None]:

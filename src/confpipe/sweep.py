@@ -128,16 +128,15 @@ _GRID_SWEEPERS = ("BasicSweeper", "ConfpipeSweeper")  # sweepers that read no re
 def _adaptive(hydra_cfg: DictConfig) -> str | None:
     """The sweeper's class name if it reads the points' return values (Optuna), else None."""
     target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "")
-    return None if target.endswith(_GRID_SWEEPERS) else target.rsplit(".", 1)[-1]
+    return None if target.endswith(_GRID_SWEEPERS) else target.rsplit(".", 1)[-1] or "?"
 
 
 def _check_adaptive(hydra_cfg: DictConfig, points: Sequence[_Point], dry_run: bool) -> None:
     """An adaptive sweeper (Optuna) needs each point's objective: refuse a sweep that can't
     give one before anything runs."""
-    adaptive = _adaptive(hydra_cfg)
-    if adaptive is None:
+    sweeper = _adaptive(hydra_cfg)
+    if sweeper is None:
         return
-    sweeper = adaptive or "the sweeper"
     if any(not results.names(p.sweep.get("objective")) for p in points):
         raise ConfigError(
             f"sweep.objective: {sweeper} needs a number from each point to search on; set "
@@ -299,7 +298,7 @@ def _job_return(
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(row.error)
         return ret
     wants_objective = bool(results.names(point.sweep.get("objective")))
-    if not row.finished and wants_objective and _adaptive(hydra_cfg):  # run_only left it out
+    if not row.finished and wants_objective and _adaptive(hydra_cfg) is not None:  # run_only
         error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
         return ret
