@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from confpipe.backends import JobRequest  # noqa: E402
-from confpipe.backends.batch import BatchBackend  # noqa: E402
-from confpipe.spec import Resources  # noqa: E402
+from confpipe.backends.gcp.batch import BatchBackend  # noqa: E402
+from confpipe.backends.resources import Resources  # noqa: E402
 from confpipe.testing.batch import FakeBatch  # noqa: E402
 
 PRODUCTION_INTERVAL = 10.0

@@ -81,7 +81,7 @@ def cached_run(work: str, repeat: int) -> list[tuple[str, float, float, bool]]:
         "atexit.register(lambda: print(','.join(sorted({m.split('.')[0] for m in sys.modules"
         " if m.split('.')[0] in ('google', 'gcsfs')}))))\n"
         f"sys.argv = {cli[2:]!r}\n"
-        "from confpipe.cli import main\nmain()\n"
+        "from confpipe.cli.main import main\nmain()\n"
     )
     heavy = subprocess.run([PY, "-c", probe], cwd=work, capture_output=True, text=True)
     imported = heavy.stdout.strip().splitlines()[-1] if heavy.stdout.strip() else ""
@@ -97,8 +97,8 @@ def compile_10k(n: int) -> list[tuple[str, float, float, bool]]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from confpipe import schema
-    from confpipe.compiler import compile_steps, register_resolver
+    from confpipe.config import schema
+    from confpipe.config.compiler import compile_steps, register_resolver
 
     schema.register()
     register_resolver()
@@ -116,7 +116,7 @@ def compile_10k(n: int) -> list[tuple[str, float, float, bool]]:
         Path(confs, "experiment").mkdir()
         Path(confs, "experiment", "big.yaml").write_text("\n".join(lines) + "\n")
         start = time.perf_counter()
-        with initialize_config_dir(config_dir=str(ROOT / "src/confpipe/conf"), version_base=None):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
             cfg = compose(
                 "config", overrides=[f"hydra.searchpath=[file://{confs}]", "+experiment=big"]
             )

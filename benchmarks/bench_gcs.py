@@ -32,7 +32,7 @@ from typing import Any
 
 import confpipe
 from confpipe import StepSpec, storage
-from confpipe.status import status_path
+from confpipe.engine.status import status_path
 from confpipe.storage import store_for
 from confpipe.testing.gcs import FakeGcs
 

@@ -59,10 +59,10 @@ def compose_per_point(work: Path) -> float:
     code = (
         "import statistics, sys, time\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from confpipe import schema\n"
-        "from confpipe.compiler import register_resolver\n"
+        "from confpipe.config import schema\n"
+        "from confpipe.config.compiler import register_resolver\n"
         "schema.register(); register_resolver()\n"
-        f"with initialize_config_dir(config_dir={str(ROOT / 'src/confpipe/conf')!r},"
+        f"with initialize_config_dir(config_dir={str(ROOT / 'conf')!r},"
         " version_base=None):\n"
         "    times = []\n"
         "    for i in range(21):\n"

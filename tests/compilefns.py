@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from confpipe.jobs import remote
-from confpipe.spec import Resources
+from confpipe.backends.resources import Resources
+from confpipe.engine.remote import remote
 
 if TYPE_CHECKING:
     from decimal import Decimal

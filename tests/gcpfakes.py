@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from confpipe import status
-from confpipe.backends import Backend, run_job
+from confpipe.backends import Backend
+from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
-from confpipe.spec import Resources
+from confpipe.engine import status
+from confpipe.engine.remote import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from confpipe.jobs import remote
-from confpipe.spec import Resources
+from confpipe.backends.resources import Resources
+from confpipe.engine.remote import remote
 
 
 def noop(output_path: str | None = None) -> None:

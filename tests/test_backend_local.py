@@ -17,12 +17,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from confpipe import status
 from confpipe.backends import JobRequest, JobState, JobStatus
 from confpipe.backends.local import LocalBackend
+from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
+from confpipe.engine import status
 from confpipe.errors import ConfigError, StepFailed
-from confpipe.spec import GPU, Resources
 from tests import jobfns
 from tests.gcpfakes import run
 from tests.waits import alive, eventually

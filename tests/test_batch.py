@@ -5,7 +5,7 @@ Golden files (tests/golden/batch_*.json) pin the requests; accept an intended ch
 request with env values redacted (``batch_spec.redacted``): the real request must carry
 the values, so the tests check those separately and never write them down.
 End-to-end tests drive ``run_job`` against the real google-cloud-batch client talking to
-the in-process fake, whose jobs run ``python -m confpipe.backends.vm`` -> the worker.
+the in-process fake, whose jobs run ``python -m confpipe.backends.gcp.vm`` -> the worker.
 """
 
 from __future__ import annotations
@@ -23,16 +23,17 @@ from typing import Any
 
 import pytest
 
-from confpipe import status
-from confpipe.backends import JobRequest, run_job
-from confpipe.backends.batch import BatchBackend, BatchSettings, job_request, redacted
-from confpipe.backends.batch_spec import job_dir_of, job_status
-from confpipe.backends.machines import choose
-from confpipe.backends.staging import archive
-from confpipe.backends.vm import pip_command
+from confpipe.backends import JobRequest
+from confpipe.backends.gcp.batch import BatchBackend, BatchSettings, job_request, redacted
+from confpipe.backends.gcp.batch_request import job_dir_of, job_status
+from confpipe.backends.gcp.machine_catalog import choose
+from confpipe.backends.gcp.staging import archive
+from confpipe.backends.gcp.vm import pip_command
+from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
+from confpipe.engine import status
+from confpipe.engine.remote import run_job
 from confpipe.errors import ConfigError, StepFailed
-from confpipe.spec import GPU, Resources
 from confpipe.testing.batch import FakeBatch
 from tests import batchjobs, gcpfakes
 from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
@@ -205,7 +206,7 @@ def test_the_batch_api_is_pinned() -> None:
 
 def test_the_backend_module_imports_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
-        "confpipe.backends.batch", "confpipe.backends.cloud", "confpipe.backends.gcp_api"
+        "confpipe.backends.gcp.batch", "confpipe.backends.gcp.cloud", "confpipe.backends.gcp.api"
     )
 
 

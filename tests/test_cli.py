@@ -142,7 +142,7 @@ def test_a_local_run_imports_no_google_sdk(work: Path) -> None:
         "atexit.register(lambda: print('heavy:', sorted(m for m in sys.modules"
         " if m.split('.')[0] in ('google', 'gcsfs'))))\n"
         "sys.argv = ['confpipe', '--config-dir', 'confs', '+experiment=demo']\n"
-        "from confpipe.cli import main\nmain()\n"
+        "from confpipe.cli.main import main\nmain()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(work / "calls.log")}
     out = subprocess.run(

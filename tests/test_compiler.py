@@ -11,13 +11,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from confpipe.backends.local import LocalBackend
-from confpipe.compiler import backend_for, compile_steps, run_options
+from confpipe.backends.resources import GPU, Resources
+from confpipe.config.compiler import backend_for, compile_steps, run_options
+from confpipe.config.refs import steps_data
+from confpipe.config.schema import RunConf, register
+from confpipe.engine.lock import LockOptions
+from confpipe.engine.remote import step_resources
+from confpipe.engine.spec import Ref, StepSpec, Template
 from confpipe.errors import ConfigError
-from confpipe.jobs import step_resources
-from confpipe.lock import LockOptions
-from confpipe.refs import steps_data
-from confpipe.schema import RunConf, register
-from confpipe.spec import GPU, Ref, Resources, StepSpec, Template
 from tests import compilefns
 
 FN = "tests.compilefns"
@@ -401,10 +402,10 @@ def test_values_of_the_declared_types_and_unchecked_annotations_compile() -> Non
 
 def test_the_shipped_experiments_compile_with_their_declared_types() -> None:
     """conf/experiment/*.yaml against experiments/*.py: every value fits its annotation."""
-    from confpipe.schema import register
+    from confpipe.config.schema import register
 
     register()
-    conf_dir = Path(__file__).resolve().parents[1] / "src" / "confpipe" / "conf"
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
         for experiment in ("tokenize", "train"):
             cfg = compose("config", overrides=[f"+experiment={experiment}"])

@@ -16,7 +16,7 @@ APP = textwrap.dedent(
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from omegaconf import OmegaConf
 
-    from confpipe import compose_once
+    from confpipe.config import compose as compose_once
 
     composes = []
     load = ConfigLoaderImpl.load_configuration

@@ -167,8 +167,8 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
 
 
 def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
-    from confpipe.backendconf import GcpBackend
-    from confpipe.compiler import backend_for
+    from confpipe.backends.registry import GcpBackend
+    from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "labels": {"team": "lm"}}
     cfg = {"prefix": "gs://b/runs/", "backend": {**settings, "batch_endpoint": "127.0.0.1:9"}}
@@ -200,7 +200,7 @@ def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
     ],
 )  # fmt: skip
 def test_gcp_settings_errors_name_the_key(backend: dict[str, object], expected: str) -> None:
-    from confpipe.compiler import backend_for
+    from confpipe.config.compiler import backend_for
     from confpipe.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:

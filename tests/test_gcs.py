@@ -20,8 +20,8 @@ import pytest
 
 from confpipe import StepSpec, StepState, load_result, run, storage
 from confpipe.cancel import CancelScope
-from confpipe.lock import Holder, Lease, LockOptions, try_acquire
-from confpipe.status import lease_path, read_status
+from confpipe.engine.lock import Holder, Lease, LockOptions, try_acquire
+from confpipe.engine.status import lease_path, read_status
 from confpipe.storage import store_for
 from confpipe.testing.gcs import FakeGcs
 from tests import jobfns, stepfns
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gcs_store(**kwargs: Any) -> Any:
     """A private GcsStore (its own session), for tests that patch it."""
-    from confpipe.gcs import GcsStore
+    from confpipe.storage.gcs import GcsStore
 
     return GcsStore(**kwargs)
 
@@ -153,7 +153,7 @@ def test_a_fresh_store_asks_the_server_for_the_time(fake_gcs: FakeGcs) -> None:
 
 
 def test_server_clock_never_runs_ahead_of_the_server() -> None:
-    from confpipe.gcs import ServerClock
+    from confpipe.storage.gcs import ServerClock
 
     def now(clock: ServerClock) -> float:
         value = clock.now()
@@ -236,7 +236,7 @@ def test_a_local_run_imports_no_google_sdk(tmp_path: Path) -> None:
         f"s = confpipe.run(step, prefix={str(tmp_path)!r})\n"
         "assert confpipe.load_result(s.outputs['a']) == 3\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('gcsfs', 'google', 'aiohttp')"
-        " or m == 'confpipe.gcs')\n"
+        " or m == 'confpipe.storage.gcs')\n"
         "print(heavy)\n"
     )  # fmt: skip
     done = run_python(code)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from confpipe import LockOptions, StepState, load_result, run
-from confpipe.plan import PlanState
-from confpipe.status import lease_path, read_status, status_path
+from confpipe.engine.plan import PlanState
+from confpipe.engine.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
 from tests.pipelines import dag30, slow
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from confpipe.cache import Records
 from confpipe.cancel import CancelScope
+from confpipe.engine.cache import Records
+from confpipe.engine.lock import Holder, Lease, LockOptions, _heartbeat, try_acquire
+from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import StepState, lease_path, read_status
 from confpipe.errors import LeaseLost
-from confpipe.lock import Holder, Lease, LockOptions, _heartbeat, try_acquire
-from confpipe.spec import StepSpec
-from confpipe.status import StepState, lease_path, read_status
 from confpipe.storage import Store, store_for
 from tests import stepfns
 

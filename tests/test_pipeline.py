@@ -18,7 +18,7 @@ from confpipe import (
     load_result,
     run,
 )
-from confpipe.status import read_status, status_path
+from confpipe.engine.status import read_status, status_path
 from confpipe.storage import store_for
 from tests import stepfns
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from confpipe.backends.resources import Resources
+from confpipe.cli.progress import JobLogs, LiveReporter, PlainReporter, reporter_for
+from confpipe.engine.plan import PlanState, StepEnd, StepPlan, Where
+from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import jobs_dir
 from confpipe.errors import StepFailed
-from confpipe.plan import PlanState, StepEnd, StepPlan, Where
-from confpipe.progress import JobLogs, LiveReporter, PlainReporter, reporter_for
-from confpipe.spec import Resources, StepSpec
-from confpipe.status import jobs_dir
 from confpipe.storage import store_for
 from tests import stepfns
 

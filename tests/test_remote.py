@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from confpipe import cancel, status
-from confpipe.backends import JobRequest, JobState, JobStatus, run_job
+from confpipe import cancel
+from confpipe.backends import JobRequest, JobState, JobStatus
 from confpipe.backends.local import LocalBackend
+from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
+from confpipe.engine import status
+from confpipe.engine.remote import as_job, remote, resources_of, run_job, step_resources
+from confpipe.engine.spec import function_path
 from confpipe.errors import StepFailed
-from confpipe.jobs import as_job, remote, resources_of, step_resources
-from confpipe.spec import Resources, function_path
 from tests import jobfns
 
 

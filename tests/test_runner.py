@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from confpipe.engine.runner import Outcome, Report, Result, Task, execute
 from confpipe.errors import ConfigError
-from confpipe.runner import Outcome, Report, Result, Task, execute
 
 # A root task lingers this long, so that a scheduler ignoring dependencies would be caught
 # starting a dependent early. It is a window for bugs to show, never an assertion.

@@ -13,8 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from confpipe.explain import explain
-from confpipe.schema import BackendConf, RunConf, parse_duration, parse_size, register
+from confpipe.backends.resources import parse_duration, parse_size
+from confpipe.config.explain import explain
+from confpipe.config.schema import BackendConf, RunConf, register
 
 CONFS = Path(__file__).parent / "confs"
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from confpipe import GPU, ConfigError, Ref, Resources, StepSpec
-from confpipe.spec import Template
+from confpipe.engine.spec import Template
 from tests import stepfns
 
 

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from experiments import tokenize as exp
 from experiments.tokenize import download, tokenize, train_tokenizer
 
-CONF = Path(__file__).parents[1] / "src/confpipe/conf/experiment/tokenize.yaml"
+CONF = Path(__file__).parents[1] / "conf/experiment/tokenize.yaml"
 
 TEXTS = {
     "a.txt": "The quick brown fox jumps over the lazy dog.\n" * 20,

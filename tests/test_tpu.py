@@ -5,7 +5,7 @@ accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden``. They hold the
 request with env values redacted (``tpu_spec.redacted``).
 End-to-end tests drive ``run_job`` with the real google-cloud-tpu client against the
-in-process fake, whose hosts run the startup script -> ``confpipe.backends.vm`` -> the
+in-process fake, whose hosts run the startup script -> ``confpipe.backends.gcp.vm`` -> the
 worker as local subprocesses, with job folders on fake-gcs-server (tests/conftest.py).
 """
 
@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from confpipe import status
 from confpipe.backends import JobRequest
-from confpipe.backends.tpu import TpuBackend
-from confpipe.backends.tpu_spec import TpuSettings, queued_resource, redacted, startup_script
+from confpipe.backends.gcp.tpu import TpuBackend
+from confpipe.backends.gcp.tpu_request import TpuSettings, queued_resource, redacted, startup_script
+from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
+from confpipe.engine import status
 from confpipe.errors import ConfigError, StepFailed
-from confpipe.spec import GPU, Resources
 from confpipe.storage import store_for
 from confpipe.testing.tpu import FakeTpu
 from tests import batchjobs, gcpfakes, tpujobs
@@ -91,7 +91,7 @@ def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
     script = startup_script(SETTINGS, job)
     assert 'CONFPIPE_TPU_HOST="$(md agent-worker-number)"' in script
     assert script.rstrip().endswith(
-        "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm "
+        "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.gcp.vm "
         "gs://b/s-1/.confpipe/jobs/j"
     )
     assert "gcloud auth configure-docker us-docker.pkg.dev --quiet" in script
@@ -169,7 +169,7 @@ def test_preflight_names_the_valid_options(
     ],
 )
 def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
-    from confpipe.backends.tpus import parse
+    from confpipe.backends.gcp.tpu_catalog import parse
 
     backend = offline(region)
     backend.check("train", Resources(tpu=tpu))
@@ -178,8 +178,8 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
 
 
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
-    from confpipe.backendconf import GcpBackend
-    from confpipe.compiler import backend_for
+    from confpipe.backends.registry import GcpBackend
+    from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "stage_code": False}
     endpoints = {"batch_endpoint": "127.0.0.1:9", "tpu_endpoint": "127.0.0.1:9"}
@@ -197,7 +197,9 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
 
 def test_the_tpu_modules_import_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
-        "confpipe.backends.tpu", "confpipe.backends.tpu_spec", "confpipe.backendconf"
+        "confpipe.backends.gcp.tpu",
+        "confpipe.backends.gcp.tpu_request",
+        "confpipe.backends.registry",
     )
 
 
@@ -419,7 +421,7 @@ def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     from google.api_core import exceptions
     from google.cloud import tpu_v2
 
-    from confpipe.backends import gcp_api
+    from confpipe.backends.gcp import api as gcp_api
 
     client = gcp_api.tpu_client(fake.endpoint)
     node = tpu_v2.Node(accelerator_type="v4-8", runtime_version="tpu-ubuntu2204-base")

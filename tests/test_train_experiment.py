@@ -13,7 +13,7 @@ import pytest
 from experiments import train as exp
 from experiments.train import evaluate, init_params, loss_and_grads, train
 
-CONF = Path(__file__).parents[1] / "src/confpipe/conf/experiment/train.yaml"
+CONF = Path(__file__).parents[1] / "conf/experiment/train.yaml"
 VOCAB = 64
 EOS = 0
 
@@ -208,13 +208,13 @@ def test_experiment_yaml_composes_and_compiles() -> None:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from confpipe import compiler, schema
+    from confpipe.config import compiler, schema
 
     assert CONF.read_text().startswith("# @package _global_\n")
     schema.register()
     compiler.register_resolver()
     GlobalHydra.instance().clear()
-    with hydra.initialize_config_module("confpipe.conf", version_base=None):
+    with hydra.initialize_config_dir(config_dir=str(CONF.parents[1]), version_base=None):
         cfg = hydra.compose("config", overrides=["+experiment=train", "steps.train.config.lr=1e-3"])
     GlobalHydra.instance().clear()
     steps = cfg.steps

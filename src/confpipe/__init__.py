@@ -10,6 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from confpipe.backends.resources import GPU, Resources
+    from confpipe.engine.lock import LockOptions
+    from confpipe.engine.pipeline import Summary, run
+    from confpipe.engine.remote import remote
+    from confpipe.engine.spec import Ref, StepSpec
+    from confpipe.engine.status import StepState, load_result
     from confpipe.errors import (
         ConfigError,
         ConfpipeError,
@@ -19,11 +25,6 @@ if TYPE_CHECKING:
         RunFailed,
         StepFailed,
     )
-    from confpipe.jobs import remote
-    from confpipe.lock import LockOptions
-    from confpipe.pipeline import Summary, run
-    from confpipe.spec import GPU, Ref, Resources, StepSpec
-    from confpipe.status import StepState, load_result
 
 _WHERE = {
     "ConfigError": "errors",
@@ -33,16 +34,16 @@ _WHERE = {
     "PreviousFailure": "errors",
     "RunFailed": "errors",
     "StepFailed": "errors",
-    "LockOptions": "lock",
-    "Summary": "pipeline",
-    "run": "pipeline",
-    "remote": "jobs",
-    "GPU": "spec",
-    "Ref": "spec",
-    "Resources": "spec",
-    "StepSpec": "spec",
-    "StepState": "status",
-    "load_result": "status",
+    "LockOptions": "engine.lock",
+    "Summary": "engine.pipeline",
+    "run": "engine.pipeline",
+    "remote": "engine.remote",
+    "GPU": "backends.resources",
+    "Ref": "engine.spec",
+    "Resources": "backends.resources",
+    "StepSpec": "engine.spec",
+    "StepState": "engine.status",
+    "load_result": "engine.status",
 }
 
 __all__ = [

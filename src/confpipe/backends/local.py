@@ -22,8 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
+from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError
-from confpipe.spec import Resources
 from confpipe.storage import local_path, store_for
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ lifecycle policies. The container image is not pulled: ``python``/``python3`` in
 means this interpreter, and the "image" environment is this process's environment plus
 its ``sys.path`` (so the code you have now is the code in the image).
 
-    from confpipe.backends.batch import BatchBackend
+    from confpipe.backends.gcp.batch import BatchBackend
     from confpipe.testing.batch import FakeBatch
 
     with FakeBatch(secrets={"projects/p/secrets/hf/versions/latest": "hf_..."}) as fake:

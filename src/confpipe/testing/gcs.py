@@ -2,7 +2,7 @@
 
 fake-gcs-server speaks Cloud Storage's JSON API and honours generation preconditions on
 uploads, so confpipe's lease and records behave as they do on Google Cloud Storage (it
-ignores them on DELETE; ``confpipe.gcs`` is written so that this does not matter). Each
+ignores them on DELETE; ``confpipe.storage.gcs`` is written so that this does not matter). Each
 ``FakeGcs`` is one server process on a free loopback port, keeping objects in memory::
 
     import os

@@ -12,7 +12,7 @@ of its own that answers ``agent-worker-number`` as a TPU VM's does
 PATH runs the container's command here, with this interpreter and this environment plus
 its ``sys.path`` (so the code you have now is the code in the image).
 
-    from confpipe.backends.tpu import TpuBackend
+    from confpipe.backends.gcp.tpu import TpuBackend
     from confpipe.testing.tpu import FakeTpu
 
     with FakeTpu() as fake:
@@ -53,7 +53,7 @@ import grpc
 from google.cloud import tpu_v2
 from google.protobuf import empty_pb2
 
-from confpipe.backends.tpu_spec import hosts_of
+from confpipe.backends.gcp.tpu_request import hosts_of
 from confpipe.testing.grpc_fake import (
     OPERATIONS,
     Abort,

@@ -15,7 +15,7 @@ from google.cloud import tpu_v2
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2
 
-from confpipe.backends.tpus import parse
+from confpipe.backends.gcp.tpu_catalog import parse
 from confpipe.errors import ConfigError
 from confpipe.testing.grpc_fake import Abort, check_labels
 

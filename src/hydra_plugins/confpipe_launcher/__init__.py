@@ -3,7 +3,7 @@
 
 Hydra finds plugins by importing the modules of the ``hydra_plugins`` namespace package and
 instantiates only classes defined there, so these thin subclasses are the plugins; the
-launcher itself lives in ``confpipe.sweep``.
+launcher itself lives in ``confpipe.cli.sweep``.
 """
 
 from collections.abc import Sequence
@@ -15,14 +15,14 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweepe
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from confpipe import sweep
+from confpipe.cli import sweep
 from confpipe.errors import ConfigError
 
 __all__ = ["ConfpipeLauncher", "ConfpipeLauncherConf", "ConfpipeSweeper", "ConfpipeSweeperConf"]
 
 
 class ConfpipeLauncher(sweep.ConfpipeLauncher):
-    """confpipe.sweep.ConfpipeLauncher, where Hydra accepts plugins."""
+    """confpipe.cli.sweep.ConfpipeLauncher, where Hydra accepts plugins."""
 
 
 class ConfpipeSweeper(BasicSweeper):

@@ -1,0 +1,277 @@
+"""The Cloud Batch backend: each CPU/GPU job is one Batch job, driven through google-cloud-batch.
+
+``submit`` first looks for the step's live job by its labels (a driver that took over a
+stale lease re-attaches instead of submitting twice), else creates one (``batch_spec``).
+Polling is shared: one ListJobs of this driver's jobs per ``poll_interval`` answers every
+handle's ``poll`` from a cache, so API requests don't grow with the jobs in flight and no
+thread of ours polls. Transient API errors (UNAVAILABLE, DEADLINE_EXCEEDED) are retried
+with backoff; ``cancel`` deletes the job; ``logs`` tails the job folder's ``log.txt``.
+``google.cloud.batch_v1`` is imported when the backend is constructed, not before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
+from confpipe.backends.gcp import api as gcp_api
+from confpipe.backends.gcp.batch_request import (
+    DRIVER,
+    BatchSettings,
+    check_resources,
+    job_dir_of,
+    job_id,
+    job_request,
+    job_status,
+    redacted,
+    step_labels,
+)
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.machine_catalog import Choice
+from confpipe.backends.resources import Resources
+from confpipe.errors import StepFailed
+
+if TYPE_CHECKING:
+    from google.cloud import batch_v1
+
+__all__ = ["BatchBackend", "BatchSettings", "job_request", "redacted"]
+
+logger = logging.getLogger(__name__)
+PAGE_SIZE = 100
+
+
+@dataclass(eq=False)
+class _Job:
+    """A handle: the Batch job, and where run_job reads records (``origin``: where it writes)."""
+
+    name: str
+    step: str
+    job_dir: str
+    origin: str
+    status: JobStatus
+    own: bool = True  # carries this driver's label, so the shared ListJobs sees it
+
+
+class BatchBackend(CloudBackend):
+    """Runs jobs on Cloud Batch in ``project``/``region``, in containers of ``image``.
+
+    ``batch_endpoint`` (``host:port``) points the client at another server, such as
+    ``confpipe.testing.batch.FakeBatch`` (loopback endpoints get an insecure channel and no
+    credentials). ``stage_code`` is a folder URL under the prefix: the working tree's git
+    files are archived there and installed in each job (with the step's ``pip_extras``);
+    None runs the code baked into ``image``.
+    """
+
+    service = gcp_api.BATCH
+    _pip_hint = (
+        "the job can pip install your project with those extras; or bake them into "
+        "backend.image and drop pip_extras"
+    )
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        image: str,
+        service_account: str | None = None,
+        network: str | None = None,
+        subnetwork: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        poll_interval: float = 10.0,
+        batch_endpoint: str | None = None,
+        stage_code: str | None = None,
+        api_timeout: float = 600.0,
+        storage_endpoint: str | None = None,
+    ) -> None:
+        self.settings = BatchSettings(
+            project, region, image, service_account, network, subnetwork, dict(labels or {}),
+            storage_endpoint,
+        )  # fmt: skip
+        super().__init__(poll_interval, api_timeout, stage_code)
+        self._client = gcp_api.batch_client(batch_endpoint)
+        self._refreshing = threading.Lock()
+        self._tracked: dict[str, _Job] = {}  # guarded by self._lock
+        self._listed_at = float("-inf")
+
+    def _check_resources(self, resources: Resources) -> None:
+        check_resources(resources)
+
+    def submit(self, job: JobRequest) -> object:
+        from google.api_core import exceptions
+
+        choice = check_resources(job.resources)
+        try:
+            live = self._find_live(job) if job.attempt == 0 else None
+            return self._track(live or self._create(job, choice))
+        except exceptions.GoogleAPICallError as err:
+            raise StepFailed(job.step, f"Cloud Batch refused the request: {err}") from err
+
+    def poll(self, handle: object) -> JobStatus:
+        from google.api_core import exceptions
+
+        job = _job(handle)
+        if not job.status.state.done:
+            try:
+                self._refresh()
+            except exceptions.GoogleAPICallError as err:
+                raise StepFailed(job.step, f"Cloud Batch: {err}") from err
+            if not job.status.state.done:
+                self._check_outage(job.step, f"job {job.name}")
+        status = job.status
+        if status.state.done:
+            self._finish(job)
+        return status
+
+    def cancel(self, handle: object) -> None:
+        job = _job(handle)
+        if job.status.state.done:
+            return
+        from google.api_core import exceptions
+        from google.cloud import batch_v1
+
+        request = batch_v1.DeleteJobRequest(
+            name=job.name, reason="cancelled by confpipe", request_id=str(uuid.uuid4())
+        )
+        with contextlib.suppress(exceptions.NotFound):
+            self._call(job.step, self._client.delete_job, request, cancellable=False)
+        job.status = JobStatus(JobState.CANCELLED, f"Batch job {job.name} deleted")
+        self._finish(job)
+        logger.info("step %r: deleted Batch job %s", job.step, job.name)
+
+    def logs(self, handle: object, lines: int = 40) -> str:
+        return "\n".join(log_tail(f"{_job(handle).origin}/{LOG}", lines) or [])
+
+    def close(self) -> None:
+        """Close the API channel (the backend can't be used afterwards)."""
+        gcp_api.close(self._client)
+
+    def _find_live(self, job: JobRequest) -> _Job | None:
+        """A queued or running Batch job of this step (same name, hash and output), if any."""
+        from google.cloud import batch_v1
+
+        query = " AND ".join(f'labels.{k}="{v}"' for k, v in step_labels(job).items())
+        request = batch_v1.ListJobsRequest(parent=self.settings.parent, filter=query)
+        pager = self._call(job.step, self._client.list_jobs, request)
+        for found in pager:
+            status, origin = job_status(found), job_dir_of(found)
+            if origin is not None and not status.state.done:
+                logger.info(
+                    "step %r: re-attached to its live Batch job %s (submitted by an earlier "
+                    "launch) instead of submitting another",
+                    job.step,
+                    found.name,
+                )
+                own = found.labels.get(DRIVER) == self.driver
+                return _Job(found.name, job.step, job.job_dir, origin, status, own)
+        return None
+
+    def _create(self, job: JobRequest, choice: Choice) -> _Job:
+        from google.api_core import exceptions
+        from google.cloud import batch_v1
+
+        code = self._stager.url() if self._stager else None
+        request = job_request(self.settings, job, driver=self.driver, code=code, choice=choice)
+        jid = job_id(job)
+        logger.debug("step %r: creating Batch job %s: %s", job.step, jid, _json(request))
+        create = batch_v1.CreateJobRequest(
+            parent=self.settings.parent, job_id=jid, job=request, request_id=str(uuid.uuid4())
+        )
+        try:
+            created = self._call(job.step, self._client.create_job, create)
+        except exceptions.AlreadyExists:  # our own create, retried after a lost answer
+            name = f"{self.settings.parent}/jobs/{jid}"
+            created = self._call(job.step, self._client.get_job, batch_v1.GetJobRequest(name=name))
+        logger.info("step %r: submitted Batch job %s", job.step, created.name)
+        return _Job(created.name, job.step, job.job_dir, job.job_dir, job_status(created))
+
+    def _track(self, job: _Job) -> _Job:
+        with self._lock:
+            self._tracked[job.name] = job
+        return job
+
+    def _refresh(self) -> None:
+        """At most once per poll_interval: one ListJobs updates every tracked job's status."""
+        if time.monotonic() - self._listed_at < self.poll_interval:
+            return
+        if not self._refreshing.acquire(blocking=False):
+            return  # another thread is refreshing: the cache will do
+        try:
+            if time.monotonic() - self._listed_at < self.poll_interval:
+                return
+            self._listed_at = time.monotonic()
+            with self._lock:
+                tracked = dict(self._tracked)
+            try:
+                seen = self._list_own(tracked)
+                for name in tracked.keys() - seen:
+                    self._get_one(tracked[name])
+            except gcp_api.transient() as err:
+                logger.warning("Cloud Batch: %s; keeping the last statuses, will retry", err)
+                self._api_down(err)
+            else:
+                self._api_up()
+        finally:
+            self._refreshing.release()
+
+    def _list_own(self, tracked: dict[str, _Job]) -> set[str]:
+        """Update the tracked jobs with this driver's label; newest first, stop once all seen."""
+        from google.cloud import batch_v1
+
+        want = {name for name, job in tracked.items() if job.own}
+        seen: set[str] = set()
+        if not want:
+            return seen
+        request = batch_v1.ListJobsRequest(
+            parent=self.settings.parent,
+            filter=f'labels.{DRIVER}="{self.driver}"',
+            order_by="create_time desc",
+            page_size=PAGE_SIZE,
+        )
+        pager = self._client.list_jobs(request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT)
+        for page in pager.pages:
+            for found in page.jobs:
+                if found.name in want:
+                    tracked[found.name].status = job_status(found)
+                    seen.add(found.name)
+            if seen >= want:
+                break
+        return seen
+
+    def _get_one(self, job: _Job) -> None:
+        from google.api_core import exceptions
+        from google.cloud import batch_v1
+
+        request = batch_v1.GetJobRequest(name=job.name)
+        try:
+            found = self._client.get_job(request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT)
+        except exceptions.NotFound:
+            detail = f"Batch job {job.name} was deleted outside confpipe"
+            job.status = JobStatus(JobState.FAILED, detail)
+            return
+        job.status = job_status(found)
+
+    def _finish(self, job: _Job) -> None:
+        """Stop tracking ``job``; for a re-attached job, copy its records where run_job looks."""
+        with self._lock:
+            if self._tracked.pop(job.name, None) is None:
+                return
+        if job.origin != job.job_dir:
+            copy_records(job.job_dir, [(job.origin, RESULT), (job.origin, ERROR)])
+
+
+def _json(job: batch_v1.Job) -> str:
+    return json.dumps(redacted(job), sort_keys=True)
+
+
+def _job(handle: object) -> _Job:
+    if not isinstance(handle, _Job):
+        raise TypeError(f"not a Batch job handle: {handle!r}")
+    return handle

@@ -1,0 +1,319 @@
+"""The Cloud TPU backend: each TPU job is one queued resource, driven through google-cloud-tpu.
+
+``submit`` first looks for the step's live queued resource by its node's labels (a driver
+that took over a stale lease re-attaches instead of submitting twice), else creates one
+(``tpu_spec``) and waits for the create operation. Every host of the slice runs the job's
+entry (``backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends;
+host 0's records are the job's. ``poll`` reads those records (one listing of the job
+folder) and, while they don't settle it, the queued resource's state: ACTIVE is running,
+SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a non-zero
+exit fails the step with that host's log tail. A queued resource is deleted as soon as
+its job ends, and by ``cancel``; a detached one is left alone. Status checks happen at
+most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
+first TPU step is checked, not before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
+from confpipe.backends.gcp import api as gcp_api
+from confpipe.backends.gcp.batch_request import job_id, step_labels
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.tpu_request import (
+    Placement,
+    TpuSettings,
+    check_resources,
+    hosts_of,
+    job_dir_of,
+    labels_of,
+    queued_resource,
+    queued_status,
+    redacted,
+)
+from confpipe.backends.gcp.vm import exit_text, host_dir, read_exits
+from confpipe.backends.resources import Resources
+from confpipe.errors import StepFailed
+
+if TYPE_CHECKING:
+    from google.cloud import tpu_v2
+
+__all__ = ["TpuBackend", "TpuSettings"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Slice:
+    """A handle: the queued resource, and where run_job reads records (``origin``: where the
+    hosts write them)."""
+
+    name: str
+    step: str
+    job_dir: str
+    origin: str
+    hosts: int
+    status: JobStatus
+    checked: float
+    failed_host: int | None = None
+    finished: bool = False
+
+
+class TpuBackend(CloudBackend):
+    """Runs jobs on Cloud TPU VMs in ``project``, in containers of ``image``.
+
+    ``zone`` None picks, per step, the first zone of ``region`` offering its TPU type;
+    ``runtime_version`` None the default of the type's generation. ``tpu_endpoint``
+    (``host:port``) points the client at another server, such as
+    ``confpipe.testing.tpu.FakeTpu`` (loopback endpoints get an insecure channel and no
+    credentials). ``stage_code`` is as for ``BatchBackend``: the working tree, archived under
+    the prefix and installed on each host.
+    """
+
+    service = gcp_api.TPU
+    _pip_hint = (
+        "each TPU host can pip install your project with those extras; or bake them into "
+        "backend.image"
+    )
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        image: str,
+        zone: str | None = None,
+        runtime_version: str | None = None,
+        service_account: str | None = None,
+        network: str | None = None,
+        subnetwork: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        poll_interval: float = 10.0,
+        tpu_endpoint: str | None = None,
+        stage_code: str | None = None,
+        api_timeout: float = 600.0,
+        storage_endpoint: str | None = None,
+    ) -> None:
+        self.settings = TpuSettings(
+            project, region, image, service_account, network, subnetwork, dict(labels or {}),
+            storage_endpoint, zone, runtime_version,
+        )  # fmt: skip
+        super().__init__(poll_interval, api_timeout, stage_code)
+        self._endpoint = tpu_endpoint
+        self._api: tpu_v2.TpuClient | None = None
+
+    @property
+    def _client(self) -> tpu_v2.TpuClient:
+        """The API client, made on first use (a mistake in a step's TPU is reported first)."""
+        with self._lock:
+            if self._api is None:
+                self._api = gcp_api.tpu_client(self._endpoint)
+            return self._api
+
+    def _check_resources(self, resources: Resources) -> None:
+        check_resources(resources, self.settings)
+
+    def _connect(self) -> None:
+        _ = self._client
+
+    def submit(self, job: JobRequest) -> object:
+        from google.api_core import exceptions
+
+        placement = check_resources(job.resources, self.settings)
+        try:
+            live = self._find_live(job, placement) if job.attempt == 0 else None
+            return live or self._create(job, placement)
+        except exceptions.GoogleAPICallError as err:
+            raise StepFailed(job.step, f"Cloud TPU refused the request: {err}") from err
+
+    def poll(self, handle: object) -> JobStatus:
+        job = _slice(handle)
+        if not job.status.state.done and time.monotonic() - job.checked >= self.poll_interval:
+            job.checked = time.monotonic()
+            job.status = self._status(job)
+        if job.status.state.done:  # also a slice already preempted when it was created
+            self._finish(job)
+        return job.status
+
+    def cancel(self, handle: object) -> None:
+        job = _slice(handle)
+        if job.status.state.done:
+            return
+        job.status = JobStatus(JobState.CANCELLED, f"queued resource {job.name} deleted")
+        self._finish(job)
+
+    def logs(self, handle: object, lines: int = 40) -> str:
+        """The log tail of the host that failed the job, else of host 0 (the job's ``log.txt``)."""
+        job = _slice(handle)
+        host = job.failed_host or 0
+        path = f"{host_dir(job.origin, host)}/{LOG}"
+        tail = log_tail(path, lines)
+        if tail is None:
+            return ""
+        if job.failed_host is not None and job.hosts > 1:
+            tail = [f"--- host {host} of {job.hosts}: {path} ---", *tail[1 - lines :]]
+        return "\n".join(tail)
+
+    def log_path(self, handle: object) -> str:
+        """The log of the host that failed the job, else host 0's (the job's ``log.txt``)."""
+        job = _slice(handle)
+        return f"{host_dir(job.origin, job.failed_host or 0)}/{LOG}"
+
+    def close(self) -> None:
+        """Close the API channel (the backend can't be used afterwards)."""
+        with self._lock:
+            if self._api is not None:
+                gcp_api.close(self._api)
+
+    def _find_live(self, job: JobRequest, placement: Placement) -> _Slice | None:
+        """A queued or running queued resource of this step (same name, hash and output)."""
+        from google.cloud import tpu_v2
+
+        want = step_labels(job)
+        parent = self.settings.zone_parent(placement.zone)
+        request = tpu_v2.ListQueuedResourcesRequest(parent=parent)
+        for found in self._call(job.step, self._client.list_queued_resources, request):
+            labels, origin = labels_of(found), job_dir_of(found)
+            if origin is None or any(labels.get(k) != v for k, v in want.items()):
+                continue
+            status = queued_status(found)
+            handle = _Slice(
+                found.name, job.step, job.job_dir, origin, hosts_of(found), status,
+                time.monotonic(),
+            )  # fmt: skip
+            if status.state.done or any(read_exits(origin).values()):
+                self._delete(handle)  # a leftover of an ended job: not worth re-attaching to
+                continue
+            logger.info(
+                "step %r: re-attached to its live queued resource %s (submitted by an earlier "
+                "launch) instead of submitting another",
+                job.step,
+                found.name,
+            )
+            return handle
+        return None
+
+    def _create(self, job: JobRequest, placement: Placement) -> _Slice:
+        from google.api_core import exceptions
+        from google.cloud import tpu_v2
+
+        code = self._stager.url() if self._stager else None
+        resource = queued_resource(
+            self.settings, job, driver=self.driver, code=code, placement=placement
+        )
+        qid = job_id(job)
+        parent = self.settings.zone_parent(placement.zone)
+        logger.debug(
+            "step %r: creating queued resource %s: %s",
+            job.step,
+            qid,
+            json.dumps(redacted(resource), sort_keys=True),
+        )
+        create = tpu_v2.CreateQueuedResourceRequest(
+            parent=parent,
+            queued_resource_id=qid,
+            queued_resource=resource,
+            request_id=str(uuid.uuid4()),
+        )
+        name = f"{parent}/queuedResources/{qid}"
+        try:
+            operation = self._call(job.step, self._client.create_queued_resource, create)
+        except exceptions.AlreadyExists:  # our own create, retried after a lost answer
+            pass
+        else:
+            gcp_api.wait_operation(self.service, job.step, "create", operation, self.api_timeout)
+        get = tpu_v2.GetQueuedResourceRequest(name=name)
+        created = self._call(job.step, self._client.get_queued_resource, get)
+        logger.info(
+            "step %r: submitted queued resource %s (%s in %s)",
+            job.step,
+            created.name,
+            placement.slice.describe(),
+            placement.zone,
+        )
+        return _Slice(
+            created.name, job.step, job.job_dir, job.job_dir, placement.slice.hosts,
+            queued_status(created), time.monotonic(),
+        )  # fmt: skip
+
+    def _status(self, job: _Slice) -> JobStatus:
+        """The job's status from its hosts' exit records, else from its queued resource."""
+        exits = read_exits(job.origin)
+        failed = [host for host, code in exits.items() if code != 0]
+        if not failed and len(exits) >= job.hosts:
+            return JobStatus(JobState.SUCCEEDED)
+        queued = self._get(job)
+        if queued.state.done or not failed:  # a lost slice explains its hosts' exits
+            return queued
+        host = failed[0]
+        job.failed_host = host
+        where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
+        return JobStatus(JobState.FAILED, f"{where} exited with {exit_text(exits[host])}")
+
+    def _get(self, job: _Slice) -> JobStatus:
+        """The queued resource's status; on an API outage the last one, until api_timeout."""
+        from google.api_core import exceptions
+        from google.cloud import tpu_v2
+
+        request = tpu_v2.GetQueuedResourceRequest(name=job.name)
+        try:
+            found = self._client.get_queued_resource(
+                request=request, retry=None, timeout=gcp_api.CALL_TIMEOUT
+            )
+        except exceptions.NotFound:
+            return JobStatus(
+                JobState.FAILED, f"queued resource {job.name} was deleted outside confpipe"
+            )
+        except gcp_api.transient() as err:
+            logger.warning("Cloud TPU: %s; keeping the last status, will retry", err)
+            self._api_down(err)
+            self._check_outage(job.step, f"queued resource {job.name}")
+            return job.status
+        except exceptions.GoogleAPICallError as err:
+            raise StepFailed(job.step, f"Cloud TPU: {err}") from err
+        self._api_up()
+        return queued_status(found)
+
+    def _finish(self, job: _Slice) -> None:
+        """Delete the queued resource; put the records where run_job looks for them."""
+        if job.finished:
+            return
+        job.finished = True
+        self._delete(job)
+        copies = [(job.origin, RESULT), (job.origin, ERROR)] if job.origin != job.job_dir else []
+        if job.failed_host:  # the failing host's error is the job's error
+            copies = [(host_dir(job.origin, job.failed_host), ERROR)]
+        copy_records(job.job_dir, copies)
+
+    def _delete(self, job: _Slice) -> None:
+        from google.api_core import exceptions
+        from google.cloud import tpu_v2
+
+        request = tpu_v2.DeleteQueuedResourceRequest(
+            name=job.name, request_id=str(uuid.uuid4()), force=True
+        )
+        try:
+            self._call(job.step, self._client.delete_queued_resource, request, cancellable=False)
+        except exceptions.NotFound:
+            return
+        except exceptions.GoogleAPICallError as err:
+            logger.warning(
+                "step %r: could not delete queued resource %s (%s): delete it by hand",
+                job.step,
+                job.name,
+                err,
+            )
+            return
+        logger.info("step %r: deleted queued resource %s", job.step, job.name)
+
+
+def _slice(handle: object) -> _Slice:
+    if not isinstance(handle, _Slice):
+        raise TypeError(f"not a Cloud TPU job handle: {handle!r}")
+    return handle

@@ -1,0 +1,230 @@
+"""``python -m confpipe.backends.gcp.vm <job folder URL>``: what a cloud VM runs for one job.
+
+1. If ``CONFPIPE_CODE`` names a staged working-tree archive, unpack it, make it the working
+   folder and ``sys.path`` root, and ``pip install`` it with ``CONFPIPE_PIP_EXTRAS`` when it
+   is a project (has ``pyproject.toml`` or ``setup.py``).
+2. Run ``python -m confpipe.worker <job folder>`` in a fresh interpreter (it sees what was
+   just installed), teeing its output to our stdout (Cloud Logging) and to ``log.txt`` in the
+   job folder, uploaded whole every ``CONFPIPE_LOG_INTERVAL`` seconds and at exit (an object
+   store can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
+3. Exit with the worker's exit code (128 + signal if it was killed). SIGTERM is passed on.
+
+On a multi-host job (a Cloud TPU slice: every host runs this, the startup script sets
+``CONFPIPE_TPU_HOST`` to the host's worker index) host 0 works in the job folder itself, so
+the job's ``result.json``, ``error.json`` and ``log.txt`` are host 0's; host N > 0 works in
+``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Every host
+then writes ``exits/N.json`` (``{"host", "code"}``) after its last log upload: the driver
+learns from these (``read_exits``) that the job ended, and which host failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from confpipe.backends import CALL, LOG
+from confpipe.backends.gcp.batch_request import CODE_VAR, EXTRAS_VAR
+from confpipe.storage import Store, store_for
+
+LOG_LIMIT = 8 * 2**20
+INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
+USAGE = "usage: python -m confpipe.backends.gcp.vm <job folder URL>"
+HOST_VAR = "CONFPIPE_TPU_HOST"  # this host's index in a multi-host job (set on TPU VMs)
+EXITS = "exits"
+
+
+def host_dir(job_dir: str, host: int) -> str:
+    """Where host ``host`` of a multi-host job keeps its records and log."""
+    return job_dir if host == 0 else f"{job_dir}/host-{host}"
+
+
+def exit_path(job_dir: str, host: int) -> str:
+    """The record a host of a multi-host job writes last: ``{"host": N, "code": exit code}``."""
+    return f"{job_dir}/{EXITS}/{host}.json"
+
+
+def read_exits(job_dir: str) -> dict[int, int]:
+    """The exit codes the hosts recorded, first written first (one listing, then reads)."""
+    folder = f"{job_dir}/{EXITS}"
+    store = store_for(folder)
+    try:
+        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
+        paths = [f"{folder}/{n}" for n in names if n.endswith(".json")]
+        blobs = store.read_many(paths)
+    except (FileNotFoundError, OSError, ValueError):  # none yet, or a passing store error
+        return {}
+    records = []
+    for blob in blobs:
+        if blob is not None:
+            record = json.loads(blob.data)
+            records.append((blob.mtime, int(record["host"]), int(record["code"])))
+    return {host: code for _, host, code in sorted(records)}
+
+
+def exit_text(code: int) -> str:
+    """``exit code 1``, or ``exit code 137 (killed by SIGKILL)`` for a signal's code."""
+    text = f"exit code {code}"
+    if code > 128:
+        with contextlib.suppress(ValueError):
+            text += f" (killed by {signal.Signals(code - 128).name})"
+    return text
+
+
+class LogSink:
+    """The job's log: a local file, mirrored whole into the job folder's ``log.txt``."""
+
+    def __init__(self, store: Store, job_dir: str, interval: float) -> None:
+        self.store, self.path, self.interval = store, f"{job_dir}/{LOG}", interval
+        self.local = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._stop = threading.Event()
+        earlier = store.read(self.path)
+        if earlier is not None:  # a retried task (the VM was preempted): keep what came before
+            attempt = os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "?")
+            self.local.write(earlier.data + f"\n--- retry attempt {attempt} ---\n".encode())
+        self._thread = threading.Thread(target=self._upload_every, name="log-upload", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.local.write(data)
+            self._dirty = True
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.upload()
+        finally:
+            self.local.close()
+
+    def upload(self) -> None:
+        with self._lock:
+            self._dirty = False
+            size = self.local.seek(0, io.SEEK_END)
+            self.local.seek(max(0, size - LOG_LIMIT))
+            data = self.local.read()
+        if size > LOG_LIMIT:
+            cut = data.find(b"\n") + 1
+            data = b"[... earlier lines cut: the full log is in Cloud Logging]\n" + data[cut:]
+        self.store.write(self.path, data)
+
+    def _upload_every(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._dirty:
+                with contextlib.suppress(Exception):  # the next upload (or the last) retries
+                    self.upload()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    job_dir = args[0].rstrip("/")
+    host = int(os.environ[HOST_VAR]) if os.environ.get(HOST_VAR) else None
+    folder = host_dir(job_dir, host or 0)
+    store = store_for(job_dir)
+    sink = LogSink(store, folder, float(os.environ.get(INTERVAL_VAR, "10")))
+    code = 1
+    try:
+        code = _run_job(job_dir, folder, sink)
+        return code
+    finally:
+        try:
+            sink.close()
+        finally:
+            if host is not None:
+                store.write(
+                    exit_path(job_dir, host), json.dumps({"host": host, "code": code}).encode()
+                )
+
+
+def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
+    env, cwd = dict(os.environ), None
+    if folder != job_dir:  # another host of a multi-host job: the call, in a folder of its own
+        store = store_for(job_dir)
+        call = store.read(f"{job_dir}/{CALL}")
+        if call is None:
+            sink.write(f"confpipe: no {CALL} in {job_dir}\n".encode())
+            return 2
+        store.write(f"{folder}/{CALL}", call.data)
+    code = os.environ.get(CODE_VAR)
+    if code:
+        extras = [e for e in os.environ.get(EXTRAS_VAR, "").split(",") if e]
+        try:
+            cwd = unpack(code)
+            command = pip_command(cwd, extras)
+        except Exception as err:  # say why in the job's log, where the driver looks
+            sink.write(
+                f"confpipe: can't set up the staged code: {type(err).__name__}: {err}\n".encode()
+            )
+            return 1
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, env.get("PYTHONPATH")]))
+        if command is not None and run(command, sink, env, cwd) != 0:
+            sink.write(b"confpipe: pip install of the staged code failed\n")
+            return 1
+    return run([sys.executable, "-m", "confpipe.worker", folder], sink, env, cwd)
+
+
+def unpack(url: str) -> str:
+    """Unpack the archive at ``url`` into a fresh folder; that folder."""
+    blob = store_for(url).read(url)
+    if blob is None:
+        raise FileNotFoundError(f"staged code {url} is missing")
+    folder = tempfile.mkdtemp(prefix="confpipe-code-")
+    with tarfile.open(fileobj=io.BytesIO(blob.data), mode="r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse paths outside folder
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)  # our own archive, written by staging.archive
+    return folder
+
+
+def pip_command(folder: str, extras: Sequence[str]) -> list[str] | None:
+    """``pip install folder[extras]`` for a project; None if ``folder`` isn't one."""
+    if not any(os.path.exists(os.path.join(folder, f)) for f in ("pyproject.toml", "setup.py")):
+        if extras:
+            raise ValueError(f"pip_extras {list(extras)} need a pyproject.toml or setup.py")
+        return None
+    target = f"{folder}[{','.join(extras)}]" if extras else folder
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", target]
+
+
+def run(command: list[str], sink: LogSink, env: dict[str, str], cwd: str | None) -> int:
+    """Run ``command`` with its output in ``sink``; its exit code (128 + signal if killed)."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd
+    )
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            sink.write(chunk)
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""``python -m confpipe.worker <job folder URL>``: run a staged call and record its outcome.
+
+Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs)``), runs ``fn(**kwargs)`` and writes
+``result.json`` or ``error.json`` (type, message, traceback) into the job folder, atomically,
+through the folder's Store. Exit codes: 0 the call returned, 1 it raised (or its value is
+not JSON), 2 usage error. Kept light: every millisecond of import is paid by every job.
+
+A local job's worker (``CONFPIPE_DRIVER_PID`` set) dies with its driver: killed with -9,
+the driver can't cancel it, and a re-run would take the step over while it still ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+import cloudpickle
+
+from confpipe.backends import CALL, DRIVER_VAR, ERROR, RESULT
+from confpipe.engine.status import encode_result
+from confpipe.errors import ConfpipeError, StepFailed
+from confpipe.storage import Store, store_for
+
+USAGE = "usage: python -m confpipe.worker <job folder URL>"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    job_dir = args[0].rstrip("/")
+    driver = os.environ.pop(DRIVER_VAR, None)  # popped: the job's own subprocesses don't watch
+    if driver:
+        threading.Thread(
+            target=_watch, args=(int(driver),), name="confpipe-driver", daemon=True
+        ).start()
+    try:
+        store = store_for(job_dir)
+        blob = store.read(f"{job_dir}/{CALL}")
+    except (ConfpipeError, OSError) as err:
+        print(f"confpipe.worker: can't read {job_dir}/{CALL}: {err}", file=sys.stderr)
+        return 2
+    if blob is None:
+        print(f"confpipe.worker: no {CALL} in {job_dir!r}: is it a job folder?", file=sys.stderr)
+        return 2
+    try:
+        fn, kwargs = cloudpickle.loads(blob.data)
+        value = fn(**kwargs)
+    except BaseException as err:  # the job's failure, whatever it is, goes to the record
+        return _fail(store, job_dir, type(err).__name__, str(err), traceback.format_exc())
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+    try:
+        data = encode_result(name, value)
+    except StepFailed as err:
+        message = (
+            f"the return value of {name} must be JSON-serializable (dict, list, str, number, "
+            f"bool, None): {err.__cause__}"
+        )
+        return _fail(store, job_dir, "TypeError", message, "")
+    _flush()
+    store.write(f"{job_dir}/{RESULT}", data)
+    return 0
+
+
+def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> int:
+    """Print the error to the log and record it; the exit code of a failed call."""
+    print(trace or f"{kind}: {message}", file=sys.stderr, end="" if trace else "\n")
+    _flush()
+    record = {"type": kind, "message": message, "traceback": trace}
+    store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
+    return 1
+
+
+def _watch(driver: int, every: float = 0.5, grace: float = 3.0) -> None:
+    """Once the driver is gone (this process is reparented), stop the job's process group as
+    the driver's cancel would: SIGTERM, then SIGKILL after ``grace`` seconds. A process of
+    its own session does it: this one dies of the SIGTERM before it could send the SIGKILL."""
+    while os.getppid() == driver:
+        time.sleep(every)
+    import subprocess  # only now: every job pays for the worker's imports
+
+    print(f"confpipe.worker: driver {driver} is gone; stopping the job", file=sys.stderr)
+    _flush()
+    stop = (
+        "import os, signal, sys, time\n"
+        "group = int(sys.argv[1])\n"
+        "os.killpg(group, signal.SIGTERM)\n"
+        f"time.sleep({grace})\n"
+        "try:\n"
+        "    os.killpg(group, signal.SIGKILL)\n"
+        "except ProcessLookupError:\n"
+        "    pass\n"
+    )
+    subprocess.Popen(
+        [sys.executable, "-c", stop, str(os.getpgrp())],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken by the job
+            stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

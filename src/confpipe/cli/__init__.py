@@ -1,0 +1,12 @@
+"""The command line: ``python -m confpipe``, the Hydra app around the engine.
+
+main        the Hydra app: user errors as one line, exit codes
+launch      one launch: prepare (compile) and execute (run, report, record)
+sweep       the Hydra launcher that runs a ``-m`` sweep as one DAG
+progress    the live display and the summary
+results     a sweep's results table, CSV and JSON
+manifest    what a launch planned and how each step ended, under the prefix
+
+May import every layer below it: ``confpipe.config``, ``confpipe.engine``,
+``confpipe.backends``, ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel``.
+"""

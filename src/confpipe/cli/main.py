@@ -1,0 +1,123 @@
+"""``python -m confpipe`` / ``confpipe``: the Hydra app; user errors as one line, no traceback.
+
+Exit codes: 0 all steps succeeded or were cached, 1 a step failed, 2 bad config or usage
+(nothing was run or written), 130 interrupted (Ctrl-C, or SIGTERM).
+``CONFPIPE_FULL_ERROR=1`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+
+import hydra
+from omegaconf import DictConfig
+
+from confpipe.cli.launch import launch
+from confpipe.config import compose as compose_once
+from confpipe.config import schema
+from confpipe.config.search import shipped_conf
+from confpipe.errors import ConfpipeError, Interrupted, RunFailed
+
+
+def main() -> None:
+    """Entry point of ``python -m confpipe`` and the ``confpipe`` command."""
+    # Hydra prints its own errors (several lines, exit 1) unless told to raise them: we do,
+    # so that every config error becomes one line with exit code 2.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
+        sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
+    sys.argv[1:] = flags_first(sys.argv[1:])
+    from confpipe.engine.status import git_commit
+
+    # the manifest wants the git commit: ask git while Hydra composes, not after
+    threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
+    schema.register()
+    compose_once.install(multirun=bool(_MULTIRUN & set(sys.argv[1:])))
+    from confpipe.config.compiler import register_resolver
+
+    register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
+    signal.signal(signal.SIGTERM, _as_ctrl_c)  # `kill`, a scheduler's stop: clean up as Ctrl-C
+    try:
+        _app()
+        _exit_if_points_failed()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("confpipe: interrupted", file=sys.stderr)
+        sys.exit(Interrupted.exit_code)
+    except BaseException as err:
+        sys.exit(report(err))
+
+
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _exit_if_points_failed() -> None:
+    """Exit 1 when sweep points failed, also when the sweeper carried on past them (Optuna
+    tolerates failed trials up to its max_failure_rate)."""
+    sweep = sys.modules.get("confpipe.cli.sweep")
+    failed = getattr(sweep, "FAILED_POINTS", [])
+    if failed:
+        shown = "; ".join(failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        print(f"confpipe: {len(failed)} sweep points failed: {shown}{more}", file=sys.stderr)
+        sys.exit(RunFailed.exit_code)
+
+
+_MULTIRUN = {"-m", "--multirun"}
+_FLAGS = {*_MULTIRUN, "-r", "--run", "--resolve", "-i", "--info"}
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags before its overrides: ``+experiment=train -m lr=1,2`` works as documented
+    (Hydra's own parser refuses a flag after an override)."""
+    flags = [a for a in args if a in _FLAGS]
+    return flags + [a for a in args if a not in _FLAGS]
+
+
+def report(err: BaseException) -> int:
+    """Print ``err`` for a user and return the exit code."""
+    full = os.environ.get("CONFPIPE_FULL_ERROR") == "1"
+    if isinstance(err, ConfpipeError):
+        message, code = str(err), err.exit_code
+    else:
+        from confpipe.config.explain import explain
+
+        explained = explain(err)
+        if explained is None:  # not a user error: a bug, show everything
+            traceback.print_exception(err)
+            return 1
+        message, code = explained, 2
+    if full:
+        traceback.print_exception(err)
+    elif code == 2:
+        message += "  (CONFPIPE_FULL_ERROR=1 shows the traceback)"
+    print(f"confpipe: error: {message}", file=sys.stderr)
+    return code
+
+
+@hydra.main(config_path=shipped_conf(), config_name="config", version_base=None)
+def _app(cfg: DictConfig) -> None:
+    # Errors are reported here: raised through Hydra, they would get a line of its own.
+    try:
+        launch(cfg)  # one config; a -m sweep goes to confpipe.cli.sweep's launcher instead
+    except KeyboardInterrupt:
+        print("confpipe: interrupted", file=sys.stderr)
+        sys.exit(Interrupted.exit_code)
+    except Exception as err:
+        if _one_of_many():  # Hydra's launcher runs the other points, then raises the first error
+            raise
+        sys.exit(report(err))
+
+
+def _one_of_many() -> bool:
+    """True when another launcher (``hydra/launcher=basic``) runs this as one sweep point."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

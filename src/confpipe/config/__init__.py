@@ -1,0 +1,14 @@
+"""The config layer: a composed Hydra config made into checked ``StepSpec``s.
+
+schema      the structured configs (run options, steps, resources) Hydra merges into
+stepconf    a step's plain data checked against its schema: keys, types, units
+refs        ``${step:NAME}``: the resolver, and references turned into edges
+functions   ``fn`` dotted paths imported, their signatures checked against the config
+compiler    the whole config compiled: steps, run options, the backend
+explain     any config error as one line naming the key and the fix
+compose     Hydra composes a launch's config once, not twice
+search      where configs are found
+
+May import: ``confpipe.engine``, ``confpipe.backends``, ``confpipe.storage``,
+``confpipe.errors``, ``confpipe.cancel`` (never ``confpipe.cli``).
+"""

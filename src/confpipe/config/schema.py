@@ -1,0 +1,185 @@
+"""The Hydra schema: structured configs for run options, steps and resources, and their units.
+
+``register()`` stores ``RunConf`` in Hydra's ConfigStore as ``confpipe_schema``; the
+package's ``conf/config.yaml`` lists it first in its defaults, so every run option from YAML
+or the command line is merged into typed nodes and an unknown key or a wrong type fails
+while composing (``confpipe.config.explain`` turns that failure into one line).
+
+``steps`` is plain data on purpose: typed, OmegaConf makes composing large sweeps several
+times slower and refuses ``+steps.new.fn=...``. ``StepConf``, ``ResourcesConf`` and
+``GPUConf`` still define what a step may say; ``confpipe.config.stepconf`` checks every step
+against them (keys, types, units) when the config is compiled, so the ``steps`` node is
+left open to overrides of any key.
+
+Sizes (``16GiB``) and durations (``2h``) stay strings here; ``parse_size`` and
+``parse_duration`` read them.
+
+A backend with settings of its own extends ``BackendConf`` (``class GcpConf(BackendConf)``),
+is registered as ``confpipe_{kind}_schema`` (outside the ``backend`` group, whose options
+``--help`` lists), and its ``conf/backend/{kind}.yaml`` starts with
+``defaults: [/confpipe_{kind}_schema@_here_, _self_]``; OmegaConf accepts the subclass in the
+``backend`` node. ``backend_schema(kind)`` names the class, for configs merged without Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+SCHEMA_NAME = "confpipe_schema"
+
+
+@dataclass
+class LockConf:
+    heartbeat_interval: float = 30
+    lease_timeout: float = 90
+
+
+@dataclass
+class GPUConf:
+    type: str = MISSING
+    count: int = 1
+
+
+@dataclass
+class ResourcesConf:
+    """A step's ``resources:`` block; present means the step runs as a job."""
+
+    cpu: float = 1
+    memory: Any = None  # a size with its unit: 16GiB, 512MiB, 100B
+    disk: Any = None  # a size with its unit
+    gpu: GPUConf | None = None
+    tpu: str | None = None
+    spot: bool = False
+    max_retries: int = 0
+    timeout: Any = None  # a duration: 2h, 1h30m, or seconds
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    pip_extras: list[str] = field(default_factory=list)
+    machine_type: str | None = None  # gcp: an explicit machine type
+
+
+@dataclass
+class StepConf:
+    """One step: ``fn(output_path=..., **config)``; ``${step:NAME}`` in config makes an edge."""
+
+    fn: str = MISSING
+    config: dict[str, Any] = field(default_factory=dict)
+    resources: ResourcesConf | None = None
+    version: str | None = None
+    output_path: str | None = None  # relative: under the prefix; absolute path or URL: as is
+
+
+@dataclass
+class BackendConf:
+    """The ``backend`` group's node; ``cpu``/``memory`` cap the local backend's jobs."""
+
+    kind: str = "local"
+    cpu: float | None = None
+    memory: Any = None  # a size
+
+
+@dataclass
+class GcpConf(BackendConf):
+    """``backend=gcp``: Cloud Batch for CPU/GPU steps, Cloud TPU for TPU steps; the endpoints
+    point at local emulators.
+
+    ``cpu``/``memory`` (the local budget) must stay null: each step's resources size its VM.
+    """
+
+    kind: str = "gcp"
+    project: str = MISSING
+    region: str = "us-central1"
+    image: str = MISSING  # the container image jobs run in (it has confpipe installed)
+    service_account: str | None = None
+    network: str | None = None
+    subnetwork: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    poll_interval: float = 10  # seconds between two ListJobs of this launch's jobs
+    api_timeout: float = 600  # seconds an API outage is retried before a step fails
+    stage_code: bool = True  # ship the git working tree to each job; false: the image's code
+    batch_endpoint: str | None = None  # host:port of another Batch server (FakeBatch)
+    tpu_zone: str | None = None  # TPU steps' zone; null: the region's first offering the type
+    tpu_runtime_version: str | None = None  # TPU VM image; null: the generation's default
+    tpu_endpoint: str | None = None  # host:port of another Cloud TPU server (FakeTpu)
+    storage_endpoint: str | None = None  # URL of a Cloud Storage emulator (fake-gcs-server)
+
+
+_BACKEND_SCHEMAS: dict[str, type[BackendConf]] = {"gcp": GcpConf}
+
+
+def backend_schema(kind: object) -> type[BackendConf]:
+    """The schema class of backend ``kind`` (``BackendConf`` for local and unknown kinds)."""
+    return _BACKEND_SCHEMAS.get(kind, BackendConf) if isinstance(kind, str) else BackendConf
+
+
+@dataclass
+class SweepConf:
+    """What a ``-m`` sweep reports per point (confpipe.cli.results)."""
+
+    metrics: list[str] = field(default_factory=list)  # STEP.KEY of step results, per point
+    objective: Any = None  # STEP.KEY, or a list of them: each point's value(s) for the sweeper
+
+
+@dataclass
+class RunConf:
+    prefix: str = "outputs"
+    dry_run: bool = False
+    run_only: list[str] | None = None
+    force_run_failed: bool = True
+    max_concurrent: int = 32
+    detach: bool = False
+    plan_format: str = "table"
+    lock: LockConf = field(default_factory=LockConf)
+    backend: BackendConf = field(default_factory=BackendConf)
+    sweep: SweepConf = field(default_factory=SweepConf)
+    steps: dict[str, Any] = field(default_factory=dict)  # name -> StepConf, as plain data
+
+
+def register() -> None:
+    """Store ``RunConf`` in Hydra's ConfigStore as ``confpipe_schema`` (safe to call again).
+
+    The ``steps`` node is not in struct mode, so an override may set any key under a step,
+    present in the YAML or not (``steps.X.resources.cpu=4``, ``steps.new.fn=...``); the
+    compiler checks every step's keys. Run options stay strict: ``+`` adds a key there.
+    Each backend's own schema is ``confpipe_{kind}_schema`` (outside the ``backend`` group,
+    so that ``--help`` lists only real backends), its mappings (``labels``) open to any key.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(RunConf)
+    OmegaConf.set_struct(node.steps, False)
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=node, provider="confpipe")
+    for kind, cls in _BACKEND_SCHEMAS.items():
+        backend = OmegaConf.structured(cls)
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is dict:  # its keys are the user's: labels.team=lm
+                OmegaConf.set_struct(backend[name], False)
+        store.store(name=f"confpipe_{kind}_schema", node=backend, provider="confpipe")
+
+
+@functools.cache
+def schema_fields(cls: type) -> tuple[str, ...]:
+    """The field names of a schema dataclass, in order (empty for anything else)."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else ()
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Each field's declared type (``float``, ``str | None``, ``GPUConf | None``, ...)."""
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+
+
+@functools.cache
+def mandatory_fields(cls: type) -> frozenset[str]:
+    """The fields without a default (``???`` in OmegaConf terms), such as ``StepConf.fn``."""
+    if not dataclasses.is_dataclass(cls):
+        return frozenset()
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.default is MISSING)

@@ -1,0 +1,171 @@
+"""cache(fn): skip a step that already succeeded; otherwise record it and commit SUCCESS last.
+
+``Records`` are the hooks that run inside the step's lease (lock.py): re-check the status
+after acquiring, write RUNNING + info, and at the end write the result and then SUCCESS
+(or FAILED with the traceback). Each commit is fenced by a refresh of the lease, and each
+status write is a compare-and-swap on the record this launch last read or wrote: a launch
+that lost its lease (paused past the lease timeout, say, between its fence and its write)
+finds the record changed by the launch that took over, and can never mark the step
+succeeded.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from confpipe.cancel import CancelScope
+from confpipe.engine.lock import Lease, LockOptions, try_acquire
+from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import (
+    CACHED,
+    Status,
+    StepState,
+    encode_result,
+    info_path,
+    launch_info,
+    read_status_blob,
+    result_path,
+    swap_status,
+    write_json,
+)
+from confpipe.errors import LeaseLost, PreviousFailure
+from confpipe.storage import Store
+
+
+class Records:
+    """The records of one step on its store, written by the launch ``owner``."""
+
+    def __init__(self, store: Store, spec: StepSpec, owner: str) -> None:
+        self.store, self.spec, self.owner = store, spec, owner
+        self.started: float | None = None
+        self._version: str | None = None  # of the status record last read or written
+        self._committed = False  # SUCCESS written: a late failure (Ctrl-C) must not undo it
+
+    def done(self, output_path: str) -> bool:
+        status = self.status(output_path)
+        return status is not None and status.state is StepState.SUCCESS
+
+    def status(self, output_path: str) -> Status | None:
+        """The step's status in ``output_path`` (None if it holds another hash's records)."""
+        status, self._version = read_status_blob(self.store, output_path)
+        return None if status is None else status.of(self.spec.hash)
+
+    def begin(self, output_path: str) -> bool:
+        """Write info and RUNNING; False if the status changed since ``status`` read it (a
+        launch that had lost the lease committed or failed meanwhile): check it again."""
+        self.started = time.time()
+        if not self._status(output_path, StepState.RUNNING):
+            return False
+        write_json(self.store, info_path(output_path), self.info(output_path))
+        return True
+
+    def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
+        try:
+            data = encode_result(self.spec.name, value)
+        except Exception as err:
+            self.fail(output_path, err, fence)
+            raise
+        fence()  # still ours (and extended): the two writes below are this launch's to make
+        self.store.write(result_path(output_path), data)
+        self._committed = self._status(output_path, StepState.SUCCESS)
+        if not self._committed:
+            raise LeaseLost(
+                self.spec.name,
+                "another launch took the step over while this one was committing; this launch "
+                "did not commit it",
+            )
+
+    def fail(
+        self, output_path: str, error: BaseException, fence: Callable[[], None],
+        interrupted: bool = False,
+    ) -> None:  # fmt: skip
+        if self._committed:  # Ctrl-C between the commit and the lease's release
+            return
+        fence()
+        trace = "".join(traceback.format_exception(error))
+        message = f"{type(error).__name__}: {error}"
+        self._status(  # not written if another launch took the step over: its record stays
+            output_path, StepState.FAILED, error=message, traceback=trace,
+            interrupted=interrupted or None,
+        )  # fmt: skip
+
+    def info(self, output_path: str) -> dict[str, Any]:
+        spec, resources = self.spec, self.spec.resources
+        return {
+            "name": spec.name,
+            "hash": spec.hash,
+            "fn": spec.fn_path,
+            "config": spec.hash_inputs["config"],
+            "deps": {dep.name: dep.identity for dep in spec.dependencies},
+            "resources": _public(asdict(resources)) if resources else None,
+            "hash_inputs": spec.hash_inputs,
+            "output_path": output_path,
+            **launch_info(),
+        }
+
+    def _status(self, output_path: str, state: StepState, **fields: Any) -> bool:
+        """Write the status over the one last seen; False if another launch wrote since."""
+        status = Status(
+            state, self.owner, time.time(), started=self.started, hash=self.spec.hash, **fields
+        )
+        version = swap_status(self.store, output_path, status, self._version)
+        if version is None:
+            return False
+        self._version = version
+        return True
+
+
+def _public(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resources as recorded: env values are secret-ish, so only their names are kept."""
+    resources["env"] = sorted(resources["env"])
+    return resources
+
+
+def cache(
+    fn: Callable[..., Any], records: Records, *, force_run_failed: bool = True
+) -> Callable[..., Any]:
+    """Return CACHED without calling ``fn`` when the step already succeeded."""
+
+    @functools.wraps(fn)
+    def cached(*, output_path: str, **config: Any) -> Any:
+        status = records.status(output_path)
+        if status is not None and status.state is StepState.SUCCESS:
+            return CACHED
+        if status is not None and status.is_failure() and not force_run_failed:
+            raise previous_failure(records.spec.name, status)
+        return fn(output_path=output_path, **config)
+
+    return cached
+
+
+def previous_failure(step: str, status: Status) -> PreviousFailure:
+    return PreviousFailure(
+        step,
+        f"failed in an earlier launch ({status.error}); fix it, then rerun with "
+        "force_run_failed=true to retry it",
+    )
+
+
+def record_dep_failed(
+    store: Store, spec: StepSpec, output_path: str, failed_dep: str, owner: str,
+    options: LockOptions, scope: CancelScope,
+) -> None:  # fmt: skip
+    """Persist DEP_FAILED, unless another launch holds the step or it already succeeded."""
+    lease = try_acquire(store, spec.name, output_path, owner, options, scope)
+    if not isinstance(lease, Lease):
+        return
+    try:
+        status, version = read_status_blob(store, output_path)
+        if status is None or status.of(spec.hash) is None or status.state is not StepState.SUCCESS:
+            lease.fence()
+            record = Status(
+                StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep, hash=spec.hash
+            )
+            swap_status(store, output_path, record, version)  # lost to a late commit: fine
+    finally:
+        lease.release()

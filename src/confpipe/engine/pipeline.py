@@ -1,0 +1,247 @@
+"""run(steps): plan the DAG, wrap every step once (cache ∘ lock ∘ remote?), hand it to the runner.
+
+This is the one place where a step's function is composed with the wrappers:
+``cache(lock(as_job(fn)))`` for a step with resources, ``cache(lock(fn))`` without.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confpipe.backends import Backend, BackendKind
+from confpipe.backends.resources import Resources
+from confpipe.cancel import CancelScope
+from confpipe.cli.progress import PlainReporter
+from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed
+from confpipe.engine.lock import LockOptions, abandon_held, lock
+from confpipe.engine.plan import (
+    Reporter,
+    StepEnd,
+    StepPlan,
+    Where,
+    collect,
+    describe,
+    needed,
+    read_all,
+    select,
+)
+from confpipe.engine.remote import as_job, step_resources
+from confpipe.engine.runner import Outcome, Result, Task, execute
+from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import CACHED, StepState, launch_id
+from confpipe.errors import ConfigError, Interrupted, RunFailed
+from confpipe.storage import check_writable, local_path, store_for
+
+log = logging.getLogger("confpipe")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run did: the plan, the steps it ran, the ones it found done, and outputs."""
+
+    plan: list[StepPlan]
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Context:
+    owner: str
+    backend: Backend | None
+    options: LockOptions
+    scope: CancelScope
+    force_run_failed: bool
+    detach: bool
+
+
+def executable(
+    spec: StepSpec, output: str, resources: Resources | None, ctx: _Context
+) -> Callable[..., Any]:
+    """The step's function wrapped for caching, locking and (with resources) remote submission."""
+    fn = spec.fn
+    if resources is not None:
+        assert ctx.backend is not None
+        fn = as_job(fn, step=spec.name, resources=resources, backend=ctx.backend, detach=ctx.detach)
+    store = store_for(output)
+    records = Records(store, spec, ctx.owner)
+    fn = lock(
+        fn, store=store, step=spec.name, owner=ctx.owner, options=ctx.options,
+        scope=ctx.scope, hooks=records,
+    )  # fmt: skip
+    return cache(fn, records, force_run_failed=ctx.force_run_failed)
+
+
+def run(
+    steps: StepSpec | Iterable[StepSpec],
+    *,
+    prefix: str = "outputs",
+    dry_run: bool = False,
+    run_only: Sequence[str] | None = None,
+    force_run_failed: bool = True,
+    max_concurrent: int = 32,
+    detach: bool = False,
+    lock_options: LockOptions | None = None,
+    backend: Backend | None = None,
+    reporter: Reporter | None = None,
+) -> Summary:
+    """Run ``steps`` and everything they depend on; skip what already succeeded.
+
+    Raises ConfigError before anything runs, RunFailed when steps failed (the others still
+    ran), Interrupted on Ctrl-C (running steps cancelled and recorded as failed).
+    """
+    given = [steps] if isinstance(steps, StepSpec) else list(steps)
+    specs = collect(given)
+    prefix = local_path(prefix)
+    outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
+    _check_unique(specs, outputs)
+    resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
+    if backend is None and any(resources.values()):
+        from confpipe.backends.local import LocalBackend
+
+        backend = LocalBackend()
+    where = {s.identity: _where(resources[s.identity], backend) for s in specs}
+    for spec in specs:
+        res = resources[spec.identity]
+        if res is not None and backend is not None:
+            backend.check(spec.name, res)
+
+    targets, unmatched = select(specs, given, run_only)
+    if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
+        names = ", ".join(sorted({s.name for s in specs}))
+        raise ConfigError(f"run_only: {list(run_only)} matches no step; steps: {names}")
+    for pattern in unmatched:
+        log.warning("run_only pattern %r matches no step", pattern)
+    statuses = read_all(specs, outputs)
+    need = needed(specs, targets, statuses)
+    todo = [s for s in need if _state(statuses[s.identity]) is not StepState.SUCCESS]
+    if not dry_run and todo:  # read-only outputs that are all cached are fine, as for a plan
+        for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
+            check_writable(folder)
+    if not force_run_failed and not dry_run:  # a dry run shows them as failed / blocked
+        for spec in todo:
+            status = statuses[spec.identity]
+            if status is not None and status.is_failure():
+                raise previous_failure(spec.name, status)
+    timeout = (lock_options or LockOptions()).lease_timeout
+    plans = describe(
+        need, outputs, statuses, resources, where, prefix, not force_run_failed, timeout
+    )
+    show = reporter or PlainReporter(log.info)
+    show.planned(plans, dry_run)
+    if dry_run:
+        return Summary(plans, outputs={p.label: p.output for p in plans})
+    try:
+        return _execute(plans, todo, resources, prefix, max_concurrent, show, ctx=_Context(
+            launch_id(), backend, lock_options or LockOptions(), CancelScope(),
+            force_run_failed, detach,
+        ))  # fmt: skip
+    finally:
+        show.close()
+
+
+def _execute(
+    plans: list[StepPlan], todo: list[StepSpec], resources: dict[str, Resources | None],
+    prefix: str, max_concurrent: int, show: Reporter, ctx: _Context,
+) -> Summary:  # fmt: skip
+    """Hand the steps still to do to the runner; report each; raise if any failed."""
+    plan_of = {p.spec.identity: p for p in plans}
+    to_run = {spec.identity for spec in todo}
+    tasks = [
+        Task(
+            spec.identity,
+            tuple(d.identity for d in spec.dependencies if d.identity in to_run),
+            functools.partial(
+                executable(spec, plan_of[spec.identity].output, resources[spec.identity], ctx),
+                output_path=plan_of[spec.identity].output,
+                **spec.resolved_config(prefix),
+            ),
+        )
+        for spec in todo
+    ]
+    started: dict[str, float] = {}
+
+    def on_start(key: str) -> None:
+        started[key] = time.monotonic()
+        show.started(plan_of[key])
+
+    def on_done(result: Result) -> None:
+        plan = plan_of[result.key]
+        if result.outcome is Outcome.DEP_FAILED and result.failed_dep is not None:
+            try:
+                record_dep_failed(
+                    store_for(plan.output), plan.spec, plan.output,
+                    plan_of[result.failed_dep].label, ctx.owner, ctx.options, ctx.scope,
+                )  # fmt: skip
+            except Exception as err:  # the record is a courtesy; the run goes on without it
+                log.warning("step %s: could not record that it was not run: %s", plan.label, err)
+        end = _END[result.outcome]
+        if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
+            end = StepEnd.CACHED
+        if end is StepEnd.FAILED and ctx.scope.interrupted:
+            end = StepEnd.CANCELLED  # stopped by Ctrl-C, not failed by itself
+        now = time.monotonic()
+        took = now - started.get(result.key, now)  # 0 for a step that never started
+        show.finished(plan, end, took, result.error)
+
+    report = execute(
+        tasks, max_concurrent=max_concurrent, cancel=ctx.scope, on_start=on_start, on_done=on_done
+    )
+    if report.interrupted:
+        error = Interrupted("interrupted (Ctrl-C): running steps were cancelled")
+        abandon_held(error)
+        raise error
+    results = report.results.values()
+    label = {key: p.label for key, p in plan_of.items()}
+    failures = {label[r.key]: r.error for r in results if r.outcome is Outcome.FAILED}
+    dep_failed = {label[r.key]: label[r.failed_dep] for r in results if r.failed_dep}
+    if failures:
+        first = next(iter(failures.values()))
+        raise RunFailed({k: v for k, v in failures.items() if v is not None}, dep_failed) from first
+    ran = [r.key for r in results if r.value is not CACHED]
+    ran_set = set(ran)
+    cached = [p.spec.identity for p in plans if p.spec.identity not in ran_set]
+    return Summary(plans, ran, cached, {p.label: p.output for p in plans})
+
+
+_END = {
+    Outcome.SUCCEEDED: StepEnd.SUCCEEDED,
+    Outcome.FAILED: StepEnd.FAILED,
+    Outcome.DEP_FAILED: StepEnd.DEP_FAILED,
+    Outcome.CANCELLED: StepEnd.CANCELLED,
+}
+
+
+def _state(status: Any) -> StepState | None:
+    return None if status is None else status.state
+
+
+def _where(resources: Resources | None, backend: Backend | None) -> Where:
+    if resources is None:
+        return Where.THREAD
+    if backend is None or backend.kind is BackendKind.LOCAL:
+        return Where.LOCAL_JOB
+    return Where.TPU if resources.tpu else Where.BATCH
+
+
+def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:
+    owners: dict[str, StepSpec] = {}
+    for spec in specs:
+        other = owners.setdefault(outputs[spec.identity], spec)
+        if other is not spec:
+            raise ConfigError(
+                f"steps {other.identity!r} and {spec.identity!r} both write to "
+                f"{outputs[spec.identity]!r}: give one of them another output_path"
+            )
+
+
+def _folders(prefix: str, outputs: Iterable[str]) -> list[str]:
+    """The prefix, and the parent of each output not under it (an absolute output_path)."""
+    under = prefix.rstrip("/") + "/"
+    others = {o.rstrip("/").rpartition("/")[0] for o in outputs if not o.startswith(under)}
+    return [prefix, *sorted(others - {prefix})]

@@ -1,0 +1,378 @@
+"""The read-only plan: which steps are needed, each one's status, reason and where it runs.
+
+Planning reads one status record per step (and one lease per step that is not done),
+prunes every subtree whose root already succeeded, and writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from confpipe.backends.resources import Resources
+from confpipe.engine.lock import read_holder
+from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import RECORDS, Status, StepState, read_statuses
+from confpipe.errors import ConfigError
+from confpipe.storage import Blob, split_protocol, store_for
+
+
+class Where(Enum):
+    THREAD = "thread"
+    LOCAL_JOB = "local job"
+    BATCH = "batch"
+    TPU = "tpu"
+
+
+class PlanState(Enum):
+    CACHED = "cached"
+    WILL_RUN = "will run"
+    RUNNING = "running"
+    FAILED = "failed"  # failed earlier, and force_run_failed=false: the run would stop here
+    BLOCKED = "blocked"  # depends on a FAILED step
+
+
+class StepEnd(Enum):
+    """How a step ended in this launch."""
+
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"  # another launch finished it while this one waited
+    FAILED = "failed"
+    DEP_FAILED = "dep failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    spec: StepSpec
+    label: str  # the name, or the identity where two planned steps share a name
+    output: str
+    state: PlanState
+    reason: str
+    where: Where
+    resources: Resources | None
+
+
+class Reporter(Protocol):
+    """Receives the plan and every step's start and end (progress.py draws them)."""
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
+    def started(self, plan: StepPlan) -> None: ...
+    def finished(
+        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
+    ) -> None: ...
+    def close(self) -> None: ...
+
+
+def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
+    """Every step and its transitive dependencies, deduplicated by identity, deps first.
+
+    Walks the step objects without recursion and hashes them deepest first, so that each
+    identity only needs its dependencies' (already computed) ones: chains of any length.
+    """
+    order: list[StepSpec] = []
+    done: set[int] = set()
+    stack: list[tuple[StepSpec, bool]] = [(s, False) for s in reversed(list(steps))]
+    while stack:
+        spec, expanded = stack.pop()
+        if id(spec) in done:
+            continue
+        if expanded:
+            done.add(id(spec))
+            order.append(spec)
+            continue
+        stack.append((spec, True))
+        stack.extend((dep, False) for dep in reversed(spec.direct()) if id(dep) not in done)
+    unique: dict[str, StepSpec] = {}
+    for spec in order:
+        first = unique.setdefault(spec.identity, spec)
+        if first.output_path != spec.output_path:  # one step can't be in two places
+            raise ConfigError(
+                f"step {spec.name!r}: the same step (hash {spec.hash}) is given two output "
+                f"paths, {first.output_path!r} and {spec.output_path!r}; output_path is not "
+                "part of a step's identity, so vary a config key (or version) instead"
+            )
+    return list(unique.values())
+
+
+def select(
+    specs: Sequence[StepSpec], given: Sequence[StepSpec], run_only: Sequence[str] | None
+) -> tuple[list[StepSpec], list[str]]:
+    """The targets: steps matching ``run_only`` (the ``given`` ones if None), and the patterns
+    that matched nothing."""
+    if not run_only:
+        return list(given), []
+    patterns = []
+    for text in run_only:
+        try:
+            patterns.append(re.compile(text))
+        except re.error as err:
+            raise ConfigError(
+                f"run_only: {text!r} is not a valid regular expression: {err}"
+            ) from err
+    targets = [s for s in specs if any(p.search(s.name) for p in patterns)]
+    unmatched = [p.pattern for p in patterns if not any(p.search(s.name) for s in specs)]
+    return targets, unmatched
+
+
+def needed(
+    specs: Sequence[StepSpec], targets: Sequence[StepSpec], statuses: dict[str, Status | None]
+) -> list[StepSpec]:
+    """Targets and the deps they still need, in ``specs`` order; a succeeded step's subtree is
+    pruned."""
+    keep: set[str] = set()
+    stack = list(targets)
+    while stack:
+        spec = stack.pop()
+        if spec.identity in keep:
+            continue
+        keep.add(spec.identity)
+        status = statuses[spec.identity]
+        if status is None or status.state is not StepState.SUCCESS:
+            stack.extend(spec.dependencies)
+    return [s for s in specs if s.identity in keep]
+
+
+def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, Status | None]:
+    """One status read per step, batched per store."""
+    by_store: dict[int, tuple[list[StepSpec], list[str]]] = {}
+    for spec in specs:
+        out = outputs[spec.identity]
+        group = by_store.setdefault(id(store_for(out)), ([], []))
+        group[0].append(spec)
+        group[1].append(out)
+    result: dict[str, Status | None] = {}
+    for group_specs, outs in by_store.values():
+        for spec, status in zip(group_specs, read_statuses(store_for(outs[0]), outs), strict=True):
+            result[spec.identity] = None if status is None else status.of(spec.hash)
+    return result
+
+
+def describe(
+    specs: Sequence[StepSpec],
+    outputs: dict[str, str],
+    statuses: dict[str, Status | None],
+    resources: dict[str, Resources | None],
+    where: dict[str, Where],
+    prefix: str,
+    stop_on_failed: bool = False,
+    lease_timeout: float | None = None,
+) -> list[StepPlan]:
+    """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
+    step, and, for a step never seen, the info record of an earlier output of the same step
+    name (one listing of the prefix) to explain the cache miss. ``stop_on_failed``
+    (force_run_failed=false): a step that failed earlier is FAILED, its dependents BLOCKED."""
+    labels = labels_of(specs)
+    unseen = {s.name for s in specs if statuses[s.identity] is None}
+    earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
+    plans = []
+    for spec in specs:
+        out, status = outputs[spec.identity], statuses[spec.identity]
+        state, reason = PlanState.WILL_RUN, "no previous output"
+        if status is not None and status.state is StepState.SUCCESS:
+            state, reason = PlanState.CACHED, "succeeded earlier"
+        elif status is not None and status.is_failure() and stop_on_failed:
+            state = PlanState.FAILED
+            reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
+        elif status is not None and status.interrupted:
+            reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
+        elif status is not None and status.state is StepState.FAILED:
+            reason = f"retry: failed earlier ({status.error})"
+        elif status is not None and status.state is StepState.DEP_FAILED:
+            reason = f"retry: dependency {status.failed_dep} had failed"
+        elif status is None:
+            reason = _miss(spec, earlier) or reason
+        if status is not None and status.state is StepState.RUNNING:
+            holder = read_holder(store_for(out), out)
+            if holder is not None and lease_timeout is not None and holder.age >= lease_timeout:
+                reason = (
+                    f"retry: held by {holder.owner}, but its heartbeat is {holder.age:.0f}s old "
+                    f"(stale after lock.lease_timeout={lease_timeout:g}s): will take it over"
+                )
+            elif holder is not None:
+                state = PlanState.RUNNING
+                reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
+            else:
+                reason = f"retry: a run by {status.worker} was interrupted"
+        plan = StepPlan(
+            spec, labels[spec.identity], out, state, reason, where[spec.identity],
+            resources[spec.identity],
+        )  # fmt: skip
+        plans.append(plan)
+    return _blocked(plans) if stop_on_failed else plans
+
+
+def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
+    """Each plan that depends, at any depth, on a FAILED one made BLOCKED, naming it."""
+    by_id = {p.spec.identity: p for p in plans}
+    cause: dict[str, str | None] = {}
+
+    def blocker(plan: StepPlan) -> str | None:  # the FAILED step under ``plan``, if any
+        key = plan.spec.identity
+        if key not in cause:
+            cause[key] = plan.label if plan.state is PlanState.FAILED else None
+            for dep in plan.spec.dependencies:
+                if cause[key] is None and dep.identity in by_id:
+                    cause[key] = blocker(by_id[dep.identity])
+        return cause[key]
+
+    for plan in sorted(plans, key=lambda p: len(p.spec.dependencies)):
+        blocker(plan)  # shallow ones first keeps the recursion short
+    return [
+        p
+        if p.state in (PlanState.FAILED, PlanState.CACHED) or cause[p.spec.identity] is None
+        else dataclasses.replace(
+            p, state=PlanState.BLOCKED, reason=f"blocked by {cause[p.spec.identity]}"
+        )
+        for p in plans
+    ]
+
+
+def labels_of(specs: Sequence[StepSpec]) -> dict[str, str]:
+    """Step names for messages; the identity where two steps share a name."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        counts[spec.name] = counts.get(spec.name, 0) + 1
+    return {s.identity: s.name if counts[s.name] == 1 else s.identity for s in specs}
+
+
+def _earlier_outputs(prefix: str, names: set[str]) -> dict[str, list[str]]:
+    """Existing output folders under ``prefix`` by step name (one listing of the prefix)."""
+    try:
+        entries = store_for(prefix).fs.ls(prefix, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found: dict[str, list[str]] = {}
+    for entry in entries:
+        name, _, _ = str(entry).rstrip("/").rsplit("/", 1)[-1].rpartition("-")
+        if name in names:
+            found.setdefault(name, []).append(str(entry).rstrip("/"))
+    return found
+
+
+MISS_CANDIDATES = 64  # earlier outputs of a step a cache miss is compared with (the newest)
+
+
+class _Earlier:
+    """The info records of earlier outputs, by step name: each read once per launch (all of
+    a name's at once, concurrently where the store can), the newest first."""
+
+    def __init__(self, prefix: str, folders: dict[str, list[str]]) -> None:
+        self.store, self.folders = store_for(prefix), folders
+        self.protocol, _ = split_protocol(prefix)
+        self.infos: dict[str, list[dict[str, Any]]] = {}
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        if name not in self.infos:
+            urls = [
+                f if self.protocol is None or "://" in f else f"{self.protocol}://{f}"
+                for f in self.folders.get(name, [])
+            ]
+            blobs = self.store.read_many(f"{u}/{RECORDS}/info.json" for u in urls)
+            infos = [i for i in map(_parse_info, blobs) if i and "hash_inputs" in i]
+            infos.sort(key=lambda i: i.get("time", 0), reverse=True)
+            self.infos[name] = infos[:MISS_CANDIDATES]
+        return self.infos[name]
+
+
+def _miss(spec: StepSpec, earlier: _Earlier) -> str | None:
+    """``changed: vocab_size: 1024 -> 2048`` against the closest earlier output of the step
+    (fewest changes; the newest of equals), among its newest MISS_CANDIDATES."""
+    best: list[str] | None = None
+    for info in earlier.of(spec.name):
+        changes = diff(info["hash_inputs"], spec.hash_inputs)
+        if changes and (best is None or len(changes) < len(best)):
+            best = changes
+    return "changed: " + ", ".join(best) if best else None
+
+
+def _parse_info(blob: Blob | None) -> dict[str, Any] | None:
+    try:
+        return None if blob is None else dict(json.loads(blob.data))
+    except ValueError:
+        return None
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two hash-input records: ``key: old -> new`` for config keys, fn
+    and version, and ``upstream NAME: oldhash -> newhash`` for a dependency that changed."""
+    before, after = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
+    for key in ("fn", "version"):
+        before[f"({key})"], after[f"({key})"] = old.get(key), new.get(key)
+    missing = "(unset)"
+    changes = [
+        f"{key}: {_short(before.get(key, missing))} -> {_short(after.get(key, missing))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, missing) != after.get(key, missing)
+    ]
+    old_deps, new_deps = _by_name(old.get("deps", [])), _by_name(new.get("deps", []))
+    for name in sorted(old_deps.keys() | new_deps.keys()):
+        was, now = old_deps.get(name, "(none)"), new_deps.get(name, "(none)")
+        if was != now:
+            changes.append(f"upstream {name}: {was} -> {now}")
+    return changes
+
+
+def _by_name(identities: list[str]) -> dict[str, str]:
+    """``{"tok": "abc123"}`` for ``["tok-abc123"]``."""
+    return dict(identity.rsplit("-", 1) for identity in identities if "-" in identity)
+
+
+def _flatten(value: Any, key: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and "$step" in value:  # a reference: by name (upstream below)
+        return {key: "${step:" + value["$step"].rsplit("-", 1)[0] + "}" + value.get("suffix", "")}
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{key}.{k}" if key else k))
+        return out
+    return {key: value}
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def format_plan(plans: Sequence[StepPlan]) -> str:
+    """A plain-text table of the plan."""
+    rows = [("step", "hash", "status", "where", "output", "reason")]
+    for p in plans:
+        where = p.where.value + (f" ({p.resources.describe()})" if p.resources else "")
+        rows.append((p.label, p.spec.hash, p.state.value, where, p.output, p.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
+    ]
+    counts = {s: sum(p.state is s for p in plans) for s in PlanState}
+    shown = [s for s in PlanState if counts[s] or s not in (PlanState.FAILED, PlanState.BLOCKED)]
+    lines.append(", ".join(f"{counts[s]} {s.value}" for s in shown))
+    return "\n".join(lines)
+
+
+def format_diagram(plans: Sequence[StepPlan], kind: str) -> str:
+    """The planned DAG as a ``mermaid`` flowchart or a Graphviz ``dot`` digraph."""
+    ids = {p.spec.identity: f"s{i}" for i, p in enumerate(plans)}
+    edges = [
+        (ids[d.identity], ids[p.spec.identity])
+        for p in plans
+        for d in p.spec.dependencies
+        if d.identity in ids
+    ]
+    if kind == "mermaid":
+        lines = ["graph TD"]
+        lines += [f'  {ids[p.spec.identity]}["{p.label}<br/>{p.state.value}"]' for p in plans]
+        lines += [f"  {a} --> {b}" for a, b in edges]
+    elif kind == "dot":
+        lines = ["digraph confpipe {", "  rankdir=TB;"]
+        lines += [f'  {ids[p.spec.identity]} [label="{p.label}\\n{p.state.value}"];' for p in plans]
+        lines += [f"  {a} -> {b};" for a, b in edges]
+        lines.append("}")
+    else:
+        raise ConfigError(f"plan_format={kind!r} is unknown: use table, mermaid or dot")
+    return "\n".join(lines)

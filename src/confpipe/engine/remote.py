@@ -1,0 +1,238 @@
+"""The one job wrapper: ``@remote`` marks a function, ``as_job`` makes a step a job, ``run_job``
+drives one job to its result.
+
+The decorator only marks: the function is returned unchanged (calling it still just calls
+it, and it pickles and imports by its own name). The pipeline decides where a step runs:
+the step's explicit resources win over the decorator's (``step_resources``), and a step
+with resources is wrapped with ``as_job``, which submits each call to a backend and waits.
+
+``run_job`` is the one place that drives a job, whatever the backend: staging the
+cloudpickled call in a fresh job folder, waiting with backoff (woken at once by a cancel),
+cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
+and turning the worker's records into a value or a ``StepFailed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import ParamSpec, TypeVar, cast
+
+import cloudpickle
+
+from confpipe import cancel
+from confpipe.backends import (
+    CALL,
+    ERROR,
+    LOG,
+    LOG_TAIL_LINES,
+    RESULT,
+    Backend,
+    JobRequest,
+    JobState,
+    JobStatus,
+)
+from confpipe.backends.resources import Resources
+from confpipe.cancel import CancelScope
+from confpipe.engine import status
+from confpipe.errors import StepFailed
+from confpipe.storage import Store, store_for
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MARK = "__confpipe_remote__"
+FIRST_POLL_INTERVAL = 0.005
+
+logger = logging.getLogger(__name__)
+
+
+def remote(*, resources: Resources) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a function to be submitted as a job with ``resources`` when run as a step."""
+    if not isinstance(resources, Resources):
+        raise TypeError(f"@remote(resources=...) takes a confpipe.Resources, got {resources!r}")
+
+    def mark(fn: Callable[P, R]) -> Callable[P, R]:
+        setattr(fn, MARK, resources)
+        return fn
+
+    return mark
+
+
+def resources_of(fn: Callable[..., object]) -> Resources | None:
+    """The resources ``@remote`` marked ``fn`` with, or None."""
+    marked = getattr(fn, MARK, None)
+    return marked if isinstance(marked, Resources) else None
+
+
+def step_resources(explicit: Resources | None, fn: Callable[..., object]) -> Resources | None:
+    """What a step runs with: its own ``resources`` if given, else the decorator's, else None."""
+    return explicit if explicit is not None else resources_of(fn)
+
+
+def as_job(
+    fn: Callable[P, R],
+    *,
+    step: str,
+    resources: Resources,
+    backend: Backend,
+    detach: bool = False,
+) -> Callable[P, R]:
+    """``fn`` with the same signature, each call run as a job on ``backend``.
+
+    Call it as ``fn(output_path=..., **config)`` (keywords only): the job folder goes under
+    ``status.jobs_dir(output_path)`` and the current cancel scope stops the job.
+    """
+
+    @functools.wraps(fn)
+    def job(*args: P.args, **kwargs: P.kwargs) -> R:
+        if args:
+            raise TypeError(f"step {step!r}: a job is called with keyword arguments only")
+        output_path = kwargs.get("output_path")
+        if not isinstance(output_path, str):
+            raise TypeError(f"step {step!r}: a job needs output_path=<str>, got {output_path!r}")
+        value = run_job(
+            backend,
+            step,
+            status.jobs_dir(output_path),
+            fn,
+            kwargs,
+            resources,
+            scope=cancel.current(),
+            detach=detach,
+        )
+        return cast(R, value)
+
+    setattr(job, MARK, resources)
+    return job
+
+
+def run_job(
+    backend: Backend,
+    step: str,
+    job_root: str,
+    fn: Callable[..., object],
+    kwargs: Mapping[str, object],
+    resources: Resources,
+    *,
+    scope: CancelScope,
+    detach: bool = False,
+) -> object:
+    """Run ``fn(**kwargs)`` as a job on ``backend`` and return its value.
+
+    Each attempt gets a fresh folder under ``job_root`` (``status.jobs_dir(output)``).
+    Preemptions are retried up to ``resources.max_retries`` times, failures never. When
+    ``scope`` is cancelled the job is cancelled too, except on Ctrl-C with ``detach``,
+    which leaves it running; either way ``StepFailed`` is raised.
+    """
+    payload = cloudpickle.dumps((fn, dict(kwargs)))
+    store = store_for(job_root)
+    attempts = resources.max_retries + 1
+    for attempt in range(attempts):
+        if scope.is_set():
+            raise StepFailed(step, f"cancelled: {scope.reason}")
+        job_dir = f"{job_root.rstrip('/')}/{_job_id(attempt)}"
+        store.write(f"{job_dir}/{CALL}", payload)
+        handle = backend.submit(JobRequest(step, job_dir, resources, attempt))
+        logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
+        status = _wait(backend, handle, step, job_dir, resources, scope, detach)
+        if status.state is JobState.SUCCEEDED:
+            return _result(store, backend, handle, step, job_dir)
+        if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
+            why = status.detail or "no detail"
+            logger.warning("step %r: job %s preempted (%s), retrying", step, job_dir, why)
+            continue
+        if status.state is JobState.PREEMPTED:
+            what = (
+                f"job preempted {attempts} time(s) ({status.detail or 'no detail'}); "
+                "raise resources.max_retries to retry more often"
+            )
+            raise _failure(backend, handle, step, job_dir, what)
+        raise _job_error(store, backend, handle, step, job_dir, status)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _wait(
+    backend: Backend,
+    handle: object,
+    step: str,
+    job_dir: str,
+    resources: Resources,
+    scope: CancelScope,
+    detach: bool,
+) -> JobStatus:
+    """Poll until the job is done, backing off; a cancel or timeout stops the job and raises."""
+    interval = FIRST_POLL_INTERVAL
+    running_since: float | None = None
+    while True:
+        status = backend.poll(handle)
+        if status.state.done:
+            return status
+        if status.state is JobState.RUNNING and running_since is None:
+            running_since = time.monotonic()
+        elif status.state is JobState.QUEUED:  # requeued (a retried preemption): a new attempt
+            running_since = None
+        timeout = resources.timeout
+        if timeout and running_since is not None and time.monotonic() - running_since > timeout:
+            backend.cancel(handle)
+            what = f"timed out after running {timeout:g}s (resources.timeout); job cancelled"
+            raise _failure(backend, handle, step, job_dir, what)
+        if scope.wait(interval):
+            if detach and scope.interrupted and backend.reattaches:
+                raise StepFailed(
+                    step, f"cancelled: {scope.reason}; job left running (detach): {job_dir}"
+                )
+            if detach and scope.interrupted:  # a job no restarted driver could re-attach to
+                logger.warning(
+                    "step %r: detach=true leaves only cloud jobs running (a restarted driver "
+                    "re-attaches to those); a %s job stops with its driver",
+                    step, backend.kind.value,
+                )  # fmt: skip
+            backend.cancel(handle)
+            raise StepFailed(step, f"cancelled: {scope.reason}")
+        interval = min(interval * 2, backend.max_poll_interval)
+
+
+def _result(store: Store, backend: Backend, handle: object, step: str, job_dir: str) -> object:
+    blob = store.read(f"{job_dir}/{RESULT}")
+    if blob is None:
+        raise _failure(backend, handle, step, job_dir, f"job succeeded but wrote no {RESULT}")
+    return json.loads(blob.data)["value"]
+
+
+def _job_error(
+    store: Store, backend: Backend, handle: object, step: str, job_dir: str, status: JobStatus
+) -> StepFailed:
+    """The StepFailed for a job that failed: the remote error if it wrote one, else the exit."""
+    blob = store.read(f"{job_dir}/{ERROR}")
+    if blob is None:
+        what = f"job {status.state.value} ({status.detail or 'no detail'}) without writing a record"
+        return _failure(backend, handle, step, job_dir, what)
+    record = json.loads(blob.data)
+    err = _failure(backend, handle, step, job_dir, f"{record['type']}: {record['message']}")
+    err.remote_traceback = record.get("traceback", "")
+    return err
+
+
+def _failure(backend: Backend, handle: object, step: str, job_dir: str, what: str) -> StepFailed:
+    """``what``, then where the job folder is and the tail of its log."""
+    tail = backend.logs(handle, LOG_TAIL_LINES).rstrip()
+    text = f"{what}\n  job folder: {job_dir}"
+    if tail:
+        lines = "\n".join(f"    {line}" for line in tail.splitlines())
+        text += f"\n  last lines of {LOG}:\n{lines}"
+    err = StepFailed(step, text)
+    where = getattr(backend, "log_path", None)  # optional: a multi-host job's failing host
+    err.log_path = (where(handle) if where is not None else None) or f"{job_dir}/{LOG}"
+    return err
+
+
+def _job_id(attempt: int) -> str:
+    """Sortable and unique: ``20250101-120000.123-0-1a2b3c4d`` (UTC, milliseconds, attempt)."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1000) % 1000:03d}-{attempt}-{uuid.uuid4().hex[:8]}"
