@@ -7,9 +7,13 @@ ConfpipeError                 every error meant for a user; printed as one line
 │   └── PreviousFailure       force_run_failed=False and the step failed before
 ├── RunFailed                 the run ended with failed steps; lists them (exit 1)
 └── Interrupted               Ctrl-C: running steps were cancelled (exit 130)
+
+``did_you_mean`` and ``closest`` suggest the right name in a message about a wrong one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class ConfpipeError(Exception):
@@ -64,3 +68,17 @@ class Interrupted(ConfpipeError):
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'cpu'?)`` when a choice is close to ``word``, else ``""``."""
+    close = closest(word, choices)
+    return f" (did you mean {close!r}?)" if close is not None else ""
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to ``word``, if one is close enough to be a misspelling of it."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None

@@ -22,10 +22,9 @@ from omegaconf import MISSING
 from confpipe import storage
 from confpipe.backends import LOG_TAIL_LINES, Backend, BackendKind, JobRequest, JobStatus
 from confpipe.backends.resources import Resources, parse_size
-from confpipe.config.explain import did_you_mean
 from confpipe.config.schema import GcpConf
 from confpipe.engine.status import RECORDS
-from confpipe.errors import ConfigError
+from confpipe.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from confpipe.backends.gcp.batch import BatchBackend

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confpipe.cli.progress import first_line
-from confpipe.config.explain import did_you_mean
 from confpipe.engine.spec import StepSpec
-from confpipe.errors import ConfigError
+from confpipe.errors import ConfigError, did_you_mean
 
 __all__ = ["Point", "PointResult", "check_names", "objective_of", "results", "write"]
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from confpipe.backends.resources import Resources
-from confpipe.config.explain import closest, config_error, did_you_mean, listing, unknown_key
+from confpipe.config.explain import config_error, listing, unknown_key
 from confpipe.config.functions import Functions
 from confpipe.config.refs import link, markers, refuse_refs, register_resolver, resolved, steps_data
 from confpipe.config.schema import (
@@ -34,7 +34,7 @@ from confpipe.config.schema import (
 )
 from confpipe.config.stepconf import check_step, to_resources
 from confpipe.engine.spec import StepSpec, check_name
-from confpipe.errors import ConfigError
+from confpipe.errors import ConfigError, closest, did_you_mean
 
 if TYPE_CHECKING:
     from confpipe.backends import Backend

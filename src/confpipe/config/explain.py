@@ -4,7 +4,7 @@
 resolving a config (an unknown key, a wrong type, a missing value, a bad override or YAML)
 and says what is wrong, where, and how to fix it, on one line. The wording it uses is
 shared with the compiler's own checks, so that a mistake reads the same whether Hydra or
-the compiler found it: ``did_you_mean``, ``closest``, ``unknown_key``, ``bad_value``,
+the compiler found it: ``unknown_key``, ``bad_value``,
 ``missing_value`` and ``listing``.
 """
 
@@ -14,12 +14,12 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from omegaconf.errors import OmegaConfBaseException
 
 from confpipe.config.schema import BackendConf, LockConf, RunConf, field_types, schema_fields
-from confpipe.errors import ConfigError, ConfpipeError
+from confpipe.errors import ConfigError, ConfpipeError, did_you_mean
 
 MAX_LISTED = 30
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -55,20 +55,6 @@ def explain(exc: BaseException) -> str | None:
 def config_error(exc: BaseException) -> ConfigError:
     """A ConfigError with ``explain(exc)`` (or the error's first line) as its message."""
     return ConfigError(explain(exc) or f"{type(exc).__name__}: {_first_line(exc)}")
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'cpu'?)`` when a choice is close to ``word``, else ``""``."""
-    close = closest(word, choices)
-    return f" (did you mean {close!r}?)" if close is not None else ""
-
-
-def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice closest to ``word``, if one is close enough to be a misspelling of it."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
 
 
 def unknown_key(full_key: str, valid: Sequence[str]) -> str:

@@ -21,10 +21,10 @@ from pathlib import PurePath
 from types import ModuleType
 from typing import Any
 
-from confpipe.config.explain import bad_value, did_you_mean, listing
+from confpipe.config.explain import bad_value, listing
 from confpipe.config.refs import as_written
 from confpipe.engine.spec import function_path
-from confpipe.errors import ConfigError
+from confpipe.errors import ConfigError, did_you_mean
 
 _DOTTED = re.compile(r"\w+(\.\w+)+")
 _SIMPLE = (bool, int, float, str)  # the annotations whose values are checked

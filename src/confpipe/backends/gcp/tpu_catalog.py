@@ -17,8 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from confpipe.config.explain import did_you_mean
-from confpipe.errors import ConfigError
+from confpipe.errors import ConfigError, did_you_mean
 
 __all__ = ["GENERATIONS", "Generation", "Slice", "parse", "zone_for"]
 
