@@ -1,7 +1,9 @@
 """The small Backend seam: where jobs run. A backend only submits, polls, cancels and tails
 logs; waiting, retries and cancellation live once, in ``confpipe.engine.remote.run_job``.
 
-Job folder (``{output}/.confpipe/jobs/{job_id}/``), written by the driver and the worker:
+The job protocol is defined here too, once: a step's records live in ``{output}/.confpipe/``
+(``RECORDS``), and each job in a job folder (``{output}/.confpipe/jobs/{job_id}/``), written
+by the driver and the worker:
 
     call.pkl      the cloudpickled ``(fn, kwargs)``
     result.json   ``{"value": ...}`` when ``fn`` returned
@@ -11,13 +13,16 @@ Job folder (``{output}/.confpipe/jobs/{job_id}/``), written by the driver and th
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from confpipe.backends.resources import Resources
+from confpipe.errors import StepFailed
 
+RECORDS = ".confpipe"  # the records folder beside each output
 CALL = "call.pkl"
 RESULT = "result.json"
 ERROR = "error.json"
@@ -88,3 +93,19 @@ class Backend(Protocol):
     def logs(self, handle: object, lines: int = LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the job's log ("" if there is none yet)."""
         ...
+
+
+def encode_result(step: str, value: Any) -> bytes:
+    """The result record (``result.json``) of a step's or a job's return value; a value JSON
+    can't represent fails the step clearly."""
+    try:
+        return json.dumps({"value": value}, allow_nan=False).encode()
+    except (TypeError, ValueError) as err:
+        raise StepFailed(
+            step, f"its return value must be JSON-serializable (dict, list, str, number): {err}"
+        ) from err
+
+
+def decode_result(data: bytes) -> Any:
+    """The value a result record holds."""
+    return json.loads(data)["value"]

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from omegaconf import MISSING
 
 from confpipe import storage
-from confpipe.backends import LOG_TAIL_LINES, Backend, BackendKind, JobRequest, JobStatus
+from confpipe.backends import LOG_TAIL_LINES, RECORDS, Backend, BackendKind, JobRequest, JobStatus
 from confpipe.backends.resources import Resources, parse_size
 from confpipe.config.schema import GcpConf
-from confpipe.engine.status import RECORDS
 from confpipe.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:

@@ -21,8 +21,7 @@ import traceback
 
 import cloudpickle
 
-from confpipe.backends import CALL, DRIVER_VAR, ERROR, RESULT
-from confpipe.engine.status import encode_result
+from confpipe.backends import CALL, DRIVER_VAR, ERROR, RESULT, encode_result
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.storage import Store, store_for
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from confpipe.backends import encode_result
 from confpipe.cancel import CancelScope
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
 from confpipe.engine.spec import StepSpec
@@ -25,7 +26,6 @@ from confpipe.engine.status import (
     CACHED,
     Status,
     StepState,
-    encode_result,
     info_path,
     launch_info,
     read_status_blob,

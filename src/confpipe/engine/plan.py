@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
 from confpipe.engine.lock import read_holder
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import RECORDS, Status, StepState, read_statuses
+from confpipe.engine.status import Status, StepState, read_statuses
 from confpipe.errors import ConfigError
 from confpipe.storage import Blob, split_protocol, store_for
 

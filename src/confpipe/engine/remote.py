@@ -35,6 +35,7 @@ from confpipe.backends import (
     JobRequest,
     JobState,
     JobStatus,
+    decode_result,
 )
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
@@ -201,7 +202,7 @@ def _result(store: Store, backend: Backend, handle: object, step: str, job_dir: 
     blob = store.read(f"{job_dir}/{RESULT}")
     if blob is None:
         raise _failure(backend, handle, step, job_dir, f"job succeeded but wrote no {RESULT}")
-    return json.loads(blob.data)["value"]
+    return decode_result(blob.data)
 
 
 def _job_error(

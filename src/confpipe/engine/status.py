@@ -22,10 +22,9 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
-from confpipe.errors import ConfpipeError, StepFailed
+from confpipe.backends import RECORDS, decode_result
+from confpipe.errors import ConfpipeError
 from confpipe.storage import Store, store_for
-
-RECORDS = ".confpipe"
 
 
 class StepState(Enum):
@@ -131,22 +130,12 @@ def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
     store.write(path, json.dumps(record, default=str).encode())
 
 
-def encode_result(step: str, value: Any) -> bytes:
-    """The result record of ``value``; a value JSON can't represent fails the step clearly."""
-    try:
-        return json.dumps({"value": value}, allow_nan=False).encode()
-    except (TypeError, ValueError) as err:
-        raise StepFailed(
-            step, f"its return value must be JSON-serializable (dict, list, str, number): {err}"
-        ) from err
-
-
 def load_result(path: str) -> Any:
     """The value a succeeded step returned, given its output path."""
     blob = store_for(path).read(result_path(path))
     if blob is None:
         raise ConfpipeError(f"no result record under {path!r}: has that step succeeded?")
-    return json.loads(blob.data)["value"]
+    return decode_result(blob.data)
 
 
 @cache

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confpipe.backends import JobRequest, JobState, JobStatus
+from confpipe.backends import RECORDS, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp.machine_catalog import Choice, choose
 from confpipe.backends.resources import Resources
-from confpipe.engine.status import RECORDS
 from confpipe.errors import ConfigError
 
 if TYPE_CHECKING:
