@@ -94,6 +94,10 @@ class Backend(Protocol):
         """The last ``lines`` lines of the job's log ("" if there is none yet)."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (API channels); called once, when the run ends."""
+        ...
+
 
 def encode_result(step: str, value: Any) -> bytes:
     """The result record (``result.json``) of a step's or a job's return value; a value JSON

@@ -175,6 +175,9 @@ class LocalBackend:
             text = "" if blob is None else blob.data[-_LOG_TAIL_BYTES:].decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
 
+    def close(self) -> None:
+        """Nothing to release: each job's subprocess is reaped by its own thread."""
+
     def _log_of(self, job_dir: str) -> str:
         """The job's log file: in its folder, or for a folder on gs:// a local spool file that
         is uploaded there when the job ends (a local job can work on a remote prefix)."""
