@@ -84,11 +84,12 @@ def test_functions_without_import_path_are_refused() -> None:
 
 
 def test_resources_validation() -> None:
+    """The Python API's checks are the config's, word for word (one place checks both)."""
     with pytest.raises(ConfigError, match="either gpu or tpu"):
         Resources(gpu=GPU("nvidia-l4"), tpu="v5litepod-8")
-    with pytest.raises(ConfigError, match="cpu must be positive"):
+    with pytest.raises(ConfigError, match=r"resources\.cpu: must be a positive number of CPUs"):
         Resources(cpu=0)
-    with pytest.raises(ConfigError, match="memory must be positive"):
+    with pytest.raises(ConfigError, match=r"resources\.memory: must be positive"):
         Resources(memory=-1)
 
 
@@ -104,12 +105,13 @@ def test_resources_take_unit_strings_as_the_yaml_does() -> None:
     [
         ({"memory": "4"}, "resources.memory: '4' has no unit; write e.g. 4GiB, 4MiB or 4B (bytes)"),
         ({"memory": "lots"}, "resources.memory: 'lots' is not a size; use e.g. 512MiB, 16GiB"),
-        ({"memory": "-1GiB"}, "resources.memory must be positive, got '-1GiB'"),
-        ({"memory": [4]}, "resources.memory must be bytes or a size such as '16GiB', got [4]"),
-        ({"memory": True}, "resources.memory must be bytes or a size such as '16GiB', got True"),
+        ({"memory": "-1GiB"}, "resources.memory: must be positive, got '-1GiB'; use e.g. 512MiB, "
+         "16GiB"),
+        ({"memory": [4]}, "resources.memory: must be bytes or a size such as '16GiB', got [4]"),
+        ({"memory": True}, "resources.memory: must be bytes or a size such as '16GiB', got True"),
         ({"timeout": "soon"}, "resources.timeout: 'soon' is not a duration; use e.g. 90s, 30m, "
          "2h, 1h30m"),
-        ({"timeout": object}, "resources.timeout must be seconds or a duration such as '2h', "
+        ({"timeout": object}, "resources.timeout: must be seconds or a duration such as '2h', "
          "got <class 'object'>"),
     ],
 )  # fmt: skip
@@ -144,3 +146,20 @@ def test_templates_mix_text_and_several_steps() -> None:
     assert set(joined.dependencies) == {a, b}
     assert joined.resolved_config("/p")["both"] == f"/p/{a.identity}/x,/p/{b.identity}/y"
     assert step(config={"both": Template((a, "/x,", b, "/z"))}).hash != joined.hash
+
+
+def test_a_gpu_checks_its_type_and_count() -> None:
+    with pytest.raises(ConfigError, match=r"gpu\.count: must be an integer >= 1, got 0"):
+        GPU("nvidia-l4", 0)
+    with pytest.raises(ConfigError, match=r"gpu\.type: must be an accelerator type"):
+        GPU(" ")
+
+
+def test_a_config_block_names_its_units_where_the_python_api_may_give_bytes() -> None:
+    assert Resources(memory=16).memory == 16
+    with pytest.raises(ConfigError, match=r"resources\.memory: 16 has no unit"):
+        Resources.from_config({"memory": 16})
+    parsed = Resources.from_config({"memory": "2GiB", "gpu": {"type": "nvidia-l4", "count": 2}})
+    assert parsed == Resources(memory=2 * 2**30, gpu=GPU("nvidia-l4", 2))
+    with pytest.raises(ConfigError, match=r"resources\.gpu\.count: must be an integer >= 1"):
+        Resources.from_config({"gpu": {"type": "nvidia-l4", "count": 0}})

@@ -13,14 +13,19 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confpipe.errors import ConfigError
 
-_AMOUNTS = {  # what Resources takes, by field
-    "memory": "bytes or a size such as '16GiB'",
-    "disk": "bytes or a size such as '100GB'",
-    "timeout": "seconds or a duration such as '2h'",
+_AMOUNTS = {  # field -> (what Resources takes, an example of a good value)
+    "memory": ("bytes or a size such as '16GiB'", "512MiB, 16GiB"),
+    "disk": ("bytes or a size such as '100GB'", "512MiB, 16GiB"),
+    "timeout": ("seconds or a duration such as '2h'", "30m, 2h"),
 }
+_NAMES = (  # field -> what a name given there must be
+    ("tpu", "a TPU type such as v5litepod-8"),
+    ("machine_type", "a machine type such as n2-standard-8"),
+)
 _BINARY_UNITS = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
 
 
@@ -31,13 +36,23 @@ class GPU:
     type: str
     count: int = 1
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type.strip():
+            raise ConfigError(
+                f"gpu.type: must be an accelerator type such as nvidia-l4, got {self.type!r}"
+            )
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ConfigError(f"gpu.count: must be an integer >= 1, got {self.count!r}")
+
 
 @dataclass(frozen=True)
 class Resources:
     """What a step needs from the machine that runs it. Present => the step runs as a job.
 
     Sizes are bytes and durations seconds; a string is read as the YAML's is (``"16GiB"``,
-    ``"2h"``) and stored converted. Not part of the step's identity.
+    ``"2h"``) and stored converted. Not part of the step's identity. Every value is checked
+    here, for the Python API and for configs alike (``from_config``); an error names the
+    field as ``resources.KEY``.
     """
 
     cpu: float = 1.0
@@ -54,22 +69,40 @@ class Resources:
     machine_type: str | None = None  # an explicit machine type (gcp), checked to fit
 
     def __post_init__(self) -> None:
-        if self.cpu <= 0:
-            raise ConfigError(f"resources.cpu must be positive, got {self.cpu}")
-        for key in ("memory", "disk", "timeout"):
+        if not 0 < self.cpu < math.inf:  # also refuses nan
+            raise ConfigError(f"resources.cpu: must be a positive number of CPUs, got {self.cpu!r}")
+        for key in _AMOUNTS:
             value = getattr(self, key)
-            if isinstance(value, str):
-                object.__setattr__(self, key, _parsed(key, value))
-            elif value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ConfigError(f"resources.{key} must be {_AMOUNTS[key]}, got {value!r:.60}")
-            if value is not None and getattr(self, key) <= 0:
-                raise ConfigError(f"resources.{key} must be positive, got {value!r}")
+            if value is not None:
+                object.__setattr__(self, key, _amount(key, value, plain=True))
         if self.max_retries < 0:
-            raise ConfigError(f"resources.max_retries must be >= 0, got {self.max_retries}")
+            raise ConfigError(
+                f"resources.max_retries: must be an integer >= 0, got {self.max_retries!r}"
+            )
+        for key, what in _NAMES:
+            text = getattr(self, key)
+            if text is not None and not text.strip():
+                raise ConfigError(f"resources.{key}: must be {what}, got {text!r}")
         if self.gpu is not None and self.tpu is not None:
-            raise ConfigError("resources: set either gpu or tpu, not both")
+            raise ConfigError("resources: set either gpu or tpu, not both; remove one of them")
+        object.__setattr__(self, "pip_extras", tuple(self.pip_extras))
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any]) -> Resources:
+        """A config's ``resources:`` block (keys and types already checked against the schema):
+        there a size must name its unit (``memory: 16`` is far more often 16GiB than 16 bytes)
+        and ``gpu`` is a mapping."""
+        values = dict(block)
+        for key in ("memory", "disk"):
+            if values.get(key) is not None:
+                values[key] = _amount(key, values[key], plain=False)
+        gpu = values.get("gpu")
+        if isinstance(gpu, Mapping):
+            try:
+                values["gpu"] = GPU(**gpu)
+            except ConfigError as err:
+                raise ConfigError(f"resources.{err}") from None
+        return cls(**values)
 
     def describe(self) -> str:
         """A short human summary such as ``cpu=4 memory=16GiB gpu=nvidia-l4x1``."""
@@ -94,12 +127,27 @@ def _size_text(size: float) -> str:
     return f"{size:.0f}B"
 
 
-def _parsed(key: str, text: str) -> int | float:
-    """A ``Resources(memory="4GiB")`` string read as the YAML's is; ConfigError if it isn't one."""
-    try:
-        return parse_duration(text) if key == "timeout" else parse_size(text, plain_bytes=False)
-    except ValueError as err:
-        raise ConfigError(f"resources.{key}: {err}") from None
+def _amount(key: str, value: object, *, plain: bool) -> Any:
+    """``resources.KEY``'s size (bytes) or duration (seconds), checked positive. A string is
+    read in its units; a plain number is bytes or seconds where ``plain`` (the Python API),
+    while a config's size must name its unit."""
+    what, example = _AMOUNTS[key]
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"resources.{key}: must be {what}, got {value!r:.60}")
+    if plain and not isinstance(value, str):
+        number: float = value
+    else:
+        try:
+            number = (
+                parse_duration(value) if key == "timeout" else parse_size(value, plain_bytes=False)
+            )
+        except ValueError as err:
+            raise ConfigError(f"resources.{key}: {err}") from None
+    if not number > 0:
+        raise ConfigError(
+            f"resources.{key}: must be positive, got {value!r:.60}; use e.g. {example}"
+        )
+    return number
 
 
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}

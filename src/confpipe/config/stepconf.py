@@ -12,13 +12,11 @@ tpu but not both.
 from __future__ import annotations
 
 import functools
-import math
 import types
 import typing
-from collections.abc import Callable
 from typing import Any
 
-from confpipe.backends.resources import GPU, Resources, parse_duration, parse_size
+from confpipe.backends.resources import Resources
 from confpipe.config.explain import bad_value, missing_value, unknown_key
 from confpipe.config.schema import StepConf, field_types, mandatory_fields, schema_fields
 from confpipe.errors import ConfigError
@@ -40,63 +38,13 @@ def check_step(name: str, step: Any) -> dict[str, Any]:
 
 
 def to_resources(name: str, block: dict[str, Any] | None) -> Resources | None:
-    """A step's checked ``resources`` block as Resources: sizes in bytes, timeout in seconds."""
+    """A step's checked ``resources`` block as Resources (which checks every value)."""
     if block is None:
         return None
-    key = f"steps.{name}.resources"
-    values = dict(block)
-    cpu = values.get("cpu", 1.0)
-    if not 0 < cpu < math.inf:  # also refuses nan
-        raise ConfigError(f"{key}.cpu: must be a positive number of CPUs, got {cpu!r}")
-    if values.get("max_retries", 0) < 0:
-        got = values["max_retries"]
-        raise ConfigError(f"{key}.max_retries: must be an integer >= 0, got {got!r}")
-    for field_name, what in (("tpu", "a TPU type such as v5litepod-8"),
-                             ("machine_type", "a machine type such as n2-standard-8")):  # fmt: skip
-        text = values.get(field_name)
-        if text is not None and not text.strip():
-            raise ConfigError(f"{key}.{field_name}: must be {what}, got {text!r}")
-    gpu = values.get("gpu")
-    if gpu is not None:
-        values["gpu"] = _gpu(f"{key}.gpu", gpu)
-        if values.get("tpu") is not None:
-            raise ConfigError(f"{key}: set either gpu or tpu, not both (remove {key}.gpu or .tpu)")
-    for field_name, parse, example in (("memory", _size, "512MiB, 16GiB"),
-                                       ("disk", _size, "512MiB, 16GiB"),
-                                       ("timeout", parse_duration, "30m, 2h")):  # fmt: skip
-        value = values.get(field_name)
-        if value is not None:
-            values[field_name] = _positive(f"{key}.{field_name}", value, parse, example)
-    if "pip_extras" in values:
-        values["pip_extras"] = tuple(values["pip_extras"])
     try:
-        return Resources(**values)
-    except ConfigError as err:  # Resources checks too; the checks above should come first
+        return Resources.from_config(block)
+    except ConfigError as err:
         raise ConfigError(f"steps.{name}.{err}") from None
-
-
-def _gpu(key: str, gpu: dict[str, Any]) -> GPU:
-    kind, count = gpu["type"], gpu.get("count", 1)
-    if not kind.strip():
-        raise ConfigError(f"{key}.type: must be an accelerator type such as nvidia-l4, got ''")
-    if count < 1:
-        raise ConfigError(f"{key}.count: must be an integer >= 1, got {count!r}")
-    return GPU(kind, count)
-
-
-def _size(value: object) -> int:
-    """A size with its unit: a bare ``memory: 16`` would be 16 bytes, never what was meant."""
-    return parse_size(value, plain_bytes=False)
-
-
-def _positive(key: str, value: Any, parse: Callable[[object], float], example: str) -> Any:
-    try:
-        number = parse(value)
-    except ValueError as err:
-        raise ConfigError(f"{key}: {err}") from None
-    if number <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r:.60}; use e.g. {example}")
-    return number
 
 
 def _fields(key: str, raw: Any, cls: type) -> dict[str, Any]:
