@@ -1,9 +1,9 @@
 """One launch of composed configs: check the options, compile, run, report, record.
 
 ``prepare`` turns a composed config into the run options and its steps (every config error
-raised before anything runs); ``execute`` runs steps with those options under a reporter
+raised before anything runs); ``run_and_record`` runs steps with those options under a reporter
 and writes the manifest. The CLI launches one config through both; the sweep launcher
-(``confpipe.cli.sweep``) prepares every point, then executes their merged steps once.
+(``confpipe.cli.sweep``) prepares every point, then runs and records their merged steps once.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from omegaconf import DictConfig
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 
-__all__ = ["PLAN_FORMATS", "Executed", "Prepared", "execute", "launch", "prepare"]
+__all__ = ["PLAN_FORMATS", "LaunchResult", "Prepared", "launch", "prepare", "run_and_record"]
 
 PLAN_FORMATS = ("table", "mermaid", "dot")
 log = logging.getLogger("confpipe")
 
 
 @dataclass(frozen=True)
-class Executed:
-    """What ``execute`` did: the reporter (its tally says how each step ended), the
+class LaunchResult:
+    """What ``run_and_record`` did: the reporter (its tally says how each step ended), the
     manifest's path (None for a dry run, or if it could not be written) and the RunFailed,
     if steps failed."""
 
@@ -64,13 +64,13 @@ def prepare(cfg: DictConfig, *, options: dict[str, Any] | None = None, point: st
     return Prepared(options, steps, str(cfg.plan_format))
 
 
-def execute(
+def run_and_record(
     steps: Sequence[StepSpec],
     prepared: Prepared,
     hydra_cfg: Any,
     *,
     points: int | None = None,
-) -> Executed:
+) -> LaunchResult:
     """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run).
 
     Interrupted is raised once the manifest is written. ``points``: the number of sweep
@@ -97,7 +97,7 @@ def execute(
         manifest = _manifest(reporter, experiment, options, overrides)
         if manifest is not None:
             print(f"manifest: {manifest}", file=sys.stderr)
-    return Executed(reporter, manifest, failed)
+    return LaunchResult(reporter, manifest, failed)
 
 
 def launch(cfg: DictConfig) -> None:
@@ -106,7 +106,7 @@ def launch(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     prepared = prepare(cfg)
-    failed = execute(prepared.steps, prepared, HydraConfig.get()).failed
+    failed = run_and_record(prepared.steps, prepared, HydraConfig.get()).failed
     if failed is not None:
         raise failed
 

@@ -66,7 +66,7 @@ class ConfpipeLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Compose and compile every point, run the merged DAG, one JobReturn per point."""
-        from confpipe.cli.launch import execute, prepare
+        from confpipe.cli.launch import prepare, run_and_record
 
         assert self.config is not None and self.hydra_context is not None
         if not job_overrides:
@@ -95,7 +95,7 @@ class ConfpipeLauncher(Launcher):
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        done = execute(steps, first, hydra_cfg, points=len(points))
+        done = run_and_record(steps, first, hydra_cfg, points=len(points))
         reporter = done.reporter
         if first.options["dry_run"]:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]

@@ -31,7 +31,7 @@ from confpipe.engine.plan import (
     select,
 )
 from confpipe.engine.remote import as_job, step_resources
-from confpipe.engine.runner import Outcome, Result, Task, execute
+from confpipe.engine.runner import Outcome, Result, Task, run_tasks
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import CACHED, StepState, launch_id
 from confpipe.errors import ConfigError, Interrupted, RunFailed
@@ -137,7 +137,7 @@ def run(
     if dry_run:
         return Summary(plans, outputs={p.label: p.output for p in plans})
     try:
-        return _execute(plans, todo, resources, prefix, max_concurrent, show, ctx=_Context(
+        return _run_planned(plans, todo, resources, prefix, max_concurrent, show, ctx=_Context(
             launch_id(), backend, lock_options or LockOptions(), CancelScope(),
             force_run_failed, detach,
         ))  # fmt: skip
@@ -145,7 +145,7 @@ def run(
         show.close()
 
 
-def _execute(
+def _run_planned(
     plans: list[StepPlan], todo: list[StepSpec], resources: dict[str, Resources | None],
     prefix: str, max_concurrent: int, show: Reporter, ctx: _Context,
 ) -> Summary:  # fmt: skip
@@ -189,7 +189,7 @@ def _execute(
         took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
 
-    report = execute(
+    report = run_tasks(
         tasks, max_concurrent=max_concurrent, cancel=ctx.scope, on_start=on_start, on_done=on_done
     )
     if report.interrupted:

@@ -11,7 +11,7 @@ tasks can return early, waits up to ``grace`` seconds for them and reports the r
 ``CANCELLED``.
 
 This module is the public API and the scheduling; the checks and ranking of the tasks are in
-``runner_graph``, the worker threads and the inbox in ``runner_threads``.
+``graph``, the worker threads and the inbox in ``threads``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from enum import Enum
 from confpipe.engine.runner.graph import Graph
 from confpipe.engine.runner.threads import Inbox, Pool, watch_cancel
 
-__all__ = ["Outcome", "Report", "Result", "Task", "execute"]
+__all__ = ["Outcome", "Report", "Result", "Task", "run_tasks"]
 
 
 class Outcome(Enum):
@@ -68,7 +68,7 @@ class Report:
     interrupted: bool
 
 
-def execute(
+def run_tasks(
     tasks: Sequence[Task],
     *,
     max_concurrent: int,
@@ -122,7 +122,7 @@ def _call(task: Task) -> Result:
 
 
 class _Run:
-    """The calling thread's bookkeeping for one execute(): what is ready, running and settled."""
+    """The calling thread's bookkeeping for one run_tasks(): what is ready, running and settled."""
 
     def __init__(
         self,
