@@ -10,9 +10,9 @@ Targets (from the issue), each printed as PASS/FAIL; the exit code is 1 if one i
    starting. Baseline: a ``ThreadPoolExecutor`` running the same chain (submit the next call
    when the previous one is done), each call doing the same file operations as confpipe; it
    runs before and after confpipe and the mean is used (file system speed drifts). "No
-   polling" is checked on the runner alone (``confpipe.engine.runner.run_tasks`` on a chain of trivial
-   tasks): <= 1 ms per hand-off, a bound of this benchmark's (polling every p ms would add
-   p/2 per step on average), printed beside a ``ThreadPoolExecutor``'s hand-off.
+   polling" is checked on the runner alone (``confpipe.engine.runner.run_tasks`` on a chain
+   of trivial tasks): <= 1 ms per hand-off, a bound of this benchmark's (polling every p ms
+   would add p/2 per step on average), printed beside a ``ThreadPoolExecutor``'s hand-off.
 2. ``independent``: 10,000 independent no-op steps, first run (time, per-step cost, driver
    peak memory < 300 MB) and fully cached re-run (<= 2 s, <= 1 storage read per step).
    Baselines: 10,000 tasks in a ``ThreadPoolExecutor`` doing the same file operations, and

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from confpipe import LockOptions, StepState, load_result, run
-from confpipe.engine.plan import PlanState
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
 from tests.pipelines import dag30, slow
@@ -85,7 +85,7 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     time.sleep(1.6)  # the lease goes stale: a dry run says the next launch takes it over
     options = LockOptions(heartbeat_interval=0.3, lease_timeout=1.5)
     (plan,) = run(slow(work, job=False), prefix=prefix, dry_run=True, lock_options=options).plan
-    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith(": will take it over")
+    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith(": will take it over")
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(launch("slow", prefix, work, "--lease", "1.5"))
     assert code == 0, err
@@ -140,7 +140,7 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     # an interruption is no failure to fix: force_run_failed=False runs the step again
     steps = slow(str(tmp_path), job=True)
     (plan,) = run(steps, prefix=str(tmp_path / "out"), dry_run=True, force_run_failed=False).plan
-    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
+    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(
         launch("slow", str(tmp_path / "out"), str(tmp_path), "--job", "--strict")

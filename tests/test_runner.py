@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from confpipe.engine.runner import Outcome, Report, Result, Task, run_tasks
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.runner import Report, Result, Task, run_tasks
 from confpipe.errors import ConfigError
 
 # A root task lingers this long, so that a scheduler ignoring dependencies would be caught

@@ -16,12 +16,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from confpipe.cli.plan import PLAN_FORMATS
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 
-__all__ = ["PLAN_FORMATS", "LaunchResult", "Prepared", "launch", "prepare", "run_and_record"]
+__all__ = ["LaunchResult", "Prepared", "launch", "prepare", "run_and_record"]
 
-PLAN_FORMATS = ("table", "mermaid", "dot")
 log = logging.getLogger("confpipe")
 
 

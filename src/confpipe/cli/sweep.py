@@ -26,15 +26,22 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import results
-from confpipe.cli.launch import Prepared
+from confpipe.cli.launch import Prepared, prepare, run_and_record
+from confpipe.cli.progress import LiveReporter, PlainReporter
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
 
-__all__ = ["ConfpipeLauncher"]
+__all__ = ["ConfpipeLauncher", "failed_points", "tidy_sweep_dir"]
 
-_NOT_DONE = {"dep failed", "cancelled"}  # StepEnd values of a step blocked by a failure
-FAILED_POINTS: list[str] = []
-"""Every failed point of this process's sweeps: the CLI exits 1 when there is one, also when
-the sweeper carried on (an adaptive sweeper tolerates some failed trials)."""
+_failed_points: list[str] = []  # of every sweep of this process: see failed_points()
+
+
+def failed_points() -> list[str]:
+    """Every failed point of this process's sweeps (``overrides: error``): the CLI exits 1
+    when there is one, also when the sweeper carried on (an adaptive sweeper tolerates some
+    failed trials)."""
+    return list(_failed_points)
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,6 @@ class ConfpipeLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Compose and compile every point, run the merged DAG, one JobReturn per point."""
-        from confpipe.cli.launch import prepare, run_and_record
-
         assert self.config is not None and self.hydra_context is not None
         if not job_overrides:
             return []
@@ -103,8 +108,8 @@ class ConfpipeLauncher(Launcher):
         returns = [
             _job_return(p, reporter, r, hydra_cfg) for p, r in zip(points, rows, strict=True)
         ]
-        FAILED_POINTS.extend(
-            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status}"
+        _failed_points.extend(
+            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status.value}"
             for r, ret in zip(rows, returns, strict=True)
             if ret.status is JobStatus.FAILED
         )
@@ -157,20 +162,21 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _results(
-    points: Sequence[_Point], reporter: Any, manifest: str | None
+    points: Sequence[_Point], reporter: PlainReporter | LiveReporter, manifest: str | None
 ) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
     manifest (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
-    from rich.console import Console
-
-    from confpipe.engine.status import load_result
+    from rich.console import Console  # rich costs a cached run's start-up: only when shown
 
     ends = {
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
     rows = results.results(points, ends, load_result)
     # on a terminal the live display's console; in a log, wide enough not to fold the columns
-    console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
+    if isinstance(reporter, LiveReporter):
+        console = reporter.console
+    else:
+        console = Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
     if manifest is not None:
         stem = manifest.rsplit("/manifests/", 1)
@@ -269,7 +275,7 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
 
 def _job_return(
     point: _Point,
-    reporter: Any,
+    reporter: PlainReporter | LiveReporter,
     row: results.PointResult | None,
     hydra_cfg: DictConfig,
 ) -> JobReturn:
@@ -283,15 +289,15 @@ def _job_return(
     if row is None:  # a dry run: nothing ran
         ret.return_value = None
         return ret
-    if row.status in ("failed", "not run"):
+    if row.status in (results.PointStatus.FAILED, results.PointStatus.NOT_RUN):
         errors: dict[str, BaseException] = {}
         blocked: dict[str, str] = {}
         for spec in point.steps:
             step = reporter.tally.rows.get(spec.identity)
-            if step is not None and step.state == "failed":
+            if step is not None and step.state is Outcome.FAILED:
                 errors[spec.name] = step.error or RuntimeError("failed")
-            elif step is not None and step.state in _NOT_DONE:
-                blocked[spec.name] = step.state
+            elif step is not None and step.state.stopped:
+                blocked[spec.name] = step.state.value
         ret.status, ret.return_value = JobStatus.FAILED, RunFailed(errors, blocked)
         return ret
     if row.error:  # no objective value (see results.results)
@@ -299,7 +305,9 @@ def _job_return(
         return ret
     wants_objective = bool(results.names(point.sweep.get("objective")))
     if not row.finished and wants_objective and _adaptive(hydra_cfg) is not None:  # run_only
-        error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
+        error = (
+            f"sweep.objective: no value, run_only left out this point's steps ({row.status.value})"
+        )
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
         return ret
     objective = results.objective_of(row, point.sweep) if wants_objective and row.finished else None

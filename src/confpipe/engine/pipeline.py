@@ -16,24 +16,15 @@ from typing import Any
 from confpipe.backends import Backend, BackendKind
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
-from confpipe.cli.progress import PlainReporter
 from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed
 from confpipe.engine.lock import LockOptions, abandon_held, lock
-from confpipe.engine.plan import (
-    Reporter,
-    StepEnd,
-    StepPlan,
-    Where,
-    collect,
-    describe,
-    needed,
-    read_all,
-    select,
-)
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan, Where, collect, describe, needed, read_all, select
 from confpipe.engine.remote import as_job, step_resources
-from confpipe.engine.runner import Outcome, Result, Task, run_tasks
+from confpipe.engine.report import LineReporter, Reporter
+from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import CACHED, StepState, launch_id
+from confpipe.engine.status import StepState, launch_id
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.storage import check_writable, local_path, store_for
 
@@ -129,10 +120,8 @@ def run(
             if status is not None and status.is_failure():
                 raise previous_failure(spec.name, status)
     timeout = (lock_options or LockOptions()).lease_timeout
-    plans = describe(
-        need, outputs, statuses, resources, where, prefix, not force_run_failed, timeout
-    )
-    show = reporter or PlainReporter(log.info)
+    plans = describe(need, outputs, statuses, resources, where, prefix, force_run_failed, timeout)
+    show = reporter or LineReporter(log.info)
     show.planned(plans, dry_run)
     if dry_run:
         return Summary(plans, outputs={p.label: p.output for p in plans})
@@ -180,11 +169,11 @@ def _run_planned(
                 )  # fmt: skip
             except Exception as err:  # the record is a courtesy; the run goes on without it
                 log.warning("step %s: could not record that it was not run: %s", plan.label, err)
-        end = _END[result.outcome]
-        if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
-            end = StepEnd.CACHED
-        if end is StepEnd.FAILED and ctx.scope.interrupted:
-            end = StepEnd.CANCELLED  # stopped by Ctrl-C, not failed by itself
+        end = result.outcome
+        if end is Outcome.SUCCEEDED and result.value is Outcome.CACHED:
+            end = Outcome.CACHED  # found done: by an earlier launch, or one it waited for
+        if end is Outcome.FAILED and ctx.scope.interrupted:
+            end = Outcome.CANCELLED  # stopped by Ctrl-C, not failed by itself
         now = time.monotonic()
         took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
@@ -203,18 +192,10 @@ def _run_planned(
     if failures:
         first = next(iter(failures.values()))
         raise RunFailed({k: v for k, v in failures.items() if v is not None}, dep_failed) from first
-    ran = [r.key for r in results if r.value is not CACHED]
+    ran = [r.key for r in results if r.value is not Outcome.CACHED]
     ran_set = set(ran)
     cached = [p.spec.identity for p in plans if p.spec.identity not in ran_set]
     return Summary(plans, ran, cached, {p.label: p.output for p in plans})
-
-
-_END = {
-    Outcome.SUCCEEDED: StepEnd.SUCCEEDED,
-    Outcome.FAILED: StepEnd.FAILED,
-    Outcome.DEP_FAILED: StepEnd.DEP_FAILED,
-    Outcome.CANCELLED: StepEnd.CANCELLED,
-}
 
 
 def _state(status: Any) -> StepState | None:

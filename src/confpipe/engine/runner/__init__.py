@@ -23,21 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.runner.graph import Graph
 from confpipe.engine.runner.threads import Inbox, Pool, watch_cancel
 
-__all__ = ["Outcome", "Report", "Result", "Task", "run_tasks"]
-
-
-class Outcome(Enum):
-    """How a task ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEP_FAILED = "dep_failed"
-    CANCELLED = "cancelled"
+__all__ = ["Report", "Result", "Task", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +42,9 @@ class Task:
 
 @dataclass(frozen=True)
 class Result:
-    """The end of one task: its value, its error, or the failed task that kept it from running."""
+    """The end of one task: its value, its error, or the failed task that kept it from running.
+
+    ``outcome`` is SUCCEEDED, FAILED, DEP_FAILED or CANCELLED."""
 
     key: str
     outcome: Outcome
