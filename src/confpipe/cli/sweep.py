@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -26,7 +27,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import results
-from confpipe.cli.launch import Prepared, prepare, run_and_record
+from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
 from confpipe.cli.progress import LiveReporter, PlainReporter
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import load_result
@@ -73,27 +74,49 @@ class ConfpipeLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Compose and compile every point, run the merged DAG, one JobReturn per point."""
-        assert self.config is not None and self.hydra_context is not None
         if not job_overrides:
             return []
+        points, first = self._prepare(job_overrides, initial_job_idx)
+        try:
+            return self._run(points, first)
+        finally:
+            close_backend(first.options)  # built by the first point, shared by the others
+
+    def _prepare(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[list[_Point], Prepared]:
+        """Every point composed, checked and compiled, before anything runs; and the first
+        point's preparation, whose run options (and backend) every point shares."""
+        assert self.config is not None and self.hydra_context is not None
         compose = _Composer(self.config, self.hydra_context)
         points: list[_Point] = []
         first: Prepared | None = None
         first_key: dict[str, Any] = {}
-        for num, overrides in enumerate(job_overrides, initial_job_idx):
-            cfg, steps_only = compose(list(overrides), num)
-            key = first_key if first is not None and steps_only else _options_key(cfg)
-            if first is not None and key != first_key:
-                raise ConfigError(_differing(first_key, key, overrides))
-            prepared = prepare(
-                cfg, options=first.options if first else None, point=" ".join(overrides)
-            )
-            sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
-            results.check_names(sweep, {s.name for s in prepared.steps})
-            first, first_key = first or prepared, first_key or key
-            points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
+        try:
+            for num, overrides in enumerate(job_overrides, initial_job_idx):
+                cfg, steps_only = compose(list(overrides), num)
+                key = first_key if first is not None and steps_only else _options_key(cfg)
+                if first is not None and key != first_key:
+                    raise ConfigError(_differing(first_key, key, overrides))
+                prepared = prepare(
+                    cfg, options=first.options if first else None, point=" ".join(overrides)
+                )
+                sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
+                results.check_names(sweep, {s.name for s in prepared.steps})
+                first, first_key = first or prepared, first_key or key
+                points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
+        except BaseException:
+            if first is not None:
+                close_backend(first.options)
+            raise
         assert first is not None
-        _check_adaptive(self.config.hydra, points, first.options["dry_run"])
+        return points, first
+
+    def _run(self, points: list[_Point], first: Prepared) -> list[JobReturn]:
+        """Run the points' merged steps once; one JobReturn per point."""
+        assert self.config is not None
+        dry_run = first.options.dry_run
+        _check_adaptive(self.config.hydra, points, dry_run)
         # the sweep's folder, as Hydra's launchers make it: sweepers save their results there
         # (Optuna: optimization_results.yaml); it holds nothing else of confpipe's
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -102,7 +125,7 @@ class ConfpipeLauncher(Launcher):
         hydra_cfg = self.config.hydra
         done = run_and_record(steps, first, hydra_cfg, points=len(points))
         reporter = done.reporter
-        if first.options["dry_run"]:
+        if dry_run:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
         rows = _results(points, reporter, done.manifest)
         returns = [
@@ -226,8 +249,6 @@ class _Composer:
             with open_dict(cfg):
                 del cfg["hydra"]
             return cfg, False
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         cfg = copy.deepcopy(self.base)
         ConfigLoaderImpl._apply_overrides_to_config(extra, cfg)
         return cfg, all(o.key_or_group.startswith("steps.") for o in extra)
