@@ -12,6 +12,8 @@ import pytest
 
 from tests.waits import alive, eventually
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a real subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = """\

@@ -53,6 +53,7 @@ def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("gs_prefix"))
 
 
+@pytest.mark.slow
 def test_four_launches_run_every_step_exactly_once(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     # a lease long enough that even a starved CI machine never sees a takeover here
@@ -72,6 +73,7 @@ def slow_output(tmp_path: Path, prefix: str) -> str:
     return slow(str(tmp_path), job=False)[0].output_under(prefix)
 
 
+@pytest.mark.slow
 def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     (tmp_path / "seconds").write_text("60")
@@ -94,6 +96,7 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     assert load_result(output) == second_pid
 
 
+@pytest.mark.slow
 def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     (tmp_path / "seconds").write_text("3")
@@ -129,6 +132,7 @@ def interrupt(tmp_path: Path, *extra: str, prefix: str | None = None) -> tuple[i
     return code, err, time.monotonic() - sent
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) -> None:
     code, err, took = interrupt(tmp_path, "--job")
     assert code == 130, err
@@ -149,6 +153,7 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     assert json.loads(out.splitlines()[-1])["ran"] == 1
 
 
+@pytest.mark.slow
 def test_a_local_job_dies_with_its_driver_and_a_new_launch_runs_the_step_alone(
     tmp_path: Path,
 ) -> None:
@@ -166,6 +171,7 @@ def test_a_local_job_dies_with_its_driver_and_a_new_launch_runs_the_step_alone(
     assert load_result(slow(work, job=True)[0].output_under(prefix)) != job_pid
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path, prefix: str) -> None:
     code, err, took = interrupt(tmp_path, prefix=prefix)
     assert code == 130, err

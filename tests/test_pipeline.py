@@ -271,6 +271,7 @@ def test_a_storage_failure_recording_a_dependent_does_not_stop_the_run(
     assert calls(log) == ["other"]
 
 
+@pytest.mark.slow  # the step runs as a local job: a subprocess
 def test_run_closes_the_local_backend_it_made_but_not_one_it_was_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
