@@ -22,6 +22,7 @@ from confpipe.engine.outcome import Outcome
 from confpipe.engine.report import first_line
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, did_you_mean
+from confpipe.storage import store_for
 
 __all__ = [
     "Point", "PointResult", "PointStatus", "check_names", "objective_of", "results", "write",
@@ -168,8 +169,6 @@ def objective_of(row: PointResult, sweep: Mapping[str, Any]) -> float | list[flo
 
 def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
     """``{stem}.csv`` (a column per metric) and ``{stem}.json``; returns both paths."""
-    from confpipe.storage import store_for
-
     metric_names = _metric_names(rows)
     out = io.StringIO()
     table = csv.writer(out)
@@ -187,7 +186,7 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
 
 def table(rows: Sequence[PointResult], title: str) -> Any:
     """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all)."""
-    from rich.table import Table
+    from rich.table import Table  # rich costs a cached run's start-up: only when shown
     from rich.text import Text  # cells are text: an override like paths=[/a] is not markup
 
     metric_names = _metric_names(rows)
