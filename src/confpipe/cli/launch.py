@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from confpipe.cli.manifest import write_manifest
 from confpipe.cli.plan import PLAN_FORMATS
-from confpipe.cli.progress import LiveReporter, PlainReporter, reporter_for
+from confpipe.cli.progress import Display, LiveReporter, reporter_for
 from confpipe.engine.options import RunOptions
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, Interrupted, RunFailed
@@ -38,7 +38,7 @@ class LaunchResult:
     manifest's path (None for a dry run, or if it could not be written) and the RunFailed,
     if steps failed."""
 
-    reporter: PlainReporter | LiveReporter
+    reporter: Display
     manifest: str | None
     failed: RunFailed | None
 
@@ -142,7 +142,7 @@ def _available() -> str:
 
 
 def _manifest(
-    reporter: PlainReporter | LiveReporter,
+    reporter: Display,
     experiment: Any,
     options: RunOptions,
     overrides: Sequence[str],
@@ -161,7 +161,7 @@ def _manifest(
         return None
 
 
-def _configure_logging(reporter: PlainReporter | LiveReporter) -> None:
+def _configure_logging(reporter: Display) -> None:
     """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
     handler: logging.Handler
     if isinstance(reporter, LiveReporter):

@@ -197,9 +197,13 @@ def _styled(state: Outcome) -> Any:
     return Text(state.value, style=_STYLES.get(state, ""))
 
 
+Display = PlainReporter | LiveReporter
+"""A launch's reporter: either keeps the ``tally`` the manifest and a sweep's results read."""
+
+
 def reporter_for(
     stream: TextIO | None = None, plan_format: str = "table", *, points: int | None = None
-) -> PlainReporter | LiveReporter:
+) -> Display:
     """A live display on a terminal, plain lines anywhere else. ``points``: a sweep's number
     of points, merged into the steps the plan shows."""
     stream = stream or sys.stderr

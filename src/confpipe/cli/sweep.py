@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import results
 from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
-from confpipe.cli.progress import LiveReporter, PlainReporter
+from confpipe.cli.progress import Display, LiveReporter
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
@@ -185,7 +185,7 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _results(
-    points: Sequence[_Point], reporter: PlainReporter | LiveReporter, manifest: str | None
+    points: Sequence[_Point], reporter: Display, manifest: str | None
 ) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
     manifest (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
@@ -296,7 +296,7 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
 
 def _job_return(
     point: _Point,
-    reporter: PlainReporter | LiveReporter,
+    reporter: Display,
     row: results.PointResult | None,
     hydra_cfg: DictConfig,
 ) -> JobReturn:
