@@ -10,9 +10,9 @@ Targets (from the issue), each printed as PASS/FAIL; the exit code is 1 if one i
    starting. Baseline: a ``ThreadPoolExecutor`` running the same chain (submit the next call
    when the previous one is done), each call doing the same file operations as confpipe; it
    runs before and after confpipe and the mean is used (file system speed drifts). "No
-   polling" is checked on the runner alone (``confpipe.engine.runner.execute`` on a chain of trivial
-   tasks): <= 1 ms per hand-off, a bound of this benchmark's (polling every p ms would add
-   p/2 per step on average), printed beside a ``ThreadPoolExecutor``'s hand-off.
+   polling" is checked on the runner alone (``confpipe.engine.runner.run_tasks`` on a chain
+   of trivial tasks): <= 1 ms per hand-off, a bound of this benchmark's (polling every p ms
+   would add p/2 per step on average), printed beside a ``ThreadPoolExecutor``'s hand-off.
 2. ``independent``: 10,000 independent no-op steps, first run (time, per-step cost, driver
    peak memory < 300 MB) and fully cached re-run (<= 2 s, <= 1 storage read per step).
    Baselines: 10,000 tasks in a ``ThreadPoolExecutor`` doing the same file operations, and
@@ -415,7 +415,7 @@ def scenario_chain(n: int, base: str) -> Results:
     hand_off, pool_hand_off = runner_hand_off(n)
     say(
         s,
-        f"runner hand-off alone (confpipe.engine.runner.execute, chain of {n} trivial tasks): "
+        f"runner hand-off alone (confpipe.engine.runner.run_tasks, chain of {n} trivial tasks): "
         f"{1e3 * hand_off:.3f} ms/step; ThreadPoolExecutor chain of trivial calls: "
         f"{1e3 * pool_hand_off:.3f} ms/step",
     )
@@ -441,11 +441,11 @@ def _nothing() -> None:
 
 def runner_hand_off(n: int) -> tuple[float, float]:
     """Seconds per step of a chain of trivial tasks: confpipe's runner, a ThreadPoolExecutor."""
-    from confpipe.engine.runner import Task, execute  # internal API: the scheduler alone
+    from confpipe.engine.runner import Task, run_tasks  # internal API: the scheduler alone
 
     tasks = [Task(f"t{i}", (f"t{i - 1}",) if i else (), _nothing) for i in range(n)]
     start = time.perf_counter()
-    execute(tasks, max_concurrent=MAX_CONCURRENT)
+    run_tasks(tasks, max_concurrent=MAX_CONCURRENT)
     ours = (time.perf_counter() - start) / n
     with concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT) as pool:
         start = time.perf_counter()

@@ -12,6 +12,8 @@ import pytest
 
 from tests.waits import alive, eventually
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a real subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = """\
@@ -150,6 +152,32 @@ def test_a_local_run_imports_no_google_sdk(work: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "heavy: []" in out.stdout
+
+
+def closes(work: Path, *args: str) -> tuple[int, int]:
+    """The CLI's exit code with ``args``, and how many times it closed a backend."""
+    code = (
+        "import sys\n"
+        "from confpipe.backends.local import LocalBackend\n"
+        "def close(self): print('backend closed', file=sys.stderr)\n"
+        "LocalBackend.close = close\n"
+        f"sys.argv = ['confpipe', '--config-dir', 'confs', *{list(args)!r}]\n"
+        "from confpipe.cli.main import main\nmain()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLS_LOG": str(work / "calls.log")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
+    return out.returncode, out.stderr.count("backend closed")
+
+
+def test_the_backend_the_config_built_is_closed_once_when_the_launch_ends(work: Path) -> None:
+    assert closes(work, "+experiment=demo") == (0, 1)
+    assert closes(work, "+experiment=broken") == (1, 1)  # a step failed
+    assert closes(work, "+experiment=demo", "steps.a.fn=tests.stepfns.nope") == (2, 1)  # compile
+    assert closes(work, "+experiment=demo", "-m", "steps.a.config.a=1,7") == (0, 1)  # a sweep
+    refused = ("-m", "steps.a.config.a=1,7", "max_concurrent=1,2")  # options differ by point
+    assert closes(work, "+experiment=demo", *refused) == (2, 1)
 
 
 def test_multirun_flag_may_follow_the_overrides(work: Path) -> None:

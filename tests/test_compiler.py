@@ -16,6 +16,7 @@ from confpipe.config.compiler import backend_for, compile_steps, run_options
 from confpipe.config.refs import steps_data
 from confpipe.config.schema import RunConf, register
 from confpipe.engine.lock import LockOptions
+from confpipe.engine.options import RunOptions
 from confpipe.engine.remote import step_resources
 from confpipe.engine.spec import Ref, StepSpec, Template
 from confpipe.errors import ConfigError
@@ -692,7 +693,7 @@ def test_backend_errors(backend: dict[str, Any], expected: str) -> None:
     assert str(info.value) == expected
 
 
-def test_run_options_are_runs_keyword_arguments() -> None:
+def test_run_options_are_built_from_the_config() -> None:
     cfg = conf(
         {},
         prefix="/data/out",
@@ -704,17 +705,17 @@ def test_run_options_are_runs_keyword_arguments() -> None:
         lock={"heartbeat_interval": 5, "lease_timeout": 20},
     )
     backend = LocalBackend(cpu=1, memory=2**30)
-    assert run_options(cfg, backend=backend) == {
-        "prefix": "/data/out",
-        "dry_run": True,
-        "run_only": ["tok.*"],
-        "force_run_failed": False,
-        "max_concurrent": 4,
-        "detach": True,
-        "lock_options": LockOptions(5, 20),
-        "backend": backend,
-    }
-    assert isinstance(run_options(conf({}))["backend"], LocalBackend)
+    assert run_options(cfg, backend=backend) == RunOptions(
+        prefix="/data/out",
+        dry_run=True,
+        run_only=("tok.*",),
+        force_run_failed=False,
+        max_concurrent=4,
+        detach=True,
+        lock_options=LockOptions(5, 20),
+        backend=backend,
+    )
+    assert isinstance(run_options(conf({})).backend, LocalBackend)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from confpipe import LockOptions, StepState, load_result, run
-from confpipe.engine.plan import PlanState
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import lease_path, read_status, status_path
 from confpipe.storage import store_for
 from tests.pipelines import dag30, slow
@@ -53,6 +53,7 @@ def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("gs_prefix"))
 
 
+@pytest.mark.slow
 def test_four_launches_run_every_step_exactly_once(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     # a lease long enough that even a starved CI machine never sees a takeover here
@@ -72,6 +73,7 @@ def slow_output(tmp_path: Path, prefix: str) -> str:
     return slow(str(tmp_path), job=False)[0].output_under(prefix)
 
 
+@pytest.mark.slow
 def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     (tmp_path / "seconds").write_text("60")
@@ -85,7 +87,7 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     time.sleep(1.6)  # the lease goes stale: a dry run says the next launch takes it over
     options = LockOptions(heartbeat_interval=0.3, lease_timeout=1.5)
     (plan,) = run(slow(work, job=False), prefix=prefix, dry_run=True, lock_options=options).plan
-    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith(": will take it over")
+    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith(": will take it over")
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(launch("slow", prefix, work, "--lease", "1.5"))
     assert code == 0, err
@@ -94,6 +96,7 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     assert load_result(output) == second_pid
 
 
+@pytest.mark.slow
 def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path, prefix: str) -> None:
     work = str(tmp_path)
     (tmp_path / "seconds").write_text("3")
@@ -129,6 +132,7 @@ def interrupt(tmp_path: Path, *extra: str, prefix: str | None = None) -> tuple[i
     return code, err, time.monotonic() - sent
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) -> None:
     code, err, took = interrupt(tmp_path, "--job")
     assert code == 130, err
@@ -140,7 +144,7 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     # an interruption is no failure to fix: force_run_failed=False runs the step again
     steps = slow(str(tmp_path), job=True)
     (plan,) = run(steps, prefix=str(tmp_path / "out"), dry_run=True, force_run_failed=False).plan
-    assert plan.state is PlanState.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
+    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(
         launch("slow", str(tmp_path / "out"), str(tmp_path), "--job", "--strict")
@@ -149,6 +153,7 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     assert json.loads(out.splitlines()[-1])["ran"] == 1
 
 
+@pytest.mark.slow
 def test_a_local_job_dies_with_its_driver_and_a_new_launch_runs_the_step_alone(
     tmp_path: Path,
 ) -> None:
@@ -166,6 +171,7 @@ def test_a_local_job_dies_with_its_driver_and_a_new_launch_runs_the_step_alone(
     assert load_result(slow(work, job=True)[0].output_under(prefix)) != job_pid
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_thread_step_exits_promptly(tmp_path: Path, prefix: str) -> None:
     code, err, took = interrupt(tmp_path, prefix=prefix)
     assert code == 130, err

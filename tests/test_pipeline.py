@@ -12,12 +12,14 @@ import pytest
 from confpipe import (
     ConfigError,
     PreviousFailure,
+    Resources,
     RunFailed,
     StepSpec,
     StepState,
     load_result,
     run,
 )
+from confpipe.backends.local import LocalBackend
 from confpipe.engine.status import read_status, status_path
 from confpipe.storage import store_for
 from tests import stepfns
@@ -267,3 +269,18 @@ def test_a_storage_failure_recording_a_dependent_does_not_stop_the_run(
     assert list(err.value.failures) == ["bad"] and err.value.dep_failed == {"after": "bad"}
     assert "step after: could not record that it was not run" in caplog.text
     assert calls(log) == ["other"]
+
+
+@pytest.mark.slow  # the step runs as a local job: a subprocess
+def test_run_closes_the_local_backend_it_made_but_not_one_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[LocalBackend] = []
+    monkeypatch.setattr(LocalBackend, "close", lambda self: closed.append(self))
+    job = StepSpec("job", stepfns.add, {"a": 1, "b": 2}, resources=Resources(cpu=1))
+    run(job, prefix=str(tmp_path))
+    assert len(closed) == 1  # the one run() made for the step with resources
+    given = LocalBackend()
+    run(StepSpec("job", stepfns.add, {"a": 2, "b": 2}, resources=Resources(cpu=1)),
+        prefix=str(tmp_path), backend=given)  # fmt: skip
+    assert len(closed) == 1  # a backend given is its owner's to close

@@ -10,7 +10,8 @@ import pytest
 
 from confpipe.backends.resources import Resources
 from confpipe.cli.progress import JobLogs, LiveReporter, PlainReporter, reporter_for
-from confpipe.engine.plan import PlanState, StepEnd, StepPlan, Where
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan, Where
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import jobs_dir
 from confpipe.errors import StepFailed
@@ -23,11 +24,11 @@ def plans() -> list[StepPlan]:
     b = StepSpec("b", stepfns.add, {"a": 1, "b": 3}, resources=Resources(cpu=2))
     c = StepSpec("c", stepfns.add, {"a": 1, "b": 4})
     return [
-        StepPlan(a, "a", "/p/a", PlanState.CACHED, "succeeded earlier", Where.THREAD, None),
+        StepPlan(a, "a", "/p/a", Outcome.CACHED, "succeeded earlier", Where.THREAD, None),
         StepPlan(
-            b, "b", "/p/b", PlanState.WILL_RUN, "no previous output", Where.LOCAL_JOB, b.resources
+            b, "b", "/p/b", Outcome.WILL_RUN, "no previous output", Where.LOCAL_JOB, b.resources
         ),
-        StepPlan(c, "c", "/p/c", PlanState.WILL_RUN, "no previous output", Where.THREAD, None),
+        StepPlan(c, "c", "/p/c", Outcome.WILL_RUN, "no previous output", Where.THREAD, None),
     ]
 
 
@@ -47,8 +48,8 @@ def test_plain_lines_and_summary_with_failure_log() -> None:
     a, b, c = plans()
     reporter.planned([a, b, c], dry_run=False)
     reporter.started(b)
-    reporter.finished(b, StepEnd.FAILED, 1.5, job_failure())
-    reporter.finished(c, StepEnd.DEP_FAILED, 0.0, None)
+    reporter.finished(b, Outcome.FAILED, 1.5, job_failure())
+    reporter.finished(c, Outcome.DEP_FAILED, 0.0, None)
     reporter.close()
     text = "\n".join(lines)
     assert lines[0] == "plan: 3 steps, 1 cached, 2 to run"
@@ -66,7 +67,7 @@ def test_live_table_shows_states_and_the_failing_log_tail() -> None:
     a, b, c = plans()
     reporter.planned([a, b, c], dry_run=False)
     reporter.started(c)
-    reporter.finished(b, StepEnd.FAILED, 1.5, job_failure())
+    reporter.finished(b, Outcome.FAILED, 1.5, job_failure())
     reporter.console.print(reporter)
     frame = stream.getvalue()
     for text in (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import confpipe
 
 
@@ -18,6 +20,7 @@ def test_exported_members() -> None:
         assert getattr(confpipe, name).__module__.startswith("confpipe.")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_confpipe_is_light() -> None:
     heavy = "{'fsspec', 'hydra', 'rich', 'google', 'gcsfs', 'cloudpickle'}"
     code = (

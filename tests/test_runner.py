@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from confpipe.engine.runner import Outcome, Report, Result, Task, execute
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.runner import Report, Result, Task, run_tasks
 from confpipe.errors import ConfigError
 
 # A root task lingers this long, so that a scheduler ignoring dependencies would be caught
@@ -62,7 +63,7 @@ def never_called(key: str) -> Callable[[], object]:
     return call
 
 
-def execute_interrupted(
+def run_interrupted(
     tasks: Sequence[Task],
     *,
     max_concurrent: int,
@@ -70,13 +71,13 @@ def execute_interrupted(
     on_done: Callable[[Result], None] | None = None,
     grace: float = 5.0,
 ) -> Report:
-    """execute(), failing the test (not the whole session) if Ctrl-C escapes it."""
+    """run_tasks(), failing the test (not the whole session) if Ctrl-C escapes it."""
     try:
-        return execute(
+        return run_tasks(
             tasks, max_concurrent=max_concurrent, cancel=cancel, on_done=on_done, grace=grace
         )
     except KeyboardInterrupt:
-        pytest.fail("execute() let KeyboardInterrupt escape")
+        pytest.fail("run_tasks() let KeyboardInterrupt escape")
 
 
 # --- dependency order -----------------------------------------------------------------------
@@ -84,7 +85,7 @@ def execute_interrupted(
 
 def test_diamond_starts_each_task_after_its_deps_succeeded() -> None:
     trace = Trace({"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")})
-    report = execute(trace.tasks(), max_concurrent=4)
+    report = run_tasks(trace.tasks(), max_concurrent=4)
     assert trace.violations == []
     assert outcomes(report) == dict.fromkeys("abcd", Outcome.SUCCEEDED)
     assert report.results["d"].value == "value of d"
@@ -94,7 +95,7 @@ def test_diamond_starts_each_task_after_its_deps_succeeded() -> None:
 def test_fan_out_starts_children_after_root_and_sink_after_all_children() -> None:
     children = {f"child{i}": ("root",) for i in range(20)}
     trace = Trace({"root": (), **children, "sink": tuple(children)})
-    report = execute(trace.tasks(), max_concurrent=4)
+    report = run_tasks(trace.tasks(), max_concurrent=4)
     assert trace.violations == []
     assert trace.calls[0] == "root" and trace.calls[-1] == "sink"
     assert set(outcomes(report).values()) == {Outcome.SUCCEEDED}
@@ -102,13 +103,13 @@ def test_fan_out_starts_children_after_root_and_sink_after_all_children() -> Non
 
 def test_ready_tasks_start_fifo_in_input_order() -> None:
     trace = Trace({"x": (), "y": ("a",), "a": (), "z": ()})
-    execute(trace.tasks(), max_concurrent=1)
+    run_tasks(trace.tasks(), max_concurrent=1)
     assert trace.calls == ["x", "a", "z", "y"]
 
 
 def test_report_follows_input_order_when_the_input_is_not_topological() -> None:
     trace = Trace({"c": ("b",), "b": ("a",), "a": ()})
-    report = execute(trace.tasks(), max_concurrent=2)
+    report = run_tasks(trace.tasks(), max_concurrent=2)
     assert trace.calls == ["a", "b", "c"]
     assert list(report.results) == ["c", "b", "a"]
 
@@ -134,7 +135,7 @@ def test_concurrency_cap_is_respected() -> None:
             in_flight -= 1
 
     tasks = [Task(f"t{i}", (), call) for i in range(10 * cap)]
-    report = execute(tasks, max_concurrent=cap)
+    report = run_tasks(tasks, max_concurrent=cap)
     assert set(outcomes(report).values()) == {Outcome.SUCCEEDED}
     assert peak == cap
 
@@ -143,7 +144,7 @@ def test_concurrency_cap_is_respected() -> None:
 def test_tasks_run_in_parallel_up_to_the_cap(max_concurrent: int) -> None:
     barrier = threading.Barrier(8, timeout=10)  # passes only if all 8 calls are in flight
     tasks = [Task(f"t{i}", (), barrier.wait) for i in range(8)]
-    report = execute(tasks, max_concurrent=max_concurrent)
+    report = run_tasks(tasks, max_concurrent=max_concurrent)
     assert outcomes(report) == {f"t{i}": Outcome.SUCCEEDED for i in range(8)}
 
 
@@ -171,7 +172,7 @@ def test_ten_thousand_tasks_reuse_at_most_max_concurrent_threads() -> None:
         for i in range(10_000)
     ]
     started = time.monotonic()
-    report = execute(tasks, max_concurrent=cap)
+    report = run_tasks(tasks, max_concurrent=cap)
     assert time.monotonic() - started < 60  # sanity only
     assert set(outcomes(report).values()) == {Outcome.SUCCEEDED}
     assert len(workers) <= cap
@@ -198,7 +199,7 @@ def test_failure_fails_only_its_transitive_dependents() -> None:
         Task("f", ("e",), returns("f")),
     ]
     done: list[Result] = []
-    report = execute(tasks, max_concurrent=2, on_done=done.append)
+    report = run_tasks(tasks, max_concurrent=2, on_done=done.append)
     assert outcomes(report) == {
         "a": Outcome.FAILED,
         "b": Outcome.DEP_FAILED,
@@ -222,7 +223,7 @@ def test_base_exception_in_a_task_is_recorded_as_failed() -> None:
 
     tasks = [Task("exit", (), exit_), Task("next", ("exit",), never_called("next"))]
     tasks.append(Task("other", (), returns(1)))
-    report = execute(tasks, max_concurrent=1)
+    report = run_tasks(tasks, max_concurrent=1)
     assert outcomes(report) == {
         "exit": Outcome.FAILED,
         "next": Outcome.DEP_FAILED,
@@ -247,7 +248,7 @@ def test_callbacks_run_in_the_calling_thread_in_dependency_order() -> None:
         events.append(("done", result.key))
 
     trace = Trace({"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")})
-    execute(trace.tasks(), max_concurrent=4, on_start=on_start, on_done=on_done)
+    run_tasks(trace.tasks(), max_concurrent=4, on_start=on_start, on_done=on_done)
     assert threads == {threading.get_ident()}
     for key, deps in trace.deps.items():
         assert all(events.index(("done", dep)) < events.index(("start", key)) for dep in deps)
@@ -271,7 +272,7 @@ def test_failing_on_done_propagates_after_cancelling_the_run() -> None:
         Task("after_quick", ("quick",), never_called("after_quick")),
     ]
     with pytest.raises(RuntimeError, match="display bug"):
-        execute(tasks, max_concurrent=2, cancel=cancel, on_done=on_done)
+        run_tasks(tasks, max_concurrent=2, cancel=cancel, on_done=on_done)
     assert cancel.is_set()
     assert slow_saw_cancel == [True]  # waited for within the grace period
 
@@ -283,7 +284,7 @@ def test_failing_on_start_propagates_and_starts_nothing_more() -> None:
 
     tasks = [Task("a", (), returns(1)), Task("b", ("a",), never_called("b"))]
     with pytest.raises(RuntimeError, match="progress bug"):
-        execute(tasks, max_concurrent=1, on_start=on_start)
+        run_tasks(tasks, max_concurrent=1, on_start=on_start)
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def test_cycle_is_a_config_error_that_shows_the_path() -> None:
         Task("after", ("c",), never_called("after")),
     ]
     with pytest.raises(ConfigError) as info:
-        execute(tasks, max_concurrent=2)
+        run_tasks(tasks, max_concurrent=2)
     assert str(info.value) == (
         "dependency cycle: a -> b -> c -> a"
         " (each task depends on the next; remove one of these dependencies)"
@@ -307,7 +308,7 @@ def test_cycle_is_a_config_error_that_shows_the_path() -> None:
 
 def test_self_dependency_is_a_cycle() -> None:
     with pytest.raises(ConfigError, match=r"^dependency cycle: a -> a \("):
-        execute([Task("a", ("a",), never_called("a"))], max_concurrent=1)
+        run_tasks([Task("a", ("a",), never_called("a"))], max_concurrent=1)
 
 
 def test_cycle_at_the_end_of_a_long_chain_is_found_without_recursion() -> None:
@@ -316,29 +317,29 @@ def test_cycle_at_the_end_of_a_long_chain_is_found_without_recursion() -> None:
     tasks += [Task("p", (f"t{n - 1}", "q"), never_called("p"))]
     tasks += [Task("q", ("p",), never_called("q"))]
     with pytest.raises(ConfigError, match=r"^dependency cycle: p -> q -> p "):
-        execute(tasks, max_concurrent=4)
+        run_tasks(tasks, max_concurrent=4)
 
 
 def test_duplicate_key_is_a_value_error() -> None:
     tasks = [Task("a", (), never_called("a")), Task("a", (), never_called("a"))]
     with pytest.raises(ValueError, match="duplicate task key 'a'"):
-        execute(tasks, max_concurrent=1)
+        run_tasks(tasks, max_concurrent=1)
 
 
 def test_unknown_dep_is_a_value_error_with_a_suggestion() -> None:
     tasks = [Task("train", (), never_called("a")), Task("eval", ("trian",), never_called("b"))]
     with pytest.raises(ValueError, match=r"'eval' depends on 'trian'.*did you mean 'train'"):
-        execute(tasks, max_concurrent=1)
+        run_tasks(tasks, max_concurrent=1)
 
 
 @pytest.mark.parametrize("max_concurrent", [0, -1])
 def test_max_concurrent_below_one_is_a_value_error(max_concurrent: int) -> None:
     with pytest.raises(ValueError, match="max_concurrent"):
-        execute([Task("a", (), never_called("a"))], max_concurrent=max_concurrent)
+        run_tasks([Task("a", (), never_called("a"))], max_concurrent=max_concurrent)
 
 
 def test_no_tasks_is_an_empty_report() -> None:
-    assert execute([], max_concurrent=1) == Report({}, interrupted=False)
+    assert run_tasks([], max_concurrent=1) == Report({}, interrupted=False)
 
 
 # --- Ctrl-C and cancellation ----------------------------------------------------------------
@@ -357,7 +358,7 @@ def test_ctrl_c_cancels_unstarted_tasks_and_records_the_running_one() -> None:
         Task("other", (), never_called("other")),
     ]
     done: list[str] = []
-    report = execute_interrupted(
+    report = run_interrupted(
         tasks, max_concurrent=1, cancel=cancel, on_done=lambda r: done.append(r.key)
     )
     assert report.interrupted
@@ -378,7 +379,7 @@ def test_ctrl_c_without_a_cancel_event_still_cancels_the_rest() -> None:
         return "returned"
 
     tasks = [Task("a", (), interrupt), Task("b", ("a",), never_called("b"))]
-    report = execute_interrupted(tasks, max_concurrent=1)
+    report = run_interrupted(tasks, max_concurrent=1)
     assert report.interrupted
     assert report.results["b"].outcome is Outcome.CANCELLED
 
@@ -392,7 +393,7 @@ def test_a_task_still_running_after_grace_is_cancelled() -> None:
         return "too late"
 
     try:
-        report = execute_interrupted([Task("stubborn", (), stubborn)], max_concurrent=1, grace=0.2)
+        report = run_interrupted([Task("stubborn", (), stubborn)], max_concurrent=1, grace=0.2)
     finally:
         release.set()
     assert report.interrupted
@@ -411,7 +412,7 @@ def test_second_ctrl_c_stops_waiting_for_running_tasks() -> None:
 
     started = time.monotonic()
     try:
-        report = execute_interrupted(
+        report = run_interrupted(
             [Task("stubborn", (), stubborn)], max_concurrent=1, cancel=cancel, grace=600
         )
     finally:
@@ -437,7 +438,7 @@ def test_cancel_set_by_another_thread_stops_the_run_promptly() -> None:
     ]
     started = time.monotonic()
     try:
-        report = execute(tasks, max_concurrent=1, cancel=cancel, grace=0.2)
+        report = run_tasks(tasks, max_concurrent=1, cancel=cancel, grace=0.2)
     finally:
         release.set()
     assert time.monotonic() - started < 30  # sanity: not the 60 s the task would wait
@@ -449,6 +450,6 @@ def test_cancel_set_before_the_run_starts_nothing() -> None:
     cancel = threading.Event()
     cancel.set()
     tasks = [Task("a", (), never_called("a")), Task("b", ("a",), never_called("b"))]
-    report = execute(tasks, max_concurrent=1, cancel=cancel)
+    report = run_tasks(tasks, max_concurrent=1, cancel=cancel)
     assert report.interrupted
     assert outcomes(report) == dict.fromkeys("ab", Outcome.CANCELLED)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a real subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SWEEP = """\

@@ -1,146 +1,173 @@
 """One launch of composed configs: check the options, compile, run, report, record.
 
 ``prepare`` turns a composed config into the run options and its steps (every config error
-raised before anything runs); ``execute`` runs steps with those options under a reporter
-and writes the manifest. The CLI launches one config through both; the sweep launcher
-(``confpipe.cli.sweep``) prepares every point, then executes their merged steps once.
+raised before anything runs); ``run_and_record`` runs steps with those options under a
+reporter and writes the manifest. The CLI launches one config through both; the sweep
+launcher (``confpipe.cli.sweep``) prepares every point, then runs and records their merged
+steps once. The backend the options were built with is closed when the launch ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from confpipe.cli.manifest import write_manifest
+from confpipe.cli.plan import PLAN_FORMATS
+from confpipe.cli.progress import Display, LiveReporter, reporter_for
+from confpipe.engine.options import RunOptions
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 
-__all__ = ["PLAN_FORMATS", "Executed", "Prepared", "execute", "launch", "prepare"]
+__all__ = ["LaunchResult", "Prepared", "close_backend", "launch", "prepare", "run_and_record"]
 
-PLAN_FORMATS = ("table", "mermaid", "dot")
 log = logging.getLogger("confpipe")
 
 
 @dataclass(frozen=True)
-class Executed:
-    """What ``execute`` did: the reporter (its tally says how each step ended), the
+class LaunchResult:
+    """What ``run_and_record`` did: the reporter (its tally says how each step ended), the
     manifest's path (None for a dry run, or if it could not be written) and the RunFailed,
     if steps failed."""
 
-    reporter: Any
+    reporter: Display
     manifest: str | None
     failed: RunFailed | None
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A composed config made ready to run: ``run()``'s options and the compiled steps."""
+    """A composed config made ready to run: its run options and the compiled steps."""
 
-    options: dict[str, Any]
+    options: RunOptions
     steps: list[StepSpec]
     plan_format: str
 
 
-def prepare(cfg: DictConfig, *, options: dict[str, Any] | None = None, point: str = "") -> Prepared:
+def prepare(cfg: DictConfig, *, options: RunOptions | None = None, point: str = "") -> Prepared:
     """Check ``cfg``'s run options (or reuse ``options`` built from an equal config) and
-    compile its steps. ``point`` names a sweep point in the error for a config with no step."""
+    compile its steps. ``point`` names a sweep point in the error for a config with no step.
+
+    The backend of options built here is the caller's to close (``close_backend``) once
+    this returns; if it raises, it has closed it."""
+    # Hydra imports this module in its plugin scan (hydra_plugins.confpipe_launcher), in any
+    # Hydra app: the compiler registers the ${step:} resolver, so it is imported only here
     from confpipe.config.compiler import compile_steps, run_options
 
     if cfg.plan_format not in PLAN_FORMATS:
         raise ConfigError(
             f"plan_format: {cfg.plan_format!r} is unknown; use one of {', '.join(PLAN_FORMATS)}"
         )
+    built = options is None
     options = options if options is not None else run_options(cfg)
-    steps = compile_steps(cfg, backend=options["backend"])
-    if not steps:
-        where = f" (sweep point: {point})" if point else ""
-        raise ConfigError(
-            f"no steps to run: choose an experiment with +experiment=NAME{where or _available()}"
-        )
+    try:
+        steps = compile_steps(cfg, backend=options.backend)
+        if not steps:
+            where = f" (sweep point: {point})" if point else ""
+            raise ConfigError(
+                f"no steps to run: choose an experiment with +experiment=NAME"
+                f"{where or _available()}"
+            )
+    except BaseException:
+        if built:
+            close_backend(options)
+        raise
     return Prepared(options, steps, str(cfg.plan_format))
 
 
-def execute(
+def close_backend(options: RunOptions) -> None:
+    """Close the backend the options were built with (from the config), once, at the end."""
+    if options.backend is not None:
+        options.backend.close()
+
+
+def run_and_record(
     steps: Sequence[StepSpec],
     prepared: Prepared,
     hydra_cfg: Any,
     *,
     points: int | None = None,
-) -> Executed:
+) -> LaunchResult:
     """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run).
 
     Interrupted is raised once the manifest is written. ``points``: the number of sweep
     points merged into ``steps``, shown in the plan line.
     """
-    from confpipe.cli.progress import reporter_for
-    from confpipe.engine.pipeline import run
+    from confpipe.engine.pipeline import run_steps  # the engine: not for Hydra's plugin scan
 
     options = prepared.options
-    reporter: Any = reporter_for(sys.stderr, prepared.plan_format, points=points)
+    reporter = reporter_for(sys.stderr, prepared.plan_format, points=points)
     _configure_logging(reporter)
     experiment = hydra_cfg.runtime.choices.get("experiment")
     overrides = list(hydra_cfg.overrides.task)
     failed: RunFailed | None = None
     try:
-        run(steps, reporter=reporter, **options)
+        run_steps(steps, options, reporter)
     except RunFailed as err:
         failed = err
     except Interrupted:
         _manifest(reporter, experiment, options, overrides)
         raise
     manifest = None
-    if not options["dry_run"]:
+    if not options.dry_run:
         manifest = _manifest(reporter, experiment, options, overrides)
         if manifest is not None:
             print(f"manifest: {manifest}", file=sys.stderr)
-    return Executed(reporter, manifest, failed)
+    return LaunchResult(reporter, manifest, failed)
 
 
 def launch(cfg: DictConfig) -> None:
     """Compile the composed config, run it, write the manifest; raise RunFailed if a step
-    failed."""
-    from hydra.core.hydra_config import HydraConfig
-
+    failed. The backend is closed at the end, whatever happened."""
     prepared = prepare(cfg)
-    failed = execute(prepared.steps, prepared, HydraConfig.get()).failed
+    try:
+        failed = run_and_record(prepared.steps, prepared, HydraConfig.get()).failed
+    finally:
+        close_backend(prepared.options)
     if failed is not None:
         raise failed
 
 
 def _available() -> str:
-    from hydra.core.global_hydra import GlobalHydra
-
     names = sorted(GlobalHydra.instance().config_loader().get_group_options("experiment"))
     return f" (available: {', '.join(names) or 'none found'})"
 
 
 def _manifest(
-    reporter: Any, experiment: Any, options: Mapping[str, Any], overrides: Sequence[str]
+    reporter: Display,
+    experiment: Any,
+    options: RunOptions,
+    overrides: Sequence[str],
 ) -> str | None:
-    from confpipe.cli.manifest import write_manifest
-
     plans = [row.plan for row in reporter.tally.rows.values()]
     ends = {key: row.state for key, row in reporter.tally.rows.items()}
-    shown = {k: v for k, v in options.items() if k not in ("backend", "lock_options")}
+    shown = {  # the backend and lock options are in the config, not repeated here
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if f.name not in ("backend", "lock_options")
+    }
     try:
-        return write_manifest(options["prefix"], experiment, plans, ends, shown, overrides)
+        return write_manifest(options.prefix, experiment, plans, ends, shown, overrides)
     except Exception as err:  # the steps' own records are written: the run stands without it
         print(f"confpipe: could not write the manifest: {err}", file=sys.stderr)
         return None
 
 
-def _configure_logging(reporter: Any) -> None:
+def _configure_logging(reporter: Display) -> None:
     """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
-    console = getattr(reporter, "console", None)
     handler: logging.Handler
-    if console is not None:
-        from rich.logging import RichHandler
+    if isinstance(reporter, LiveReporter):
+        from rich.logging import RichHandler  # rich costs start-up: only for a live display
 
-        handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler = RichHandler(console=reporter.console, show_path=False, show_time=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("confpipe: %(message)s"))

@@ -14,12 +14,18 @@ import threading
 import traceback
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from confpipe.cli.launch import launch
+from confpipe.cli.sweep import failed_points
 from confpipe.config import compose as compose_once
 from confpipe.config import schema
+from confpipe.config.compiler import register_resolver
+from confpipe.config.explain import explain
 from confpipe.config.search import shipped_conf
+from confpipe.engine.status import git_commit
 from confpipe.errors import ConfpipeError, Interrupted, RunFailed
 
 
@@ -31,14 +37,10 @@ def main() -> None:
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
     sys.argv[1:] = flags_first(sys.argv[1:])
-    from confpipe.engine.status import git_commit
-
     # the manifest wants the git commit: ask git while Hydra composes, not after
     threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
     schema.register()
     compose_once.install(multirun=bool(_MULTIRUN & set(sys.argv[1:])))
-    from confpipe.config.compiler import register_resolver
-
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
     signal.signal(signal.SIGTERM, _as_ctrl_c)  # `kill`, a scheduler's stop: clean up as Ctrl-C
     try:
@@ -60,8 +62,7 @@ def _as_ctrl_c(signum: int, frame: object) -> None:
 def _exit_if_points_failed() -> None:
     """Exit 1 when sweep points failed, also when the sweeper carried on past them (Optuna
     tolerates failed trials up to its max_failure_rate)."""
-    sweep = sys.modules.get("confpipe.cli.sweep")
-    failed = getattr(sweep, "FAILED_POINTS", [])
+    failed = failed_points()
     if failed:
         shown = "; ".join(failed[:3])
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
@@ -86,8 +87,6 @@ def report(err: BaseException) -> int:
     if isinstance(err, ConfpipeError):
         message, code = str(err), err.exit_code
     else:
-        from confpipe.config.explain import explain
-
         explained = explain(err)
         if explained is None:  # not a user error: a bug, show everything
             traceback.print_exception(err)
@@ -117,7 +116,4 @@ def _app(cfg: DictConfig) -> None:
 
 def _one_of_many() -> bool:
     """True when another launcher (``hydra/launcher=basic``) runs this as one sweep point."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

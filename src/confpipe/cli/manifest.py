@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
 from confpipe.engine.status import launch_id, launch_info
 from confpipe.storage import store_for
@@ -23,7 +24,7 @@ def write_manifest(
     prefix: str,
     experiment: str | None,
     plans: Sequence[StepPlan],
-    ends: Mapping[str, str],
+    ends: Mapping[str, Outcome],
     options: Mapping[str, Any],
     overrides: Sequence[str],
 ) -> str:
@@ -48,7 +49,7 @@ def write_manifest(
                 "where": p.where.value,
                 "output": p.output,
                 "planned": p.state.value,
-                "end": ends.get(p.spec.identity, p.state.value),
+                "end": ends.get(p.spec.identity, p.state).value,
             }
             for p in plans
         ],

@@ -1,8 +1,9 @@
 """Progress while a run goes and its summary at the end: a live rich table on a terminal,
-plain log lines elsewhere.
+plain lines elsewhere.
 
-Both reporters receive the same events from ``pipeline.run`` (see ``plan.Reporter``); rich
-is imported only when a live display is drawn.
+Both reporters receive the same events from ``pipeline.run`` (see ``engine.report.Reporter``)
+and keep the same ``Tally``; the plain one is the engine's ``LineReporter`` with the CLI's
+plan formats and a sweep's heading. rich is imported only when a live display is drawn.
 """
 
 from __future__ import annotations
@@ -11,78 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from confpipe.engine.plan import (
-    PlanState,
-    Reporter,
-    StepEnd,
-    StepPlan,
-    Where,
-    format_diagram,
-    format_plan,
-)
-from confpipe.engine.status import jobs_dir, status_path
-from confpipe.errors import StepFailed
+from confpipe.cli.plan import show_plan
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan, Where
+from confpipe.engine.report import LineReporter, Tally, first_line, log_tail, plan_counts, where_of
+from confpipe.engine.status import jobs_dir
 from confpipe.storage import store_for
-
-TAIL_LINES = 12
-
-
-@dataclass
-class _Row:
-    plan: StepPlan
-    state: str
-    started: float | None = None
-    seconds: float | None = None
-    error: BaseException | None = None
-
-
-@dataclass
-class Tally:
-    """What a launch did, step by step; the summary is drawn from it."""
-
-    rows: dict[str, _Row] = field(default_factory=dict)
-
-    def count(self, *states: str) -> int:
-        return sum(row.state in states for row in self.rows.values())
-
-    def failures(self) -> list[_Row]:
-        return [r for r in self.rows.values() if r.state == StepEnd.FAILED.value]
-
-    def summary_lines(self) -> list[str]:
-        ran = self.count(StepEnd.SUCCEEDED.value)
-        cached = self.count(PlanState.CACHED.value, StepEnd.CACHED.value)
-        failed = self.count(StepEnd.FAILED.value)
-        blocked = self.count(StepEnd.DEP_FAILED.value)
-        cancelled = self.count(StepEnd.CANCELLED.value)
-        line = f"summary: {ran} ran, {cached} cached, {failed} failed"
-        line += f", {blocked} not run" if blocked else ""
-        lines = [line + (f", {cancelled} cancelled" if cancelled else "")]
-        for row in self.failures():
-            lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
-            log_path = getattr(row.error, "log_path", None)
-            if log_path:
-                lines.append(f"    log: {log_path}")
-            else:  # a thread step: its traceback is in its FAILED status record
-                lines.append(f"    traceback: {status_path(row.plan.output)}")
-        return lines
-
-
-def first_line(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
-    """The last lines of a failed job's log as carried by its error (none for thread steps)."""
-    if not isinstance(error, StepFailed):
-        return []
-    text = str(error).splitlines()
-    return text[1:][-lines:]
 
 
 class JobLogs:
@@ -122,63 +59,33 @@ class JobLogs:
         return blob.data.decode(errors="replace").splitlines()[-self.lines :]
 
 
-def where_of(plan: StepPlan) -> str:
-    return plan.where.value + (f" ({plan.resources.describe()})" if plan.resources else "")
-
-
-class PlainReporter:
-    """One line per event, for logs and pipes."""
+class PlainReporter(LineReporter):
+    """One line per event, for logs and pipes; the plan in ``plan_format``."""
 
     def __init__(
         self, write: Callable[[str], None], plan_format: str = "table", points: int | None = None
     ) -> None:
-        self.write, self.plan_format, self.points, self.tally = write, plan_format, points, Tally()
+        super().__init__(write)
+        self.plan_format, self.points = plan_format, points
+
+    def heading(self, plans: Sequence[StepPlan]) -> str:
+        return plan_line(plans, self.points)
+
+    def plan_text(self, plans: Sequence[StepPlan]) -> str:
+        return show_plan(plans, self.plan_format)
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
-        for plan in plans:
-            self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
-        if dry_run:  # the plan is the product: stdout, not the progress stream
-            print(show_plan(plans, self.plan_format), flush=True)
-            if self.points:  # how the sweep merged: on the progress stream
-                self.write(f"plan: {plan_line(plans, self.points)} (dry run)")
-            return
-        self.write(f"plan: {plan_line(plans, self.points)}")
-
-    def started(self, plan: StepPlan) -> None:
-        self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
-        self.write(f"start {plan.label} [{where_of(plan)}]")
-
-    def finished(
-        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
-    ) -> None:
-        self.tally.rows[plan.spec.identity] = _Row(plan, end.value, None, seconds, error)
-        detail = f": {first_line(error)}" if error is not None else ""
-        self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
-        for line in log_tail(error):
-            self.write(f"  | {line}")
-
-    def close(self) -> None:
-        if any(r.state != PlanState.CACHED.value or r.seconds for r in self.tally.rows.values()):
-            for line in self.tally.summary_lines():
-                self.write(line)
+        super().planned(plans, dry_run)
+        if dry_run and self.points:  # how the sweep merged: on the progress stream
+            self.write(f"plan: {self.heading(plans)} (dry run)")
 
 
 def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
-    """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``;
-    failed and blocked steps (force_run_failed=false) are counted apart."""
-    count = {state: sum(p.state is state for p in plans) for state in PlanState}
+    """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``."""
     steps = f"{len(plans)} steps"
     if points:
         steps = f"{points} sweep point{'s' * (points != 1)} -> {len(plans)} unique steps"
-    todo = count[PlanState.WILL_RUN] + count[PlanState.RUNNING]
-    line = f"{steps}, {count[PlanState.CACHED]} cached, {todo} to run"
-    for state in (PlanState.FAILED, PlanState.BLOCKED):
-        line += f", {count[state]} {state.value}" if count[state] else ""
-    return line
-
-
-def show_plan(plans: Sequence[StepPlan], plan_format: str) -> str:
-    return format_plan(plans) if plan_format == "table" else format_diagram(plans, plan_format)
+    return f"{steps}, {plan_counts(plans)}"
 
 
 class LiveReporter:
@@ -198,8 +105,7 @@ class LiveReporter:
         self.job_logs = JobLogs()
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
-        for plan in plans:
-            self.tally.rows[plan.spec.identity] = _Row(plan, plan.state.value)
+        self.tally.planned(plans)
         self.heading = plan_line(plans, self.points)
         if dry_run:  # the plan is the product: stdout, not the progress stream
             from rich.console import Console
@@ -217,13 +123,13 @@ class LiveReporter:
 
     def started(self, plan: StepPlan) -> None:
         with self._guard:
-            self.tally.rows[plan.spec.identity] = _Row(plan, "running", time.monotonic())
+            self.tally.started(plan)
 
     def finished(
-        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
+        self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None:
         with self._guard:
-            self.tally.rows[plan.spec.identity] = _Row(plan, end.value, None, seconds, error)
+            self.tally.finished(plan, end, seconds, error)
 
     def close(self) -> None:
         if self._live is not None:
@@ -238,7 +144,7 @@ class LiveReporter:
 
         with self._guard:
             parts: list[Any] = [self._table(title=self.heading)]
-            running = [r for r in self.tally.rows.values() if r.state == "running"]
+            running = [r for r in self.tally.rows.values() if r.state is Outcome.RUNNING]
             for row in running:
                 if row.plan.where is not Where.THREAD:
                     tail = self.job_logs.tail(row.plan.output)
@@ -264,8 +170,7 @@ class LiveReporter:
             elapsed = row.seconds if row.seconds is not None else None
             if row.started is not None:
                 elapsed = now - row.started
-            done = row.state in (StepEnd.SUCCEEDED.value, StepEnd.CACHED.value, "cached")
-            detail = plan.output if done else plan.reason
+            detail = plan.output if row.state.has_result else plan.reason
             if row.error is not None:
                 detail = first_line(row.error)
             table.add_row(
@@ -276,25 +181,29 @@ class LiveReporter:
 
 
 _STYLES = {
-    "running": "bold yellow",
-    "succeeded": "green",
-    "cached": "cyan",
-    "failed": "bold red",
-    "dep failed": "red",
-    "blocked": "red",
-    "cancelled": "magenta",
+    Outcome.RUNNING: "bold yellow",
+    Outcome.SUCCEEDED: "green",
+    Outcome.CACHED: "cyan",
+    Outcome.FAILED: "bold red",
+    Outcome.DEP_FAILED: "red",
+    Outcome.BLOCKED: "red",
+    Outcome.CANCELLED: "magenta",
 }
 
 
-def _styled(state: str) -> Any:
+def _styled(state: Outcome) -> Any:
     from rich.text import Text
 
-    return Text(state, style=_STYLES.get(state, ""))
+    return Text(state.value, style=_STYLES.get(state, ""))
+
+
+Display = PlainReporter | LiveReporter
+"""A launch's reporter: either keeps the ``tally`` the manifest and a sweep's results read."""
 
 
 def reporter_for(
     stream: TextIO | None = None, plan_format: str = "table", *, points: int | None = None
-) -> Reporter:
+) -> Display:
     """A live display on a terminal, plain lines anywhere else. ``points``: a sweep's number
     of points, merged into the steps the plan shows."""
     stream = stream or sys.stderr

@@ -15,16 +15,19 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from confpipe.cli.progress import first_line
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.report import first_line
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, did_you_mean
+from confpipe.storage import store_for
 
-__all__ = ["Point", "PointResult", "check_names", "objective_of", "results", "write"]
+__all__ = [
+    "Point", "PointResult", "PointStatus", "check_names", "objective_of", "results", "write",
+]  # fmt: skip
 
-_DONE = ("succeeded", "cached")
-_BLOCKED = ("dep failed", "cancelled")
 TABLE_METRICS = 6  # metric columns the table shows; the CSV and JSON have every one
 
 
@@ -38,22 +41,33 @@ class Point:
     sweep: Mapping[str, Any]
 
 
+class PointStatus(Enum):
+    """How a sweep point ended, from its steps' outcomes; the value is what the table shows."""
+
+    RAN = "ran"  # every step succeeded, and some ran now
+    CACHED = "cached"  # every step had succeeded earlier
+    FAILED = "failed"  # a step of it failed
+    NOT_RUN = "not run"  # a step of it was stopped: a dependency failed, or Ctrl-C
+    SKIPPED = "skipped"  # run_only left out all of it
+    PARTIAL = "partial"  # run_only left out some of it
+
+
 @dataclass
 class PointResult:
     overrides: list[str]
-    status: str  # ran | cached | failed | not run | skipped / partial (run_only left out)
+    status: PointStatus
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # the failing step and the first line of its error
 
     @property
     def finished(self) -> bool:
         """Every step of the point succeeded (now or earlier): it has metrics."""
-        return self.status in ("ran", "cached")
+        return self.status in (PointStatus.RAN, PointStatus.CACHED)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "overrides": self.overrides,
-            "status": self.status,
+            "status": self.status.value,
             "metrics": self.metrics,
             "error": self.error,
         }
@@ -82,22 +96,28 @@ def check_names(sweep: Mapping[str, Any], steps: Iterable[str]) -> None:
                 )
 
 
-def results(points: Sequence[Point], ends: Mapping[str, Any], load: Any) -> list[PointResult]:
-    """One PointResult per point. ``ends``: step identity -> (state, output, error) as the
-    run's tally has them; ``load(output)`` reads a succeeded step's result value."""
+End = tuple[Outcome, str, BaseException | None]
+"""How a step ended, its output and its error, as the run's tally has them."""
+
+
+def results(points: Sequence[Point], ends: Mapping[str, End], load: Any) -> list[PointResult]:
+    """One PointResult per point. ``ends``: step identity -> End; ``load(output)`` reads a
+    succeeded step's result value."""
     swept = _swept(points)
     loaded: dict[str, Any] = {}
 
     def value_of(spec: StepSpec) -> Any:
         if spec.identity not in loaded:
             state, output, _ = ends[spec.identity]
-            loaded[spec.identity] = load(output) if state in _DONE else None
+            loaded[spec.identity] = load(output) if state.has_result else None
         return loaded[spec.identity]
 
     rows = []
     for point in points:
         row = PointResult([o for o in point.overrides if o in swept], _status(point, ends))
-        failed = [s for s in point.steps if s.identity in ends and ends[s.identity][0] == "failed"]
+        failed = [
+            s for s in point.steps if s.identity in ends and ends[s.identity][0] is Outcome.FAILED
+        ]
         if failed:
             row.error = f"{failed[0].name}: {first_line(ends[failed[0].identity][2])}"
         by_name = {s.name: s for s in point.steps if s.identity in ends}
@@ -149,15 +169,13 @@ def objective_of(row: PointResult, sweep: Mapping[str, Any]) -> float | list[flo
 
 def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
     """``{stem}.csv`` (a column per metric) and ``{stem}.json``; returns both paths."""
-    from confpipe.storage import store_for
-
     metric_names = _metric_names(rows)
     out = io.StringIO()
     table = csv.writer(out)
     table.writerow(["overrides", "status", *metric_names, "error"])
     for row in rows:
         values = [row.metrics.get(k) for k in metric_names]  # full precision: data, not display
-        table.writerow([" ".join(row.overrides), row.status, *values, row.error])
+        table.writerow([" ".join(row.overrides), row.status.value, *values, row.error])
     store = store_for(stem)
     paths = (f"{stem}.csv", f"{stem}.json")
     store.write(paths[0], out.getvalue().encode())
@@ -168,7 +186,7 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
 
 def table(rows: Sequence[PointResult], title: str) -> Any:
     """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all)."""
-    from rich.table import Table
+    from rich.table import Table  # rich costs a cached run's start-up: only when shown
     from rich.text import Text  # cells are text: an override like paths=[/a] is not markup
 
     metric_names = _metric_names(rows)
@@ -187,7 +205,7 @@ def table(rows: Sequence[PointResult], title: str) -> Any:
     if errors:
         shown.add_column("error", overflow="fold")
     for row in rows:
-        cells = [" ".join(row.overrides) or "(base)", row.status]
+        cells = [" ".join(row.overrides) or "(base)", row.status.value]
         cells += [_cell(row.metrics.get(k)) for k in shown_names]
         shown.add_row(*map(Text, [*cells, *([row.error] if errors else [])]))
     return shown
@@ -206,17 +224,17 @@ def _swept(points: Sequence[Point]) -> set[str]:
     return {o for p in points for o in p.overrides if o not in common}
 
 
-def _status(point: Point, ends: Mapping[str, Any]) -> str:
+def _status(point: Point, ends: Mapping[str, End]) -> PointStatus:
     states = [ends[s.identity][0] for s in point.steps if s.identity in ends]
-    if not states:  # run_only left out all of it
-        return "skipped"
-    if len(states) < len(point.steps):  # run_only left out some of it
-        return "partial"
-    if "failed" in states:
-        return "failed"
-    if any(state in _BLOCKED for state in states):
-        return "not run"
-    return "ran" if "succeeded" in states else "cached"
+    if not states:
+        return PointStatus.SKIPPED
+    if len(states) < len(point.steps):
+        return PointStatus.PARTIAL
+    if Outcome.FAILED in states:
+        return PointStatus.FAILED
+    if any(state.stopped for state in states):
+        return PointStatus.NOT_RUN
+    return PointStatus.RAN if Outcome.SUCCEEDED in states else PointStatus.CACHED
 
 
 def _leaf_metrics(point: Point, by_name: Mapping[str, StepSpec], value_of: Any) -> list[str]:

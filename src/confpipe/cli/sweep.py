@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -26,15 +27,22 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import results
-from confpipe.cli.launch import Prepared
+from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
+from confpipe.cli.progress import Display, LiveReporter
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
 
-__all__ = ["ConfpipeLauncher"]
+__all__ = ["ConfpipeLauncher", "failed_points", "tidy_sweep_dir"]
 
-_NOT_DONE = {"dep failed", "cancelled"}  # StepEnd values of a step blocked by a failure
-FAILED_POINTS: list[str] = []
-"""Every failed point of this process's sweeps: the CLI exits 1 when there is one, also when
-the sweeper carried on (an adaptive sweeper tolerates some failed trials)."""
+_failed_points: list[str] = []  # of every sweep of this process: see failed_points()
+
+
+def failed_points() -> list[str]:
+    """Every failed point of this process's sweeps (``overrides: error``): the CLI exits 1
+    when there is one, also when the sweeper carried on (an adaptive sweeper tolerates some
+    failed trials)."""
+    return list(_failed_points)
 
 
 @dataclass(frozen=True)
@@ -66,45 +74,65 @@ class ConfpipeLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Compose and compile every point, run the merged DAG, one JobReturn per point."""
-        from confpipe.cli.launch import execute, prepare
-
-        assert self.config is not None and self.hydra_context is not None
         if not job_overrides:
             return []
+        points, first = self._prepare(job_overrides, initial_job_idx)
+        try:
+            return self._run(points, first)
+        finally:
+            close_backend(first.options)  # built by the first point, shared by the others
+
+    def _prepare(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> tuple[list[_Point], Prepared]:
+        """Every point composed, checked and compiled, before anything runs; and the first
+        point's preparation, whose run options (and backend) every point shares."""
+        assert self.config is not None and self.hydra_context is not None
         compose = _Composer(self.config, self.hydra_context)
         points: list[_Point] = []
         first: Prepared | None = None
         first_key: dict[str, Any] = {}
-        for num, overrides in enumerate(job_overrides, initial_job_idx):
-            cfg, steps_only = compose(list(overrides), num)
-            key = first_key if first is not None and steps_only else _options_key(cfg)
-            if first is not None and key != first_key:
-                raise ConfigError(_differing(first_key, key, overrides))
-            prepared = prepare(
-                cfg, options=first.options if first else None, point=" ".join(overrides)
-            )
-            sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
-            results.check_names(sweep, {s.name for s in prepared.steps})
-            first, first_key = first or prepared, first_key or key
-            points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
+        try:
+            for num, overrides in enumerate(job_overrides, initial_job_idx):
+                cfg, steps_only = compose(list(overrides), num)
+                key = first_key if first is not None and steps_only else _options_key(cfg)
+                if first is not None and key != first_key:
+                    raise ConfigError(_differing(first_key, key, overrides))
+                prepared = prepare(
+                    cfg, options=first.options if first else None, point=" ".join(overrides)
+                )
+                sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
+                results.check_names(sweep, {s.name for s in prepared.steps})
+                first, first_key = first or prepared, first_key or key
+                points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
+        except BaseException:
+            if first is not None:
+                close_backend(first.options)
+            raise
         assert first is not None
-        _check_adaptive(self.config.hydra, points, first.options["dry_run"])
+        return points, first
+
+    def _run(self, points: list[_Point], first: Prepared) -> list[JobReturn]:
+        """Run the points' merged steps once; one JobReturn per point."""
+        assert self.config is not None
+        dry_run = first.options.dry_run
+        _check_adaptive(self.config.hydra, points, dry_run)
         # the sweep's folder, as Hydra's launchers make it: sweepers save their results there
         # (Optuna: optimization_results.yaml); it holds nothing else of confpipe's
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        done = execute(steps, first, hydra_cfg, points=len(points))
+        done = run_and_record(steps, first, hydra_cfg, points=len(points))
         reporter = done.reporter
-        if first.options["dry_run"]:
+        if dry_run:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
         rows = _results(points, reporter, done.manifest)
         returns = [
             _job_return(p, reporter, r, hydra_cfg) for p, r in zip(points, rows, strict=True)
         ]
-        FAILED_POINTS.extend(
-            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status}"
+        _failed_points.extend(
+            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status.value}"
             for r, ret in zip(rows, returns, strict=True)
             if ret.status is JobStatus.FAILED
         )
@@ -157,20 +185,21 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _results(
-    points: Sequence[_Point], reporter: Any, manifest: str | None
+    points: Sequence[_Point], reporter: Display, manifest: str | None
 ) -> list[results.PointResult]:
     """The points' results: shown as a table below the summary, written next to the
     manifest (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
-    from rich.console import Console
-
-    from confpipe.engine.status import load_result
+    from rich.console import Console  # rich costs a cached run's start-up: only when shown
 
     ends = {
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
     rows = results.results(points, ends, load_result)
     # on a terminal the live display's console; in a log, wide enough not to fold the columns
-    console = getattr(reporter, "console", None) or Console(file=sys.stderr, width=200)
+    if isinstance(reporter, LiveReporter):
+        console = reporter.console
+    else:
+        console = Console(file=sys.stderr, width=200)
     console.print(results.table(rows, f"{len(rows)} sweep points"))
     if manifest is not None:
         stem = manifest.rsplit("/manifests/", 1)
@@ -220,8 +249,6 @@ class _Composer:
             with open_dict(cfg):
                 del cfg["hydra"]
             return cfg, False
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         cfg = copy.deepcopy(self.base)
         ConfigLoaderImpl._apply_overrides_to_config(extra, cfg)
         return cfg, all(o.key_or_group.startswith("steps.") for o in extra)
@@ -269,7 +296,7 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
 
 def _job_return(
     point: _Point,
-    reporter: Any,
+    reporter: Display,
     row: results.PointResult | None,
     hydra_cfg: DictConfig,
 ) -> JobReturn:
@@ -283,15 +310,15 @@ def _job_return(
     if row is None:  # a dry run: nothing ran
         ret.return_value = None
         return ret
-    if row.status in ("failed", "not run"):
+    if row.status in (results.PointStatus.FAILED, results.PointStatus.NOT_RUN):
         errors: dict[str, BaseException] = {}
         blocked: dict[str, str] = {}
         for spec in point.steps:
             step = reporter.tally.rows.get(spec.identity)
-            if step is not None and step.state == "failed":
+            if step is not None and step.state is Outcome.FAILED:
                 errors[spec.name] = step.error or RuntimeError("failed")
-            elif step is not None and step.state in _NOT_DONE:
-                blocked[spec.name] = step.state
+            elif step is not None and step.state.stopped:
+                blocked[spec.name] = step.state.value
         ret.status, ret.return_value = JobStatus.FAILED, RunFailed(errors, blocked)
         return ret
     if row.error:  # no objective value (see results.results)
@@ -299,7 +326,9 @@ def _job_return(
         return ret
     wants_objective = bool(results.names(point.sweep.get("objective")))
     if not row.finished and wants_objective and _adaptive(hydra_cfg) is not None:  # run_only
-        error = f"sweep.objective: no value, run_only left out this point's steps ({row.status})"
+        error = (
+            f"sweep.objective: no value, run_only left out this point's steps ({row.status.value})"
+        )
         ret.status, ret.return_value = JobStatus.FAILED, ConfpipeError(error)
         return ret
     objective = results.objective_of(row, point.sweep) if wants_objective and row.finished else None

@@ -7,9 +7,9 @@ functions that don't import or don't take the config's keywords (``confpipe.conf
 and resources the chosen backend can't serve. ``${step:NAME}`` is only allowed in a step's
 ``config``: an edge only means something where it passes the output path to the function.
 
-``run_options(cfg)`` and ``backend_for(cfg)`` read the rest of the config: ``run()``'s
-keyword arguments and the backend (built by ``confpipe.backends.registry``). Importing this module
-registers the ``step`` resolver.
+``run_options(cfg)`` and ``backend_for(cfg)`` read the rest of the config: the run's
+``RunOptions`` and the backend (built by ``confpipe.backends.registry``). Importing this
+module registers the ``step`` resolver.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from confpipe.errors import ConfigError, closest, did_you_mean
 
 if TYPE_CHECKING:
     from confpipe.backends import Backend
+    from confpipe.engine.options import RunOptions
 
 __all__ = ["backend_for", "compile_steps", "register_resolver", "run_options"]
 
@@ -123,9 +124,11 @@ def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
 
 def run_options(
     cfg: DictConfig | Mapping[str, Any], *, backend: Backend | None = None
-) -> dict[str, Any]:
-    """``run()``'s keyword arguments from the run options (``backend`` default: backend_for)."""
+) -> RunOptions:
+    """The config's run options, checked (``backend`` default: ``backend_for(cfg)``)."""
+    # imported when used, as step_resources above: explaining a config error stays light
     from confpipe.engine.lock import LockOptions
+    from confpipe.engine.options import RunOptions
 
     cfg = _run_conf(cfg)
     keys = [str(k) for k in cfg if k != "hydra"]
@@ -154,16 +157,16 @@ def run_options(
             f"lock.heartbeat_interval: must be positive and smaller than lock.lease_timeout (got "
             f"{heartbeat:g} and {lease:g}); e.g. heartbeat_interval=30, lease_timeout=90"
         )
-    return {
-        "prefix": prefix,
-        "dry_run": options["dry_run"],
-        "run_only": run_only,
-        "force_run_failed": options["force_run_failed"],
-        "max_concurrent": options["max_concurrent"],
-        "detach": options["detach"],
-        "lock_options": LockOptions(float(heartbeat), float(lease)),
-        "backend": backend if backend is not None else backend_for(cfg),
-    }
+    return RunOptions(
+        prefix=prefix,
+        dry_run=options["dry_run"],
+        run_only=None if run_only is None else tuple(run_only),
+        force_run_failed=options["force_run_failed"],
+        max_concurrent=options["max_concurrent"],
+        detach=options["detach"],
+        lock_options=LockOptions(float(heartbeat), float(lease)),
+        backend=backend if backend is not None else backend_for(cfg),
+    )
 
 
 def _run_conf(cfg: DictConfig | Mapping[str, Any]) -> DictConfig:

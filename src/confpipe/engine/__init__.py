@@ -1,13 +1,16 @@
 """The engine: steps made executable and run, each exactly once, its outcome recorded.
 
 spec        ``StepSpec``: a step's identity, hash and output path
+outcome     ``Outcome``: the one enum of what a launch does with a step (plan and end)
 status      the records beside each output (status, info, result, lease paths)
 cache       skip what succeeded; record RUNNING, the result and SUCCESS last
 lock        a lease per step: heartbeat, takeover, fencing
 remote      the one job wrapper: ``@remote``, ``as_job`` and ``run_job``
 plan        the read-only plan: which steps run, why, and where
+report      the ``Reporter`` protocol, and the plain lines of a run given no reporter
+options     ``RunOptions``: a run's options, given whole
 pipeline    ``run()``: plan, wrap each step once (cache, lock, remote), run
-runner/     a DAG of tasks on threads, knowing nothing of steps
+runner/     a DAG of tasks on threads, knowing nothing of steps (only ``outcome``)
 
 May import: ``confpipe.backends``, ``confpipe.storage``, ``confpipe.errors``,
 ``confpipe.cancel`` (never ``confpipe.config`` or ``confpipe.cli``).

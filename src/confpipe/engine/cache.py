@@ -21,9 +21,9 @@ from typing import Any
 from confpipe.backends import encode_result
 from confpipe.cancel import CancelScope
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
-    CACHED,
     Status,
     StepState,
     info_path,
@@ -49,6 +49,10 @@ class Records:
     def done(self, output_path: str) -> bool:
         status = self.status(output_path)
         return status is not None and status.state is StepState.SUCCESS
+
+    def skipped(self) -> Any:
+        """What the step's executable returns when it found the step done."""
+        return Outcome.CACHED
 
     def status(self, output_path: str) -> Status | None:
         """The step's status in ``output_path`` (None if it holds another hash's records)."""
@@ -129,13 +133,14 @@ def _public(resources: dict[str, Any]) -> dict[str, Any]:
 def cache(
     fn: Callable[..., Any], records: Records, *, force_run_failed: bool = True
 ) -> Callable[..., Any]:
-    """Return CACHED without calling ``fn`` when the step already succeeded."""
+    """Return ``Outcome.CACHED`` without calling ``fn`` when the step already succeeded (a
+    step function's own value is JSON, never an enum)."""
 
     @functools.wraps(fn)
     def cached(*, output_path: str, **config: Any) -> Any:
         status = records.status(output_path)
         if status is not None and status.state is StepState.SUCCESS:
-            return CACHED
+            return Outcome.CACHED
         if status is not None and status.is_failure() and not force_run_failed:
             raise previous_failure(records.spec.name, status)
         return fn(output_path=output_path, **config)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confpipe.cancel import CancelScope, entered
-from confpipe.engine.status import CACHED, lease_path
+from confpipe.engine.status import lease_path
 from confpipe.errors import LeaseLost, StepFailed
 from confpipe.storage import Blob, Store
 
@@ -52,7 +52,14 @@ class Holder:
 class Hooks(Protocol):
     """What runs inside the lease (cache.py's records): re-check, begin, commit, fail."""
 
-    def done(self, output_path: str) -> bool: ...
+    def done(self, output_path: str) -> bool:
+        """True when another launch finished the step while this one waited for the lease."""
+        ...
+
+    def skipped(self) -> Any:
+        """What the locked call returns, without calling the function, when ``done``."""
+        ...
+
     def begin(self, output_path: str) -> bool: ...
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None: ...
     def fail(
@@ -261,7 +268,7 @@ def lock(
             if hooks is not None:
                 for _ in range(_BEGIN_TRIES):
                     if hooks.done(output_path):  # another launch finished it meanwhile
-                        return CACHED
+                        return hooks.skipped()
                     if hooks.begin(output_path):  # False: a late write of the last holder
                         break
                 else:

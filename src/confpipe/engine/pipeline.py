@@ -6,6 +6,7 @@ This is the one place where a step's function is composed with the wrappers:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -16,24 +17,16 @@ from typing import Any
 from confpipe.backends import Backend, BackendKind
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
-from confpipe.cli.progress import PlainReporter
 from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed
 from confpipe.engine.lock import LockOptions, abandon_held, lock
-from confpipe.engine.plan import (
-    Reporter,
-    StepEnd,
-    StepPlan,
-    Where,
-    collect,
-    describe,
-    needed,
-    read_all,
-    select,
-)
+from confpipe.engine.options import RunOptions
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan, Where, collect, describe, needed, read_all, select
 from confpipe.engine.remote import as_job, step_resources
-from confpipe.engine.runner import Outcome, Result, Task, execute
+from confpipe.engine.report import LineReporter, Reporter
+from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import CACHED, StepState, launch_id
+from confpipe.engine.status import StepState, launch_id
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.storage import check_writable, local_path, store_for
 
@@ -52,29 +45,32 @@ class Summary:
 
 @dataclass(frozen=True)
 class _Context:
+    """What the steps of one run share: its options (with the backend jobs go to), the
+    launch that owns their leases, and the run's cancel scope."""
+
+    options: RunOptions
     owner: str
-    backend: Backend | None
-    options: LockOptions
     scope: CancelScope
-    force_run_failed: bool
-    detach: bool
 
 
 def executable(
     spec: StepSpec, output: str, resources: Resources | None, ctx: _Context
 ) -> Callable[..., Any]:
     """The step's function wrapped for caching, locking and (with resources) remote submission."""
-    fn = spec.fn
+    fn, options = spec.fn, ctx.options
     if resources is not None:
-        assert ctx.backend is not None
-        fn = as_job(fn, step=spec.name, resources=resources, backend=ctx.backend, detach=ctx.detach)
+        assert options.backend is not None
+        fn = as_job(
+            fn, step=spec.name, resources=resources, backend=options.backend,
+            detach=options.detach,
+        )  # fmt: skip
     store = store_for(output)
     records = Records(store, spec, ctx.owner)
     fn = lock(
-        fn, store=store, step=spec.name, owner=ctx.owner, options=ctx.options,
+        fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,
     )  # fmt: skip
-    return cache(fn, records, force_run_failed=ctx.force_run_failed)
+    return cache(fn, records, force_run_failed=options.force_run_failed)
 
 
 def run(
@@ -95,22 +91,52 @@ def run(
     Raises ConfigError before anything runs, RunFailed when steps failed (the others still
     ran), Interrupted on Ctrl-C (running steps cancelled and recorded as failed).
     """
+    options = RunOptions(
+        prefix, dry_run, None if run_only is None else tuple(run_only), force_run_failed,
+        max_concurrent, detach, lock_options or LockOptions(), backend,
+    )  # fmt: skip
+    return run_steps(steps, options, reporter)
+
+
+def run_steps(
+    steps: StepSpec | Iterable[StepSpec], options: RunOptions, reporter: Reporter | None = None
+) -> Summary:
+    """``run()`` with its options given whole. Without ``options.backend``, a step with
+    resources runs on a LocalBackend made here and closed when the run ends; a backend given
+    is the caller's to close."""
     given = [steps] if isinstance(steps, StepSpec) else list(steps)
     specs = collect(given)
-    prefix = local_path(prefix)
-    outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
-    _check_unique(specs, outputs)
     resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
-    if backend is None and any(resources.values()):
+    made: Backend | None = None
+    if options.backend is None and any(resources.values()):
+        # a job's machinery (subprocesses, signals): imported only when a step is a job
         from confpipe.backends.local import LocalBackend
 
-        backend = LocalBackend()
+        made = LocalBackend()
+        options = dataclasses.replace(options, backend=made)
+    try:
+        return _plan_and_run(given, specs, resources, options, reporter or LineReporter(log.info))
+    finally:
+        if made is not None:
+            made.close()
+
+
+def _plan_and_run(
+    given: list[StepSpec], specs: list[StepSpec], resources: dict[str, Resources | None],
+    options: RunOptions, show: Reporter,
+) -> Summary:  # fmt: skip
+    """Check and plan the steps, report the plan, and (unless a dry run) run what is to do."""
+    backend = options.backend
+    prefix = local_path(options.prefix)
+    outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
+    _check_unique(specs, outputs)
     where = {s.identity: _where(resources[s.identity], backend) for s in specs}
     for spec in specs:
         res = resources[spec.identity]
         if res is not None and backend is not None:
             backend.check(spec.name, res)
 
+    run_only = options.run_only
     targets, unmatched = select(specs, given, run_only)
     if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
         names = ", ".join(sorted({s.name for s in specs}))
@@ -120,34 +146,31 @@ def run(
     statuses = read_all(specs, outputs)
     need = needed(specs, targets, statuses)
     todo = [s for s in need if _state(statuses[s.identity]) is not StepState.SUCCESS]
-    if not dry_run and todo:  # read-only outputs that are all cached are fine, as for a plan
+    if not options.dry_run and todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
             check_writable(folder)
-    if not force_run_failed and not dry_run:  # a dry run shows them as failed / blocked
+    if not options.force_run_failed and not options.dry_run:  # a dry run shows them
         for spec in todo:
             status = statuses[spec.identity]
             if status is not None and status.is_failure():
                 raise previous_failure(spec.name, status)
-    timeout = (lock_options or LockOptions()).lease_timeout
     plans = describe(
-        need, outputs, statuses, resources, where, prefix, not force_run_failed, timeout
-    )
-    show = reporter or PlainReporter(log.info)
-    show.planned(plans, dry_run)
-    if dry_run:
+        need, outputs, statuses, resources, where, prefix, options.force_run_failed,
+        options.lock_options.lease_timeout,
+    )  # fmt: skip
+    show.planned(plans, options.dry_run)
+    if options.dry_run:
         return Summary(plans, outputs={p.label: p.output for p in plans})
     try:
-        return _execute(plans, todo, resources, prefix, max_concurrent, show, ctx=_Context(
-            launch_id(), backend, lock_options or LockOptions(), CancelScope(),
-            force_run_failed, detach,
-        ))  # fmt: skip
+        ctx = _Context(options, launch_id(), CancelScope())
+        return _run_planned(plans, todo, resources, prefix, show, ctx)
     finally:
         show.close()
 
 
-def _execute(
+def _run_planned(
     plans: list[StepPlan], todo: list[StepSpec], resources: dict[str, Resources | None],
-    prefix: str, max_concurrent: int, show: Reporter, ctx: _Context,
+    prefix: str, show: Reporter, ctx: _Context,
 ) -> Summary:  # fmt: skip
     """Hand the steps still to do to the runner; report each; raise if any failed."""
     plan_of = {p.spec.identity: p for p in plans}
@@ -176,22 +199,24 @@ def _execute(
             try:
                 record_dep_failed(
                     store_for(plan.output), plan.spec, plan.output,
-                    plan_of[result.failed_dep].label, ctx.owner, ctx.options, ctx.scope,
+                    plan_of[result.failed_dep].label, ctx.owner, ctx.options.lock_options,
+                    ctx.scope,
                 )  # fmt: skip
             except Exception as err:  # the record is a courtesy; the run goes on without it
                 log.warning("step %s: could not record that it was not run: %s", plan.label, err)
-        end = _END[result.outcome]
-        if result.outcome is Outcome.SUCCEEDED and result.value is CACHED:
-            end = StepEnd.CACHED
-        if end is StepEnd.FAILED and ctx.scope.interrupted:
-            end = StepEnd.CANCELLED  # stopped by Ctrl-C, not failed by itself
+        end = result.outcome
+        if end is Outcome.SUCCEEDED and result.value is Outcome.CACHED:
+            end = Outcome.CACHED  # found done: by an earlier launch, or one it waited for
+        if end is Outcome.FAILED and ctx.scope.interrupted:
+            end = Outcome.CANCELLED  # stopped by Ctrl-C, not failed by itself
         now = time.monotonic()
         took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
 
-    report = execute(
-        tasks, max_concurrent=max_concurrent, cancel=ctx.scope, on_start=on_start, on_done=on_done
-    )
+    report = run_tasks(
+        tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope, on_start=on_start,
+        on_done=on_done,
+    )  # fmt: skip
     if report.interrupted:
         error = Interrupted("interrupted (Ctrl-C): running steps were cancelled")
         abandon_held(error)
@@ -203,18 +228,10 @@ def _execute(
     if failures:
         first = next(iter(failures.values()))
         raise RunFailed({k: v for k, v in failures.items() if v is not None}, dep_failed) from first
-    ran = [r.key for r in results if r.value is not CACHED]
+    ran = [r.key for r in results if r.value is not Outcome.CACHED]
     ran_set = set(ran)
     cached = [p.spec.identity for p in plans if p.spec.identity not in ran_set]
     return Summary(plans, ran, cached, {p.label: p.output for p in plans})
-
-
-_END = {
-    Outcome.SUCCEEDED: StepEnd.SUCCEEDED,
-    Outcome.FAILED: StepEnd.FAILED,
-    Outcome.DEP_FAILED: StepEnd.DEP_FAILED,
-    Outcome.CANCELLED: StepEnd.CANCELLED,
-}
 
 
 def _state(status: Any) -> StepState | None:

@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
 from confpipe.engine.lock import read_holder
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import Status, StepState, read_statuses
 from confpipe.errors import ConfigError
@@ -30,44 +31,17 @@ class Where(Enum):
     TPU = "tpu"
 
 
-class PlanState(Enum):
-    CACHED = "cached"
-    WILL_RUN = "will run"
-    RUNNING = "running"
-    FAILED = "failed"  # failed earlier, and force_run_failed=false: the run would stop here
-    BLOCKED = "blocked"  # depends on a FAILED step
-
-
-class StepEnd(Enum):
-    """How a step ended in this launch."""
-
-    SUCCEEDED = "succeeded"
-    CACHED = "cached"  # another launch finished it while this one waited
-    FAILED = "failed"
-    DEP_FAILED = "dep failed"
-    CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True)
 class StepPlan:
+    """One step's plan; ``state`` is CACHED, WILL_RUN, RUNNING (elsewhere), FAILED or BLOCKED."""
+
     spec: StepSpec
     label: str  # the name, or the identity where two planned steps share a name
     output: str
-    state: PlanState
+    state: Outcome
     reason: str
     where: Where
     resources: Resources | None
-
-
-class Reporter(Protocol):
-    """Receives the plan and every step's start and end (progress.py draws them)."""
-
-    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
-    def started(self, plan: StepPlan) -> None: ...
-    def finished(
-        self, plan: StepPlan, end: StepEnd, seconds: float, error: BaseException | None
-    ) -> None: ...
-    def close(self) -> None: ...
 
 
 def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
@@ -161,24 +135,24 @@ def describe(
     resources: dict[str, Resources | None],
     where: dict[str, Where],
     prefix: str,
-    stop_on_failed: bool = False,
+    force_run_failed: bool = True,
     lease_timeout: float | None = None,
 ) -> list[StepPlan]:
     """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
     step, and, for a step never seen, the info record of an earlier output of the same step
-    name (one listing of the prefix) to explain the cache miss. ``stop_on_failed``
-    (force_run_failed=false): a step that failed earlier is FAILED, its dependents BLOCKED."""
+    name (one listing of the prefix) to explain the cache miss. With ``force_run_failed``
+    false, a step that failed earlier is FAILED (it stops the run), its dependents BLOCKED."""
     labels = labels_of(specs)
     unseen = {s.name for s in specs if statuses[s.identity] is None}
     earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
-        state, reason = PlanState.WILL_RUN, "no previous output"
+        state, reason = Outcome.WILL_RUN, "no previous output"
         if status is not None and status.state is StepState.SUCCESS:
-            state, reason = PlanState.CACHED, "succeeded earlier"
-        elif status is not None and status.is_failure() and stop_on_failed:
-            state = PlanState.FAILED
+            state, reason = Outcome.CACHED, "succeeded earlier"
+        elif status is not None and status.is_failure() and not force_run_failed:
+            state = Outcome.FAILED
             reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
         elif status is not None and status.interrupted:
             reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
@@ -196,7 +170,7 @@ def describe(
                     f"(stale after lock.lease_timeout={lease_timeout:g}s): will take it over"
                 )
             elif holder is not None:
-                state = PlanState.RUNNING
+                state = Outcome.RUNNING
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             else:
                 reason = f"retry: a run by {status.worker} was interrupted"
@@ -205,7 +179,7 @@ def describe(
             resources[spec.identity],
         )  # fmt: skip
         plans.append(plan)
-    return _blocked(plans) if stop_on_failed else plans
+    return plans if force_run_failed else _blocked(plans)
 
 
 def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
@@ -216,7 +190,7 @@ def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
     def blocker(plan: StepPlan) -> str | None:  # the FAILED step under ``plan``, if any
         key = plan.spec.identity
         if key not in cause:
-            cause[key] = plan.label if plan.state is PlanState.FAILED else None
+            cause[key] = plan.label if plan.state is Outcome.FAILED else None
             for dep in plan.spec.dependencies:
                 if cause[key] is None and dep.identity in by_id:
                     cause[key] = blocker(by_id[dep.identity])
@@ -226,9 +200,9 @@ def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
         blocker(plan)  # shallow ones first keeps the recursion short
     return [
         p
-        if p.state in (PlanState.FAILED, PlanState.CACHED) or cause[p.spec.identity] is None
+        if p.state in (Outcome.FAILED, Outcome.CACHED) or cause[p.spec.identity] is None
         else dataclasses.replace(
-            p, state=PlanState.BLOCKED, reason=f"blocked by {cause[p.spec.identity]}"
+            p, state=Outcome.BLOCKED, reason=f"blocked by {cause[p.spec.identity]}"
         )
         for p in plans
     ]
@@ -338,42 +312,3 @@ def _flatten(value: Any, key: str = "") -> dict[str, Any]:
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def format_plan(plans: Sequence[StepPlan]) -> str:
-    """A plain-text table of the plan."""
-    rows = [("step", "hash", "status", "where", "output", "reason")]
-    for p in plans:
-        where = p.where.value + (f" ({p.resources.describe()})" if p.resources else "")
-        rows.append((p.label, p.spec.hash, p.state.value, where, p.output, p.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
-    ]
-    counts = {s: sum(p.state is s for p in plans) for s in PlanState}
-    shown = [s for s in PlanState if counts[s] or s not in (PlanState.FAILED, PlanState.BLOCKED)]
-    lines.append(", ".join(f"{counts[s]} {s.value}" for s in shown))
-    return "\n".join(lines)
-
-
-def format_diagram(plans: Sequence[StepPlan], kind: str) -> str:
-    """The planned DAG as a ``mermaid`` flowchart or a Graphviz ``dot`` digraph."""
-    ids = {p.spec.identity: f"s{i}" for i, p in enumerate(plans)}
-    edges = [
-        (ids[d.identity], ids[p.spec.identity])
-        for p in plans
-        for d in p.spec.dependencies
-        if d.identity in ids
-    ]
-    if kind == "mermaid":
-        lines = ["graph TD"]
-        lines += [f'  {ids[p.spec.identity]}["{p.label}<br/>{p.state.value}"]' for p in plans]
-        lines += [f"  {a} --> {b}" for a, b in edges]
-    elif kind == "dot":
-        lines = ["digraph confpipe {", "  rankdir=TB;"]
-        lines += [f'  {ids[p.spec.identity]} [label="{p.label}\\n{p.state.value}"];' for p in plans]
-        lines += [f"  {a} -> {b};" for a, b in edges]
-        lines.append("}")
-    else:
-        raise ConfigError(f"plan_format={kind!r} is unknown: use table, mermaid or dot")
-    return "\n".join(lines)

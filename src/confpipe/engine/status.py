@@ -70,15 +70,6 @@ class Status:
         return cls(**record)
 
 
-class _Cached:
-    def __repr__(self) -> str:
-        return "CACHED"
-
-
-CACHED: Any = _Cached()
-"""What a step's executable returns when it skipped the step because it had succeeded."""
-
-
 def records_dir(output: str) -> str:
     return f"{output}/{RECORDS}"
 

@@ -11,7 +11,7 @@ tasks can return early, waits up to ``grace`` seconds for them and reports the r
 ``CANCELLED``.
 
 This module is the public API and the scheduling; the checks and ranking of the tasks are in
-``runner_graph``, the worker threads and the inbox in ``runner_threads``.
+``graph``, the worker threads and the inbox in ``threads``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.runner.graph import Graph
 from confpipe.engine.runner.threads import Inbox, Pool, watch_cancel
 
-__all__ = ["Outcome", "Report", "Result", "Task", "execute"]
-
-
-class Outcome(Enum):
-    """How a task ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEP_FAILED = "dep_failed"
-    CANCELLED = "cancelled"
+__all__ = ["Report", "Result", "Task", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +42,9 @@ class Task:
 
 @dataclass(frozen=True)
 class Result:
-    """The end of one task: its value, its error, or the failed task that kept it from running."""
+    """The end of one task: its value, its error, or the failed task that kept it from running.
+
+    ``outcome`` is SUCCEEDED, FAILED, DEP_FAILED or CANCELLED."""
 
     key: str
     outcome: Outcome
@@ -68,7 +61,7 @@ class Report:
     interrupted: bool
 
 
-def execute(
+def run_tasks(
     tasks: Sequence[Task],
     *,
     max_concurrent: int,
@@ -122,7 +115,7 @@ def _call(task: Task) -> Result:
 
 
 class _Run:
-    """The calling thread's bookkeeping for one execute(): what is ready, running and settled."""
+    """The calling thread's bookkeeping for one run_tasks(): what is ready, running and settled."""
 
     def __init__(
         self,

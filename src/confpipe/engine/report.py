@@ -1,0 +1,179 @@
+"""How a run tells what it does: the Reporter protocol, and the plain lines of a run on its own.
+
+``run()`` sends the plan and each step's start and end to the reporter it is given (the
+command line draws a live table, see ``confpipe.cli.progress``). Given none, it logs plain
+lines through ``LineReporter``: the plan's counts, each step's start and end (a failed job's
+log tail below it), the summary; a dry run prints the plan table on stdout. The ``Tally``
+of how each step ended is what the summary is drawn from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan
+from confpipe.engine.status import status_path
+from confpipe.errors import StepFailed
+
+__all__ = [
+    "LineReporter", "Reporter", "Row", "Tally", "first_line", "log_tail", "plan_counts",
+    "plan_table", "where_of",
+]  # fmt: skip
+
+TAIL_LINES = 12
+
+
+class Reporter(Protocol):
+    """Receives the plan and every step's start and end; ``close`` once the run is over."""
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
+    def started(self, plan: StepPlan) -> None: ...
+    def finished(
+        self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
+    ) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Row:
+    """One step as the run goes: planned, RUNNING once started, then how it ended."""
+
+    plan: StepPlan
+    state: Outcome
+    started: float | None = None
+    seconds: float | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Tally:
+    """What a launch did, step by step (by identity); the summary is drawn from it."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+
+    def planned(self, plans: Sequence[StepPlan]) -> None:
+        for plan in plans:
+            self.rows[plan.spec.identity] = Row(plan, plan.state)
+
+    def started(self, plan: StepPlan) -> None:
+        self.rows[plan.spec.identity] = Row(plan, Outcome.RUNNING, time.monotonic())
+
+    def finished(
+        self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
+    ) -> None:
+        self.rows[plan.spec.identity] = Row(plan, end, None, seconds, error)
+
+    def count(self, *states: Outcome) -> int:
+        return sum(row.state in states for row in self.rows.values())
+
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows.values() if r.state is Outcome.FAILED]
+
+    def summary_lines(self) -> list[str]:
+        ran = self.count(Outcome.SUCCEEDED)
+        cached = self.count(Outcome.CACHED)
+        failed = self.count(Outcome.FAILED)
+        blocked = self.count(Outcome.DEP_FAILED)
+        cancelled = self.count(Outcome.CANCELLED)
+        line = f"summary: {ran} ran, {cached} cached, {failed} failed"
+        line += f", {blocked} not run" if blocked else ""
+        lines = [line + (f", {cancelled} cancelled" if cancelled else "")]
+        for row in self.failures():
+            lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
+            log_path = row.error.log_path if isinstance(row.error, StepFailed) else None
+            if log_path:
+                lines.append(f"    log: {log_path}")
+            else:  # a thread step: its traceback is in its FAILED status record
+                lines.append(f"    traceback: {status_path(row.plan.output)}")
+        return lines
+
+
+def first_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of a failed job's log as carried by its error (none for thread steps)."""
+    if not isinstance(error, StepFailed):
+        return []
+    text = str(error).splitlines()
+    return text[1:][-lines:]
+
+
+def where_of(plan: StepPlan) -> str:
+    """Where the step runs, as shown: ``thread``, ``local job (cpu=2)``."""
+    return plan.where.value + (f" ({plan.resources.describe()})" if plan.resources else "")
+
+
+def plan_counts(plans: Sequence[StepPlan]) -> str:
+    """``1 cached, 2 to run``; failed and blocked steps (force_run_failed=false) apart."""
+    count = {state: sum(p.state is state for p in plans) for state in Outcome}
+    todo = count[Outcome.WILL_RUN] + count[Outcome.RUNNING]
+    line = f"{count[Outcome.CACHED]} cached, {todo} to run"
+    for state in (Outcome.FAILED, Outcome.BLOCKED):
+        line += f", {count[state]} {state.value}" if count[state] else ""
+    return line
+
+
+def plan_table(plans: Sequence[StepPlan]) -> str:
+    """A plain-text table of the plan, and its counts by state."""
+    rows = [("step", "hash", "status", "where", "output", "reason")]
+    for p in plans:
+        rows.append((p.label, p.spec.hash, p.state.value, where_of(p), p.output, p.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows
+    ]
+    shown = (Outcome.CACHED, Outcome.WILL_RUN, Outcome.RUNNING, Outcome.FAILED, Outcome.BLOCKED)
+    counts = {s: sum(p.state is s for p in plans) for s in shown}
+    listed = [s for s in shown if counts[s] or s not in (Outcome.FAILED, Outcome.BLOCKED)]
+    lines.append(", ".join(f"{counts[s]} {s.value}" for s in listed))
+    return "\n".join(lines)
+
+
+class LineReporter:
+    """One line per event, for logs and pipes: what ``run()`` reports when given no reporter."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write, self.tally = write, Tally()
+
+    def heading(self, plans: Sequence[StepPlan]) -> str:
+        """``3 steps, 1 cached, 2 to run``."""
+        return f"{len(plans)} steps, {plan_counts(plans)}"
+
+    def plan_text(self, plans: Sequence[StepPlan]) -> str:
+        """The plan a dry run prints."""
+        return plan_table(plans)
+
+    def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
+        self.tally.planned(plans)
+        if dry_run:  # the plan is the product: stdout, not the progress stream
+            print(self.plan_text(plans), flush=True)
+            return
+        self.write(f"plan: {self.heading(plans)}")
+
+    def started(self, plan: StepPlan) -> None:
+        self.tally.started(plan)
+        self.write(f"start {plan.label} [{where_of(plan)}]")
+
+    def finished(
+        self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
+    ) -> None:
+        self.tally.finished(plan, end, seconds, error)
+        detail = f": {first_line(error)}" if error is not None else ""
+        self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
+        for line in log_tail(error):
+            self.write(f"  | {line}")
+
+    def close(self) -> None:
+        rows = self.tally.rows.values()
+        if any(r.state is not Outcome.CACHED or r.seconds for r in rows):
+            for line in self.tally.summary_lines():
+                self.write(line)
