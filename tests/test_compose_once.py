@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test launches Hydra apps as subprocesses
+
 APP = textwrap.dedent(
     """
     import os, sys

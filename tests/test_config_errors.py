@@ -175,6 +175,7 @@ CASES: list[tuple[str, str | None, list[str], list[str]]] = [
 ]
 
 
+@pytest.mark.slow  # the CLI as a subprocess, once per case
 @pytest.mark.parametrize(
     ("yaml", "overrides", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
@@ -204,6 +205,7 @@ def test_bad_config_exits_2_with_one_line_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confs"]
 
 
+@pytest.mark.slow
 def test_full_error_shows_the_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CONFPIPE_FULL_ERROR": "1"}
     out = subprocess.run(

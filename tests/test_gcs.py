@@ -1,7 +1,8 @@
 """What only the gs:// store does, on fake-gcs-server (its shared contract: test_lock_contract).
 
 Clean precondition failures, retried uploads, no stale listings, concurrent batch reads,
-the server's clock, lazy Google imports, configuration, and whole runs on gs://.
+the server's clock, lazy Google imports, configuration, and whole runs on gs://. Every test
+but the ServerClock one needs fake-gcs-server or a subprocess: marked slow.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def gcs_store(**kwargs: Any) -> Any:
     return GcsStore(**kwargs)
 
 
+@pytest.mark.slow
 def test_failed_preconditions_are_none_or_false_not_exceptions(gs_prefix: str) -> None:
     s, path = store_for(gs_prefix), f"{gs_prefix}/obj"
     assert s.replace(path, b"x", "123") is None  # absent
@@ -52,6 +54,7 @@ def test_failed_preconditions_are_none_or_false_not_exceptions(gs_prefix: str) -
     assert blob is not None and (blob.data, blob.version) == (b"two", v2)
 
 
+@pytest.mark.slow
 def test_a_retried_upload_that_landed_counts_as_ours(gs_prefix: str) -> None:
     # gcsfs retries a request whose response was lost; if the first attempt landed, the
     # retry's precondition fails (412) although the write is ours
@@ -75,6 +78,7 @@ def test_a_retried_upload_that_landed_counts_as_ours(gs_prefix: str) -> None:
     assert store.read(path) is None
 
 
+@pytest.mark.slow
 def test_listings_cache_does_not_hide_a_new_lease(gs_prefix: str) -> None:
     ours, theirs = gcs_store(), gcs_store()  # two machines
     output = f"{gs_prefix}/step-abc"
@@ -92,6 +96,7 @@ def test_listings_cache_does_not_hide_a_new_lease(gs_prefix: str) -> None:
         got.release()
 
 
+@pytest.mark.slow
 def test_read_many_runs_reads_concurrently(gs_prefix: str) -> None:
     store = gcs_store(concurrency=16)
     paths = [f"{gs_prefix}/s{i}/status.json" for i in range(40)]
@@ -121,6 +126,7 @@ def test_read_many_runs_reads_concurrently(gs_prefix: str) -> None:
     assert took < 40 * 0.02, took  # one after another takes at least 0.8 s
 
 
+@pytest.mark.slow
 def test_a_missing_bucket_is_an_error_not_a_held_lease(fake_gcs: FakeGcs) -> None:
     s, path = store_for("gs://no-such-bucket/x"), "gs://no-such-bucket/x/lease.json"
     assert s.read(path) is None
@@ -128,6 +134,7 @@ def test_a_missing_bucket_is_an_error_not_a_held_lease(fake_gcs: FakeGcs) -> Non
         s.create(path, b"{}")
 
 
+@pytest.mark.slow
 def test_staleness_uses_the_servers_clock_not_ours(
     gs_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,6 +152,7 @@ def test_staleness_uses_the_servers_clock_not_ours(
         lease.release()
 
 
+@pytest.mark.slow
 def test_a_fresh_store_asks_the_server_for_the_time(fake_gcs: FakeGcs) -> None:
     store = gcs_store()
     assert store.clock.now() is None  # nothing heard yet: now() makes one request
@@ -174,6 +182,7 @@ def test_server_clock_never_runs_ahead_of_the_server() -> None:
     assert now(drifting) <= 1000.0 + 10 - 0.09
 
 
+@pytest.mark.slow
 def test_configure_points_gs_at_an_endpoint(
     fake_gcs: FakeGcs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -206,6 +215,7 @@ def small_dag(text: str = "a") -> list[StepSpec]:
     return [StepSpec("ab", join, {"left": a, "right": b})]
 
 
+@pytest.mark.slow
 def test_a_dag_runs_on_gs_and_reruns_from_cache(gs_prefix: str) -> None:
     summary = run(small_dag(), prefix=gs_prefix)
     assert len(summary.ran) == 3 and not summary.cached
@@ -228,6 +238,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_local_run_imports_no_google_sdk(tmp_path: Path) -> None:
     code = (
         "import sys, confpipe\n"
@@ -244,6 +255,7 @@ def test_a_local_run_imports_no_google_sdk(tmp_path: Path) -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_gs_without_gcsfs_says_how_to_install_it() -> None:
     code = (
         "import sys\n"
@@ -261,6 +273,7 @@ def test_gs_without_gcsfs_says_how_to_install_it() -> None:
     assert "pip install 'confpipe[gcp]'" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_bucket_that_doesnt_exist_is_a_config_error_before_anything_runs(
     gs_prefix: str, tmp_path: Path
 ) -> None:
@@ -273,6 +286,7 @@ def test_a_bucket_that_doesnt_exist_is_a_config_error_before_anything_runs(
     assert not log.exists()
 
 
+@pytest.mark.slow
 def test_local_jobs_work_on_a_gs_prefix_and_their_logs_land_there(gs_prefix: str) -> None:
     from confpipe import Resources, RunFailed
 

@@ -4,7 +4,6 @@ every store kind."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,13 +15,16 @@ from confpipe.engine.lock import Holder, Lease, LockOptions, _heartbeat, try_acq
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import StepState, lease_path, read_status
 from confpipe.errors import LeaseLost
-from confpipe.storage import Store, store_for
+from confpipe.storage import Blob, Store, store_for
 from tests import stepfns
+from tests.storeclock import ClockedStore
+from tests.waits import eventually
 
-FAST = LockOptions(heartbeat_interval=0.05, lease_timeout=0.5)
+LEASE = LockOptions()  # the defaults (30 s, 90 s): time passes on the store's clock
+FAST = LockOptions(heartbeat_interval=0.05, lease_timeout=0.5)  # real heartbeats
 
 
-@pytest.fixture(params=["local", "memory", "gs"])
+@pytest.fixture(params=["local", "memory", pytest.param("gs", marks=pytest.mark.slow)])
 def root(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
     if request.param == "local":
         yield str(tmp_path)
@@ -111,44 +113,69 @@ def test_store_timestamps_track_writes(root: str) -> None:
     assert blob is not None and abs(s.now() - blob.mtime) < 5
 
 
-# -- lease lock ---------------------------------------------------------------------------
+# -- lease lock: time passes on the store's clock (tests/storeclock.py), not in sleeps -----
 
 
-def acquire(root: str, owner: str, options: LockOptions = FAST) -> Lease | Holder:
-    return try_acquire(store(root), "step", f"{root}/out", owner, options, CancelScope())
+@pytest.fixture
+def clock(root: str) -> ClockedStore:
+    return ClockedStore(store(root))
 
 
-def test_second_launch_sees_the_holder(root: str) -> None:
-    lease = acquire(root, "launch-a")
+def acquire(s: Store, root: str, owner: str, options: LockOptions = LEASE) -> Lease | Holder:
+    return try_acquire(s, "step", f"{root}/out", owner, options, CancelScope())
+
+
+def test_second_launch_sees_the_holder(root: str, clock: ClockedStore) -> None:
+    lease = acquire(clock, root, "launch-a")
     assert isinstance(lease, Lease)
-    other = acquire(root, "launch-b")
-    assert isinstance(other, Holder) and other.owner == "launch-a" and other.age < 0.5
+    other = acquire(clock, root, "launch-b")
+    assert isinstance(other, Holder) and other.owner == "launch-a" and other.age < 1
+    clock.advance(LEASE.lease_timeout - 1)  # no heartbeat yet, but not stale either
+    other = acquire(clock, root, "launch-b")
+    assert isinstance(other, Holder) and other.owner == "launch-a"
     lease.release()
-    again = acquire(root, "launch-b")
+    again = acquire(clock, root, "launch-b")
     assert isinstance(again, Lease)
     again.release()
 
 
-def test_heartbeat_keeps_the_lease_beyond_its_timeout(root: str) -> None:
-    lease = acquire(root, "launch-a")
+def test_heartbeat_keeps_the_lease_beyond_its_timeout(root: str, clock: ClockedStore) -> None:
+    lease = acquire(clock, root, "launch-a", FAST)
     assert isinstance(lease, Lease)
-    time.sleep(FAST.lease_timeout * 2.5)
-    assert isinstance(acquire(root, "launch-b"), Holder)
+    for _ in range(3):  # a timeout passes on the store's clock; the real heartbeat renews
+        clock.advance(FAST.lease_timeout)
+        heartbeats(clock, lease, 2)  # the second surely went out after the advance
+        holder = acquire(clock, root, "launch-b", FAST)
+        assert isinstance(holder, Holder) and holder.owner == "launch-a"
     lease.fence()  # still ours
     lease.release()
 
 
-def test_stale_lease_is_taken_over_by_exactly_one(root: str) -> None:
+def heartbeats(s: Store, lease: Lease, count: int) -> None:
+    """Wait for ``count`` refreshes of ``lease``, each within its timeout in real time."""
+    for _ in range(count):
+        before = s.read(lease.path)
+        assert before is not None
+
+        def refreshed(before: Blob = before) -> bool:
+            now = s.read(lease.path)
+            return now is not None and now.version != before.version
+
+        eventually(refreshed, "a heartbeat", seconds=lease.options.lease_timeout)
+
+
+def test_stale_lease_is_taken_over_by_exactly_one(root: str, clock: ClockedStore) -> None:
     # a launch that died: its lease record exists but nobody heartbeats it
-    assert store(root).create(lease_path(f"{root}/out"), b'{"owner": "dead"}') is not None
-    assert isinstance(acquire(root, "early"), Holder)
-    time.sleep(FAST.lease_timeout + 0.2)
+    assert clock.create(lease_path(f"{root}/out"), b'{"owner": "dead"}') is not None
+    clock.advance(LEASE.lease_timeout - 1)
+    assert isinstance(acquire(clock, root, "early"), Holder)
+    clock.advance(2)
     got: list[Lease] = []
     barrier = threading.Barrier(6)
 
     def go(i: int) -> None:
         barrier.wait()
-        result = acquire(root, f"launch-{i}")
+        result = acquire(clock, root, f"launch-{i}")
         if isinstance(result, Lease):
             got.append(result)
 
@@ -161,18 +188,20 @@ def test_stale_lease_is_taken_over_by_exactly_one(root: str) -> None:
     got[0].release()
 
 
-def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(root: str) -> None:
-    old = acquire(root, "launch-a")
+def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(
+    root: str, clock: ClockedStore
+) -> None:
+    old = acquire(clock, root, "launch-a")
     assert isinstance(old, Lease)
     _heartbeat.remove(old)  # as if launch-a froze: no more heartbeats
-    time.sleep(FAST.lease_timeout + 0.2)
-    new = acquire(root, "launch-b")
+    clock.advance(LEASE.lease_timeout + 1)
+    new = acquire(clock, root, "launch-b")
     assert isinstance(new, Lease)
     with pytest.raises(LeaseLost, match="taken over by launch-b"):
         old.fence()
     assert old.scope.wait(2) and "lease lost" in old.scope.reason
     old.release()  # must not delete launch-b's lease
-    holder = acquire(root, "launch-c")
+    holder = acquire(clock, root, "launch-c")
     assert isinstance(holder, Holder) and holder.owner == "launch-b"
     new.release()
 

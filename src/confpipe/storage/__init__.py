@@ -1,12 +1,19 @@
-"""The few atomic primitives each store offers; records, leases and jobs build on these.
+"""The storage layer: the few atomic primitives each store kind offers, for records and leases.
 
-Every store kind (local files, fsspec ``memory://``, and ``gs://`` in ``confpipe.storage.gcs``)
-implements the same small ``Store`` protocol: read a small object with its version and the
-store's own timestamp, create-if-absent, compare-and-swap on the version, delete-if-version,
-and an atomic overwrite. Objects are always replaced whole, never modified in place, so a
-reader sees either the old or the new content. ``store_for(url)`` picks the store; the
-``gs://`` one (and gcsfs, google-auth) is imported only when a ``gs://`` URL is used, and
-``configure(storage_endpoint=...)`` points it elsewhere (an emulator) before first use.
+base        ``Blob`` and the ``Store`` protocol: the seam every store kind implements
+local       local (or mounted) files: hard-link create, rename overwrite, flock-guarded CAS
+memory      fsspec ``memory://``: one process's objects under one lock (tests, dry runs)
+gcs         ``gs://`` on Cloud Storage's JSON API through gcsfs, with the server's clock
+
+Every store kind implements the same small ``Store`` protocol: read a small object with its
+version and the store's own timestamp, create-if-absent, compare-and-swap on the version,
+delete-if-version, and an atomic overwrite. Objects are always replaced whole, never modified
+in place, so a reader sees either the old or the new content. ``store_for(url)`` picks the
+store; the ``gs://`` one (and gcsfs, google-auth) is imported only when a ``gs://`` URL is
+used, and ``configure(storage_endpoint=...)`` points it elsewhere (an emulator) before first
+use.
+
+May import: ``confpipe.errors`` only (gcsfs and google-auth lazily, in ``gcs``).
 """
 
 from __future__ import annotations

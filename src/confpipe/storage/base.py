@@ -1,5 +1,7 @@
-"""The few atomic primitives each store offers: ``Blob`` (content, version, store-clock
-mtime) and the ``Store`` protocol every store kind implements."""
+"""The storage seam: ``Blob`` and the ``Store`` protocol of atomic primitives every kind implements.
+
+A ``Blob`` is a small object's content, version and store-clock mtime.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Local (or locally mounted) files as a Store: hard-link create, rename overwrite, and a
-compare-and-swap under ``flock`` on the record's folder."""
+"""Local (or locally mounted) files as a Store.
+
+Create is a hard link of a temporary file, overwrite a rename, and compare-and-swap a rename
+under ``flock`` on the record's folder.
+"""
 
 from __future__ import annotations
 

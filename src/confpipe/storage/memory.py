@@ -1,5 +1,4 @@
-"""fsspec ``memory://`` as a Store: one process's objects, guarded by one lock (tests, dry
-runs)."""
+"""fsspec ``memory://`` as a Store: one process's objects under one lock (tests, dry runs)."""
 
 from __future__ import annotations
 
