@@ -17,7 +17,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from confpipe.backends import JobRequest, JobState, JobStatus
+from confpipe.backends import JobRequest, JobState
 from confpipe.backends.local import LocalBackend
 from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
@@ -301,6 +301,21 @@ def test_memory_budget_queues_a_job_that_does_not_fit(tmp_path: Path) -> None:
         backend.cancel(second)
 
 
+def test_close_stops_the_jobs_still_queued_or_running(tmp_path: Path) -> None:
+    # no later driver could re-attach to them: a run's end must not leave them behind
+    backend = LocalBackend(cpu=1)
+    running = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
+    (pid,) = read_pids(tmp_path / "pids")
+    queued = submit(backend, tmp_path, jobfns.noop)
+    backend.close()
+    assert not alive(pid)
+    assert [state_of(backend, h) for h in (running, queued)] == [JobState.CANCELLED] * 2
+    backend.close()  # again: nothing left to stop
+    after = submit(backend, tmp_path, jobfns.noop)  # and the backend still runs jobs
+    eventually(lambda: state_of(backend, after).done, "the next job to finish")
+    assert state_of(backend, after) is JobState.SUCCEEDED
+
+
 @pytest.mark.parametrize(
     ("resources", "message"),
     [
@@ -377,12 +392,14 @@ def test_timeout_cancels_a_running_job(tmp_path: Path) -> None:
     assert not alive(read_pids(pid_file)[0])
 
 
-def test_poll_of_a_finished_job_reports_its_exit(tmp_path: Path) -> None:
+def test_poll_of_a_finished_job_reports_its_exit_and_its_log(tmp_path: Path) -> None:
     backend = LocalBackend()
     handle = submit(backend, tmp_path, jobfns.boom, message="x")
     eventually(lambda: state_of(backend, handle).done, "the job to finish")
-    assert backend.poll(handle) == JobStatus(JobState.FAILED, "exit code 1")
-    assert "ValueError: x" in backend.logs(handle, lines=1)
+    status = backend.poll(handle)
+    assert (status.state, status.detail) == (JobState.FAILED, "exit code 1")
+    assert status.log is not None and status.log.endswith("/log.txt")
+    assert "ValueError: x" in Path(status.log).read_text().splitlines()[-1]
 
 
 def worker(*args: str) -> subprocess.CompletedProcess[str]:

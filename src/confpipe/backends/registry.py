@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from omegaconf import MISSING
 
 from confpipe import storage
-from confpipe.backends import LOG_TAIL_LINES, RECORDS, Backend, BackendKind, JobRequest, JobStatus
+from confpipe.backends import RECORDS, Backend, BackendKind, JobRequest, JobStatus
 from confpipe.backends.resources import Resources, parse_size
 from confpipe.config.schema import GcpConf
 from confpipe.errors import ConfigError, did_you_mean
@@ -137,20 +137,12 @@ class GcpBackend:
         routed = _routed(handle)
         routed.backend.cancel(routed.handle)
 
-    def logs(self, handle: object, lines: int = LOG_TAIL_LINES) -> str:
-        routed = _routed(handle)
-        return routed.backend.logs(routed.handle, lines)
-
-    def log_path(self, handle: object) -> str | None:
-        routed = _routed(handle)
-        where = getattr(routed.backend, "log_path", None)
-        return where(routed.handle) if where is not None else None
-
     def close(self) -> None:
-        """Close the API channels (the backend can't be used afterwards)."""
-        for backend in (self._batch, self._tpu):
-            if backend is not None:
-                backend.close()
+        """Close the API channels of the backends made so far."""
+        with self._lock:
+            made = [b for b in (self._batch, self._tpu) if b is not None]
+        for backend in made:
+            backend.close()
 
 
 def _routed(handle: object) -> _Routed:

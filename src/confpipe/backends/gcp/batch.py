@@ -5,13 +5,14 @@ stale lease re-attaches instead of submitting twice), else creates one (``batch_
 Polling is shared: one ListJobs of this driver's jobs per ``poll_interval`` answers every
 handle's ``poll`` from a cache, so API requests don't grow with the jobs in flight and no
 thread of ours polls. Transient API errors (UNAVAILABLE, DEADLINE_EXCEEDED) are retried
-with backoff; ``cancel`` deletes the job; ``logs`` tails the job folder's ``log.txt``.
-``google.cloud.batch_v1`` is imported when the backend is constructed, not before.
+with backoff; ``cancel`` deletes the job; a status names the log the job's VM uploads to
+the folder it runs in. ``google.cloud.batch_v1`` is imported when the backend is made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -34,7 +35,7 @@ from confpipe.backends.gcp.batch_request import (
     redacted,
     step_labels,
 )
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records
 from confpipe.backends.gcp.machine_catalog import Choice
 from confpipe.backends.resources import Resources
 from confpipe.errors import StepFailed
@@ -60,7 +61,7 @@ class _Job:
     own: bool = True  # carries this driver's label, so the shared ListJobs sees it
 
 
-class BatchBackend(CloudBackend):
+class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
     """Runs jobs on Cloud Batch in ``project``/``region``, in containers of ``image``.
 
     ``batch_endpoint`` (``host:port``) points the client at another server, such as
@@ -96,10 +97,14 @@ class BatchBackend(CloudBackend):
             storage_endpoint,
         )  # fmt: skip
         super().__init__(poll_interval, api_timeout, stage_code)
-        self._client = gcp_api.batch_client(batch_endpoint)
+        self._endpoint = batch_endpoint
         self._refreshing = threading.Lock()
         self._tracked: dict[str, _Job] = {}  # guarded by self._lock
         self._listed_at = float("-inf")
+        _ = self._client  # made now: no credentials is said before any step's resources
+
+    def _new_client(self) -> batch_v1.BatchServiceClient:
+        return gcp_api.batch_client(self._endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources)
@@ -128,7 +133,7 @@ class BatchBackend(CloudBackend):
         status = job.status
         if status.state.done:
             self._finish(job)
-        return status
+        return dataclasses.replace(status, log=f"{job.origin}/{LOG}")
 
     def cancel(self, handle: object) -> None:
         job = _job(handle)
@@ -145,13 +150,6 @@ class BatchBackend(CloudBackend):
         job.status = JobStatus(JobState.CANCELLED, f"Batch job {job.name} deleted")
         self._finish(job)
         logger.info("step %r: deleted Batch job %s", job.step, job.name)
-
-    def logs(self, handle: object, lines: int = 40) -> str:
-        return "\n".join(log_tail(f"{_job(handle).origin}/{LOG}", lines) or [])
-
-    def close(self) -> None:
-        """Close the API channel (the backend can't be used afterwards)."""
-        gcp_api.close(self._client)
 
     def _find_live(self, job: JobRequest) -> _Job | None:
         """A queued or running Batch job of this step (same name, hash and output), if any."""

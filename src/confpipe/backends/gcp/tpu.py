@@ -7,14 +7,15 @@ entry (``backends.vm``) and writes an exit record (``exits/N.json``) when its wo
 host 0's records are the job's. ``poll`` reads those records (one listing of the job
 folder) and, while they don't settle it, the queued resource's state: ACTIVE is running,
 SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a non-zero
-exit fails the step with that host's log tail. A queued resource is deleted as soon as
-its job ends, and by ``cancel``; a detached one is left alone. Status checks happen at
-most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
+exit fails the step (its status names that host's log). A queued resource is deleted as
+soon as its job ends, and by ``cancel``; a detached one is left alone. Status checks happen
+at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
 first TPU step is checked, not before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
 from confpipe.backends.gcp.batch_request import job_id, step_labels
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records
 from confpipe.backends.gcp.tpu_request import (
     Placement,
     TpuSettings,
@@ -66,7 +67,7 @@ class _Slice:
     finished: bool = False
 
 
-class TpuBackend(CloudBackend):
+class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
     """Runs jobs on Cloud TPU VMs in ``project``, in containers of ``image``.
 
     ``zone`` None picks, per step, the first zone of ``region`` offering its TPU type;
@@ -106,21 +107,13 @@ class TpuBackend(CloudBackend):
         )  # fmt: skip
         super().__init__(poll_interval, api_timeout, stage_code)
         self._endpoint = tpu_endpoint
-        self._api: tpu_v2.TpuClient | None = None
 
-    @property
-    def _client(self) -> tpu_v2.TpuClient:
-        """The API client, made on first use (a mistake in a step's TPU is reported first)."""
-        with self._lock:
-            if self._api is None:
-                self._api = gcp_api.tpu_client(self._endpoint)
-            return self._api
+    def _new_client(self) -> tpu_v2.TpuClient:
+        """Made on the first check, after the step's TPU (a mistake in it is reported first)."""
+        return gcp_api.tpu_client(self._endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources, self.settings)
-
-    def _connect(self) -> None:
-        _ = self._client
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
@@ -139,7 +132,11 @@ class TpuBackend(CloudBackend):
             job.status = self._status(job)
         if job.status.state.done:  # also a slice already preempted when it was created
             self._finish(job)
-        return job.status
+        host = job.failed_host or 0  # the host that failed the job, else host 0 (the job's)
+        several = job.failed_host is not None and job.hosts > 1
+        log = f"{host_dir(job.origin, host)}/{LOG}"
+        label = f"host {host} of {job.hosts}" if several else ""
+        return dataclasses.replace(job.status, log=log, log_label=label)
 
     def cancel(self, handle: object) -> None:
         job = _slice(handle)
@@ -147,29 +144,6 @@ class TpuBackend(CloudBackend):
             return
         job.status = JobStatus(JobState.CANCELLED, f"queued resource {job.name} deleted")
         self._finish(job)
-
-    def logs(self, handle: object, lines: int = 40) -> str:
-        """The log tail of the host that failed the job, else of host 0 (the job's ``log.txt``)."""
-        job = _slice(handle)
-        host = job.failed_host or 0
-        path = f"{host_dir(job.origin, host)}/{LOG}"
-        tail = log_tail(path, lines)
-        if tail is None:
-            return ""
-        if job.failed_host is not None and job.hosts > 1:
-            tail = [f"--- host {host} of {job.hosts}: {path} ---", *tail[1 - lines :]]
-        return "\n".join(tail)
-
-    def log_path(self, handle: object) -> str:
-        """The log of the host that failed the job, else host 0's (the job's ``log.txt``)."""
-        job = _slice(handle)
-        return f"{host_dir(job.origin, job.failed_host or 0)}/{LOG}"
-
-    def close(self) -> None:
-        """Close the API channel (the backend can't be used afterwards)."""
-        with self._lock:
-            if self._api is not None:
-                gcp_api.close(self._api)
 
     def _find_live(self, job: JobRequest, placement: Placement) -> _Slice | None:
         """A queued or running queued resource of this step (same name, hash and output)."""
