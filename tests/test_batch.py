@@ -10,6 +10,7 @@ the in-process fake, whose jobs run ``python -m confpipe.backends.gcp.vm`` -> th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -24,9 +25,10 @@ from typing import Any
 import pytest
 
 from confpipe.backends import JobRequest
-from confpipe.backends.gcp.batch import BatchBackend, BatchSettings, job_request, redacted
+from confpipe.backends.gcp.batch import BatchBackend, job_request, redacted
 from confpipe.backends.gcp.batch_request import job_dir_of, job_status
 from confpipe.backends.gcp.machine_catalog import choose
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import archive
 from confpipe.backends.gcp.vm import pip_command
 from confpipe.backends.resources import GPU, Resources
@@ -40,7 +42,7 @@ from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import alive, eventually
 
 GiB = 2**30
-SETTINGS = BatchSettings(**gcpfakes.SETTINGS)
+SETTINGS = GcpConf(**gcpfakes.SETTINGS)
 SECRET = "projects/proj/secrets/hf-token/versions/latest"
 ENV_VALUE = "env-value-that-must-not-leak-7f3a"
 
@@ -191,10 +193,12 @@ def test_a_timeout_failure_says_so() -> None:
 
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
-    assert list(inspect.signature(BatchBackend).parameters) == [
-        "project", "region", "image", "service_account", "network", "subnetwork", "labels",
-        "poll_interval", "batch_endpoint", "stage_code", "api_timeout", "storage_endpoint",
+    assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
+        "kind", "cpu", "memory", "project", "region", "image", "service_account", "network",
+        "subnetwork", "labels", "poll_interval", "api_timeout", "stage_code", "batch_endpoint",
+        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "storage_endpoint",
     ]  # fmt: skip
+    assert list(inspect.signature(BatchBackend).parameters) == ["settings", "code_folder"]
     assert list(inspect.signature(FakeBatch).parameters) == [
         "secrets", "env", "cwd", "step_seconds", "port", "command",
     ]  # fmt: skip
@@ -219,9 +223,10 @@ def fake() -> Iterator[FakeBatch]:
         yield server
 
 
-def make_backend(fake: FakeBatch, **kwargs: Any) -> BatchBackend:
-    kwargs.setdefault("poll_interval", 0.05)
-    return BatchBackend("proj", "us-central1", "img", batch_endpoint=fake.endpoint, **kwargs)
+def make_backend(fake: FakeBatch, code_folder: str | None = None, **settings: Any) -> BatchBackend:
+    settings.setdefault("poll_interval", 0.05)
+    conf = GcpConf(project="proj", image="img", batch_endpoint=fake.endpoint, **settings)
+    return BatchBackend(conf, code_folder)
 
 
 @pytest.fixture
@@ -563,7 +568,7 @@ def test_staged_code_is_what_the_job_runs(
     import stagedmod  # type: ignore[import-not-found]
 
     code = tmp_path / "prefix" / ".confpipe" / "code"
-    backend = make_backend(fake, stage_code=str(code))
+    backend = make_backend(fake, code_folder=str(code))
     where = run(backend, tmp_path / "prefix" / "st-0123456789ab", stagedmod.where)
     backend.close()
     (archive_path,) = code.iterdir()

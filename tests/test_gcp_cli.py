@@ -167,7 +167,7 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
 
 
 def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
-    from confpipe.backends.registry import GcpBackend
+    from confpipe.backends.gcp.router import GcpBackend
     from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "labels": {"team": "lm"}}
@@ -178,7 +178,7 @@ def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
     try:
         assert backend.settings.parent == "projects/p/locations/us-central1"
         assert (backend.settings.image, dict(backend.settings.labels)) == ("img", {"team": "lm"})
-        assert backend.poll_interval == 10
+        assert backend.settings.poll_interval == 10
         stager = backend._stager  # where the working tree is staged: under the prefix
         assert stager is not None and stager.folder == "gs://b/runs/.confpipe/code"
     finally:

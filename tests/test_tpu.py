@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from confpipe.backends import JobRequest
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu import TpuBackend
-from confpipe.backends.gcp.tpu_request import TpuSettings, queued_resource, redacted, startup_script
+from confpipe.backends.gcp.tpu_request import queued_resource, redacted, startup_script
 from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
 from confpipe.engine import status
@@ -36,7 +37,7 @@ from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import alive, eventually
 
 GiB = 2**30
-SETTINGS = TpuSettings(**gcpfakes.SETTINGS)
+SETTINGS = GcpConf(**gcpfakes.SETTINGS)
 ENV_VALUE = "env-value-that-must-not-leak-4b2d"
 HASH = "0123456789ab"
 
@@ -49,7 +50,7 @@ def check_golden(name: str, text: str) -> None:
     gcpfakes.check_golden(GOLDEN / f"tpu_{name}", text, "TPU request", "tests/test_tpu.py")
 
 
-def golden(name: str, step: str, resources: Resources, settings: TpuSettings = SETTINGS) -> Any:
+def golden(name: str, step: str, resources: Resources, settings: GcpConf = SETTINGS) -> Any:
     job = JobRequest(step, JOB_DIR.format(step=step), resources)
     code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
     request = queued_resource(settings, job, driver="golden-driver", code=code)
@@ -68,7 +69,9 @@ def test_golden_single_host_with_env_keeps_env_values_out() -> None:
 
 
 def test_golden_multi_host_in_an_explicit_zone() -> None:
-    settings = TpuSettings("proj", "us-central2", "img:latest", zone="us-central2-b")
+    settings = GcpConf(
+        project="proj", region="us-central2", image="img:latest", tpu_zone="us-central2-b"
+    )
     request = golden("multi_host", "train", Resources(tpu="v4-32", timeout=3600), settings)
     assert request.tpu.node_spec[0].parent == "projects/proj/locations/us-central2-b"
     assert request.tpu.node_spec[0].node.runtime_version == "tpu-ubuntu2204-base"
@@ -100,9 +103,11 @@ def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
 # -- preflight -----------------------------------------------------------------------------
 
 
-def offline(region: str = "us-central1", **kwargs: Any) -> TpuBackend:
+def offline(region: str = "us-central1", **settings: Any) -> TpuBackend:
     """A backend whose client is never used (checks only): no server behind the endpoint."""
-    return TpuBackend("proj", region, "img", tpu_endpoint="127.0.0.1:9", **kwargs)
+    return TpuBackend(
+        GcpConf(project="proj", region=region, image="img", tpu_endpoint="127.0.0.1:9", **settings)
+    )
 
 
 PREFLIGHT_ERRORS = [
@@ -131,7 +136,7 @@ PREFLIGHT_ERRORS = [
         "do: us-central2-b; set backend.tpu_zone to one of them",
     ),
     (
-        {"zone": "us-central1-a"},
+        {"tpu_zone": "us-central1-a"},
         Resources(tpu="v6e-8"),
         "resources.tpu=v6e-8: zone us-central1-a (backend.tpu_zone) doesn't offer TPU v6e "
         "(Trillium); zones that do: us-central1-b, us-east1-d,",
@@ -178,7 +183,7 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
 
 
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
-    from confpipe.backends.registry import GcpBackend
+    from confpipe.backends.gcp.router import GcpBackend
     from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "stage_code": False}
@@ -211,9 +216,11 @@ def fake(fake_tpu: FakeTpu) -> FakeTpu:
     return fake_tpu
 
 
-def make_backend(fake: FakeTpu, region: str = "us-central1", **kwargs: Any) -> TpuBackend:
-    kwargs.setdefault("poll_interval", 0.05)
-    return TpuBackend("proj", region, "img", tpu_endpoint=fake.endpoint, **kwargs)
+def make_backend(fake: FakeTpu, region: str = "us-central1") -> TpuBackend:
+    settings = GcpConf(
+        project="proj", region=region, image="img", tpu_endpoint=fake.endpoint, poll_interval=0.05
+    )
+    return TpuBackend(settings)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The Backend seam: where jobs run. A backend checks, submits, polls, cancels and closes;
 waiting, retries, timeouts, log tails and cancellation live once, in
-``confpipe.engine.remote.run_job``. ``confpipe.backends.registry`` builds each kind.
+``confpipe.engine.remote.run_job``. ``confpipe.backends.registry`` maps each kind to its
+builder, and ``confpipe.backends.settings`` holds the ``backend`` node its settings extend.
 
 The job protocol is defined here too, once: a step's records live in ``{output}/.confpipe/``
 (``RECORDS``), and each job in a job folder (``{output}/.confpipe/jobs/{job_id}/``), written

@@ -7,6 +7,9 @@ the job ends; a status names whichever holds the log now). Jobs whose cpu/memory
 fit the remaining budget wait, queued in submission order; the job that ends starts the
 next ones that fit. No thread polls. A job can't outlive its driver (no later driver could
 re-attach to it): ``close`` stops the jobs still queued or running.
+
+``build(settings)`` makes the backend from the ``backend`` node (``BackendConf``: the
+budget as the config writes it, e.g. ``memory: 16GiB``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
-from confpipe.backends.resources import Resources
+from confpipe.backends.resources import Resources, parse_size
+from confpipe.backends.settings import BackendConf
 from confpipe.errors import ConfigError
 from confpipe.storage import local_path, store_for
 
@@ -32,6 +36,23 @@ logger = logging.getLogger(__name__)
 GiB = 2**30
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
 _WAITING = "waiting for the cpu/memory budget"
+
+
+def build(settings: BackendConf) -> LocalBackend:
+    """The local backend with the budget ``settings`` give (null: this machine's)."""
+    cpu = settings.cpu
+    if cpu is not None and not cpu > 0:
+        raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
+    memory = settings.memory
+    if memory is not None:
+        try:
+            memory = parse_size(memory, plain_bytes=False)
+        except ValueError as err:
+            raise ConfigError(f"backend.memory: {err}") from None
+        if memory <= 0:
+            got = settings.memory
+            raise ConfigError(f"backend.memory: must be positive, got {got!r}; use e.g. 16GiB")
+    return LocalBackend(cpu=cpu, memory=memory)
 
 
 @dataclass(eq=False)

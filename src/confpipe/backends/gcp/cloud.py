@@ -1,12 +1,11 @@
-"""What the Cloud Batch and Cloud TPU backends share: preflight, client, staging and outages.
+"""What the Cloud Batch and Cloud TPU backends share: settings, client, staging and outages.
 
-``CloudBackend`` holds the settings both check the same way (``poll_interval``,
-``api_timeout``, ``stage_code``), the driver's id that labels its jobs, the API client
-(made on first use, closed by ``close``, made again if used after), the one retry policy
-for API calls (``gcp_api.call``) and the outage clock: a status check that fails
-transiently keeps the last status, and only once the API has been unreachable for
-``api_timeout`` does a poll fail the step. ``copy_records`` puts a job's records where
-``run_job`` looks for them.
+``CloudBackend`` holds the settings (a ``GcpConf``, checked when made), the driver's id that
+labels its jobs, the API client (made on first use, closed by ``close``, made again if used
+after), the one retry policy for API calls (``gcp_api.call``) and the outage clock: a
+status check that fails transiently keeps the last status, and only once the API has been
+unreachable for ``api_timeout`` does a poll fail the step. ``copy_records`` puts a job's
+records where ``run_job`` looks for them.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from confpipe.backends import BackendKind
 from confpipe.backends.gcp import api as gcp_api
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import CodeStager, worktree
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError, StepFailed
@@ -33,6 +33,10 @@ C = TypeVar("C")  # the API client
 class CloudBackend(Generic[C]):
     """The shared half of ``BatchBackend`` and ``TpuBackend``.
 
+    ``code_folder`` is where the working tree is staged (``{prefix}/.confpipe/code`` when
+    ``backend.stage_code``): its git files are archived there once and installed in each job
+    with the step's ``pip_extras``; None runs the code baked into ``settings.image``.
+
     A subclass names its ``service`` (for messages), says who installs a step's
     ``pip_extras`` (``_pip_hint``), checks resources in ``_check_resources`` and makes its
     API client in ``_new_client``.
@@ -43,14 +47,11 @@ class CloudBackend(Generic[C]):
     service: ClassVar[str]
     _pip_hint: ClassVar[str]  # "so ... can pip install your project with those extras; ..."
 
-    def __init__(self, poll_interval: float, api_timeout: float, stage_code: str | None) -> None:
-        if poll_interval <= 0 or api_timeout <= 0:
-            raise ConfigError("backend.poll_interval and api_timeout must be positive")
-        self.poll_interval = poll_interval
-        self.max_poll_interval = poll_interval / 2  # run_job's wake-ups mostly read a cache
-        self.api_timeout = api_timeout
+    def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
+        self.settings = settings
+        self.max_poll_interval = settings.poll_interval / 2  # wake-ups mostly read a cache
         self.driver = uuid.uuid4().hex[:16]
-        self._stager = CodeStager(stage_code, worktree()) if stage_code else None
+        self._stager = CodeStager(code_folder, worktree()) if code_folder else None
         self._lock = threading.Lock()
         self._failing: tuple[float, BaseException] | None = None  # since when, last error
         self._client_lock = threading.Lock()
@@ -93,7 +94,7 @@ class CloudBackend(Generic[C]):
         self, step: str, method: Callable[..., T], request: object, cancellable: bool = True
     ) -> T:
         return gcp_api.call(
-            self.service, step, method, request, self.api_timeout, cancellable=cancellable
+            self.service, step, method, request, self.settings.api_timeout, cancellable=cancellable
         )
 
     def _api_down(self, err: BaseException) -> None:
@@ -109,10 +110,11 @@ class CloudBackend(Generic[C]):
         """Fail ``step`` once the API has been unreachable for ``api_timeout``."""
         with self._lock:
             failing = self._failing
-        if failing is not None and time.monotonic() - failing[0] > self.api_timeout:
+        timeout = self.settings.api_timeout
+        if failing is not None and time.monotonic() - failing[0] > timeout:
             raise StepFailed(
                 step,
-                f"{self.service} unreachable for {self.api_timeout:g}s ({failing[1]}); the "
+                f"{self.service} unreachable for {timeout:g}s ({failing[1]}); the "
                 f"{what} may still be running",
             )
 

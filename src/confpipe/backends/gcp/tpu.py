@@ -2,7 +2,7 @@
 
 ``submit`` first looks for the step's live queued resource by its node's labels (a driver
 that took over a stale lease re-attaches instead of submitting twice), else creates one
-(``tpu_spec``) and waits for the create operation. Every host of the slice runs the job's
+(``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
 entry (``backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends;
 host 0's records are the job's. ``poll`` reads those records (one listing of the job
 folder) and, while they don't settle it, the queued resource's state: ACTIVE is running,
@@ -20,17 +20,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
-from confpipe.backends.gcp.batch_request import job_id, step_labels
 from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.job import job_id, step_labels
 from confpipe.backends.gcp.tpu_request import (
     Placement,
-    TpuSettings,
     check_resources,
     hosts_of,
     job_dir_of,
@@ -46,7 +44,7 @@ from confpipe.errors import StepFailed
 if TYPE_CHECKING:
     from google.cloud import tpu_v2
 
-__all__ = ["TpuBackend", "TpuSettings"]
+__all__ = ["TpuBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +66,15 @@ class _Slice:
 
 
 class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
-    """Runs jobs on Cloud TPU VMs in ``project``, in containers of ``image``.
+    """Runs jobs on Cloud TPU VMs in ``settings.project``, in containers of ``image``.
 
-    ``zone`` None picks, per step, the first zone of ``region`` offering its TPU type;
-    ``runtime_version`` None the default of the type's generation. ``tpu_endpoint``
+    ``settings.tpu_zone`` None picks, per step, the first zone of ``region`` offering its TPU
+    type; ``tpu_runtime_version`` None the default of the type's generation. ``tpu_endpoint``
     (``host:port``) points the client at another server, such as
     ``confpipe.testing.tpu.FakeTpu`` (loopback endpoints get an insecure channel and no
-    credentials). ``stage_code`` is as for ``BatchBackend``: the working tree, archived under
-    the prefix and installed on each host.
+    credentials). ``code_folder``: see ``CloudBackend`` (the code is installed on each host).
+    The client is made on the first check, after the step's TPU is (a mistake in it is
+    reported first).
     """
 
     service = gcp_api.TPU
@@ -84,33 +83,8 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         "backend.image"
     )
 
-    def __init__(
-        self,
-        project: str,
-        region: str,
-        image: str,
-        zone: str | None = None,
-        runtime_version: str | None = None,
-        service_account: str | None = None,
-        network: str | None = None,
-        subnetwork: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        poll_interval: float = 10.0,
-        tpu_endpoint: str | None = None,
-        stage_code: str | None = None,
-        api_timeout: float = 600.0,
-        storage_endpoint: str | None = None,
-    ) -> None:
-        self.settings = TpuSettings(
-            project, region, image, service_account, network, subnetwork, dict(labels or {}),
-            storage_endpoint, zone, runtime_version,
-        )  # fmt: skip
-        super().__init__(poll_interval, api_timeout, stage_code)
-        self._endpoint = tpu_endpoint
-
     def _new_client(self) -> tpu_v2.TpuClient:
-        """Made on the first check, after the step's TPU (a mistake in it is reported first)."""
-        return gcp_api.tpu_client(self._endpoint)
+        return gcp_api.tpu_client(self.settings.tpu_endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources, self.settings)
@@ -127,7 +101,8 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
 
     def poll(self, handle: object) -> JobStatus:
         job = _slice(handle)
-        if not job.status.state.done and time.monotonic() - job.checked >= self.poll_interval:
+        interval = self.settings.poll_interval
+        if not job.status.state.done and time.monotonic() - job.checked >= interval:
             job.checked = time.monotonic()
             job.status = self._status(job)
         if job.status.state.done:  # also a slice already preempted when it was created
@@ -201,7 +176,9 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         except exceptions.AlreadyExists:  # our own create, retried after a lost answer
             pass
         else:
-            gcp_api.wait_operation(self.service, job.step, "create", operation, self.api_timeout)
+            gcp_api.wait_operation(
+                self.service, job.step, "create", operation, self.settings.api_timeout
+            )
         get = tpu_v2.GetQueuedResourceRequest(name=name)
         created = self._call(job.step, self._client.get_queued_resource, get)
         logger.info(
