@@ -51,12 +51,6 @@ def wait_for(path: str, timeout: float = 60.0) -> str:
     return "released"
 
 
-def exit_hard(code: int) -> None:
-    """Leave without a record, as a crash (OOM kill, segfault) would."""
-    print(f"exiting with {code}")
-    os._exit(code)
-
-
 def count_then_fail(folder: str) -> None:
     runs = Path(folder, "runs")
     with runs.open("a") as f:

@@ -1,4 +1,9 @@
-"""The local backend and the worker: real subprocesses in real folders, through run_job."""
+"""The local backend and the worker: real subprocesses in real folders.
+
+What every backend does (values, failures, log tails, cancel, timeouts, re-attach, close) is
+in test_backend_contract.py; here, what only the local one does: its CPU/memory budget and
+queue, process groups, a job dying with its driver, the worker's own exits.
+"""
 
 from __future__ import annotations
 
@@ -61,15 +66,6 @@ def state_of(backend: LocalBackend, handle: object) -> JobState:
     return backend.poll(handle).state
 
 
-def test_value_round_trips_through_a_local_job(tmp_path: Path) -> None:
-    value = run(LocalBackend(), tmp_path / "out", jobfns.add, a=1, b=2)
-    assert isinstance(value, dict)
-    assert value["sum"] == 3
-    assert value["pid"] != os.getpid()
-    (job,) = job_dirs(tmp_path / "out")
-    assert {p.name for p in job.iterdir()} == {"call.pkl", "result.json", "log.txt"}
-
-
 def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,22 +79,6 @@ def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
         assert run(LocalBackend(), tmp_path / "out", module.f, x=41) == 42
     finally:
         sys.modules.pop(name, None)
-
-
-def test_raising_function_fails_with_remote_error_traceback_and_log_tail(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    with pytest.raises(StepFailed) as info:
-        run(LocalBackend(), out, jobfns.boom, Resources(max_retries=2), message="kaput-123")
-    message = str(info.value)
-    (job,) = job_dirs(out)  # a failure is never retried
-    assert message.startswith("step 'out': ValueError: kaput-123\n")
-    assert f"job folder: {job}" in message
-    assert "about to fail: line printed by the job" in message
-    remote_tb = info.value.remote_traceback  # type: ignore[attr-defined]
-    assert "raise ValueError(message)" in remote_tb
-    assert "jobfns.py" in remote_tb
-    assert (job / "error.json").exists()
-    assert not (job / "result.json").exists()
 
 
 def test_non_json_return_value_fails_clearly(tmp_path: Path) -> None:
@@ -118,26 +98,14 @@ def test_env_reaches_the_job_and_its_value_is_written_nowhere(tmp_path: Path) ->
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
 
 
-def test_cancelling_the_scope_kills_the_job_and_its_process_group(tmp_path: Path) -> None:
-    scope = CancelScope()
-    pid_file = tmp_path / "pids"
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            run,
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            scope=scope,
-            pid_file=str(pid_file),
-            child=True,
-        )
-        pids = read_pids(pid_file)
-        assert all(alive(p) for p in pids)
-        scope.cancel("lease lost")
-        with pytest.raises(StepFailed, match="cancelled: lease lost"):
-            future.result(timeout=20)
-    assert not alive(pids[0])  # the job itself is reaped by the time run_job returns
-    eventually(lambda: not alive(pids[1]), "the job's child to die", seconds=10)
+def test_cancel_kills_the_jobs_whole_process_group(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    handle = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"), child=True)
+    job, child = read_pids(tmp_path / "pids")
+    assert alive(job) and alive(child)
+    backend.cancel(handle)
+    assert not alive(job)  # the job itself is reaped by the time cancel returns
+    eventually(lambda: not alive(child), "the job's child to die", seconds=10)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,30 +132,6 @@ def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -
         driver.wait()
     eventually(lambda: not alive(job), "the job to stop", 10)
     eventually(lambda: not alive(child), "the job's child to be killed", 15)
-
-
-def test_detach_does_not_leave_a_local_job_running(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # no restarted driver could re-attach to it: it would run again beside it
-    scope = CancelScope()
-    pid_file = tmp_path / "pids"
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            run,
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            scope=scope,
-            detach=True,
-            pid_file=str(pid_file),
-        )
-        (pid,) = read_pids(pid_file)
-        scope.set()  # Ctrl-C
-        with pytest.raises(StepFailed, match=r"cancelled: interrupted$"):
-            future.result(timeout=20)
-    assert not alive(pid)
-    assert "detach=true leaves only cloud jobs running" in caplog.text
 
 
 def test_cancelled_queued_job_never_starts_and_frees_its_place(tmp_path: Path) -> None:
@@ -377,19 +321,6 @@ def test_job_killed_without_a_record_fails_with_its_signal_and_log(
     message = str(info.value)
     assert "job failed (killed by signal SIGKILL) without writing a record" in message
     assert "about to be killed" in message
-
-
-def test_timeout_cancels_a_running_job(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pids"
-    with pytest.raises(StepFailed, match=r"timed out after running 0.5s \(resources.timeout\)"):
-        run(
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            Resources(timeout=0.5),
-            pid_file=str(pid_file),
-        )
-    assert not alive(read_pids(pid_file)[0])
 
 
 def test_poll_of_a_finished_job_reports_its_exit_and_its_log(tmp_path: Path) -> None:

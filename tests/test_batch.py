@@ -2,10 +2,12 @@
 
 Golden files (tests/golden/batch_*.json) pin the requests; accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_batch.py -k golden``. They hold the
-request with env values redacted (``batch_spec.redacted``): the real request must carry
+request with env values redacted (``batch_request.redacted``): the real request must carry
 the values, so the tests check those separately and never write them down.
 End-to-end tests drive ``run_job`` against the real google-cloud-batch client talking to
 the in-process fake, whose jobs run ``python -m confpipe.backends.gcp.vm`` -> the worker.
+What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
+test_backend_contract.py; here, what Batch does its own way.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from confpipe.engine import status
 from confpipe.engine.remote import run_job
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.testing.batch import FakeBatch
-from tests import batchjobs, gcpfakes
+from tests import batchjobs, gcpfakes, jobfns
 from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
-from tests.waits import alive, eventually
+from tests.waits import eventually
 
 GiB = 2**30
 SETTINGS = GcpConf(**gcpfakes.SETTINGS)
@@ -284,22 +286,11 @@ def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
     assert "    about to fail: line printed by the job" in str(err.value)
 
 
-def test_a_failed_job_reports_the_remote_error_and_its_log_tail(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    with pytest.raises(StepFailed) as err:
-        run(backend, tmp_path / "boom-0123456789ab", batchjobs.boom, message="bad input")
-    text = str(err.value)
-    assert text.startswith("step 'boom': ValueError: bad input\n  job folder: ")
-    assert "    about to fail: line printed by the job" in text
-    assert "raise ValueError(message)" in (err.value.remote_traceback or "")
-
-
 def test_a_crash_reports_the_exit_code_and_the_status_event(
     backend: BatchBackend, tmp_path: Path
 ) -> None:
     with pytest.raises(StepFailed) as err:
-        run(backend, tmp_path / "crash-0123456789ab", batchjobs.exit_hard, code=3)
+        run(backend, tmp_path / "crash-0123456789ab", jobfns.exit_hard, code=3)
     text = str(err.value)
     assert "job failed (exit code 3; last status event: Job state is set from RUNNING to " in text
     assert "with exit code 3." in text
@@ -417,87 +408,6 @@ def test_the_log_reaches_the_job_folder_while_the_job_runs(
     release.touch()
     thread.join(30)
     assert outcome == ["released"]
-
-
-def test_cancel_deletes_the_job_and_kills_its_process(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "pid"
-    scope = CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            backend,
-            tmp_path / "s-0123456789ab",
-            batchjobs.sleeper,
-            scope=scope,
-            pid_file=str(pid_file),
-        )
-    )
-    eventually(pid_file.exists, "the job to start")
-    pid = int(pid_file.read_text())
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert isinstance(outcome[0], StepFailed)
-    assert str(outcome[0]) == "step 's': cancelled: interrupted"
-    assert fake.count("DeleteJob") == 1
-    assert fake.jobs() == []
-    eventually(lambda: not alive(pid), "the job's process to die", 10)
-
-
-def test_detach_leaves_the_job_running(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "pid"
-    scope = CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            backend,
-            tmp_path / "s-0123456789ab",
-            batchjobs.sleeper,
-            scope=scope,
-            detach=True,
-            pid_file=str(pid_file),
-        )
-    )
-    eventually(pid_file.exists, "the job to start")
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert "job left running (detach)" in str(outcome[0])
-    assert fake.count("DeleteJob") == 0
-    assert states(fake) == ["RUNNING"]
-    assert alive(int(pid_file.read_text()))
-
-
-def test_a_restarted_driver_reattaches_instead_of_resubmitting(
-    fake: FakeBatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="confpipe")
-    release, out = tmp_path / "release", tmp_path / "w-0123456789ab"
-    first_driver, scope = make_backend(fake), CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            first_driver, out, batchjobs.wait_for, scope=scope, detach=True, path=str(release)
-        )
-    )
-    eventually(lambda: states(fake) == ["RUNNING"], "the job to run")
-    scope.cancel("interrupted")  # the first driver goes away; its job keeps running
-    thread.join(30)
-    first_driver.close()
-    second_driver = make_backend(fake)
-    thread, outcome = in_thread(
-        lambda: run(second_driver, out, batchjobs.wait_for, path=str(release))
-    )
-    eventually(lambda: "re-attached to its live Batch job" in caplog.text, "the re-attach")
-    release.touch()
-    thread.join(30)
-    second_driver.close()
-    assert outcome == ["released"]
-    assert fake.count("CreateJob") == 1
-    # a finished job is not re-attached: the next launch submits a new one
-    third_driver = make_backend(fake)
-    assert run(third_driver, out, batchjobs.wait_for, path=str(release)) == "released"
-    third_driver.close()
-    assert fake.count("CreateJob") == 2
 
 
 def test_polling_costs_one_request_per_interval_for_all_jobs(

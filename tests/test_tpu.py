@@ -3,10 +3,12 @@
 Golden files (tests/golden/tpu_*) pin the QueuedResource requests and the startup script;
 accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden``. They hold the
-request with env values redacted (``tpu_spec.redacted``).
+request with env values redacted (``tpu_request.redacted``).
 End-to-end tests drive ``run_job`` with the real google-cloud-tpu client against the
 in-process fake, whose hosts run the startup script -> ``confpipe.backends.gcp.vm`` -> the
 worker as local subprocesses, with job folders on fake-gcs-server (tests/conftest.py).
+What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
+test_backend_contract.py; here, what TPU slices add: hosts, preemptions, the service.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu import TpuBackend
 from confpipe.backends.gcp.tpu_request import queued_resource, redacted, startup_script
 from confpipe.backends.resources import GPU, Resources
-from confpipe.cancel import CancelScope
 from confpipe.engine import status
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
@@ -369,59 +370,6 @@ def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
     assert "job failed (host 1 of 2 exited with exit code 137 (killed by SIGKILL)) without" in text
     assert "    host 1 waiting" in text
     eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
-
-
-def test_ctrl_c_deletes_the_queued_resource_and_stops_its_hosts(
-    fake: FakeTpu, backend: TpuBackend, tmp_path: Path, gs_prefix: str
-) -> None:
-    scope = CancelScope()
-    out, resources = f"{gs_prefix}/s-{HASH}", Resources(tpu="v5litepod-8")
-    thread, outcome = in_thread(
-        lambda: run(
-            backend, out, tpujobs.wait_on_hosts, resources, scope=scope, pid_dir=str(tmp_path)
-        )
-    )
-    eventually(lambda: (tmp_path / "host-0").exists(), "the job to start")
-    pid = int((tmp_path / "host-0").read_text())
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert str(outcome[0]) == "step 's': cancelled: interrupted"
-    assert fake.count("DeleteQueuedResource") == 1
-    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
-    eventually(lambda: not alive(pid), "the host's worker to die", 10)
-
-
-def test_detach_leaves_the_slice_and_a_restarted_driver_reattaches(
-    fake: FakeTpu, tmp_path: Path, gs_prefix: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="confpipe")
-    release, out = tmp_path / "release", f"{gs_prefix}/w-{HASH}"
-    first, scope = make_backend(fake), CancelScope()
-    resources = Resources(tpu="v5litepod-8")
-    thread, outcome = in_thread(
-        lambda: run(
-            first, out, batchjobs.wait_for, resources, scope=scope, detach=True, path=str(release)
-        )
-    )
-    eventually(
-        lambda: [r.state.state.name for r in fake.queued_resources()] == ["ACTIVE"], "ACTIVE"
-    )
-    scope.cancel("interrupted")  # the first driver goes away; its slice keeps running
-    thread.join(30)
-    first.close()
-    assert "job left running (detach)" in str(outcome[0])
-    assert fake.count("DeleteQueuedResource") == 0
-    second = make_backend(fake)
-    thread, outcome = in_thread(
-        lambda: run(second, out, batchjobs.wait_for, resources, path=str(release))
-    )
-    eventually(lambda: "re-attached to its live queued resource" in caplog.text, "the re-attach")
-    release.touch()
-    thread.join(30)
-    second.close()
-    assert outcome == ["released"]
-    assert fake.count("CreateQueuedResource") == 1
-    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
 
 
 def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:

@@ -1,6 +1,7 @@
 """The Backend seam: where jobs run. A backend checks, submits, polls, cancels and closes;
 waiting, retries, timeouts, log tails and cancellation live once, in
-``confpipe.engine.remote.run_job``. ``confpipe.backends.registry`` maps each kind to its
+``confpipe.engine.remote.run_job``. Write a new one by implementing ``Backend`` and passing
+``tests/test_backend_contract.py``; ``confpipe.backends.registry`` maps each kind to its
 builder, and ``confpipe.backends.settings`` holds the ``backend`` node its settings extend.
 
 The job protocol is defined here too, once: a step's records live in ``{output}/.confpipe/``
