@@ -66,6 +66,7 @@ def state_of(backend: LocalBackend, handle: object) -> JobState:
     return backend.poll(handle).state
 
 
+@pytest.mark.slow
 def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,11 +82,13 @@ def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
         sys.modules.pop(name, None)
 
 
+@pytest.mark.slow
 def test_non_json_return_value_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(StepFailed, match=r"must be JSON-serializable.*type set"):
         run(LocalBackend(), tmp_path / "out", jobfns.returns_set)
 
 
+@pytest.mark.slow
 def test_env_reaches_the_job_and_its_value_is_written_nowhere(tmp_path: Path) -> None:
     secret = f"s3cret-{uuid.uuid4().hex}"
     resources = Resources(env={"CONFPIPE_TEST_SECRET": secret})
@@ -98,6 +101,7 @@ def test_env_reaches_the_job_and_its_value_is_written_nowhere(tmp_path: Path) ->
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
 
 
+@pytest.mark.slow
 def test_cancel_kills_the_jobs_whole_process_group(tmp_path: Path) -> None:
     backend = LocalBackend()
     handle = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"), child=True)
@@ -119,6 +123,7 @@ run(LocalBackend(), sys.argv[1], jobfns.sleeper, pid_file=sys.argv[2], child=Tru
 """
 
 
+@pytest.mark.slow
 def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     driver = subprocess.Popen(
@@ -134,6 +139,7 @@ def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -
     eventually(lambda: not alive(child), "the job's child to be killed", 15)
 
 
+@pytest.mark.slow
 def test_cancelled_queued_job_never_starts_and_frees_its_place(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=1)
     first = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
@@ -155,6 +161,7 @@ def test_cancelled_queued_job_never_starts_and_frees_its_place(tmp_path: Path) -
     assert not Path(queued_dir, "log.txt").exists()
 
 
+@pytest.mark.slow
 def test_cancelling_a_queued_run_job_raises_and_never_starts_it(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=1)
     busy = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
@@ -172,6 +179,7 @@ def test_cancelling_a_queued_run_job_raises_and_never_starts_it(tmp_path: Path) 
     assert not (job / "log.txt").exists()
 
 
+@pytest.mark.slow
 def test_budget_of_one_cpu_never_overlaps_jobs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -206,6 +214,7 @@ def test_budget_of_one_cpu_never_overlaps_jobs(
     assert "(1 CPUs, " in waits[0] and "backend.cpu / backend.memory set the budget" in waits[0]
 
 
+@pytest.mark.slow
 def test_budget_of_three_cpus_runs_three_jobs_together(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=3)
     meeting = tmp_path / "meeting"
@@ -227,6 +236,7 @@ def test_budget_of_three_cpus_runs_three_jobs_together(tmp_path: Path) -> None:
         assert sorted(str(f.result(timeout=60)) for f in futures) == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_memory_budget_queues_a_job_that_does_not_fit(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=4, memory=2 * GiB)
     big = Resources(memory=int(1.5 * GiB))
@@ -245,6 +255,7 @@ def test_memory_budget_queues_a_job_that_does_not_fit(tmp_path: Path) -> None:
         backend.cancel(second)
 
 
+@pytest.mark.slow
 def test_close_stops_the_jobs_still_queued_or_running(tmp_path: Path) -> None:
     # no later driver could re-attach to them: a run's end must not leave them behind
     backend = LocalBackend(cpu=1)
@@ -312,6 +323,7 @@ def test_default_budget_is_the_machine() -> None:
     assert backend.memory == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+@pytest.mark.slow
 def test_job_killed_without_a_record_fails_with_its_signal_and_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,6 +335,7 @@ def test_job_killed_without_a_record_fails_with_its_signal_and_log(
     assert "about to be killed" in message
 
 
+@pytest.mark.slow
 def test_poll_of_a_finished_job_reports_its_exit_and_its_log(tmp_path: Path) -> None:
     backend = LocalBackend()
     handle = submit(backend, tmp_path, jobfns.boom, message="x")
@@ -342,6 +355,7 @@ def worker(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [(), ("a", "b"), ("--help",)])
 def test_worker_usage_error_exits_2(args: tuple[str, ...]) -> None:
     proc = worker(*args)
@@ -349,6 +363,7 @@ def test_worker_usage_error_exits_2(args: tuple[str, ...]) -> None:
     assert proc.stderr == "usage: python -m confpipe.worker <job folder URL>\n"
 
 
+@pytest.mark.slow
 def test_worker_without_a_staged_call_exits_2(tmp_path: Path) -> None:
     proc = worker(str(tmp_path))
     assert proc.returncode == 2
@@ -357,6 +372,7 @@ def test_worker_without_a_staged_call_exits_2(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_worker_imports_no_heavy_libraries() -> None:
     """Every job pays the worker's import time: no Hydra, rich or Google SDKs."""
     code = (

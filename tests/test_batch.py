@@ -165,20 +165,26 @@ PREFLIGHT_ERRORS = [
 ]
 
 
+def offline() -> BatchBackend:
+    """A backend whose client is never used (checks only): no server behind the endpoint."""
+    return BatchBackend(GcpConf(project="proj", image="img", batch_endpoint="127.0.0.1:9"))
+
+
 @pytest.mark.parametrize(("resources", "message"), PREFLIGHT_ERRORS)
-def test_preflight_names_the_valid_options(
-    fake: FakeBatch, resources: Resources, message: str
-) -> None:
-    backend = make_backend(fake)
+def test_preflight_names_the_valid_options(resources: Resources, message: str) -> None:
+    backend = offline()
     with pytest.raises(ConfigError) as err:
         backend.check("train", resources)
+    backend.close()
     assert str(err.value).startswith("step 'train': ")
     assert message in str(err.value)
 
 
-def test_pip_extras_need_the_working_tree_staged(fake: FakeBatch) -> None:
+def test_pip_extras_need_the_working_tree_staged() -> None:
+    backend = offline()
     with pytest.raises(ConfigError, match=r"pip_extras=\['eval'\] needs the working tree staged"):
-        make_backend(fake).check("s", Resources(pip_extras=("eval",)))
+        backend.check("s", Resources(pip_extras=("eval",)))
+    backend.close()
 
 
 def test_a_timeout_failure_says_so() -> None:
@@ -210,6 +216,7 @@ def test_the_batch_api_is_pinned() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_backend_module_imports_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
         "confpipe.backends.gcp.batch", "confpipe.backends.gcp.cloud", "confpipe.backends.gcp.api"
@@ -246,6 +253,7 @@ def events(job: Any) -> list[str]:
     return [e.description for e in job.status.status_events]
 
 
+@pytest.mark.slow
 def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -268,6 +276,7 @@ def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     assert "adding 1 and 2" in fake.cloud_log(job.name)  # the VM's stdout: Cloud Logging
 
 
+@pytest.mark.slow
 def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
     """gs:// job folders (fake-gcs-server, tests/conftest.py): the worker and vm reach them."""
     with FakeBatch() as fake:  # made after gs_prefix: the "image" environment finds the fake
@@ -286,6 +295,7 @@ def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
     assert "    about to fail: line printed by the job" in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_crash_reports_the_exit_code_and_the_status_event(
     backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -297,6 +307,7 @@ def test_a_crash_reports_the_exit_code_and_the_status_event(
     assert "    exiting with 3" in text  # the log tail
 
 
+@pytest.mark.slow
 def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -312,6 +323,7 @@ def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
     assert job.status.state.name == "SUCCEEDED"
 
 
+@pytest.mark.slow
 def test_preemptions_beyond_max_retries_fail_with_advice(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -327,6 +339,7 @@ def test_preemptions_beyond_max_retries_fail_with_advice(
         )
 
 
+@pytest.mark.slow
 def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: Path) -> None:
     resources = Resources(spot=True, max_retries=3)
     with pytest.raises(StepFailed, match="RuntimeError: a bug"):
@@ -344,6 +357,7 @@ def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: 
     )
 
 
+@pytest.mark.slow
 def test_env_and_secrets_reach_the_job_but_no_log(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -361,6 +375,7 @@ def test_env_and_secrets_reach_the_job_but_no_log(
         assert not [p for p in out.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path) -> None:
     missing = "projects/proj/secrets/nope/versions/1"
     with pytest.raises(StepFailed, match=f"secret {missing} could not be accessed"):
@@ -374,6 +389,7 @@ def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path)
         )
 
 
+@pytest.mark.slow
 def test_the_driver_outlasts_a_server_refusing_connections(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -397,6 +413,7 @@ def test_the_driver_outlasts_a_server_refusing_connections(
     assert fake.count("CreateJob") == 2
 
 
+@pytest.mark.slow
 def test_the_log_reaches_the_job_folder_while_the_job_runs(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -410,6 +427,7 @@ def test_the_log_reaches_the_job_folder_while_the_job_runs(
     assert outcome == ["released"]
 
 
+@pytest.mark.slow
 def test_polling_costs_one_request_per_interval_for_all_jobs(
     fake: FakeBatch, tmp_path: Path
 ) -> None:
@@ -467,6 +485,7 @@ def test_the_archive_holds_tracked_files_as_they_are_now(tmp_path: Path) -> None
         assert tar.extractfile("a.py").read() == b"x = 2\n"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_staged_code_is_what_the_job_runs(
     fake: FakeBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

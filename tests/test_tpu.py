@@ -201,6 +201,7 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     backend.close()
 
 
+@pytest.mark.slow
 def test_the_tpu_modules_import_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
         "confpipe.backends.gcp.tpu",
@@ -242,6 +243,7 @@ def job_dirs(out: str) -> list[str]:
     return sorted(f"gs://{p.rstrip('/')}" for p in found)
 
 
+@pytest.mark.slow
 def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -262,6 +264,7 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0}
 
 
+@pytest.mark.slow
 def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     fake: FakeTpu, gs_prefix: str
 ) -> None:
@@ -281,6 +284,7 @@ def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     assert "host 3 ran" in fake.serial_log(name, 3)  # the VM's output: its serial console
 
 
+@pytest.mark.slow
 def test_a_preempted_slice_is_retried_then_succeeds(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -297,6 +301,7 @@ def test_a_preempted_slice_is_retried_then_succeeds(
     eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
 
 
+@pytest.mark.slow
 def test_a_slice_the_service_failed_is_retried_and_deleted(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -312,6 +317,7 @@ def test_a_slice_the_service_failed_is_retried_and_deleted(
     eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
 
 
+@pytest.mark.slow
 def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -324,6 +330,7 @@ def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
     assert fake.count("DeleteQueuedResource") == 1
 
 
+@pytest.mark.slow
 def test_preemptions_beyond_max_retries_fail_with_the_reason(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -336,6 +343,7 @@ def test_preemptions_beyond_max_retries_fail_with_the_reason(
     assert "suspended by the Cloud TPU service); raise resources.max_retries" in text
 
 
+@pytest.mark.slow
 def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_prefix: str) -> None:
     backend = make_backend(fake, "us-central2")
     out = f"{gs_prefix}/boom-{HASH}"
@@ -351,6 +359,7 @@ def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_p
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
 
 
+@pytest.mark.slow
 def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
     fake: FakeTpu, tmp_path: Path, gs_prefix: str
 ) -> None:
@@ -372,6 +381,7 @@ def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
     eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
 
 
+@pytest.mark.slow
 def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     from google.api_core import exceptions
     from google.cloud import tpu_v2
@@ -394,6 +404,7 @@ def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     gcp_api.close(client)
 
 
+@pytest.mark.slow
 def test_the_fake_serves_from_the_command_line() -> None:
     command = [sys.executable, "-m", "confpipe.testing.tpu", "--port", "0"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
@@ -404,6 +415,7 @@ def test_the_fake_serves_from_the_command_line() -> None:
     assert proc.returncode == 0  # SIGTERM stops it cleanly (its hosts and files go too)
 
 
+@pytest.mark.slow
 def test_env_values_reach_every_host_through_the_metadata_but_no_file(
     fake: FakeTpu, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
