@@ -23,14 +23,6 @@ def env_digests(names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256(os.environ[n].encode()).hexdigest() for n in names}
 
 
-def sleeper(pid_file: str, seconds: float = 120.0) -> str:
-    """Record our pid, then sleep (until killed)."""
-    Path(pid_file + ".tmp").write_text(str(os.getpid()))
-    os.replace(pid_file + ".tmp", pid_file)
-    time.sleep(seconds)
-    return "slept"
-
-
 def count_runs(folder: str, seconds: float = 0.0) -> int:
     """Append a line per run to ``folder/runs`` (sleeping first), return how many ran."""
     time.sleep(seconds)

@@ -219,7 +219,10 @@ def test_the_batch_api_is_pinned() -> None:
 @pytest.mark.slow
 def test_the_backend_module_imports_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
-        "confpipe.backends.gcp.batch", "confpipe.backends.gcp.cloud", "confpipe.backends.gcp.api"
+        "confpipe.backends.gcp.batch",
+        "confpipe.backends.gcp.cloud",
+        "confpipe.backends.gcp.api",
+        "confpipe.backends.gcp.settings",
     )
 
 

@@ -206,6 +206,7 @@ def test_the_tpu_modules_import_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
         "confpipe.backends.gcp.tpu",
         "confpipe.backends.gcp.tpu_request",
+        "confpipe.backends.gcp.router",
         "confpipe.backends.registry",
     )
 

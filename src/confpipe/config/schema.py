@@ -34,7 +34,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from confpipe.backends.gcp.settings import GcpConf as GcpConf
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.settings import BackendConf as BackendConf
 
 SCHEMA_NAME = "confpipe_schema"

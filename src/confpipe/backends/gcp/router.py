@@ -42,7 +42,7 @@ class _Routed:
 
 class GcpBackend:
     """``backend=gcp``: routes each step by its resources to ``batch`` or ``tpu``, each made
-    on first use; ``code_folder`` as for ``BatchBackend``."""
+    on first use; ``code_folder``: see ``CloudBackend``."""
 
     kind = BackendKind.GCP
     reattaches = True
