@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from confpipe.backends import JobRequest  # noqa: E402
 from confpipe.backends.gcp.batch import BatchBackend  # noqa: E402
+from confpipe.backends.gcp.settings import GcpConf  # noqa: E402
 from confpipe.backends.resources import Resources  # noqa: E402
 from confpipe.testing.batch import FakeBatch  # noqa: E402
 
@@ -46,9 +47,10 @@ def ours() -> set[threading.Thread]:
 def measure(jobs: int, interval: float, seconds: float) -> dict[str, float]:
     folder = tempfile.mkdtemp(prefix="confpipe-bench-batch-")
     with FakeBatch(command=lambda runnable: ["sleep", "3600"]) as fake:
-        backend = BatchBackend(
-            "p", "us-central1", "img", batch_endpoint=fake.endpoint, poll_interval=interval
+        settings = GcpConf(
+            project="p", image="img", batch_endpoint=fake.endpoint, poll_interval=interval
         )
+        backend = BatchBackend(settings)
         threads_before = ours()
         handles = [
             backend.submit(

@@ -23,14 +23,6 @@ def env_digests(names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256(os.environ[n].encode()).hexdigest() for n in names}
 
 
-def sleeper(pid_file: str, seconds: float = 120.0) -> str:
-    """Record our pid, then sleep (until killed)."""
-    Path(pid_file + ".tmp").write_text(str(os.getpid()))
-    os.replace(pid_file + ".tmp", pid_file)
-    time.sleep(seconds)
-    return "slept"
-
-
 def count_runs(folder: str, seconds: float = 0.0) -> int:
     """Append a line per run to ``folder/runs`` (sleeping first), return how many ran."""
     time.sleep(seconds)
@@ -49,12 +41,6 @@ def wait_for(path: str, timeout: float = 60.0) -> str:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return "released"
-
-
-def exit_hard(code: int) -> None:
-    """Leave without a record, as a crash (OOM kill, segfault) would."""
-    print(f"exiting with {code}")
-    os._exit(code)
 
 
 def count_then_fail(folder: str) -> None:

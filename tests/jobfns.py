@@ -78,6 +78,25 @@ def meet(folder: str, name: str, count: int) -> str:
     return name
 
 
+def hold(pid_file: str, release: str | None = None, output_path: str | None = None) -> int:
+    """Record our pid, then wait until ``release`` exists (None: until stopped, at most
+    120 s); our pid, so a test can tell which process finished."""
+    Path(pid_file + ".tmp").write_text(str(os.getpid()))
+    os.replace(pid_file + ".tmp", pid_file)
+    deadline = time.monotonic() + 120
+    while release is None or not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def exit_hard(code: int) -> None:
+    """Leave without a record, as a crash (OOM kill, segfault) would."""
+    print(f"exiting with {code}")
+    os._exit(code)
+
+
 def kill_self() -> None:
     print("about to be killed")
     os.kill(os.getpid(), signal.SIGKILL)

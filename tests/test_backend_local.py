@@ -1,4 +1,9 @@
-"""The local backend and the worker: real subprocesses in real folders, through run_job."""
+"""The local backend and the worker: real subprocesses in real folders.
+
+What every backend does (values, failures, log tails, cancel, timeouts, re-attach, close) is
+in test_backend_contract.py; here, what only the local one does: its CPU/memory budget and
+queue, process groups, a job dying with its driver, the worker's own exits.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from confpipe.backends import JobRequest, JobState, JobStatus
+from confpipe.backends import JobRequest, JobState
 from confpipe.backends.local import LocalBackend
 from confpipe.backends.resources import GPU, Resources
 from confpipe.cancel import CancelScope
@@ -61,15 +66,7 @@ def state_of(backend: LocalBackend, handle: object) -> JobState:
     return backend.poll(handle).state
 
 
-def test_value_round_trips_through_a_local_job(tmp_path: Path) -> None:
-    value = run(LocalBackend(), tmp_path / "out", jobfns.add, a=1, b=2)
-    assert isinstance(value, dict)
-    assert value["sum"] == 3
-    assert value["pid"] != os.getpid()
-    (job,) = job_dirs(tmp_path / "out")
-    assert {p.name for p in job.iterdir()} == {"call.pkl", "result.json", "log.txt"}
-
-
+@pytest.mark.slow
 def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,27 +82,13 @@ def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
         sys.modules.pop(name, None)
 
 
-def test_raising_function_fails_with_remote_error_traceback_and_log_tail(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    with pytest.raises(StepFailed) as info:
-        run(LocalBackend(), out, jobfns.boom, Resources(max_retries=2), message="kaput-123")
-    message = str(info.value)
-    (job,) = job_dirs(out)  # a failure is never retried
-    assert message.startswith("step 'out': ValueError: kaput-123\n")
-    assert f"job folder: {job}" in message
-    assert "about to fail: line printed by the job" in message
-    remote_tb = info.value.remote_traceback  # type: ignore[attr-defined]
-    assert "raise ValueError(message)" in remote_tb
-    assert "jobfns.py" in remote_tb
-    assert (job / "error.json").exists()
-    assert not (job / "result.json").exists()
-
-
+@pytest.mark.slow
 def test_non_json_return_value_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(StepFailed, match=r"must be JSON-serializable.*type set"):
         run(LocalBackend(), tmp_path / "out", jobfns.returns_set)
 
 
+@pytest.mark.slow
 def test_env_reaches_the_job_and_its_value_is_written_nowhere(tmp_path: Path) -> None:
     secret = f"s3cret-{uuid.uuid4().hex}"
     resources = Resources(env={"CONFPIPE_TEST_SECRET": secret})
@@ -118,26 +101,15 @@ def test_env_reaches_the_job_and_its_value_is_written_nowhere(tmp_path: Path) ->
     assert [p for p in files if secret.encode() in p.read_bytes()] == []
 
 
-def test_cancelling_the_scope_kills_the_job_and_its_process_group(tmp_path: Path) -> None:
-    scope = CancelScope()
-    pid_file = tmp_path / "pids"
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            run,
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            scope=scope,
-            pid_file=str(pid_file),
-            child=True,
-        )
-        pids = read_pids(pid_file)
-        assert all(alive(p) for p in pids)
-        scope.cancel("lease lost")
-        with pytest.raises(StepFailed, match="cancelled: lease lost"):
-            future.result(timeout=20)
-    assert not alive(pids[0])  # the job itself is reaped by the time run_job returns
-    eventually(lambda: not alive(pids[1]), "the job's child to die", seconds=10)
+@pytest.mark.slow
+def test_cancel_kills_the_jobs_whole_process_group(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    handle = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"), child=True)
+    job, child = read_pids(tmp_path / "pids")
+    assert alive(job) and alive(child)
+    backend.cancel(handle)
+    assert not alive(job)  # the job itself is reaped by the time cancel returns
+    eventually(lambda: not alive(child), "the job's child to die", seconds=10)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +123,7 @@ run(LocalBackend(), sys.argv[1], jobfns.sleeper, pid_file=sys.argv[2], child=Tru
 """
 
 
+@pytest.mark.slow
 def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     driver = subprocess.Popen(
@@ -166,30 +139,7 @@ def test_a_job_and_its_children_stop_when_the_driver_is_killed(tmp_path: Path) -
     eventually(lambda: not alive(child), "the job's child to be killed", 15)
 
 
-def test_detach_does_not_leave_a_local_job_running(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # no restarted driver could re-attach to it: it would run again beside it
-    scope = CancelScope()
-    pid_file = tmp_path / "pids"
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(
-            run,
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            scope=scope,
-            detach=True,
-            pid_file=str(pid_file),
-        )
-        (pid,) = read_pids(pid_file)
-        scope.set()  # Ctrl-C
-        with pytest.raises(StepFailed, match=r"cancelled: interrupted$"):
-            future.result(timeout=20)
-    assert not alive(pid)
-    assert "detach=true leaves only cloud jobs running" in caplog.text
-
-
+@pytest.mark.slow
 def test_cancelled_queued_job_never_starts_and_frees_its_place(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=1)
     first = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
@@ -211,6 +161,7 @@ def test_cancelled_queued_job_never_starts_and_frees_its_place(tmp_path: Path) -
     assert not Path(queued_dir, "log.txt").exists()
 
 
+@pytest.mark.slow
 def test_cancelling_a_queued_run_job_raises_and_never_starts_it(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=1)
     busy = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
@@ -228,6 +179,7 @@ def test_cancelling_a_queued_run_job_raises_and_never_starts_it(tmp_path: Path) 
     assert not (job / "log.txt").exists()
 
 
+@pytest.mark.slow
 def test_budget_of_one_cpu_never_overlaps_jobs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,6 +214,7 @@ def test_budget_of_one_cpu_never_overlaps_jobs(
     assert "(1 CPUs, " in waits[0] and "backend.cpu / backend.memory set the budget" in waits[0]
 
 
+@pytest.mark.slow
 def test_budget_of_three_cpus_runs_three_jobs_together(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=3)
     meeting = tmp_path / "meeting"
@@ -283,6 +236,7 @@ def test_budget_of_three_cpus_runs_three_jobs_together(tmp_path: Path) -> None:
         assert sorted(str(f.result(timeout=60)) for f in futures) == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 def test_memory_budget_queues_a_job_that_does_not_fit(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=4, memory=2 * GiB)
     big = Resources(memory=int(1.5 * GiB))
@@ -299,6 +253,22 @@ def test_memory_budget_queues_a_job_that_does_not_fit(tmp_path: Path) -> None:
         eventually(lambda: state_of(backend, small).done, "the small job to finish")
     finally:
         backend.cancel(second)
+
+
+@pytest.mark.slow
+def test_close_stops_the_jobs_still_queued_or_running(tmp_path: Path) -> None:
+    # no later driver could re-attach to them: a run's end must not leave them behind
+    backend = LocalBackend(cpu=1)
+    running = submit(backend, tmp_path, jobfns.sleeper, pid_file=str(tmp_path / "pids"))
+    (pid,) = read_pids(tmp_path / "pids")
+    queued = submit(backend, tmp_path, jobfns.noop)
+    backend.close()
+    assert not alive(pid)
+    assert [state_of(backend, h) for h in (running, queued)] == [JobState.CANCELLED] * 2
+    backend.close()  # again: nothing left to stop
+    after = submit(backend, tmp_path, jobfns.noop)  # and the backend still runs jobs
+    eventually(lambda: state_of(backend, after).done, "the next job to finish")
+    assert state_of(backend, after) is JobState.SUCCEEDED
 
 
 @pytest.mark.parametrize(
@@ -353,6 +323,7 @@ def test_default_budget_is_the_machine() -> None:
     assert backend.memory == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+@pytest.mark.slow
 def test_job_killed_without_a_record_fails_with_its_signal_and_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,25 +335,15 @@ def test_job_killed_without_a_record_fails_with_its_signal_and_log(
     assert "about to be killed" in message
 
 
-def test_timeout_cancels_a_running_job(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pids"
-    with pytest.raises(StepFailed, match=r"timed out after running 0.5s \(resources.timeout\)"):
-        run(
-            LocalBackend(),
-            tmp_path / "out",
-            jobfns.sleeper,
-            Resources(timeout=0.5),
-            pid_file=str(pid_file),
-        )
-    assert not alive(read_pids(pid_file)[0])
-
-
-def test_poll_of_a_finished_job_reports_its_exit(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_poll_of_a_finished_job_reports_its_exit_and_its_log(tmp_path: Path) -> None:
     backend = LocalBackend()
     handle = submit(backend, tmp_path, jobfns.boom, message="x")
     eventually(lambda: state_of(backend, handle).done, "the job to finish")
-    assert backend.poll(handle) == JobStatus(JobState.FAILED, "exit code 1")
-    assert "ValueError: x" in backend.logs(handle, lines=1)
+    status = backend.poll(handle)
+    assert (status.state, status.detail) == (JobState.FAILED, "exit code 1")
+    assert status.log is not None and status.log.endswith("/log.txt")
+    assert "ValueError: x" in Path(status.log).read_text().splitlines()[-1]
 
 
 def worker(*args: str) -> subprocess.CompletedProcess[str]:
@@ -394,6 +355,7 @@ def worker(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [(), ("a", "b"), ("--help",)])
 def test_worker_usage_error_exits_2(args: tuple[str, ...]) -> None:
     proc = worker(*args)
@@ -401,6 +363,7 @@ def test_worker_usage_error_exits_2(args: tuple[str, ...]) -> None:
     assert proc.stderr == "usage: python -m confpipe.worker <job folder URL>\n"
 
 
+@pytest.mark.slow
 def test_worker_without_a_staged_call_exits_2(tmp_path: Path) -> None:
     proc = worker(str(tmp_path))
     assert proc.returncode == 2
@@ -409,6 +372,7 @@ def test_worker_without_a_staged_call_exits_2(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_worker_imports_no_heavy_libraries() -> None:
     """Every job pays the worker's import time: no Hydra, rich or Google SDKs."""
     code = (

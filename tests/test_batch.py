@@ -2,14 +2,17 @@
 
 Golden files (tests/golden/batch_*.json) pin the requests; accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_batch.py -k golden``. They hold the
-request with env values redacted (``batch_spec.redacted``): the real request must carry
+request with env values redacted (``batch_request.redacted``): the real request must carry
 the values, so the tests check those separately and never write them down.
 End-to-end tests drive ``run_job`` against the real google-cloud-batch client talking to
 the in-process fake, whose jobs run ``python -m confpipe.backends.gcp.vm`` -> the worker.
+What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
+test_backend_contract.py; here, what Batch does its own way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -24,9 +27,10 @@ from typing import Any
 import pytest
 
 from confpipe.backends import JobRequest
-from confpipe.backends.gcp.batch import BatchBackend, BatchSettings, job_request, redacted
+from confpipe.backends.gcp.batch import BatchBackend, job_request, redacted
 from confpipe.backends.gcp.batch_request import job_dir_of, job_status
 from confpipe.backends.gcp.machine_catalog import choose
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import archive
 from confpipe.backends.gcp.vm import pip_command
 from confpipe.backends.resources import GPU, Resources
@@ -35,12 +39,12 @@ from confpipe.engine import status
 from confpipe.engine.remote import run_job
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.testing.batch import FakeBatch
-from tests import batchjobs, gcpfakes
+from tests import batchjobs, gcpfakes, jobfns
 from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
-from tests.waits import alive, eventually
+from tests.waits import eventually
 
 GiB = 2**30
-SETTINGS = BatchSettings(**gcpfakes.SETTINGS)
+SETTINGS = GcpConf(**gcpfakes.SETTINGS)
 SECRET = "projects/proj/secrets/hf-token/versions/latest"
 ENV_VALUE = "env-value-that-must-not-leak-7f3a"
 
@@ -161,20 +165,26 @@ PREFLIGHT_ERRORS = [
 ]
 
 
+def offline() -> BatchBackend:
+    """A backend whose client is never used (checks only): no server behind the endpoint."""
+    return BatchBackend(GcpConf(project="proj", image="img", batch_endpoint="127.0.0.1:9"))
+
+
 @pytest.mark.parametrize(("resources", "message"), PREFLIGHT_ERRORS)
-def test_preflight_names_the_valid_options(
-    fake: FakeBatch, resources: Resources, message: str
-) -> None:
-    backend = make_backend(fake)
+def test_preflight_names_the_valid_options(resources: Resources, message: str) -> None:
+    backend = offline()
     with pytest.raises(ConfigError) as err:
         backend.check("train", resources)
+    backend.close()
     assert str(err.value).startswith("step 'train': ")
     assert message in str(err.value)
 
 
-def test_pip_extras_need_the_working_tree_staged(fake: FakeBatch) -> None:
+def test_pip_extras_need_the_working_tree_staged() -> None:
+    backend = offline()
     with pytest.raises(ConfigError, match=r"pip_extras=\['eval'\] needs the working tree staged"):
-        make_backend(fake).check("s", Resources(pip_extras=("eval",)))
+        backend.check("s", Resources(pip_extras=("eval",)))
+    backend.close()
 
 
 def test_a_timeout_failure_says_so() -> None:
@@ -191,10 +201,12 @@ def test_a_timeout_failure_says_so() -> None:
 
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
-    assert list(inspect.signature(BatchBackend).parameters) == [
-        "project", "region", "image", "service_account", "network", "subnetwork", "labels",
-        "poll_interval", "batch_endpoint", "stage_code", "api_timeout", "storage_endpoint",
+    assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
+        "kind", "cpu", "memory", "project", "region", "image", "service_account", "network",
+        "subnetwork", "labels", "poll_interval", "api_timeout", "stage_code", "batch_endpoint",
+        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "storage_endpoint",
     ]  # fmt: skip
+    assert list(inspect.signature(BatchBackend).parameters) == ["settings", "code_folder"]
     assert list(inspect.signature(FakeBatch).parameters) == [
         "secrets", "env", "cwd", "step_seconds", "port", "command",
     ]  # fmt: skip
@@ -204,9 +216,13 @@ def test_the_batch_api_is_pinned() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_backend_module_imports_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
-        "confpipe.backends.gcp.batch", "confpipe.backends.gcp.cloud", "confpipe.backends.gcp.api"
+        "confpipe.backends.gcp.batch",
+        "confpipe.backends.gcp.cloud",
+        "confpipe.backends.gcp.api",
+        "confpipe.backends.gcp.settings",
     )
 
 
@@ -219,9 +235,10 @@ def fake() -> Iterator[FakeBatch]:
         yield server
 
 
-def make_backend(fake: FakeBatch, **kwargs: Any) -> BatchBackend:
-    kwargs.setdefault("poll_interval", 0.05)
-    return BatchBackend("proj", "us-central1", "img", batch_endpoint=fake.endpoint, **kwargs)
+def make_backend(fake: FakeBatch, code_folder: str | None = None, **settings: Any) -> BatchBackend:
+    settings.setdefault("poll_interval", 0.05)
+    conf = GcpConf(project="proj", image="img", batch_endpoint=fake.endpoint, **settings)
+    return BatchBackend(conf, code_folder)
 
 
 @pytest.fixture
@@ -239,6 +256,7 @@ def events(job: Any) -> list[str]:
     return [e.description for e in job.status.status_events]
 
 
+@pytest.mark.slow
 def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -261,6 +279,7 @@ def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     assert "adding 1 and 2" in fake.cloud_log(job.name)  # the VM's stdout: Cloud Logging
 
 
+@pytest.mark.slow
 def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
     """gs:// job folders (fake-gcs-server, tests/conftest.py): the worker and vm reach them."""
     with FakeBatch() as fake:  # made after gs_prefix: the "image" environment finds the fake
@@ -279,28 +298,19 @@ def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
     assert "    about to fail: line printed by the job" in str(err.value)
 
 
-def test_a_failed_job_reports_the_remote_error_and_its_log_tail(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    with pytest.raises(StepFailed) as err:
-        run(backend, tmp_path / "boom-0123456789ab", batchjobs.boom, message="bad input")
-    text = str(err.value)
-    assert text.startswith("step 'boom': ValueError: bad input\n  job folder: ")
-    assert "    about to fail: line printed by the job" in text
-    assert "raise ValueError(message)" in (err.value.remote_traceback or "")
-
-
+@pytest.mark.slow
 def test_a_crash_reports_the_exit_code_and_the_status_event(
     backend: BatchBackend, tmp_path: Path
 ) -> None:
     with pytest.raises(StepFailed) as err:
-        run(backend, tmp_path / "crash-0123456789ab", batchjobs.exit_hard, code=3)
+        run(backend, tmp_path / "crash-0123456789ab", jobfns.exit_hard, code=3)
     text = str(err.value)
     assert "job failed (exit code 3; last status event: Job state is set from RUNNING to " in text
     assert "with exit code 3." in text
     assert "    exiting with 3" in text  # the log tail
 
 
+@pytest.mark.slow
 def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -316,6 +326,7 @@ def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
     assert job.status.state.name == "SUCCEEDED"
 
 
+@pytest.mark.slow
 def test_preemptions_beyond_max_retries_fail_with_advice(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -331,6 +342,7 @@ def test_preemptions_beyond_max_retries_fail_with_advice(
         )
 
 
+@pytest.mark.slow
 def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: Path) -> None:
     resources = Resources(spot=True, max_retries=3)
     with pytest.raises(StepFailed, match="RuntimeError: a bug"):
@@ -348,6 +360,7 @@ def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: 
     )
 
 
+@pytest.mark.slow
 def test_env_and_secrets_reach_the_job_but_no_log(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -365,6 +378,7 @@ def test_env_and_secrets_reach_the_job_but_no_log(
         assert not [p for p in out.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path) -> None:
     missing = "projects/proj/secrets/nope/versions/1"
     with pytest.raises(StepFailed, match=f"secret {missing} could not be accessed"):
@@ -378,6 +392,7 @@ def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path)
         )
 
 
+@pytest.mark.slow
 def test_the_driver_outlasts_a_server_refusing_connections(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -401,6 +416,7 @@ def test_the_driver_outlasts_a_server_refusing_connections(
     assert fake.count("CreateJob") == 2
 
 
+@pytest.mark.slow
 def test_the_log_reaches_the_job_folder_while_the_job_runs(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
@@ -414,87 +430,7 @@ def test_the_log_reaches_the_job_folder_while_the_job_runs(
     assert outcome == ["released"]
 
 
-def test_cancel_deletes_the_job_and_kills_its_process(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "pid"
-    scope = CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            backend,
-            tmp_path / "s-0123456789ab",
-            batchjobs.sleeper,
-            scope=scope,
-            pid_file=str(pid_file),
-        )
-    )
-    eventually(pid_file.exists, "the job to start")
-    pid = int(pid_file.read_text())
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert isinstance(outcome[0], StepFailed)
-    assert str(outcome[0]) == "step 's': cancelled: interrupted"
-    assert fake.count("DeleteJob") == 1
-    assert fake.jobs() == []
-    eventually(lambda: not alive(pid), "the job's process to die", 10)
-
-
-def test_detach_leaves_the_job_running(
-    fake: FakeBatch, backend: BatchBackend, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "pid"
-    scope = CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            backend,
-            tmp_path / "s-0123456789ab",
-            batchjobs.sleeper,
-            scope=scope,
-            detach=True,
-            pid_file=str(pid_file),
-        )
-    )
-    eventually(pid_file.exists, "the job to start")
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert "job left running (detach)" in str(outcome[0])
-    assert fake.count("DeleteJob") == 0
-    assert states(fake) == ["RUNNING"]
-    assert alive(int(pid_file.read_text()))
-
-
-def test_a_restarted_driver_reattaches_instead_of_resubmitting(
-    fake: FakeBatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="confpipe")
-    release, out = tmp_path / "release", tmp_path / "w-0123456789ab"
-    first_driver, scope = make_backend(fake), CancelScope()
-    thread, outcome = in_thread(
-        lambda: run(
-            first_driver, out, batchjobs.wait_for, scope=scope, detach=True, path=str(release)
-        )
-    )
-    eventually(lambda: states(fake) == ["RUNNING"], "the job to run")
-    scope.cancel("interrupted")  # the first driver goes away; its job keeps running
-    thread.join(30)
-    first_driver.close()
-    second_driver = make_backend(fake)
-    thread, outcome = in_thread(
-        lambda: run(second_driver, out, batchjobs.wait_for, path=str(release))
-    )
-    eventually(lambda: "re-attached to its live Batch job" in caplog.text, "the re-attach")
-    release.touch()
-    thread.join(30)
-    second_driver.close()
-    assert outcome == ["released"]
-    assert fake.count("CreateJob") == 1
-    # a finished job is not re-attached: the next launch submits a new one
-    third_driver = make_backend(fake)
-    assert run(third_driver, out, batchjobs.wait_for, path=str(release)) == "released"
-    third_driver.close()
-    assert fake.count("CreateJob") == 2
-
-
+@pytest.mark.slow
 def test_polling_costs_one_request_per_interval_for_all_jobs(
     fake: FakeBatch, tmp_path: Path
 ) -> None:
@@ -552,6 +488,7 @@ def test_the_archive_holds_tracked_files_as_they_are_now(tmp_path: Path) -> None
         assert tar.extractfile("a.py").read() == b"x = 2\n"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_staged_code_is_what_the_job_runs(
     fake: FakeBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -563,7 +500,7 @@ def test_staged_code_is_what_the_job_runs(
     import stagedmod  # type: ignore[import-not-found]
 
     code = tmp_path / "prefix" / ".confpipe" / "code"
-    backend = make_backend(fake, stage_code=str(code))
+    backend = make_backend(fake, code_folder=str(code))
     where = run(backend, tmp_path / "prefix" / "st-0123456789ab", stagedmod.where)
     backend.close()
     (archive_path,) = code.iterdir()

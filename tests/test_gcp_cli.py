@@ -78,6 +78,7 @@ def plan_rows(stdout: str) -> dict[str, list[str]]:
     return {row[0]: row for row in cells}
 
 
+@pytest.mark.slow
 def test_batch_steps_run_through_the_fakes_then_are_cached(
     work: Path, fake_batch: FakeBatch, fake_gcs: FakeGcs, gs_prefix: str
 ) -> None:
@@ -115,6 +116,7 @@ def test_batch_steps_run_through_the_fakes_then_are_cached(
     assert fake_batch.count() == seen  # cached steps never reach Batch at all
 
 
+@pytest.mark.slow
 def test_jobs_are_told_the_storage_endpoint(
     work: Path, fake_batch: FakeBatch, fake_gcs: FakeGcs, gs_prefix: str
 ) -> None:
@@ -126,6 +128,7 @@ def test_jobs_are_told_the_storage_endpoint(
     assert variables.get("STORAGE_EMULATOR_HOST") == fake_gcs.endpoint
 
 
+@pytest.mark.slow
 def test_a_missing_project_is_one_line_and_nothing_is_written(
     work: Path, fake_batch: FakeBatch, fake_gcs: FakeGcs, gs_prefix: str
 ) -> None:
@@ -142,6 +145,7 @@ def test_a_missing_project_is_one_line_and_nothing_is_written(
     assert fake_batch.count() == 0
 
 
+@pytest.mark.slow
 def test_config_mistakes_on_gcp_exit_2_with_one_line(
     work: Path, fake_batch: FakeBatch, fake_gcs: FakeGcs, gs_prefix: str
 ) -> None:
@@ -167,7 +171,7 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
 
 
 def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
-    from confpipe.backends.registry import GcpBackend
+    from confpipe.backends.gcp.router import GcpBackend
     from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "labels": {"team": "lm"}}
@@ -178,7 +182,7 @@ def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
     try:
         assert backend.settings.parent == "projects/p/locations/us-central1"
         assert (backend.settings.image, dict(backend.settings.labels)) == ("img", {"team": "lm"})
-        assert backend.poll_interval == 10
+        assert backend.settings.poll_interval == 10
         stager = backend._stager  # where the working tree is staged: under the prefix
         assert stager is not None and stager.folder == "gs://b/runs/.confpipe/code"
     finally:

@@ -75,6 +75,7 @@ def test_a_steps_explicit_resources_win_over_the_decorator() -> None:
     assert step_resources(None, jobfns.add) is None
 
 
+@pytest.mark.slow
 def test_as_job_runs_each_call_as_a_job_under_the_output(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     job = as_job(jobfns.add, step="add", resources=Resources(), backend=LocalBackend())
@@ -96,6 +97,7 @@ def test_as_job_wants_keywords_and_an_output_path(tmp_path: Path) -> None:
         job(a=1, b=2)
 
 
+@pytest.mark.slow
 def test_as_job_is_stopped_by_the_current_cancel_scope(tmp_path: Path) -> None:
     scope = CancelScope()
     pid_file = tmp_path / "pids"
@@ -120,6 +122,7 @@ def test_as_job_is_stopped_by_the_current_cancel_scope(tmp_path: Path) -> None:
     assert [str(e) for e in errors] == ["step 'sleepy': cancelled: lease lost"]
 
 
+@pytest.mark.slow
 def test_preempted_job_is_retried_in_a_fresh_folder(tmp_path: Path) -> None:
     value = run_job(
         PreemptingBackend(preemptions=1),
@@ -137,6 +140,7 @@ def test_preempted_job_is_retried_in_a_fresh_folder(tmp_path: Path) -> None:
     assert second.name.split("-")[2] == "1"
 
 
+@pytest.mark.slow
 def test_preemption_beyond_max_retries_fails_the_step(tmp_path: Path) -> None:
     with pytest.raises(StepFailed, match=r"job preempted 2 time\(s\) \(spot VM reclaimed\)"):
         run_job(

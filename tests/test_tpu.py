@@ -3,10 +3,12 @@
 Golden files (tests/golden/tpu_*) pin the QueuedResource requests and the startup script;
 accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden``. They hold the
-request with env values redacted (``tpu_spec.redacted``).
+request with env values redacted (``tpu_request.redacted``).
 End-to-end tests drive ``run_job`` with the real google-cloud-tpu client against the
 in-process fake, whose hosts run the startup script -> ``confpipe.backends.gcp.vm`` -> the
 worker as local subprocesses, with job folders on fake-gcs-server (tests/conftest.py).
+What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
+test_backend_contract.py; here, what TPU slices add: hosts, preemptions, the service.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import Any
 import pytest
 
 from confpipe.backends import JobRequest
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu import TpuBackend
-from confpipe.backends.gcp.tpu_request import TpuSettings, queued_resource, redacted, startup_script
+from confpipe.backends.gcp.tpu_request import queued_resource, redacted, startup_script
 from confpipe.backends.resources import GPU, Resources
-from confpipe.cancel import CancelScope
 from confpipe.engine import status
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
@@ -36,7 +38,7 @@ from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import alive, eventually
 
 GiB = 2**30
-SETTINGS = TpuSettings(**gcpfakes.SETTINGS)
+SETTINGS = GcpConf(**gcpfakes.SETTINGS)
 ENV_VALUE = "env-value-that-must-not-leak-4b2d"
 HASH = "0123456789ab"
 
@@ -49,7 +51,7 @@ def check_golden(name: str, text: str) -> None:
     gcpfakes.check_golden(GOLDEN / f"tpu_{name}", text, "TPU request", "tests/test_tpu.py")
 
 
-def golden(name: str, step: str, resources: Resources, settings: TpuSettings = SETTINGS) -> Any:
+def golden(name: str, step: str, resources: Resources, settings: GcpConf = SETTINGS) -> Any:
     job = JobRequest(step, JOB_DIR.format(step=step), resources)
     code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
     request = queued_resource(settings, job, driver="golden-driver", code=code)
@@ -68,7 +70,9 @@ def test_golden_single_host_with_env_keeps_env_values_out() -> None:
 
 
 def test_golden_multi_host_in_an_explicit_zone() -> None:
-    settings = TpuSettings("proj", "us-central2", "img:latest", zone="us-central2-b")
+    settings = GcpConf(
+        project="proj", region="us-central2", image="img:latest", tpu_zone="us-central2-b"
+    )
     request = golden("multi_host", "train", Resources(tpu="v4-32", timeout=3600), settings)
     assert request.tpu.node_spec[0].parent == "projects/proj/locations/us-central2-b"
     assert request.tpu.node_spec[0].node.runtime_version == "tpu-ubuntu2204-base"
@@ -100,9 +104,11 @@ def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
 # -- preflight -----------------------------------------------------------------------------
 
 
-def offline(region: str = "us-central1", **kwargs: Any) -> TpuBackend:
+def offline(region: str = "us-central1", **settings: Any) -> TpuBackend:
     """A backend whose client is never used (checks only): no server behind the endpoint."""
-    return TpuBackend("proj", region, "img", tpu_endpoint="127.0.0.1:9", **kwargs)
+    return TpuBackend(
+        GcpConf(project="proj", region=region, image="img", tpu_endpoint="127.0.0.1:9", **settings)
+    )
 
 
 PREFLIGHT_ERRORS = [
@@ -131,7 +137,7 @@ PREFLIGHT_ERRORS = [
         "do: us-central2-b; set backend.tpu_zone to one of them",
     ),
     (
-        {"zone": "us-central1-a"},
+        {"tpu_zone": "us-central1-a"},
         Resources(tpu="v6e-8"),
         "resources.tpu=v6e-8: zone us-central1-a (backend.tpu_zone) doesn't offer TPU v6e "
         "(Trillium); zones that do: us-central1-b, us-east1-d,",
@@ -178,7 +184,7 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
 
 
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
-    from confpipe.backends.registry import GcpBackend
+    from confpipe.backends.gcp.router import GcpBackend
     from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "stage_code": False}
@@ -195,10 +201,12 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     backend.close()
 
 
+@pytest.mark.slow
 def test_the_tpu_modules_import_no_google_until_constructed() -> None:
     gcpfakes.imports_no_google(
         "confpipe.backends.gcp.tpu",
         "confpipe.backends.gcp.tpu_request",
+        "confpipe.backends.gcp.router",
         "confpipe.backends.registry",
     )
 
@@ -211,9 +219,11 @@ def fake(fake_tpu: FakeTpu) -> FakeTpu:
     return fake_tpu
 
 
-def make_backend(fake: FakeTpu, region: str = "us-central1", **kwargs: Any) -> TpuBackend:
-    kwargs.setdefault("poll_interval", 0.05)
-    return TpuBackend("proj", region, "img", tpu_endpoint=fake.endpoint, **kwargs)
+def make_backend(fake: FakeTpu, region: str = "us-central1") -> TpuBackend:
+    settings = GcpConf(
+        project="proj", region=region, image="img", tpu_endpoint=fake.endpoint, poll_interval=0.05
+    )
+    return TpuBackend(settings)
 
 
 @pytest.fixture
@@ -234,6 +244,7 @@ def job_dirs(out: str) -> list[str]:
     return sorted(f"gs://{p.rstrip('/')}" for p in found)
 
 
+@pytest.mark.slow
 def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -254,6 +265,7 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0}
 
 
+@pytest.mark.slow
 def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     fake: FakeTpu, gs_prefix: str
 ) -> None:
@@ -273,6 +285,7 @@ def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     assert "host 3 ran" in fake.serial_log(name, 3)  # the VM's output: its serial console
 
 
+@pytest.mark.slow
 def test_a_preempted_slice_is_retried_then_succeeds(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -289,6 +302,7 @@ def test_a_preempted_slice_is_retried_then_succeeds(
     eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
 
 
+@pytest.mark.slow
 def test_a_slice_the_service_failed_is_retried_and_deleted(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,6 +318,7 @@ def test_a_slice_the_service_failed_is_retried_and_deleted(
     eventually(lambda: fake.queued_resources() == [], "both queued resources to be deleted")
 
 
+@pytest.mark.slow
 def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -316,6 +331,7 @@ def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
     assert fake.count("DeleteQueuedResource") == 1
 
 
+@pytest.mark.slow
 def test_preemptions_beyond_max_retries_fail_with_the_reason(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
@@ -328,6 +344,7 @@ def test_preemptions_beyond_max_retries_fail_with_the_reason(
     assert "suspended by the Cloud TPU service); raise resources.max_retries" in text
 
 
+@pytest.mark.slow
 def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_prefix: str) -> None:
     backend = make_backend(fake, "us-central2")
     out = f"{gs_prefix}/boom-{HASH}"
@@ -343,6 +360,7 @@ def test_a_failing_host_fails_the_step_with_its_own_log_tail(fake: FakeTpu, gs_p
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
 
 
+@pytest.mark.slow
 def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
     fake: FakeTpu, tmp_path: Path, gs_prefix: str
 ) -> None:
@@ -364,59 +382,7 @@ def test_a_killed_host_fails_the_step_naming_the_host_and_signal(
     eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
 
 
-def test_ctrl_c_deletes_the_queued_resource_and_stops_its_hosts(
-    fake: FakeTpu, backend: TpuBackend, tmp_path: Path, gs_prefix: str
-) -> None:
-    scope = CancelScope()
-    out, resources = f"{gs_prefix}/s-{HASH}", Resources(tpu="v5litepod-8")
-    thread, outcome = in_thread(
-        lambda: run(
-            backend, out, tpujobs.wait_on_hosts, resources, scope=scope, pid_dir=str(tmp_path)
-        )
-    )
-    eventually(lambda: (tmp_path / "host-0").exists(), "the job to start")
-    pid = int((tmp_path / "host-0").read_text())
-    scope.cancel("interrupted")
-    thread.join(30)
-    assert str(outcome[0]) == "step 's': cancelled: interrupted"
-    assert fake.count("DeleteQueuedResource") == 1
-    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
-    eventually(lambda: not alive(pid), "the host's worker to die", 10)
-
-
-def test_detach_leaves_the_slice_and_a_restarted_driver_reattaches(
-    fake: FakeTpu, tmp_path: Path, gs_prefix: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="confpipe")
-    release, out = tmp_path / "release", f"{gs_prefix}/w-{HASH}"
-    first, scope = make_backend(fake), CancelScope()
-    resources = Resources(tpu="v5litepod-8")
-    thread, outcome = in_thread(
-        lambda: run(
-            first, out, batchjobs.wait_for, resources, scope=scope, detach=True, path=str(release)
-        )
-    )
-    eventually(
-        lambda: [r.state.state.name for r in fake.queued_resources()] == ["ACTIVE"], "ACTIVE"
-    )
-    scope.cancel("interrupted")  # the first driver goes away; its slice keeps running
-    thread.join(30)
-    first.close()
-    assert "job left running (detach)" in str(outcome[0])
-    assert fake.count("DeleteQueuedResource") == 0
-    second = make_backend(fake)
-    thread, outcome = in_thread(
-        lambda: run(second, out, batchjobs.wait_for, resources, path=str(release))
-    )
-    eventually(lambda: "re-attached to its live queued resource" in caplog.text, "the re-attach")
-    release.touch()
-    thread.join(30)
-    second.close()
-    assert outcome == ["released"]
-    assert fake.count("CreateQueuedResource") == 1
-    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
-
-
+@pytest.mark.slow
 def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     from google.api_core import exceptions
     from google.cloud import tpu_v2
@@ -439,6 +405,7 @@ def test_the_fake_refuses_a_zone_without_the_type(fake: FakeTpu) -> None:
     gcp_api.close(client)
 
 
+@pytest.mark.slow
 def test_the_fake_serves_from_the_command_line() -> None:
     command = [sys.executable, "-m", "confpipe.testing.tpu", "--port", "0"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
@@ -449,6 +416,7 @@ def test_the_fake_serves_from_the_command_line() -> None:
     assert proc.returncode == 0  # SIGTERM stops it cleanly (its hosts and files go too)
 
 
+@pytest.mark.slow
 def test_env_values_reach_every_host_through_the_metadata_but_no_file(
     fake: FakeTpu, gs_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

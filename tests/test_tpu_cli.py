@@ -23,6 +23,8 @@ from confpipe.testing.tpu import FakeTpu
 from tests.gcpfakes import cli, cli_env, experiment
 from tests.waits import alive, eventually
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a real subprocess
+
 DEMO = """\
 # @package _global_
 steps:

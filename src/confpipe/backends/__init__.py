@@ -1,5 +1,8 @@
-"""The small Backend seam: where jobs run. A backend only submits, polls, cancels and tails
-logs; waiting, retries and cancellation live once, in ``confpipe.engine.remote.run_job``.
+"""The Backend seam: where jobs run. A backend checks, submits, polls, cancels and closes;
+waiting, retries, timeouts, log tails and cancellation live once, in
+``confpipe.engine.remote.run_job``. Write a new one by implementing ``Backend`` and passing
+``tests/test_backend_contract.py``; ``confpipe.backends.registry`` maps each kind to its
+builder, and ``confpipe.backends.settings`` holds the ``backend`` node its settings extend.
 
 The job protocol is defined here too, once: a step's records live in ``{output}/.confpipe/``
 (``RECORDS``), and each job in a job folder (``{output}/.confpipe/jobs/{job_id}/``), written
@@ -9,12 +12,14 @@ by the driver and the worker:
     result.json   ``{"value": ...}`` when ``fn`` returned
     error.json    ``{"type", "message", "traceback"}`` when it raised
     log.txt       the job's stdout and stderr
+
+May import: ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel`` (never
+``confpipe.engine``, ``confpipe.config`` or ``confpipe.cli``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -28,9 +33,6 @@ RESULT = "result.json"
 ERROR = "error.json"
 LOG = "log.txt"
 DRIVER_VAR = "CONFPIPE_DRIVER_PID"  # set for a local job: the worker dies with this process
-LOG_TAIL_LINES = 40
-
-logger = logging.getLogger(__name__)
 
 
 class BackendKind(Enum):
@@ -63,14 +65,24 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class JobStatus:
-    """What ``poll`` saw; ``detail`` says why (``exit code 1``, a status event, ...)."""
+    """What ``poll`` saw; ``detail`` says why (``exit code 1``, a status event, ...).
+
+    ``log`` is where the job's log can be read now, through its store (a local file or a
+    URL: the job folder's ``log.txt``, a local spool, a failing host's folder); None: the job
+    folder's. ``log_label`` names whose log it is when a job has several (``host 1 of 2``).
+    """
 
     state: JobState
     detail: str = ""
+    log: str | None = None
+    log_label: str = ""
 
 
 class Backend(Protocol):
-    """Where jobs run. Implementations keep ``poll`` cheap: it is called with backoff."""
+    """Where jobs run. Implementations keep ``poll`` cheap: it is called with backoff.
+
+    A handle is whatever ``submit`` returns; only the backend that made it looks inside.
+    """
 
     kind: BackendKind
     max_poll_interval: float  # cap of the polling backoff, seconds
@@ -84,18 +96,18 @@ class Backend(Protocol):
         """Start (or queue) the job whose call is staged in ``job.job_dir``; a handle."""
         ...
 
-    def poll(self, handle: object) -> JobStatus: ...
-
-    def cancel(self, handle: object) -> None:
-        """Stop the job (queued or running); a finished job is left alone."""
+    def poll(self, handle: object) -> JobStatus:
+        """The job's state now, and where its log can be read."""
         ...
 
-    def logs(self, handle: object, lines: int = LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of the job's log ("" if there is none yet)."""
+    def cancel(self, handle: object) -> None:
+        """Stop the job (queued or running) and return once it has; a finished job is left
+        alone, and cancelling twice is cancelling once."""
         ...
 
     def close(self) -> None:
-        """Release what the backend holds (API channels); called once, when the run ends."""
+        """Release what the backend holds (API channels, jobs that can't outlive the run);
+        called when a run ends. Safe to call again; a later call opens what it needs anew."""
         ...
 
 

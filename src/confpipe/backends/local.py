@@ -3,8 +3,13 @@
 A job runs ``python -m confpipe.worker <job folder>`` in its own session (so Ctrl-C in the
 terminal does not reach it and ``cancel`` can kill its whole process group), with its
 output in ``log.txt`` (for a job folder on gs://, a local spool file uploaded there when
-the job ends). Jobs whose cpu/memory don't fit the remaining budget wait, queued
-in submission order; the job that ends starts the next ones that fit. No thread polls.
+the job ends; a status names whichever holds the log now). Jobs whose cpu/memory don't
+fit the remaining budget wait, queued in submission order; the job that ends starts the
+next ones that fit. No thread polls. A job can't outlive its driver (no later driver could
+re-attach to it): ``close`` stops the jobs still queued or running.
+
+``build(settings)`` makes the backend from the ``backend`` node (``BackendConf``: the
+budget as the config writes it, e.g. ``memory: 16GiB``).
 """
 
 from __future__ import annotations
@@ -22,15 +27,32 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
-from confpipe.backends.resources import Resources
+from confpipe.backends.resources import Resources, parse_size
+from confpipe.backends.settings import BackendConf
 from confpipe.errors import ConfigError
 from confpipe.storage import local_path, store_for
 
 logger = logging.getLogger(__name__)
 GiB = 2**30
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
-_LOG_TAIL_BYTES = 64 * 1024
 _WAITING = "waiting for the cpu/memory budget"
+
+
+def build(settings: BackendConf) -> LocalBackend:
+    """The local backend with the budget ``settings`` give (null: this machine's)."""
+    cpu = settings.cpu
+    if cpu is not None and not cpu > 0:
+        raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
+    memory = settings.memory
+    if memory is not None:
+        try:
+            memory = parse_size(memory, plain_bytes=False)
+        except ValueError as err:
+            raise ConfigError(f"backend.memory: {err}") from None
+        if memory <= 0:
+            got = settings.memory
+            raise ConfigError(f"backend.memory: must be positive, got {got!r}; use e.g. 16GiB")
+    return LocalBackend(cpu=cpu, memory=memory)
 
 
 @dataclass(eq=False)
@@ -43,7 +65,14 @@ class _Job:
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.QUEUED, _WAITING))
     proc: subprocess.Popen[bytes] | None = None
     cancelled: bool = False
+    uploaded: bool = False  # a spooled log is in the job folder now
     done: threading.Event = field(default_factory=threading.Event)
+
+    def status_for(self, state: JobState, detail: str = "") -> JobStatus:
+        """A status of this job, naming where its log is now."""
+        spooled = self.remote and not self.uploaded
+        where = self.log if spooled else f"{self.request.job_dir.rstrip('/')}/{LOG}"
+        return JobStatus(state, detail, log=where)
 
     @property
     def cpu(self) -> float:
@@ -86,6 +115,7 @@ class LocalBackend:
         self._said_full = False  # the first job that has to wait says so, once
         self._spool: str | None = None  # local logs of jobs whose folders are remote
         self._spooled = itertools.count()
+        self._live: set[_Job] = set()  # submitted, not done yet (guarded by self._lock)
 
     def check(self, step: str, resources: Resources) -> None:
         where = f"step {step!r}: resources"
@@ -125,7 +155,9 @@ class LocalBackend:
                 f"process's memory:// prefix ({job.job_dir}); use a folder or gs://"
             )
         handle = _Job(job, job_dir, self._log_of(job_dir))
+        handle.status = handle.status_for(JobState.QUEUED, _WAITING)
         with self._lock:
+            self._live.add(handle)
             self._queue.append(handle)
             self._start_fitting()
             say = handle.proc is None and not handle.done.is_set() and not self._said_full
@@ -148,8 +180,9 @@ class LocalBackend:
                 proc = None
             elif job.proc is None:  # still queued: it never starts
                 self._queue.remove(job)
+                self._live.discard(job)
                 job.cancelled = True
-                job.status = JobStatus(JobState.CANCELLED, "cancelled while queued")
+                job.status = job.status_for(JobState.CANCELLED, "cancelled while queued")
                 job.done.set()
                 return
             else:
@@ -163,20 +196,13 @@ class LocalBackend:
         _kill_group(proc.pid, signal.SIGKILL)  # the leader if it lingers, and any stragglers
         job.done.wait()
 
-    def logs(self, handle: object, lines: int = 40) -> str:
-        job = _job(handle)
-        try:
-            with open(job.log, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - _LOG_TAIL_BYTES))
-                text = f.read().decode(errors="replace")
-        except FileNotFoundError:  # not started, or spooled and uploaded already
-            blob = store_for(job.job_dir).read(f"{job.job_dir}/{LOG}") if job.remote else None
-            text = "" if blob is None else blob.data[-_LOG_TAIL_BYTES:].decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
-
     def close(self) -> None:
-        """Nothing to release: each job's subprocess is reaped by its own thread."""
+        """Stop the jobs still queued or running: no later driver could re-attach to them.
+        The backend stays usable."""
+        with self._lock:
+            live = list(self._live)
+        for job in live:
+            self.cancel(job)
 
     def _log_of(self, job_dir: str) -> str:
         """The job's log file: in its folder, or for a folder on gs:// a local spool file that
@@ -213,19 +239,20 @@ class LocalBackend:
                     start_new_session=True,
                 )
         except OSError as err:
-            job.status = JobStatus(JobState.FAILED, f"could not start the worker: {err}")
+            job.status = job.status_for(JobState.FAILED, f"could not start the worker: {err}")
+            self._live.discard(job)
             job.done.set()
             return
         self._cpu_used += job.cpu
         self._memory_used += job.memory
-        job.status = JobStatus(JobState.RUNNING, f"pid {job.proc.pid}")
+        job.status = job.status_for(JobState.RUNNING, f"pid {job.proc.pid}")
         name = f"confpipe-job-{job.proc.pid}"
         threading.Thread(target=self._reap, args=(job, job.proc), name=name, daemon=True).start()
 
     def _reap(self, job: _Job, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
         if job.remote:
-            _upload_log(job)
+            job.uploaded = _upload_log(job)
         with self._lock:
             if job.remote:  # the spool folder, once no job's log is in it (starts make it)
                 with contextlib.suppress(OSError):
@@ -233,23 +260,28 @@ class LocalBackend:
             self._cpu_used -= job.cpu
             self._memory_used -= job.memory
             if job.cancelled:
-                job.status = JobStatus(JobState.CANCELLED, describe_exit(code))
+                job.status = job.status_for(JobState.CANCELLED, describe_exit(code))
             elif code == 0:
-                job.status = JobStatus(JobState.SUCCEEDED)
+                job.status = job.status_for(JobState.SUCCEEDED)
             else:
-                job.status = JobStatus(JobState.FAILED, describe_exit(code))
+                job.status = job.status_for(JobState.FAILED, describe_exit(code))
+            self._live.discard(job)
             job.done.set()
             self._start_fitting()
 
 
-def _upload_log(job: _Job) -> None:
-    """Put a spooled log into the job's remote folder, then drop the spool file."""
+def _upload_log(job: _Job) -> bool:
+    """Put a spooled log into the job's remote folder, then drop the spool file; whether it
+    is there now."""
     try:
         with open(job.log, "rb") as f:
             store_for(job.job_dir).write(f"{job.job_dir}/{LOG}", f.read())
-        os.unlink(job.log)
     except Exception as err:  # the log is kept locally: say where
         logger.warning("step %r: could not upload %s: %s", job.request.step, job.log, err)
+        return False
+    with contextlib.suppress(OSError):
+        os.unlink(job.log)
+    return True
 
 
 def job_env(resources: Resources) -> dict[str, str]:

@@ -99,7 +99,8 @@ def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
     group's settings (``backend=gcp`` chooses the gcp backend; ``backend.kind=gcp`` can't).
     """
     from confpipe.backends import BackendKind
-    from confpipe.backends.registry import make_backend, missing_setting
+    from confpipe.backends.registry import make_backend
+    from confpipe.backends.settings import missing_setting
 
     cfg = _run_conf(cfg)
     schema: type = OmegaConf.get_type(cfg, "backend") or dict
@@ -109,7 +110,7 @@ def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
     except OmegaConfBaseException as err:
         raise config_error(err) from None
     if unset:
-        raise ConfigError(missing_setting(unset[0]))
+        raise ConfigError(missing_setting(schema, unset[0]))
     settings = _resolved(cfg, "backend")
     refuse_refs("backend", settings, "a run option")
     _check_keys("backend", settings, schema)
@@ -119,7 +120,7 @@ def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
             f"backend.kind: {kind!r} needs {expected.__name__} settings, not {schema.__name__}; "
             f"choose the backend with backend={kind} (the config group), not backend.kind={kind}"
         )
-    return make_backend(settings, prefix=_resolved(cfg, "prefix"))
+    return make_backend(kind, settings, prefix=_resolved(cfg, "prefix"))
 
 
 def run_options(

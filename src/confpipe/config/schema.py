@@ -14,11 +14,14 @@ left open to overrides of any key.
 Sizes (``16GiB``) and durations (``2h``) stay strings here; ``parse_size`` and
 ``parse_duration`` read them.
 
-A backend with settings of its own extends ``BackendConf`` (``class GcpConf(BackendConf)``),
-is registered as ``confpipe_{kind}_schema`` (outside the ``backend`` group, whose options
-``--help`` lists), and its ``conf/backend/{kind}.yaml`` starts with
-``defaults: [/confpipe_{kind}_schema@_here_, _self_]``; OmegaConf accepts the subclass in the
-``backend`` node. ``backend_schema(kind)`` names the class, for configs merged without Hydra.
+The backends own their settings' schemas (``confpipe.backends.settings.BackendConf``, the
+``backend`` node, and ``confpipe.backends.gcp.settings.GcpConf``): the classes Hydra checks
+the config against are the ones the backends read. A backend with settings of its own
+extends ``BackendConf``, is registered as ``confpipe_{kind}_schema`` (outside the
+``backend`` group, whose options ``--help`` lists), and its ``conf/backend/{kind}.yaml``
+starts with ``defaults: [/confpipe_{kind}_schema@_here_, _self_]``; OmegaConf accepts the
+subclass in the ``backend`` node. ``backend_schema(kind)`` names the class, for configs
+merged without Hydra.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
+
+from confpipe.backends.gcp.settings import GcpConf
+from confpipe.backends.settings import BackendConf as BackendConf
 
 SCHEMA_NAME = "confpipe_schema"
 
@@ -73,41 +79,6 @@ class StepConf:
     resources: ResourcesConf | None = None
     version: str | None = None
     output_path: str | None = None  # relative: under the prefix; absolute path or URL: as is
-
-
-@dataclass
-class BackendConf:
-    """The ``backend`` group's node; ``cpu``/``memory`` cap the local backend's jobs."""
-
-    kind: str = "local"
-    cpu: float | None = None
-    memory: Any = None  # a size
-
-
-@dataclass
-class GcpConf(BackendConf):
-    """``backend=gcp``: Cloud Batch for CPU/GPU steps, Cloud TPU for TPU steps; the endpoints
-    point at local emulators.
-
-    ``cpu``/``memory`` (the local budget) must stay null: each step's resources size its VM.
-    """
-
-    kind: str = "gcp"
-    project: str = MISSING
-    region: str = "us-central1"
-    image: str = MISSING  # the container image jobs run in (it has confpipe installed)
-    service_account: str | None = None
-    network: str | None = None
-    subnetwork: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    poll_interval: float = 10  # seconds between two ListJobs of this launch's jobs
-    api_timeout: float = 600  # seconds an API outage is retried before a step fails
-    stage_code: bool = True  # ship the git working tree to each job; false: the image's code
-    batch_endpoint: str | None = None  # host:port of another Batch server (FakeBatch)
-    tpu_zone: str | None = None  # TPU steps' zone; null: the region's first offering the type
-    tpu_runtime_version: str | None = None  # TPU VM image; null: the generation's default
-    tpu_endpoint: str | None = None  # host:port of another Cloud TPU server (FakeTpu)
-    storage_endpoint: str | None = None  # URL of a Cloud Storage emulator (fake-gcs-server)
 
 
 _BACKEND_SCHEMAS: dict[str, type[BackendConf]] = {"gcp": GcpConf}

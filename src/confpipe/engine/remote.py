@@ -9,7 +9,8 @@ with resources is wrapped with ``as_job``, which submits each call to a backend 
 ``run_job`` is the one place that drives a job, whatever the backend: staging the
 cloudpickled call in a fresh job folder, waiting with backoff (woken at once by a cancel),
 cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
-and turning the worker's records into a value or a ``StepFailed``.
+and turning the worker's records into a value or a ``StepFailed`` that ends with the tail
+of the job's log (read through its store, wherever the backend's last status says it is).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,7 +31,6 @@ from confpipe.backends import (
     CALL,
     ERROR,
     LOG,
-    LOG_TAIL_LINES,
     RESULT,
     Backend,
     JobRequest,
@@ -48,6 +49,8 @@ R = TypeVar("R")
 
 MARK = "__confpipe_remote__"
 FIRST_POLL_INTERVAL = 0.005
+LOG_TAIL_LINES = 40  # of a failed job's log, in its StepFailed
+_LOG_TAIL_BYTES = 64 * 1024  # read from the end of the log for them
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ def run_job(
         logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
         status = _wait(backend, handle, step, job_dir, resources, scope, detach)
         if status.state is JobState.SUCCEEDED:
-            return _result(store, backend, handle, step, job_dir)
+            return _result(store, status, step, job_dir)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
             why = status.detail or "no detail"
             logger.warning("step %r: job %s preempted (%s), retrying", step, job_dir, why)
@@ -152,8 +155,8 @@ def run_job(
                 f"job preempted {attempts} time(s) ({status.detail or 'no detail'}); "
                 "raise resources.max_retries to retry more often"
             )
-            raise _failure(backend, handle, step, job_dir, what)
-        raise _job_error(store, backend, handle, step, job_dir, status)
+            raise _failure(status, step, job_dir, what)
+        raise _job_error(store, status, step, job_dir)
     raise AssertionError("unreachable: the loop returns or raises")
 
 
@@ -181,7 +184,7 @@ def _wait(
         if timeout and running_since is not None and time.monotonic() - running_since > timeout:
             backend.cancel(handle)
             what = f"timed out after running {timeout:g}s (resources.timeout); job cancelled"
-            raise _failure(backend, handle, step, job_dir, what)
+            raise _failure(backend.poll(handle), step, job_dir, what)
         if scope.wait(interval):
             if detach and scope.interrupted and backend.reattaches:
                 raise StepFailed(
@@ -198,38 +201,55 @@ def _wait(
         interval = min(interval * 2, backend.max_poll_interval)
 
 
-def _result(store: Store, backend: Backend, handle: object, step: str, job_dir: str) -> object:
+def _result(store: Store, status: JobStatus, step: str, job_dir: str) -> object:
     blob = store.read(f"{job_dir}/{RESULT}")
     if blob is None:
-        raise _failure(backend, handle, step, job_dir, f"job succeeded but wrote no {RESULT}")
+        raise _failure(status, step, job_dir, f"job succeeded but wrote no {RESULT}")
     return decode_result(blob.data)
 
 
-def _job_error(
-    store: Store, backend: Backend, handle: object, step: str, job_dir: str, status: JobStatus
-) -> StepFailed:
+def _job_error(store: Store, status: JobStatus, step: str, job_dir: str) -> StepFailed:
     """The StepFailed for a job that failed: the remote error if it wrote one, else the exit."""
     blob = store.read(f"{job_dir}/{ERROR}")
     if blob is None:
         what = f"job {status.state.value} ({status.detail or 'no detail'}) without writing a record"
-        return _failure(backend, handle, step, job_dir, what)
+        return _failure(status, step, job_dir, what)
     record = json.loads(blob.data)
-    err = _failure(backend, handle, step, job_dir, f"{record['type']}: {record['message']}")
+    err = _failure(status, step, job_dir, f"{record['type']}: {record['message']}")
     err.remote_traceback = record.get("traceback", "")
     return err
 
 
-def _failure(backend: Backend, handle: object, step: str, job_dir: str, what: str) -> StepFailed:
-    """``what``, then where the job folder is and the tail of its log."""
-    tail = backend.logs(handle, LOG_TAIL_LINES).rstrip()
+def _failure(status: JobStatus, step: str, job_dir: str, what: str) -> StepFailed:
+    """``what``, then where the job folder is and the tail of the log ``status`` names."""
+    log = status.log or f"{job_dir}/{LOG}"
+    lines = log_tail(log, LOG_TAIL_LINES)
+    if lines and status.log_label:  # one of the job's logs: say whose
+        lines = [f"--- {status.log_label}: {log} ---", *lines[1 - LOG_TAIL_LINES :]]
+    tail = "\n".join(lines).rstrip()
     text = f"{what}\n  job folder: {job_dir}"
     if tail:
-        lines = "\n".join(f"    {line}" for line in tail.splitlines())
-        text += f"\n  last lines of {LOG}:\n{lines}"
+        indented = "\n".join(f"    {line}" for line in tail.splitlines())
+        text += f"\n  last lines of {LOG}:\n{indented}"
     err = StepFailed(step, text)
-    where = getattr(backend, "log_path", None)  # optional: a multi-host job's failing host
-    err.log_path = (where(handle) if where is not None else None) or f"{job_dir}/{LOG}"
+    err.log_path = log
     return err
+
+
+def log_tail(path: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of the log at ``path`` (a file or a URL), read through its
+    store from the end; none if there is no log (yet)."""
+    if lines <= 0:
+        return []
+    try:
+        with store_for(path).fs.open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _LOG_TAIL_BYTES))
+            text: str = f.read().decode(errors="replace")
+    except Exception as err:  # none yet, or unreadable: the failure must still be told
+        logger.debug("no log tail from %s: %s", path, err)
+        return []
+    return text.splitlines()[-lines:]
 
 
 def _job_id(attempt: int) -> str:

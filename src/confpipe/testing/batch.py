@@ -10,10 +10,11 @@ means this interpreter, and the "image" environment is this process's environmen
 its ``sys.path`` (so the code you have now is the code in the image).
 
     from confpipe.backends.gcp.batch import BatchBackend
+    from confpipe.backends.gcp.settings import GcpConf
     from confpipe.testing.batch import FakeBatch
 
     with FakeBatch(secrets={"projects/p/secrets/hf/versions/latest": "hf_..."}) as fake:
-        backend = BatchBackend("p", "us-central1", "img", batch_endpoint=fake.endpoint)
+        backend = BatchBackend(GcpConf(project="p", image="img", batch_endpoint=fake.endpoint))
         ...                                  # run steps; fake.requests has what was sent
         fake.preempt_next()                  # the next task attempt ends preempted (50001)
         fake.refuse_connections(3.0)         # the server is down for 3 s, then back

@@ -12,11 +12,12 @@ of its own that answers ``agent-worker-number`` as a TPU VM's does
 PATH runs the container's command here, with this interpreter and this environment plus
 its ``sys.path`` (so the code you have now is the code in the image).
 
+    from confpipe.backends.gcp.settings import GcpConf
     from confpipe.backends.gcp.tpu import TpuBackend
     from confpipe.testing.tpu import FakeTpu
 
     with FakeTpu() as fake:
-        backend = TpuBackend("p", "us-central1", "img", tpu_endpoint=fake.endpoint)
+        backend = TpuBackend(GcpConf(project="p", image="img", tpu_endpoint=fake.endpoint))
         ...                               # run TPU steps; fake.requests has what was sent
         fake.preempt_next()               # the next slice is suspended once its hosts start
         fake.preempt(name)                # suspend this ACTIVE queued resource now

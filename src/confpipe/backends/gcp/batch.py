@@ -1,48 +1,46 @@
 """The Cloud Batch backend: each CPU/GPU job is one Batch job, driven through google-cloud-batch.
 
 ``submit`` first looks for the step's live job by its labels (a driver that took over a
-stale lease re-attaches instead of submitting twice), else creates one (``batch_spec``).
+stale lease re-attaches instead of submitting twice), else creates one (``batch_request``).
 Polling is shared: one ListJobs of this driver's jobs per ``poll_interval`` answers every
 handle's ``poll`` from a cache, so API requests don't grow with the jobs in flight and no
 thread of ours polls. Transient API errors (UNAVAILABLE, DEADLINE_EXCEEDED) are retried
-with backoff; ``cancel`` deletes the job; ``logs`` tails the job folder's ``log.txt``.
-``google.cloud.batch_v1`` is imported when the backend is constructed, not before.
+with backoff; ``cancel`` deletes the job; a status names the log the job's VM uploads to
+the folder it runs in. ``google.cloud.batch_v1`` is imported when the backend is made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
 from confpipe.backends.gcp.batch_request import (
-    DRIVER,
-    BatchSettings,
     check_resources,
     job_dir_of,
-    job_id,
     job_request,
     job_status,
     redacted,
-    step_labels,
 )
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.job import DRIVER, job_id, step_labels
 from confpipe.backends.gcp.machine_catalog import Choice
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.resources import Resources
 from confpipe.errors import StepFailed
 
 if TYPE_CHECKING:
     from google.cloud import batch_v1
 
-__all__ = ["BatchBackend", "BatchSettings", "job_request", "redacted"]
+__all__ = ["BatchBackend", "job_request", "redacted"]
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 100
@@ -60,14 +58,12 @@ class _Job:
     own: bool = True  # carries this driver's label, so the shared ListJobs sees it
 
 
-class BatchBackend(CloudBackend):
-    """Runs jobs on Cloud Batch in ``project``/``region``, in containers of ``image``.
+class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
+    """Runs jobs on Cloud Batch in ``settings.project``/``region``, in containers of ``image``.
 
-    ``batch_endpoint`` (``host:port``) points the client at another server, such as
+    ``settings.batch_endpoint`` (``host:port``) points the client at another server, such as
     ``confpipe.testing.batch.FakeBatch`` (loopback endpoints get an insecure channel and no
-    credentials). ``stage_code`` is a folder URL under the prefix: the working tree's git
-    files are archived there and installed in each job (with the step's ``pip_extras``);
-    None runs the code baked into ``image``.
+    credentials). ``code_folder``: see ``CloudBackend``.
     """
 
     service = gcp_api.BATCH
@@ -76,30 +72,15 @@ class BatchBackend(CloudBackend):
         "backend.image and drop pip_extras"
     )
 
-    def __init__(
-        self,
-        project: str,
-        region: str,
-        image: str,
-        service_account: str | None = None,
-        network: str | None = None,
-        subnetwork: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        poll_interval: float = 10.0,
-        batch_endpoint: str | None = None,
-        stage_code: str | None = None,
-        api_timeout: float = 600.0,
-        storage_endpoint: str | None = None,
-    ) -> None:
-        self.settings = BatchSettings(
-            project, region, image, service_account, network, subnetwork, dict(labels or {}),
-            storage_endpoint,
-        )  # fmt: skip
-        super().__init__(poll_interval, api_timeout, stage_code)
-        self._client = gcp_api.batch_client(batch_endpoint)
+    def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
+        super().__init__(settings, code_folder)
         self._refreshing = threading.Lock()
         self._tracked: dict[str, _Job] = {}  # guarded by self._lock
         self._listed_at = float("-inf")
+        _ = self._client  # made now: no credentials is said before any step's resources
+
+    def _new_client(self) -> batch_v1.BatchServiceClient:
+        return gcp_api.batch_client(self.settings.batch_endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources)
@@ -128,7 +109,7 @@ class BatchBackend(CloudBackend):
         status = job.status
         if status.state.done:
             self._finish(job)
-        return status
+        return dataclasses.replace(status, log=f"{job.origin}/{LOG}")
 
     def cancel(self, handle: object) -> None:
         job = _job(handle)
@@ -145,13 +126,6 @@ class BatchBackend(CloudBackend):
         job.status = JobStatus(JobState.CANCELLED, f"Batch job {job.name} deleted")
         self._finish(job)
         logger.info("step %r: deleted Batch job %s", job.step, job.name)
-
-    def logs(self, handle: object, lines: int = 40) -> str:
-        return "\n".join(log_tail(f"{_job(handle).origin}/{LOG}", lines) or [])
-
-    def close(self) -> None:
-        """Close the API channel (the backend can't be used afterwards)."""
-        gcp_api.close(self._client)
 
     def _find_live(self, job: JobRequest) -> _Job | None:
         """A queued or running Batch job of this step (same name, hash and output), if any."""
@@ -199,12 +173,12 @@ class BatchBackend(CloudBackend):
 
     def _refresh(self) -> None:
         """At most once per poll_interval: one ListJobs updates every tracked job's status."""
-        if time.monotonic() - self._listed_at < self.poll_interval:
+        if time.monotonic() - self._listed_at < self.settings.poll_interval:
             return
         if not self._refreshing.acquire(blocking=False):
             return  # another thread is refreshing: the cache will do
         try:
-            if time.monotonic() - self._listed_at < self.poll_interval:
+            if time.monotonic() - self._listed_at < self.settings.poll_interval:
                 return
             self._listed_at = time.monotonic()
             with self._lock:

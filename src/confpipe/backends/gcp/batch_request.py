@@ -2,9 +2,10 @@
 
 Pure functions of the backend settings and the job, so golden files can pin them:
 ``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> boot disk, the machine from
-``machines.choose``, GPUs -> accelerators with driver installation, spot -> SPOT, max_retries
--> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration, env and
-secret_env -> environment, labels carrying the step name and hash) and ``job_status``.
+``machine_catalog.choose``, GPUs -> accelerators with driver installation, spot -> SPOT,
+max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration,
+env and secret_env -> environment, labels carrying the step name and hash) and
+``job_status``.
 ``redacted`` is the request as JSON with every env value hidden: the only form that may be
 logged or written down. ``google.cloud.batch_v1`` is imported on use.
 """
@@ -12,15 +13,14 @@ logged or written down. ``google.cloud.batch_v1`` is imported on use.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confpipe.backends import RECORDS, JobRequest, JobState, JobStatus
+from confpipe.backends import JobRequest, JobState, JobStatus
+from confpipe.backends.gcp.job import DRIVER, OWN_VARS, REDACTED, VM_MODULE, entry_env, step_labels
 from confpipe.backends.gcp.machine_catalog import Choice, choose
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError
 
@@ -31,14 +31,6 @@ MiB = 2**20
 GiB = 2**30
 PREEMPTED = 50001  # Batch's exit code for a task whose Spot VM was preempted
 MAX_RETRIES = 10  # Batch retries a task at most this many times
-VM_MODULE = "confpipe.backends.gcp.vm"
-CODE_VAR = "CONFPIPE_CODE"  # URL of the staged working-tree archive, if any
-EXTRAS_VAR = "CONFPIPE_PIP_EXTRAS"  # the step's pip_extras, comma-separated
-STORAGE_VARS = ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
-OWN_VARS = frozenset({CODE_VAR, EXTRAS_VAR, "PYTHONUNBUFFERED", *STORAGE_VARS})
-STEP, HASH, OUT, DRIVER = "confpipe-step", "confpipe-hash", "confpipe-out", "confpipe-driver"
-LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 _SECRET = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _EXITS = {
     50001: "its Spot VM was preempted",
@@ -48,38 +40,6 @@ _EXITS = {
     50005: "it ran past resources.timeout (maxRunDuration)",
     50006: "its VM was recreated while the task ran",
 }
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """Where and how jobs run: the ``backend`` config's gcp keys, less the client's."""
-
-    project: str
-    region: str
-    image: str
-    service_account: str | None = None
-    network: str | None = None
-    subnetwork: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-    storage_endpoint: str | None = None  # an emulator the job's worker must reach too
-
-    def __post_init__(self) -> None:
-        for key in ("project", "region", "image"):
-            if not getattr(self, key):
-                raise ConfigError(f"backend.{key} must be set for backend=gcp")
-        for key, value in self.labels.items():
-            if not LABEL.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
-                raise ConfigError(
-                    f"backend.labels: {key}={value!r} is not a valid label: keys start with a "
-                    "lowercase letter; keys and values use lowercase letters, digits, '_' and "
-                    "'-', at most 63 characters"
-                )
-            if key.startswith("confpipe-"):
-                raise ConfigError(f"backend.labels: {key} is reserved for confpipe's own labels")
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.region}"
 
 
 def check_resources(resources: Resources) -> Choice:
@@ -104,7 +64,7 @@ def check_resources(resources: Resources) -> Choice:
 
 
 def job_request(
-    settings: BatchSettings,
+    settings: GcpConf,
     job: JobRequest,
     *,
     driver: str,
@@ -120,14 +80,7 @@ def job_request(
 
     r = job.resources
     choice = choice or check_resources(r)
-    env = dict(r.env)
-    env["PYTHONUNBUFFERED"] = "1"
-    if settings.storage_endpoint:
-        env.update(zip(STORAGE_VARS, (settings.storage_endpoint, "false"), strict=True))
-    if code:
-        env[CODE_VAR] = code
-    if r.pip_extras:
-        env[EXTRAS_VAR] = ",".join(r.pip_extras)
+    env = {**r.env, **entry_env(job, storage_endpoint=settings.storage_endpoint, code=code)}
     compute = batch_v1.ComputeResource(cpu_milli=round(r.cpu * 1000))
     if r.memory:
         compute.memory_mib = math.ceil(r.memory / MiB)
@@ -192,28 +145,6 @@ def job_request(
     )
 
 
-def step_labels(job: JobRequest) -> dict[str, str]:
-    """The labels that find a step's live job again: its name, its hash and its output."""
-    output = output_of(job.job_dir)
-    name = output.rstrip("/").rsplit("/", 1)[-1]
-    digest = hashlib.sha256(output.encode()).hexdigest()[:12]
-    step_hash = name[len(job.step) + 1 :] if name.startswith(f"{job.step}-") else digest
-    return {STEP: slug(job.step), HASH: slug(step_hash), OUT: digest}
-
-
-def job_id(job: JobRequest) -> str:
-    """A valid, unique Batch job id, stable for the job folder (so retried creates dedupe)."""
-    digest = hashlib.sha256(job.job_dir.encode()).hexdigest()[:10]
-    return f"cp-{slug(job.step)[:40].strip('-_').replace('_', '-')}-{job.attempt}-{digest}"
-
-
-def output_of(job_dir: str) -> str:
-    """The step output a job folder belongs to (``{output}/.confpipe/jobs/{id}``)."""
-    head, _, _ = job_dir.rstrip("/").rpartition("/")
-    suffix = f"/{RECORDS}/jobs"
-    return head[: -len(suffix)] if head.endswith(suffix) else head
-
-
 def job_dir_of(job: batch_v1.Job) -> str | None:
     """The job folder a Batch job (made by ``job_request``) runs, or None if it isn't ours."""
     for group in job.task_groups:
@@ -222,11 +153,6 @@ def job_dir_of(job: batch_v1.Job) -> str | None:
             if len(commands) == 3 and commands[:2] == ["-m", VM_MODULE]:
                 return commands[2]
     return None
-
-
-def slug(text: str) -> str:
-    """``text`` as a label value: lowercase letters, digits, '_' and '-', at most 63."""
-    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
 def redacted(job: batch_v1.Job) -> dict[str, Any]:
@@ -239,7 +165,7 @@ def redacted(job: batch_v1.Job) -> dict[str, Any]:
         variables = group.get("taskSpec", {}).get("environment", {}).get("variables", {})
         for key in variables:
             if key not in OWN_VARS:
-                variables[key] = "<redacted>"
+                variables[key] = REDACTED
     return data
 
 

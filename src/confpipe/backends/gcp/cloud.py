@@ -1,11 +1,11 @@
-"""What the Cloud Batch and Cloud TPU backends share: preflight, staging, API calls and outages.
+"""What the Cloud Batch and Cloud TPU backends share: settings, client, staging and outages.
 
-``CloudBackend`` holds the settings both check the same way (``poll_interval``,
-``api_timeout``, ``stage_code``), the driver's id that labels its jobs, the one retry
-policy for API calls (``gcp_api.call``) and the outage clock: a status check that fails
-transiently keeps the last status, and only once the API has been unreachable for
-``api_timeout`` does a poll fail the step. ``log_tail`` and ``copy_records`` read a job's
-log and put a job's records where ``run_job`` looks for them.
+``CloudBackend`` holds the settings (a ``GcpConf``, checked when made), the driver's id that
+labels its jobs, the API client (made on first use, closed by ``close``, made again if used
+after), the one retry policy for API calls (``gcp_api.call``) and the outage clock: a
+status check that fails transiently keeps the last status, and only once the API has been
+unreachable for ``api_timeout`` does a poll fail the step. ``copy_records`` puts a job's
+records where ``run_job`` looks for them.
 """
 
 from __future__ import annotations
@@ -14,26 +14,32 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from confpipe.backends import BackendKind
 from confpipe.backends.gcp import api as gcp_api
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import CodeStager, worktree
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
 
-__all__ = ["CloudBackend", "copy_records", "log_tail"]
+__all__ = ["CloudBackend", "copy_records"]
 
 T = TypeVar("T")
+C = TypeVar("C")  # the API client
 
 
-class CloudBackend:
+class CloudBackend(Generic[C]):
     """The shared half of ``BatchBackend`` and ``TpuBackend``.
 
+    ``code_folder`` is where the working tree is staged (``{prefix}/.confpipe/code`` when
+    ``backend.stage_code``): its git files are archived there once and installed in each job
+    with the step's ``pip_extras``; None runs the code baked into ``settings.image``.
+
     A subclass names its ``service`` (for messages), says who installs a step's
-    ``pip_extras`` (``_pip_hint``), checks resources in ``_check_resources`` and may make its
-    API client in ``_connect`` (after the resources are checked, before anything runs).
+    ``pip_extras`` (``_pip_hint``), checks resources in ``_check_resources`` and makes its
+    API client in ``_new_client``.
     """
 
     kind = BackendKind.GCP
@@ -41,40 +47,54 @@ class CloudBackend:
     service: ClassVar[str]
     _pip_hint: ClassVar[str]  # "so ... can pip install your project with those extras; ..."
 
-    def __init__(self, poll_interval: float, api_timeout: float, stage_code: str | None) -> None:
-        if poll_interval <= 0 or api_timeout <= 0:
-            raise ConfigError("backend.poll_interval and api_timeout must be positive")
-        self.poll_interval = poll_interval
-        self.max_poll_interval = poll_interval / 2  # run_job's wake-ups mostly read a cache
-        self.api_timeout = api_timeout
+    def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
+        self.settings = settings
+        self.max_poll_interval = settings.poll_interval / 2  # wake-ups mostly read a cache
         self.driver = uuid.uuid4().hex[:16]
-        self._stager = CodeStager(stage_code, worktree()) if stage_code else None
+        self._stager = CodeStager(code_folder, worktree()) if code_folder else None
         self._lock = threading.Lock()
         self._failing: tuple[float, BaseException] | None = None  # since when, last error
+        self._client_lock = threading.Lock()
+        self._api: C | None = None
+
+    @property
+    def _client(self) -> C:
+        """The API client, made on first use."""
+        with self._client_lock:
+            if self._api is None:
+                self._api = self._new_client()
+            return self._api
 
     def check(self, step: str, resources: Resources) -> None:
         try:
             self._check_resources(resources)
         except ConfigError as err:
             raise ConfigError(f"step {step!r}: {err}") from None
-        self._connect()
+        _ = self._client  # no credentials: say so now, before anything runs
         if resources.pip_extras and self._stager is None:
             raise ConfigError(
                 f"step {step!r}: resources.pip_extras={list(resources.pip_extras)} needs the "
                 f"working tree staged (backend.stage_code=true) so {self._pip_hint}"
             )
 
+    def close(self) -> None:
+        """Close the API channel, if open; a later call opens another."""
+        with self._client_lock:
+            api, self._api = self._api, None
+        if api is not None:
+            gcp_api.close(api)
+
     def _check_resources(self, resources: Resources) -> None:
         raise NotImplementedError
 
-    def _connect(self) -> None:
-        """Make the API client now, if it is made lazily (no credentials: say so early)."""
+    def _new_client(self) -> C:
+        raise NotImplementedError
 
     def _call(
         self, step: str, method: Callable[..., T], request: object, cancellable: bool = True
     ) -> T:
         return gcp_api.call(
-            self.service, step, method, request, self.api_timeout, cancellable=cancellable
+            self.service, step, method, request, self.settings.api_timeout, cancellable=cancellable
         )
 
     def _api_down(self, err: BaseException) -> None:
@@ -90,23 +110,13 @@ class CloudBackend:
         """Fail ``step`` once the API has been unreachable for ``api_timeout``."""
         with self._lock:
             failing = self._failing
-        if failing is not None and time.monotonic() - failing[0] > self.api_timeout:
+        timeout = self.settings.api_timeout
+        if failing is not None and time.monotonic() - failing[0] > timeout:
             raise StepFailed(
                 step,
-                f"{self.service} unreachable for {self.api_timeout:g}s ({failing[1]}); the "
+                f"{self.service} unreachable for {timeout:g}s ({failing[1]}); the "
                 f"{what} may still be running",
             )
-
-
-def log_tail(path: str, lines: int) -> list[str] | None:
-    """The last ``lines`` lines of the log at ``path``; None if there is none (yet)."""
-    try:
-        blob = store_for(path).read(path)
-    except OSError:
-        return None
-    if blob is None or lines <= 0:
-        return None
-    return blob.data.decode(errors="replace").splitlines()[-lines:]
 
 
 def copy_records(job_dir: str, records: Iterable[tuple[str, str]]) -> None:

@@ -2,34 +2,33 @@
 
 ``submit`` first looks for the step's live queued resource by its node's labels (a driver
 that took over a stale lease re-attaches instead of submitting twice), else creates one
-(``tpu_spec``) and waits for the create operation. Every host of the slice runs the job's
+(``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
 entry (``backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends;
 host 0's records are the job's. ``poll`` reads those records (one listing of the job
 folder) and, while they don't settle it, the queued resource's state: ACTIVE is running,
 SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a non-zero
-exit fails the step with that host's log tail. A queued resource is deleted as soon as
-its job ends, and by ``cancel``; a detached one is left alone. Status checks happen at
-most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
+exit fails the step (its status names that host's log). A queued resource is deleted as
+soon as its job ends, and by ``cancel``; a detached one is left alone. Status checks happen
+at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
 first TPU step is checked, not before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
-from confpipe.backends.gcp.batch_request import job_id, step_labels
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records, log_tail
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.job import job_id, step_labels
 from confpipe.backends.gcp.tpu_request import (
     Placement,
-    TpuSettings,
     check_resources,
     hosts_of,
     job_dir_of,
@@ -45,7 +44,7 @@ from confpipe.errors import StepFailed
 if TYPE_CHECKING:
     from google.cloud import tpu_v2
 
-__all__ = ["TpuBackend", "TpuSettings"]
+__all__ = ["TpuBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +65,16 @@ class _Slice:
     finished: bool = False
 
 
-class TpuBackend(CloudBackend):
-    """Runs jobs on Cloud TPU VMs in ``project``, in containers of ``image``.
+class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
+    """Runs jobs on Cloud TPU VMs in ``settings.project``, in containers of ``image``.
 
-    ``zone`` None picks, per step, the first zone of ``region`` offering its TPU type;
-    ``runtime_version`` None the default of the type's generation. ``tpu_endpoint``
+    ``settings.tpu_zone`` None picks, per step, the first zone of ``region`` offering its TPU
+    type; ``tpu_runtime_version`` None the default of the type's generation. ``tpu_endpoint``
     (``host:port``) points the client at another server, such as
     ``confpipe.testing.tpu.FakeTpu`` (loopback endpoints get an insecure channel and no
-    credentials). ``stage_code`` is as for ``BatchBackend``: the working tree, archived under
-    the prefix and installed on each host.
+    credentials). ``code_folder``: see ``CloudBackend`` (the code is installed on each host).
+    The client is made on the first check, after the step's TPU is (a mistake in it is
+    reported first).
     """
 
     service = gcp_api.TPU
@@ -83,44 +83,11 @@ class TpuBackend(CloudBackend):
         "backend.image"
     )
 
-    def __init__(
-        self,
-        project: str,
-        region: str,
-        image: str,
-        zone: str | None = None,
-        runtime_version: str | None = None,
-        service_account: str | None = None,
-        network: str | None = None,
-        subnetwork: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        poll_interval: float = 10.0,
-        tpu_endpoint: str | None = None,
-        stage_code: str | None = None,
-        api_timeout: float = 600.0,
-        storage_endpoint: str | None = None,
-    ) -> None:
-        self.settings = TpuSettings(
-            project, region, image, service_account, network, subnetwork, dict(labels or {}),
-            storage_endpoint, zone, runtime_version,
-        )  # fmt: skip
-        super().__init__(poll_interval, api_timeout, stage_code)
-        self._endpoint = tpu_endpoint
-        self._api: tpu_v2.TpuClient | None = None
-
-    @property
-    def _client(self) -> tpu_v2.TpuClient:
-        """The API client, made on first use (a mistake in a step's TPU is reported first)."""
-        with self._lock:
-            if self._api is None:
-                self._api = gcp_api.tpu_client(self._endpoint)
-            return self._api
+    def _new_client(self) -> tpu_v2.TpuClient:
+        return gcp_api.tpu_client(self.settings.tpu_endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources, self.settings)
-
-    def _connect(self) -> None:
-        _ = self._client
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
@@ -134,12 +101,17 @@ class TpuBackend(CloudBackend):
 
     def poll(self, handle: object) -> JobStatus:
         job = _slice(handle)
-        if not job.status.state.done and time.monotonic() - job.checked >= self.poll_interval:
+        interval = self.settings.poll_interval
+        if not job.status.state.done and time.monotonic() - job.checked >= interval:
             job.checked = time.monotonic()
             job.status = self._status(job)
         if job.status.state.done:  # also a slice already preempted when it was created
             self._finish(job)
-        return job.status
+        host = job.failed_host or 0  # the host that failed the job, else host 0 (the job's)
+        several = job.failed_host is not None and job.hosts > 1
+        log = f"{host_dir(job.origin, host)}/{LOG}"
+        label = f"host {host} of {job.hosts}" if several else ""
+        return dataclasses.replace(job.status, log=log, log_label=label)
 
     def cancel(self, handle: object) -> None:
         job = _slice(handle)
@@ -147,29 +119,6 @@ class TpuBackend(CloudBackend):
             return
         job.status = JobStatus(JobState.CANCELLED, f"queued resource {job.name} deleted")
         self._finish(job)
-
-    def logs(self, handle: object, lines: int = 40) -> str:
-        """The log tail of the host that failed the job, else of host 0 (the job's ``log.txt``)."""
-        job = _slice(handle)
-        host = job.failed_host or 0
-        path = f"{host_dir(job.origin, host)}/{LOG}"
-        tail = log_tail(path, lines)
-        if tail is None:
-            return ""
-        if job.failed_host is not None and job.hosts > 1:
-            tail = [f"--- host {host} of {job.hosts}: {path} ---", *tail[1 - lines :]]
-        return "\n".join(tail)
-
-    def log_path(self, handle: object) -> str:
-        """The log of the host that failed the job, else host 0's (the job's ``log.txt``)."""
-        job = _slice(handle)
-        return f"{host_dir(job.origin, job.failed_host or 0)}/{LOG}"
-
-    def close(self) -> None:
-        """Close the API channel (the backend can't be used afterwards)."""
-        with self._lock:
-            if self._api is not None:
-                gcp_api.close(self._api)
 
     def _find_live(self, job: JobRequest, placement: Placement) -> _Slice | None:
         """A queued or running queued resource of this step (same name, hash and output)."""
@@ -227,7 +176,9 @@ class TpuBackend(CloudBackend):
         except exceptions.AlreadyExists:  # our own create, retried after a lost answer
             pass
         else:
-            gcp_api.wait_operation(self.service, job.step, "create", operation, self.api_timeout)
+            gcp_api.wait_operation(
+                self.service, job.step, "create", operation, self.settings.api_timeout
+            )
         get = tpu_v2.GetQueuedResourceRequest(name=name)
         created = self._call(job.step, self._client.get_queued_resource, get)
         logger.info(

@@ -1,7 +1,7 @@
 """Cloud TPU messages for one confpipe job: the QueuedResource we send, the status we read back.
 
 Pure functions of the backend settings and the job, so golden files can pin them:
-``check_resources`` (the slice from the ``tpus`` catalogue, its zone, what a TPU step can't
+``check_resources`` (the slice from ``tpu_catalog``, its zone, what a TPU step can't
 ask for), ``queued_resource`` (one node of the slice's accelerator type or topology, its
 runtime version, spot tier, labels carrying the step name and hash, and the metadata: the
 ``startup_script`` that every host runs, the job folder, each env value under a key of its
@@ -17,15 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confpipe.backends import JobRequest, JobState, JobStatus
-from confpipe.backends.gcp.batch_request import (
-    CODE_VAR,
-    DRIVER,
-    EXTRAS_VAR,
-    STORAGE_VARS,
-    BatchSettings,
-    job_id,
-    step_labels,
-)
+from confpipe.backends.gcp.job import DRIVER, REDACTED, VM_MODULE, entry_env, job_id, step_labels
+from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu_catalog import Slice, parse, zone_for
 from confpipe.backends.gcp.vm import HOST_VAR
 from confpipe.backends.resources import Resources
@@ -35,8 +28,8 @@ if TYPE_CHECKING:
     from google.cloud import tpu_v2
 
 __all__ = [
-    "JOB_DIR_KEY", "SCRIPT_KEY", "TpuSettings", "check_resources", "job_dir_of",
-    "queued_resource", "queued_status", "redacted", "startup_script",
+    "JOB_DIR_KEY", "SCRIPT_KEY", "Placement", "check_resources", "job_dir_of", "queued_resource",
+    "queued_status", "redacted", "startup_script",
 ]  # fmt: skip
 
 SCRIPT_KEY = "startup-script"  # the metadata key whose script every TPU VM host runs at boot
@@ -44,24 +37,8 @@ JOB_DIR_KEY = "confpipe-job-dir"
 ENV_KEY = "confpipe-env-"  # + NAME: the value of the step's env variable NAME
 WORKER_KEY = "agent-worker-number"  # the host's index, in a TPU VM's metadata
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
-VM_MODULE = "confpipe.backends.gcp.vm"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,114}")
 _DOCKER_HOSTS = re.compile(r"([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
-
-
-@dataclass(frozen=True)
-class TpuSettings(BatchSettings):
-    """The Batch settings, plus where TPU slices run and which runtime their VMs boot.
-
-    ``zone`` None: the first zone of ``region`` offering the step's TPU type;
-    ``runtime_version`` None: the default of the type's generation (``tpus.GENERATIONS``).
-    """
-
-    zone: str | None = None
-    runtime_version: str | None = None
-
-    def zone_parent(self, zone: str) -> str:
-        return f"projects/{self.project}/locations/{zone}"
 
 
 @dataclass(frozen=True)
@@ -73,12 +50,17 @@ class Placement:
     runtime_version: str
 
 
-def check_resources(resources: Resources, settings: TpuSettings) -> Placement:
-    """The slice and zone for ``resources`` (whose ``tpu`` is set); ConfigError if none fits."""
+def check_resources(resources: Resources, settings: GcpConf) -> Placement:
+    """The slice and zone for ``resources`` (whose ``tpu`` is set); ConfigError if none fits.
+
+    ``backend.tpu_zone`` None: the first zone of ``backend.region`` offering the step's TPU
+    type; ``backend.tpu_runtime_version`` None: the default of the type's generation
+    (``tpu_catalog.GENERATIONS``).
+    """
     if resources.tpu is None:
         raise ConfigError("resources.tpu: not a TPU step")
     tpu = parse(resources.tpu)
-    zone = zone_for(tpu, settings.zone, settings.region)
+    zone = zone_for(tpu, settings.tpu_zone, settings.region)
     what = f"resources.tpu={resources.tpu}"
     for key, value in (
         ("machine_type", resources.machine_type),
@@ -102,12 +84,12 @@ def check_resources(resources: Resources, settings: TpuSettings) -> Placement:
                 f"resources.env.{name}: not a valid variable name for a TPU step: letters, digits "
                 "and '_', not starting with a digit"
             )
-    version = settings.runtime_version or tpu.generation.runtime_version
+    version = settings.tpu_runtime_version or tpu.generation.runtime_version
     return Placement(tpu, zone, version)
 
 
 def queued_resource(
-    settings: TpuSettings,
+    settings: GcpConf,
     job: JobRequest,
     *,
     driver: str,
@@ -157,7 +139,7 @@ def queued_resource(
     return request
 
 
-def startup_script(settings: TpuSettings, job: JobRequest, *, code: str | None = None) -> str:
+def startup_script(settings: GcpConf, job: JobRequest, *, code: str | None = None) -> str:
     """The script every host runs at boot: the job's entry in ``settings.image``, by Docker.
 
     The host's index comes from the VM's metadata server (``GCE_METADATA_HOST`` overrides its
@@ -165,13 +147,7 @@ def startup_script(settings: TpuSettings, job: JobRequest, *, code: str | None =
     the script itself holds none.
     """
     r = job.resources
-    own = {"PYTHONUNBUFFERED": "1"}
-    if settings.storage_endpoint:
-        own.update(zip(STORAGE_VARS, (settings.storage_endpoint, "false"), strict=True))
-    if code:
-        own[CODE_VAR] = code
-    if r.pip_extras:
-        own[EXTRAS_VAR] = ",".join(r.pip_extras)
+    own = entry_env(job, storage_endpoint=settings.storage_endpoint, code=code)
     lines = [
         "#!/bin/bash",
         f"# confpipe: step {job.step}, job {job.job_dir}",
@@ -242,7 +218,7 @@ def redacted(resource: tpu_v2.QueuedResource) -> dict[str, Any]:
         metadata = spec.get("node", {}).get("metadata", {})
         for key in metadata:
             if key.startswith(ENV_KEY):
-                metadata[key] = "<redacted>"
+                metadata[key] = REDACTED
     return data
 
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from confpipe.backends import CALL, LOG
-from confpipe.backends.gcp.batch_request import CODE_VAR, EXTRAS_VAR
+from confpipe.backends.gcp.job import CODE_VAR, EXTRAS_VAR
 from confpipe.storage import Store, store_for
 
 LOG_LIMIT = 8 * 2**20
