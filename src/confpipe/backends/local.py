@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -39,20 +40,25 @@ _WAITING = "waiting for the cpu/memory budget"
 
 
 def build(settings: BackendConf) -> LocalBackend:
-    """The local backend with the budget ``settings`` give (null: this machine's)."""
-    cpu = settings.cpu
-    if cpu is not None and not cpu > 0:
-        raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
-    memory = settings.memory
-    if memory is not None:
+    """The local backend with the budget ``settings`` give (null: this machine's); a config's
+    ``backend.memory`` must name its unit."""
+    memory = None if settings.memory is None else _memory(settings.memory, plain=False)
+    return LocalBackend(cpu=settings.cpu, memory=memory)
+
+
+def _memory(value: object, *, plain: bool) -> int:
+    """``backend.memory`` in bytes, checked positive: a size in its units or, where ``plain``
+    (the Python API), a number of bytes."""
+    if plain and isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
         try:
-            memory = parse_size(memory, plain_bytes=False)
+            size = parse_size(value, plain_bytes=False)
         except ValueError as err:
             raise ConfigError(f"backend.memory: {err}") from None
-        if memory <= 0:
-            got = settings.memory
-            raise ConfigError(f"backend.memory: must be positive, got {got!r}; use e.g. 16GiB")
-    return LocalBackend(cpu=cpu, memory=memory)
+    if size <= 0:
+        raise ConfigError(f"backend.memory: must be positive, got {value!r}; use e.g. 16GiB")
+    return size
 
 
 @dataclass(eq=False)
@@ -100,13 +106,13 @@ class LocalBackend:
         self,
         *,
         cpu: float | None = None,
-        memory: int | None = None,
+        memory: int | str | None = None,
         max_poll_interval: float = 0.01,
     ) -> None:
+        if cpu is not None and not 0 < cpu < math.inf:  # also refuses nan
+            raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
         self.cpu = float(cpu) if cpu is not None else machine_cpus()
-        self.memory = memory if memory is not None else machine_memory()
-        if self.cpu <= 0 or self.memory <= 0:
-            raise ConfigError(f"local backend: cpu and memory must be positive ({cpu}, {memory})")
+        self.memory = _memory(memory, plain=True) if memory is not None else machine_memory()
         self.max_poll_interval = max_poll_interval
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
