@@ -1,4 +1,4 @@
-"""``python -m confpipe``: the command line (see cli.py)."""
+"""``python -m confpipe``: the command line (see confpipe.cli.main)."""
 
 from confpipe.cli.main import main
 
