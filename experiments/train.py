@@ -397,9 +397,9 @@ def split(
 
 def tokenizer_vocab_size(ref: str) -> int:
     """The vocabulary size (added tokens included) of a tokenizer.json or its step's dir."""
-    from experiments.tokenize import _load_tokenizer
+    from experiments.bpe import load_tokenizer
 
-    return int(_load_tokenizer(ref).get_vocab_size(with_added_tokens=True))
+    return int(load_tokenizer(ref).get_vocab_size(with_added_tokens=True))
 
 
 def _check_ids(stream: npt.NDArray[np.int64], vocab_size: int, tokens: str) -> None:
