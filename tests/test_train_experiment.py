@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import lm
 from experiments import train as exp
-from experiments.train import evaluate, init_params, loss_and_grads, train
+from experiments.lm import init_params, loss_and_grads
+from experiments.train import evaluate, train
 
 CONF = Path(__file__).parents[1] / "conf/experiment/train.yaml"
 VOCAB = 64
@@ -99,7 +101,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, tokens: str) -> No
     other = train(str(tmp_path / "c"), tokens=tokens, **config, seed=1)
     assert first["train_loss_last"] == second["train_loss_last"]
     with np.load(tmp_path / "a/model.npz") as a, np.load(tmp_path / "b/model.npz") as b:
-        for name in exp.PARAM_NAMES:
+        for name in lm.PARAM_NAMES:
             np.testing.assert_array_equal(a[name], b[name])
     assert (
         json.loads((tmp_path / "a/metrics.json").read_text())["loss"]
@@ -155,7 +157,7 @@ def test_gradients_match_finite_differences() -> None:
             numeric[i] = (plus - minus) / (2 * eps)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
     # and the forward-only sum agrees with the mean loss
-    assert exp.nll_sum(params, x, y) == pytest.approx(loss * batch)
+    assert lm.nll_sum(params, x, y) == pytest.approx(loss * batch)
 
 
 def test_vocab_size_from_a_tokenizer_and_bad_configs(tmp_path: Path, tokens: str) -> None:
