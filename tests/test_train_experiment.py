@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import math
@@ -237,3 +238,15 @@ def test_experiment_yaml_composes_and_compiles() -> None:
     assert {dep.name for dep in specs["eval"].dependencies} == {"train", "tokenize"}
     assert specs["train"].resources is not None and specs["train"].resources.cpu == 1
     assert specs["train"].config["tokens"] is specs["tokenize"]
+
+
+def test_every_step_function_is_defined_in_the_module_its_yaml_names() -> None:
+    """A step's hash includes its function's ``module.qualname``: moving a step function (or
+    re-exporting it from a helper module) would change every hash and orphan users' caches."""
+    from omegaconf import OmegaConf
+
+    for yaml in ("tokenize.yaml", "train.yaml"):
+        for name, step in OmegaConf.load(CONF.parent / yaml).steps.items():
+            module, _, qualname = step.fn.rpartition(".")
+            fn = getattr(importlib.import_module(module), qualname)
+            assert (fn.__module__, fn.__qualname__) == (module, qualname), name
