@@ -35,37 +35,33 @@ File formats
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import posixpath
 import re
-import sysconfig
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-# fsspec (like tokenizers and numpy) is imported by the code that runs a step, not at import:
+from experiments.bpe import TOKENIZER_FILE, load_tokenizer, train_bpe
+from experiments.corpus import (
+    SHARD_RE,
+    corpus_shards,
+    read_corpus,
+    read_shard,
+    shard_line,
+    shard_name,
+)
+from experiments.sources import SAMPLES, STDLIB, list_source, read_texts, relative, select
+from experiments.stepio import check, join, prepare_output, write_json, write_npy
+
+# fsspec, tokenizers and numpy are imported by the code that runs a step, not at import:
 # confpipe imports this module to check each step's arguments, and a cached run runs nothing.
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
-    from tokenizers import Tokenizer
 
 __all__ = ["download", "train_tokenizer", "tokenize"]
 
-STDLIB = "stdlib"
-"""The ``source`` value that means the running interpreter's standard library directory."""
-STDLIB_PATTERN = "**/*.py"
-DEFAULT_PATTERN = "**/*"
-# Third-party packages and bytecode live under the stdlib directory but are not the stdlib.
-STDLIB_PRUNE = frozenset({"site-packages", "dist-packages", "__pycache__"})
-SAMPLES = ("first", "spread")
-TOKENIZER_FILE = "tokenizer.json"
 EOS_TOKEN = "<|endoftext|>"
 BYTE_ALPHABET = 256
-_SHARD_RE = re.compile(r"shard-(\d+)\.jsonl")
-_FETCH_CHUNK = 32  # files read concurrently (remote filesystems gain, local ones don't lose)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,52 +103,37 @@ def download(
     (UTF-8 text bytes), chars, skipped_short, skipped_undecodable, seconds.
     """
     start = time.perf_counter()
-    _check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
-    _check(sample in SAMPLES, f"sample must be one of {', '.join(SAMPLES)}; got {sample!r}")
-    _check(shard_docs >= 1, f"shard_docs must be >= 1, got {shard_docs}")
-    _check(min_chars >= 0, f"min_chars must be >= 0, got {min_chars}")
+    check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
+    check(sample in SAMPLES, f"sample must be one of {', '.join(SAMPLES)}; got {sample!r}")
+    check(shard_docs >= 1, f"shard_docs must be >= 1, got {shard_docs}")
+    check(min_chars >= 0, f"min_chars must be >= 0, got {min_chars}")
 
-    src_fs, root, files, effective_pattern = _list_source(source, pattern)
+    src_fs, root, files, effective_pattern = list_source(source, pattern)
     if not files:
         raise FileNotFoundError(f"download: no files match source={source!r} (root {root!r})")
 
     skipped = {"short": 0, "undecodable": 0}
 
     def read(indices: Sequence[int]) -> list[str | None]:
-        """The texts of these files (concurrently), None for an unusable file."""
-        texts: list[str | None] = []
-        for blob in pool.map(src_fs.cat_file, [files[i] for i in indices]):
-            try:
-                text = blob.decode("utf-8")
-            except UnicodeDecodeError:
-                skipped["undecodable"] += 1
-                texts.append(None)
-                continue
-            if len(text) < min_chars:
-                skipped["short"] += 1
-                texts.append(None)
-                continue
-            texts.append(text)
-        return texts
+        return read_texts(pool, src_fs, [files[i] for i in indices], min_chars, skipped)
 
     # Stream the kept documents (in sorted order) into shards: memory holds one shard.
-    out_fs, out_root = _prepare_output(output_path, _SHARD_RE)
+    out_fs, out_root = prepare_output(output_path, SHARD_RE)
     n_docs = n_bytes = n_chars = n_shards = 0
     lines: list[str] = []
 
     def flush() -> None:
         nonlocal n_shards
-        out_fs.pipe_file(_join(out_root, f"shard-{n_shards:05d}.jsonl"), "".join(lines).encode())
+        out_fs.pipe_file(join(out_root, shard_name(n_shards)), "".join(lines).encode())
         n_shards += 1
         lines.clear()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for i, text in _select(len(files), max_docs, sample, read):
+        for i, text in select(len(files), max_docs, sample, read):
             n_docs += 1
             n_chars += len(text)
             n_bytes += len(text.encode("utf-8"))
-            record = {"id": _relative(root, files[i]), "text": text}
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            lines.append(shard_line(relative(root, files[i]), text))
             if len(lines) == shard_docs:
                 flush()
     if lines:
@@ -179,112 +160,8 @@ def download(
         "skipped_undecodable": skipped["undecodable"],
         "seconds": round(time.perf_counter() - start, 3),
     }
-    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats
-
-
-def _list_source(
-    source: str, pattern: str | None
-) -> tuple[AbstractFileSystem, str, list[str], str]:
-    """(filesystem, root, sorted file paths, effective pattern) for a ``download`` source."""
-    from fsspec.core import has_magic, url_to_fs
-    from fsspec.implementations.local import LocalFileSystem
-    from fsspec.utils import glob_translate
-
-    if source == STDLIB:
-        root = sysconfig.get_paths()["stdlib"]
-        pat = pattern or STDLIB_PATTERN
-        return LocalFileSystem(), root, _walk_local(root, pat, STDLIB_PRUNE), pat
-    fs, path = url_to_fs(source)
-    if has_magic(path):
-        _check(pattern is None, f"pattern={pattern!r} given with a glob source={source!r}")
-        parts = path.split("/")
-        fixed = next(k for k, part in enumerate(parts) if has_magic(part))
-        root = "/".join(parts[:fixed])
-        found = fs.glob(path, detail=True)
-        files = [p for p, info in found.items() if info.get("type") == "file"]
-        pat = "/".join(parts[fixed:])
-    elif fs.isfile(path):
-        return fs, posixpath.dirname(path), [path], posixpath.basename(path)
-    elif fs.isdir(path):
-        root = path.rstrip("/")
-        pat = pattern or DEFAULT_PATTERN
-        match = re.compile(glob_translate(pat)).match
-        files = [p for p in fs.find(root) if match(_relative(root, p))]
-    else:
-        raise FileNotFoundError(f"download: source {source!r} does not exist")
-    files = sorted(p for p in files if not _hidden(_relative(root, p)))
-    return fs, root, files, pat
-
-
-def _walk_local(root: str, pattern: str, prune: frozenset[str]) -> list[str]:
-    """Files under local ``root`` whose relative path matches ``pattern``, pruning dir names."""
-    from fsspec.utils import glob_translate
-
-    match = re.compile(glob_translate(pattern)).match
-    found = []
-    for here, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in prune and not d.startswith(".")]
-        rel_dir = os.path.relpath(here, root).replace(os.sep, "/")
-        for name in names:
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if not name.startswith(".") and match(rel):
-                found.append(f"{here}/{name}".replace(os.sep, "/"))
-    return sorted(found)
-
-
-def _select(
-    n: int,
-    max_docs: int | None,
-    sample: str,
-    read: Callable[[Sequence[int]], list[str | None]],
-) -> Iterator[tuple[int, str]]:
-    """(index, text) of the kept files among ``n`` sorted ones, in sorted order.
-
-    ``read`` gives the texts of a batch of files (None: unusable). ``first`` keeps the first
-    ``max_docs`` usable files; ``spread`` cuts the list into ``max_docs`` equal runs and keeps
-    the first usable file of each run. Batches are at most ``_FETCH_CHUNK`` files.
-    """
-    if sample == "first" or max_docs is None or max_docs >= n:
-        need = n if max_docs is None else max_docs
-        pos = 0
-        while need > 0 and pos < n:
-            batch = range(pos, min(n, pos + min(need, _FETCH_CHUNK)))
-            pos = batch.stop
-            for i, text in zip(batch, read(batch), strict=True):
-                if text is not None:
-                    need -= 1
-                    yield i, text
-        return
-    bounds = [j * n // max_docs for j in range(max_docs + 1)]
-    for lo in range(0, max_docs, _FETCH_CHUNK):
-        window = range(lo, min(max_docs, lo + _FETCH_CHUNK))  # run numbers
-        cursor = {j: bounds[j] for j in window}  # the next file to try in each run
-        chosen: dict[int, tuple[int, str]] = {}
-        while cursor:
-            tries = list(cursor.items())
-            texts = read([i for _, i in tries])
-            for (j, i), text in zip(tries, texts, strict=True):
-                if text is not None:
-                    chosen[j] = (i, text)
-                    del cursor[j]
-                elif i + 1 < bounds[j + 1]:
-                    cursor[j] = i + 1
-                else:
-                    del cursor[j]  # no usable file in this run
-        for j in sorted(chosen):
-            yield chosen[j]
-
-
-def _relative(root: str, path: str) -> str:
-    root = root.rstrip("/")
-    if root and path.startswith(root + "/"):
-        return path[len(root) + 1 :]
-    return path.lstrip("/")
-
-
-def _hidden(rel: str) -> bool:
-    return any(part.startswith(".") for part in rel.split("/"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,32 +195,20 @@ def train_tokenizer(
     Returns: tokenizer (path of tokenizer.json), vocab_size (actual), requested_vocab_size,
     merges, documents, bytes, eos_token, eos_id, seconds.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     start = time.perf_counter()
-    _check(
+    check(
         vocab_size > BYTE_ALPHABET,
         f"vocab_size must be > {BYTE_ALPHABET} (the byte alphabet plus eos), got {vocab_size}",
     )
-    _check(min_frequency >= 1, f"min_frequency must be >= 1, got {min_frequency}")
-    _check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
-    _check(bool(eos_token), "eos_token must be a non-empty string")
+    check(min_frequency >= 1, f"min_frequency must be >= 1, got {min_frequency}")
+    check(max_docs is None or max_docs >= 1, f"max_docs must be >= 1 or null, got {max_docs}")
+    check(bool(eos_token), "eos_token must be a non-empty string")
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[eos_token],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     seen = {"documents": 0, "bytes": 0}
 
     def batches() -> Iterator[list[str]]:
         batch: list[str] = []
-        for _, text in _read_corpus(corpus):
+        for _, text in read_corpus(corpus):
             if max_docs is not None and seen["documents"] >= max_docs:
                 break
             seen["documents"] += 1
@@ -355,14 +220,14 @@ def train_tokenizer(
         if batch:
             yield batch
 
-    tok.train_from_iterator(batches(), trainer=trainer)
+    tok = train_bpe(batches(), vocab_size, min_frequency, eos_token)
 
-    out_fs, out_root = _prepare_output(output_path)
-    path = _join(out_root, TOKENIZER_FILE)
+    out_fs, out_root = prepare_output(output_path)
+    path = join(out_root, TOKENIZER_FILE)
     saved = tok.to_str(pretty=True)
     out_fs.pipe_file(path, saved.encode())
     stats: dict[str, Any] = {
-        "tokenizer": _join(output_path, TOKENIZER_FILE),
+        "tokenizer": join(output_path, TOKENIZER_FILE),
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "requested_vocab_size": vocab_size,
         "merges": len(json.loads(saved)["model"]["merges"]),
@@ -372,7 +237,7 @@ def train_tokenizer(
         "eos_id": tok.token_to_id(eos_token),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats
 
 
@@ -412,8 +277,8 @@ def tokenize(
     import numpy as np
 
     start = time.perf_counter()
-    _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
-    tok = _load_tokenizer(tokenizer)
+    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    tok = load_tokenizer(tokenizer)
     tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is just text
     eos_id = tok.token_to_id(eos_token)
     if eos_id is None:
@@ -424,13 +289,13 @@ def tokenize(
     max_id = max(tok.get_vocab(with_added_tokens=True).values())
     dtype = np.dtype(np.uint16 if max_id <= np.iinfo(np.uint16).max else np.uint32)
 
-    in_fs, shards = _corpus_shards(corpus)
-    out_fs, out_root = _prepare_output(output_path, re.compile(r"(tokens|offsets)-\d+\.npy"))
+    in_fs, shards = corpus_shards(corpus)
+    out_fs, out_root = prepare_output(output_path, re.compile(r"(tokens|offsets)-\d+\.npy"))
     index: list[dict[str, Any]] = []
     n_docs = n_tokens = n_bytes = 0
     encode_seconds = 0.0
     for n, shard in enumerate(shards):
-        texts = [text for _, text in _read_shard(in_fs, shard)]
+        texts = [text for _, text in read_shard(in_fs, shard)]
         flat: list[int] = []
         lengths: list[int] = []
         for lo in range(0, len(texts), batch_size):
@@ -446,8 +311,8 @@ def tokenize(
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         names = {"tokens": f"tokens-{n:05d}.npy", "offsets": f"offsets-{n:05d}.npy"}
-        _write_npy(out_fs, _join(out_root, names["tokens"]), tokens)
-        _write_npy(out_fs, _join(out_root, names["offsets"]), offsets)
+        write_npy(out_fs, join(out_root, names["tokens"]), tokens)
+        write_npy(out_fs, join(out_root, names["offsets"]), offsets)
         index.append(
             {
                 "source": posixpath.basename(shard),
@@ -462,8 +327,8 @@ def tokenize(
         n_bytes += sum(len(text.encode("utf-8")) for text in texts)
 
     meta = {"dtype": dtype.name, "eos_token": eos_token, "eos_id": eos_id}
-    _write_json(
-        out_fs, _join(out_root, "index.json"), {**meta, "vocab_size": vocab_size, "shards": index}
+    write_json(
+        out_fs, join(out_root, "index.json"), {**meta, "vocab_size": vocab_size, "shards": index}
     )
     seconds = time.perf_counter() - start
     text_tokens = n_tokens - n_docs
@@ -480,92 +345,5 @@ def tokenize(
         "vocab_size": vocab_size,
         **meta,
     }
-    _write_json(out_fs, _join(out_root, "stats.json"), stats)
+    write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats
-
-
-def _load_tokenizer(ref: str) -> Tokenizer:
-    from fsspec.core import url_to_fs
-    from tokenizers import Tokenizer
-
-    fs, path = url_to_fs(ref)
-    if not path.endswith(".json"):
-        path = _join(path, TOKENIZER_FILE)
-    return Tokenizer.from_str(fs.cat_file(path).decode("utf-8"))
-
-
-# --------------------------------------------------------------------------------------------
-# shared I/O
-
-
-def _corpus_shards(corpus: str) -> tuple[AbstractFileSystem, list[str]]:
-    """The filesystem and the sorted ``shard-NNNNN.jsonl`` paths of a download output."""
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(corpus)
-    shards = _matching(fs, root, _SHARD_RE)
-    if not shards:
-        raise FileNotFoundError(
-            f"no shard-NNNNN.jsonl files under corpus={corpus!r}: is it a download step's output?"
-        )
-    return fs, shards
-
-
-def _read_corpus(corpus: str) -> Iterator[tuple[str, str]]:
-    """(id, text) of every document of a download output, in order."""
-    fs, shards = _corpus_shards(corpus)
-    for shard in shards:
-        yield from _read_shard(fs, shard)
-
-
-def _read_shard(fs: AbstractFileSystem, path: str) -> Iterator[tuple[str, str]]:
-    # Split on b"\n" only: json.dumps escapes newlines, but ensure_ascii=False keeps U+2028.
-    for line in fs.cat_file(path).split(b"\n"):
-        if line:
-            record = json.loads(line)
-            yield record["id"], record["text"]
-
-
-def _matching(fs: AbstractFileSystem, root: str, name: re.Pattern[str]) -> list[str]:
-    """Files directly under ``root`` whose name matches ``name``, sorted by their number."""
-    try:
-        listing = fs.ls(root, detail=False)
-    except FileNotFoundError:
-        return []
-    found = [p for p in listing if name.fullmatch(posixpath.basename(p))]
-    return sorted(found, key=lambda p: (int(re.sub(r"\D", "", posixpath.basename(p))), p))
-
-
-def _prepare_output(
-    output_path: str, stale: re.Pattern[str] | None = None
-) -> tuple[AbstractFileSystem, str]:
-    """Create output_path; delete files a previous attempt left whose name matches ``stale``."""
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(output_path)
-    fs.makedirs(root, exist_ok=True)
-    if stale is not None:
-        for path in _matching(fs, root, stale):
-            fs.rm_file(path)
-    return fs, root
-
-
-def _write_json(fs: AbstractFileSystem, path: str, value: Any) -> None:
-    fs.pipe_file(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _write_npy(fs: AbstractFileSystem, path: str, array: Any) -> None:
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    fs.pipe_file(path, buf.getvalue())
-
-
-def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)

@@ -48,99 +48,24 @@ import numpy as np
 import numpy.typing as npt
 from fsspec.core import url_to_fs
 
-__all__ = ["train", "evaluate", "init_params", "loss_and_grads", "nll_sum"]
+from experiments.bpe import load_tokenizer
+from experiments.lm import (
+    PARAM_NAMES,
+    Adam,
+    Params,
+    init_params,
+    loss_and_grads,
+    nll_sum,
+    schedule,
+    windows,
+)
+from experiments.stepio import check, join, prepare_output, write_json
 
-Array = npt.NDArray[np.floating[Any]]
-Params = dict[str, Array]
+__all__ = ["train", "evaluate"]
+
 MODEL_FILE = "model.npz"
 MODEL_META = "model.json"
 METRICS_FILE = "metrics.json"
-PARAM_NAMES = ("embed", "w1", "b1", "w2", "b2")
-
-
-# --------------------------------------------------------------------------------------------
-# the model: parameters, loss and its gradients
-
-
-def init_params(
-    vocab_size: int,
-    context: int,
-    dim: int,
-    hidden: int,
-    rng: np.random.Generator,
-    dtype: npt.DTypeLike = np.float32,
-) -> Params:
-    """Fresh weights: unit-variance embeddings, fan-in scaled hidden layer, small output."""
-    return {
-        "embed": rng.normal(0.0, 1.0, (vocab_size, dim)).astype(dtype),
-        "w1": rng.normal(0.0, 1.0 / math.sqrt(context * dim), (context * dim, hidden)).astype(
-            dtype
-        ),
-        "b1": np.zeros(hidden, dtype=dtype),
-        "w2": rng.normal(0.0, 0.5 / math.sqrt(hidden), (hidden, vocab_size)).astype(dtype),
-        "b2": np.zeros(vocab_size, dtype=dtype),
-    }
-
-
-def _hidden(params: Params, x: npt.NDArray[np.integer[Any]]) -> tuple[Array, Array]:
-    """The concatenated context embeddings (batch, context * dim) and the hidden activations."""
-    inputs = params["embed"][x].reshape(x.shape[0], -1)
-    return inputs, np.tanh(inputs @ params["w1"] + params["b1"])
-
-
-def _log_softmax_parts(logits: Array) -> tuple[Array, Array]:
-    """Logits shifted by their row max (so that exp cannot overflow), and their exponentials."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return shifted, exp
-
-
-def loss_and_grads(
-    params: Params, x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]
-) -> tuple[float, Params]:
-    """Mean cross-entropy of predicting ``y`` (batch,) from contexts ``x`` (batch, context),
-    and its gradient with respect to every parameter (same keys and shapes as ``params``)."""
-    batch = x.shape[0]
-    rows = np.arange(batch)
-    inputs, z = _hidden(params, x)
-    shifted, exp = _log_softmax_parts(z @ params["w2"] + params["b2"])
-    total = exp.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, y]))
-
-    dlogits = exp / total  # softmax probabilities, then minus the one-hot target
-    dlogits[rows, y] -= 1.0
-    dlogits /= batch
-    dz = dlogits @ params["w2"].T
-    da = dz * (1.0 - z * z)  # tanh' = 1 - tanh^2
-    dinputs = (da @ params["w1"].T).reshape(-1, params["embed"].shape[1])
-    dembed = np.zeros_like(params["embed"])
-    np.add.at(dembed, x.reshape(-1), dinputs)
-    grads: Params = {
-        "embed": dembed,
-        "w1": inputs.T @ da,
-        "b1": da.sum(axis=0),
-        "w2": z.T @ dlogits,
-        "b2": dlogits.sum(axis=0),
-    }
-    return loss, grads
-
-
-def nll_sum(
-    params: Params, x: npt.NDArray[np.integer[Any]], y: npt.NDArray[np.integer[Any]]
-) -> float:
-    """The summed negative log-likelihood (nats) of ``y`` given ``x``: forward pass only."""
-    _, z = _hidden(params, x)
-    shifted, exp = _log_softmax_parts(z @ params["w2"] + params["b2"])
-    rows = np.arange(x.shape[0])
-    return float(np.sum(np.log(exp.sum(axis=1), dtype=np.float64) - shifted[rows, y]))
-
-
-def windows(
-    stream: npt.NDArray[np.int64], positions: npt.NDArray[np.int64], context: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Contexts (len(positions), context) and targets (len(positions),) at ``positions``."""
-    x = stream[positions[:, None] + np.arange(-context, 0)]
-    return x, stream[positions]
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,20 +113,20 @@ def train(
     part).
     """
     start = time.perf_counter()
-    _check(lr > 0, f"lr must be > 0, got {lr}")
-    _check(steps >= 1, f"steps must be >= 1, got {steps}")
-    _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
-    _check(context >= 1, f"context must be >= 1, got {context}")
-    _check(dim >= 1, f"dim must be >= 1, got {dim}")
-    _check(hidden >= 1, f"hidden must be >= 1, got {hidden}")
-    _check(warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
+    check(lr > 0, f"lr must be > 0, got {lr}")
+    check(steps >= 1, f"steps must be >= 1, got {steps}")
+    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    check(context >= 1, f"context must be >= 1, got {context}")
+    check(dim >= 1, f"dim must be >= 1, got {dim}")
+    check(hidden >= 1, f"hidden must be >= 1, got {hidden}")
+    check(warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
     _check_fraction(holdout_fraction)
 
     stream, index_vocab = read_tokens(tokens)
     vocab_size = index_vocab if vocab_size_from is None else tokenizer_vocab_size(vocab_size_from)
     _check_ids(stream, vocab_size, tokens)
     train_part, _ = split(stream, holdout_fraction)
-    _check(
+    check(
         train_part.size > context,
         f"the training part has {train_part.size} tokens: need more than context={context}",
     )
@@ -222,12 +147,11 @@ def train(
         if not math.isfinite(loss):
             raise FloatingPointError(f"train: the loss became {loss} at step {step}; lower lr")
 
-    fs, root = url_to_fs(output_path)
-    fs.makedirs(root, exist_ok=True)
+    fs, root = prepare_output(output_path)
     buf = io.BytesIO()
     arrays: dict[str, Any] = dict(params)  # (typed Any: savez's stub also has allow_pickle)
     np.savez(buf, allow_pickle=False, **arrays)
-    fs.pipe_file(_join(root, MODEL_FILE), buf.getvalue())
+    fs.pipe_file(join(root, MODEL_FILE), buf.getvalue())
     meta = {
         "vocab_size": vocab_size,
         "context": context,
@@ -237,7 +161,7 @@ def train(
         "tokens": tokens,
         "seed": seed,
     }
-    _write_json(fs, _join(root, MODEL_META), meta)
+    write_json(fs, join(root, MODEL_META), meta)
     k = max(1, min(50, steps // 10))
     summary: dict[str, Any] = {
         "train_loss_first": round(float(np.mean(losses[:k])), 4),
@@ -250,41 +174,8 @@ def train(
         "train_tokens": int(train_part.size),
     }
     curve = {"loss": [round(v, 5) for v in losses], "lr": [float(f"{r:.6g}") for r in rates]}
-    _write_json(fs, _join(root, METRICS_FILE), {**summary, **curve})
+    write_json(fs, join(root, METRICS_FILE), {**summary, **curve})
     return summary
-
-
-def schedule(step: int, steps: int, warmup_steps: int) -> float:
-    """The learning-rate multiplier at ``step``: linear warm-up, then cosine down to 0.1."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, steps - 1 - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class Adam:
-    """Adam (Kingma & Ba) with bias correction, updating the parameter arrays in place."""
-
-    def __init__(
-        self, params: Params, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-    ) -> None:
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = {k: np.zeros_like(v) for k, v in params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.t = 0
-
-    def update(self, params: Params, grads: Params, lr: float) -> None:
-        self.t += 1
-        c1 = 1.0 - self.beta1**self.t
-        c2 = 1.0 - self.beta2**self.t
-        for key, grad in grads.items():
-            m, v = self.m[key], self.v[key]
-            m *= self.beta1
-            m += (1.0 - self.beta1) * grad
-            v *= self.beta2
-            v += (1.0 - self.beta2) * (grad * grad)
-            params[key] -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,13 +207,13 @@ def evaluate(
     (exp(eval_loss)), tokens (predictions scored), seconds.
     """
     start = time.perf_counter()
-    _check(max_tokens is None or max_tokens >= 1, f"max_tokens must be >= 1, got {max_tokens}")
-    _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
+    check(max_tokens is None or max_tokens >= 1, f"max_tokens must be >= 1, got {max_tokens}")
+    check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
     params, meta = load_model(model)
     if holdout_fraction is None:
         holdout_fraction = float(meta["holdout_fraction"])
     _check_fraction(holdout_fraction)
-    _check(
+    check(
         holdout_fraction <= meta["holdout_fraction"],
         f"holdout_fraction={holdout_fraction} is larger than the model's "
         f"({meta['holdout_fraction']}): the extra part was trained on",
@@ -334,7 +225,7 @@ def evaluate(
     count = held_out.size - context
     if max_tokens is not None:
         count = min(count, max_tokens)
-    _check(
+    check(
         count >= 1,
         f"the held-out part has {held_out.size} tokens: need more than context={context}",
     )
@@ -350,9 +241,8 @@ def evaluate(
         "tokens": count,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    fs, root = url_to_fs(output_path)
-    fs.makedirs(root, exist_ok=True)
-    _write_json(fs, _join(root, METRICS_FILE), {**summary, "model": model, "data": tokens})
+    fs, root = prepare_output(output_path)
+    write_json(fs, join(root, METRICS_FILE), {**summary, "model": model, "data": tokens})
     return summary
 
 
@@ -360,9 +250,9 @@ def load_model(model: str) -> tuple[Params, dict[str, Any]]:
     """The weights and model.json of a train step's output dir (or its model.npz path)."""
     fs, path = url_to_fs(model)
     root = path[: -len(MODEL_FILE)].rstrip("/") if path.endswith(".npz") else path
-    with np.load(io.BytesIO(fs.cat_file(_join(root, MODEL_FILE))), allow_pickle=False) as npz:
+    with np.load(io.BytesIO(fs.cat_file(join(root, MODEL_FILE))), allow_pickle=False) as npz:
         params: Params = {name: npz[name] for name in PARAM_NAMES}
-    meta: dict[str, Any] = json.loads(fs.cat_file(_join(root, MODEL_META)))
+    meta: dict[str, Any] = json.loads(fs.cat_file(join(root, MODEL_META)))
     return params, meta
 
 
@@ -374,13 +264,13 @@ def read_tokens(tokens: str) -> tuple[npt.NDArray[np.int64], int]:
     """A tokenize output's shards as one int64 stream (index.json order), and its vocab size."""
     fs, root = url_to_fs(tokens)
     try:
-        index = json.loads(fs.cat_file(_join(root, "index.json")))
+        index = json.loads(fs.cat_file(join(root, "index.json")))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no index.json under tokens={tokens!r}: is it a tokenize step's output?"
         ) from None
     parts = [
-        np.load(io.BytesIO(fs.cat_file(_join(root, shard["tokens_file"]))), allow_pickle=False)
+        np.load(io.BytesIO(fs.cat_file(join(root, shard["tokens_file"]))), allow_pickle=False)
         for shard in index["shards"]
     ]
     stream = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
@@ -397,9 +287,7 @@ def split(
 
 def tokenizer_vocab_size(ref: str) -> int:
     """The vocabulary size (added tokens included) of a tokenizer.json or its step's dir."""
-    from experiments.tokenize import _load_tokenizer
-
-    return int(_load_tokenizer(ref).get_vocab_size(with_added_tokens=True))
+    return int(load_tokenizer(ref).get_vocab_size(with_added_tokens=True))
 
 
 def _check_ids(stream: npt.NDArray[np.int64], vocab_size: int, tokens: str) -> None:
@@ -411,20 +299,7 @@ def _check_ids(stream: npt.NDArray[np.int64], vocab_size: int, tokens: str) -> N
 
 
 def _check_fraction(holdout_fraction: float) -> None:
-    _check(
+    check(
         0.0 < holdout_fraction < 1.0,
         f"holdout_fraction must be between 0 and 1 (exclusive), got {holdout_fraction}",
     )
-
-
-def _write_json(fs: Any, path: str, value: Any) -> None:
-    fs.pipe_file(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)

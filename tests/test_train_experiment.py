@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import math
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import lm
 from experiments import train as exp
-from experiments.train import evaluate, init_params, loss_and_grads, train
+from experiments.lm import init_params, loss_and_grads
+from experiments.train import evaluate, train
 
 CONF = Path(__file__).parents[1] / "conf/experiment/train.yaml"
 VOCAB = 64
@@ -99,7 +102,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, tokens: str) -> No
     other = train(str(tmp_path / "c"), tokens=tokens, **config, seed=1)
     assert first["train_loss_last"] == second["train_loss_last"]
     with np.load(tmp_path / "a/model.npz") as a, np.load(tmp_path / "b/model.npz") as b:
-        for name in exp.PARAM_NAMES:
+        for name in lm.PARAM_NAMES:
             np.testing.assert_array_equal(a[name], b[name])
     assert (
         json.loads((tmp_path / "a/metrics.json").read_text())["loss"]
@@ -155,7 +158,7 @@ def test_gradients_match_finite_differences() -> None:
             numeric[i] = (plus - minus) / (2 * eps)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
     # and the forward-only sum agrees with the mean loss
-    assert exp.nll_sum(params, x, y) == pytest.approx(loss * batch)
+    assert lm.nll_sum(params, x, y) == pytest.approx(loss * batch)
 
 
 def test_vocab_size_from_a_tokenizer_and_bad_configs(tmp_path: Path, tokens: str) -> None:
@@ -235,3 +238,15 @@ def test_experiment_yaml_composes_and_compiles() -> None:
     assert {dep.name for dep in specs["eval"].dependencies} == {"train", "tokenize"}
     assert specs["train"].resources is not None and specs["train"].resources.cpu == 1
     assert specs["train"].config["tokens"] is specs["tokenize"]
+
+
+def test_every_step_function_is_defined_in_the_module_its_yaml_names() -> None:
+    """A step's hash includes its function's ``module.qualname``: moving a step function (or
+    re-exporting it from a helper module) would change every hash and orphan users' caches."""
+    from omegaconf import OmegaConf
+
+    for yaml in ("tokenize.yaml", "train.yaml"):
+        for name, step in OmegaConf.load(CONF.parent / yaml).steps.items():
+            module, _, qualname = step.fn.rpartition(".")
+            fn = getattr(importlib.import_module(module), qualname)
+            assert (fn.__module__, fn.__qualname__) == (module, qualname), name
