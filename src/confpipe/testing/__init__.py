@@ -6,4 +6,7 @@ tpu     ``FakeTpu``: an in-process Cloud TPU API server whose TPU hosts run on t
 
 Each submodule is imported on its own (``from confpipe.testing.gcs import FakeGcs``), so
 using one fake never pays for another's client libraries.
+
+Beside the layers, for tests and demos: may import any of confpipe (the fakes check requests
+with the backends' own catalogues); nothing in confpipe imports ``confpipe.testing``.
 """

@@ -11,7 +11,8 @@ tasks can return early, waits up to ``grace`` seconds for them and reports the r
 ``CANCELLED``.
 
 This module is the public API and the scheduling; the checks and ranking of the tasks are in
-``graph``, the worker threads and the inbox in ``threads``.
+``graph``, the worker threads and the inbox in ``threads``. May import only
+``confpipe.engine.outcome`` and ``confpipe.errors``: never the cache, the lock or the jobs.
 """
 
 from __future__ import annotations
