@@ -458,7 +458,7 @@ def test_resources_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"gpu": {"type": "nvidia-l4", "count": 0}}, ".gpu.count: must be an integer >= 1, got 0"),
         (
             {"gpu": {"type": "nvidia-l4"}, "tpu": "v5litepod-8"},
-            ": set either gpu or tpu, not both; remove one of them",
+            ": set either gpu or tpu, not both (remove steps.a.resources.gpu or .tpu)",
         ),
         ({"gpu": {"count": 1}}, ".gpu.type: missing; set it to an accelerator type, e.g. "
          "nvidia-l4"),

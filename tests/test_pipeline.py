@@ -117,7 +117,7 @@ def test_run_only_runs_matches_and_their_deps(
         run(chain(log), prefix=str(tmp_path), run_only=["^b$", "nothing-matches"])
     assert sorted(calls(log)) == ["a", "b"]
     assert "'nothing-matches' matches no step" in caplog.text
-    with pytest.raises(ConfigError, match="not a valid regular expression"):
+    with pytest.raises(ConfigError, match=r"run_only\[0\]: .* is not a regular expression"):
         run(chain(log), prefix=str(tmp_path), run_only=["("])
     with pytest.raises(ConfigError, match=r"run_only: .* matches no step; steps: a, b, c, d"):
         run(chain(log), prefix=str(tmp_path / "none"), run_only=["^bb$"])

@@ -14,8 +14,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from confpipe.backends.resources import parse_duration, parse_size
+from confpipe.backends.settings import BackendConf
 from confpipe.config.explain import explain
-from confpipe.config.schema import BackendConf, RunConf, register
+from confpipe.config.schema import RunConf, register
 
 CONFS = Path(__file__).parent / "confs"
 

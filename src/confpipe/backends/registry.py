@@ -1,11 +1,12 @@
-"""Backend kinds and how each is built: ``make_backend(kind, settings, prefix=...)``.
+"""Backend kinds, each with its settings class and its builder: ``make_backend(kind, ...)``.
 
-``settings`` is the resolved ``backend`` node (plain data whose keys the compiler has
-checked against the kind's schema); each builder makes it into the kind's settings class,
-which checks every value (one ConfigError line naming the key), and builds the backend.
-``local`` is ``confpipe.backends.local``; ``gcp`` is ``confpipe.backends.gcp.router``'s
-``GcpBackend``, imported only when chosen, so that a local run pays for none of the gcp
-modules (and never for Google's SDKs).
+One entry per kind (``_KINDS``): the settings class is also the Hydra schema of the
+``backend`` node (``confpipe.config.schema`` registers it, ``settings_class`` names it), and
+the builder makes a checked instance of it into the backend. ``settings`` given to
+``make_backend`` is the resolved ``backend`` node (plain data whose keys the compiler has
+checked against that class); the class checks every value (one ConfigError line naming the
+key). The gcp builder imports ``confpipe.backends.gcp.router`` when chosen: a local run
+loads none of the Batch and TPU modules (and never Google's SDKs).
 """
 
 from __future__ import annotations
@@ -19,35 +20,50 @@ from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.settings import BackendConf
 from confpipe.errors import ConfigError, did_you_mean
 
-__all__ = ["make_backend"]
+__all__ = ["make_backend", "settings_class", "settings_classes"]
 
 
 def make_backend(kind: object, settings: Mapping[str, Any], *, prefix: str) -> Backend:
     """The backend of ``kind`` (``backend.kind``), built from its ``settings`` for runs under
     ``prefix``; ConfigError for an unknown kind or a wrong setting."""
     try:
-        build = _BUILDERS[BackendKind(kind)]
+        known = BackendKind(kind)
     except ValueError:
         kinds = [k.value for k in BackendKind]
         raise ConfigError(
             f"backend.kind: unknown backend {kind!r}{did_you_mean(str(kind), kinds)}; "
             f"backends: {', '.join(kinds)}"
         ) from None
-    return build(settings, prefix)
+    schema, build = _KINDS[known]
+    return build(schema(**settings), prefix)
 
 
-def _local(settings: Mapping[str, Any], prefix: str) -> Backend:
-    return local_backend.build(BackendConf(**settings))
+def settings_class(kind: object) -> type[BackendConf]:
+    """The settings class of backend ``kind`` (``BackendConf`` for an unknown kind)."""
+    try:
+        return _KINDS[BackendKind(kind)][0]
+    except ValueError:
+        return BackendConf
 
 
-def _gcp(settings: Mapping[str, Any], prefix: str) -> Backend:
-    # imported when chosen: the gcp modules (catalogues, staging, requests) cost a local run
+def settings_classes() -> dict[str, type[BackendConf]]:
+    """Each kind's settings class, by the kind's name."""
+    return {kind.value: schema for kind, (schema, _) in _KINDS.items()}
+
+
+def _local(settings: BackendConf, prefix: str) -> Backend:
+    return local_backend.build(settings)
+
+
+def _gcp(settings: BackendConf, prefix: str) -> Backend:
+    # imported when chosen: the Batch and TPU modules (catalogues, requests) cost a local run
     from confpipe.backends.gcp import router
 
-    return router.build(GcpConf(**settings), prefix=prefix)
+    assert isinstance(settings, GcpConf)
+    return router.build(settings, prefix=prefix)
 
 
-_BUILDERS: dict[BackendKind, Callable[[Mapping[str, Any], str], Backend]] = {
-    BackendKind.LOCAL: _local,
-    BackendKind.GCP: _gcp,
+_KINDS: dict[BackendKind, tuple[type[BackendConf], Callable[[BackendConf, str], Backend]]] = {
+    BackendKind.LOCAL: (BackendConf, _local),
+    BackendKind.GCP: (GcpConf, _gcp),
 }

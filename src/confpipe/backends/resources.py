@@ -83,26 +83,30 @@ class Resources:
             text = getattr(self, key)
             if text is not None and not text.strip():
                 raise ConfigError(f"resources.{key}: must be {what}, got {text!r}")
-        if self.gpu is not None and self.tpu is not None:
-            raise ConfigError("resources: set either gpu or tpu, not both; remove one of them")
+        _one_accelerator("resources", self.gpu, self.tpu)
         object.__setattr__(self, "pip_extras", tuple(self.pip_extras))
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any]) -> Resources:
-        """A config's ``resources:`` block (keys and types already checked against the schema):
-        there a size must name its unit (``memory: 16`` is far more often 16GiB than 16 bytes)
-        and ``gpu`` is a mapping."""
+    def from_config(cls, block: Mapping[str, Any], key: str = "resources") -> Resources:
+        """A config's ``resources:`` block (keys and types already checked against the schema),
+        whose errors name it as ``key`` (``steps.train.resources``): there a size must name
+        its unit (``memory: 16`` is far more often 16GiB than 16 bytes) and ``gpu`` is a
+        mapping."""
         values = dict(block)
-        for key in ("memory", "disk"):
-            if values.get(key) is not None:
-                values[key] = _amount(key, values[key], plain=False)
-        gpu = values.get("gpu")
-        if isinstance(gpu, Mapping):
-            try:
-                values["gpu"] = GPU(**gpu)
-            except ConfigError as err:
-                raise ConfigError(f"resources.{err}") from None
-        return cls(**values)
+        _one_accelerator(key, values.get("gpu"), values.get("tpu"))
+        try:
+            for name in ("memory", "disk"):
+                if values.get(name) is not None:
+                    values[name] = _amount(name, values[name], plain=False)
+            gpu = values.get("gpu")
+            if isinstance(gpu, Mapping):
+                try:
+                    values["gpu"] = GPU(**gpu)
+                except ConfigError as err:
+                    raise ConfigError(f"resources.{err}") from None
+            return cls(**values)
+        except ConfigError as err:  # every message starts with "resources"
+            raise ConfigError(key + str(err).removeprefix("resources")) from None
 
     def describe(self) -> str:
         """A short human summary such as ``cpu=4 memory=16GiB gpu=nvidia-l4x1``."""
@@ -125,6 +129,12 @@ def _size_text(size: float) -> str:
         if abs(size) >= factor:
             return f"{size / factor:.2f}".rstrip("0").rstrip(".") + unit
     return f"{size:.0f}B"
+
+
+def _one_accelerator(key: str, gpu: object, tpu: object) -> None:
+    """A job gets a GPU or a TPU, not both."""
+    if gpu is not None and tpu is not None:
+        raise ConfigError(f"{key}: set either gpu or tpu, not both (remove {key}.gpu or .tpu)")
 
 
 def _amount(key: str, value: object, *, plain: bool) -> Any:

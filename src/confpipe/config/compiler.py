@@ -14,19 +14,20 @@ module registers the ``step`` resolver.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from confpipe.backends import BackendKind
+from confpipe.backends.registry import make_backend
 from confpipe.backends.resources import Resources
+from confpipe.backends.settings import BackendConf, missing_setting
 from confpipe.config.explain import config_error, listing, unknown_key
 from confpipe.config.functions import Functions
 from confpipe.config.refs import link, markers, refuse_refs, register_resolver, resolved, steps_data
 from confpipe.config.schema import (
-    BackendConf,
     RunConf,
     backend_schema,
     mandatory_fields,
@@ -52,8 +53,9 @@ def compile_steps(
     too: its steps get the same checks. Resources are checked against ``backend``
     (default: ``backend_for(cfg)``).
     """
-    from confpipe.engine.remote import step_resources  # jobs, backends, lock: imported when used,
-    # so that importing the compiler (or explaining a config error) stays light
+    # imported when used: the job wrapper pulls in cloudpickle, which a launch that fails to
+    # compile (or a fully cached one, for the remote decorator's check) need not pay for
+    from confpipe.engine.remote import step_resources
 
     raw = steps_data(cfg)
     if raw is None:
@@ -98,10 +100,6 @@ def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
     key a ``+key=...`` override slipped in, and a ``backend.kind`` that doesn't match the
     group's settings (``backend=gcp`` chooses the gcp backend; ``backend.kind=gcp`` can't).
     """
-    from confpipe.backends import BackendKind
-    from confpipe.backends.registry import make_backend
-    from confpipe.backends.settings import missing_setting
-
     cfg = _run_conf(cfg)
     schema: type = OmegaConf.get_type(cfg, "backend") or dict
     mandatory = [k for k in schema_fields(schema) if k in mandatory_fields(schema)]
@@ -127,7 +125,8 @@ def run_options(
     cfg: DictConfig | Mapping[str, Any], *, backend: Backend | None = None
 ) -> RunOptions:
     """The config's run options, checked (``backend`` default: ``backend_for(cfg)``)."""
-    # imported when used, as step_resources above: explaining a config error stays light
+    # imported when used, as step_resources above: the lock's heartbeat machinery loads only
+    # for a config that compiled
     from confpipe.engine.lock import LockOptions
     from confpipe.engine.options import RunOptions
 
@@ -138,28 +137,10 @@ def run_options(
     for key, value in options.items():
         refuse_refs(key, value, "a run option")
     _check_keys("lock", options["lock"], OmegaConf.get_type(cfg, "lock") or dict)
-    prefix = options["prefix"]
-    if not prefix.strip():
-        raise ConfigError("prefix: must not be empty; use a local folder or an fsspec URL")
     run_only = options["run_only"]
-    for i, pattern in enumerate(run_only or []):
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ConfigError(
-                f"run_only[{i}]: {pattern!r} is not a regular expression ({err})"
-            ) from None
-    if options["max_concurrent"] < 1:
-        got = options["max_concurrent"]
-        raise ConfigError(f"max_concurrent: must be at least 1, got {got}")
     heartbeat, lease = options["lock"]["heartbeat_interval"], options["lock"]["lease_timeout"]
-    if not 0 < heartbeat < lease:
-        raise ConfigError(
-            f"lock.heartbeat_interval: must be positive and smaller than lock.lease_timeout (got "
-            f"{heartbeat:g} and {lease:g}); e.g. heartbeat_interval=30, lease_timeout=90"
-        )
-    return RunOptions(
-        prefix=prefix,
+    return RunOptions(  # checks every value
+        prefix=options["prefix"],
         dry_run=options["dry_run"],
         run_only=None if run_only is None else tuple(run_only),
         force_run_failed=options["force_run_failed"],

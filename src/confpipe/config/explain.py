@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 
 from omegaconf.errors import OmegaConfBaseException
 
-from confpipe.config.schema import BackendConf, LockConf, RunConf, field_types, schema_fields
+from confpipe.backends.settings import BackendConf
+from confpipe.config.schema import LockConf, RunConf, field_types, schema_fields
 from confpipe.errors import ConfigError, ConfpipeError, did_you_mean
 
 MAX_LISTED = 30

@@ -34,8 +34,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from confpipe.backends.gcp.settings import GcpConf
-from confpipe.backends.settings import BackendConf as BackendConf
+from confpipe.backends.registry import settings_class, settings_classes
+from confpipe.backends.settings import BackendConf
 
 SCHEMA_NAME = "confpipe_schema"
 
@@ -81,12 +81,9 @@ class StepConf:
     output_path: str | None = None  # relative: under the prefix; absolute path or URL: as is
 
 
-_BACKEND_SCHEMAS: dict[str, type[BackendConf]] = {"gcp": GcpConf}
-
-
 def backend_schema(kind: object) -> type[BackendConf]:
     """The schema class of backend ``kind`` (``BackendConf`` for local and unknown kinds)."""
-    return _BACKEND_SCHEMAS.get(kind, BackendConf) if isinstance(kind, str) else BackendConf
+    return settings_class(kind)
 
 
 @dataclass
@@ -128,7 +125,9 @@ def register() -> None:
     OmegaConf.set_struct(node.steps, False)
     store = ConfigStore.instance()
     store.store(name=SCHEMA_NAME, node=node, provider="confpipe")
-    for kind, cls in _BACKEND_SCHEMAS.items():
+    for kind, cls in settings_classes().items():
+        if cls is BackendConf:  # the backend node's own type: nothing to register
+            continue
         backend = OmegaConf.structured(cls)
         for name, hint in typing.get_type_hints(cls).items():
             if typing.get_origin(hint) is dict:  # its keys are the user's: labels.team=lm

@@ -41,10 +41,7 @@ def to_resources(name: str, block: dict[str, Any] | None) -> Resources | None:
     """A step's checked ``resources`` block as Resources (which checks every value)."""
     if block is None:
         return None
-    try:
-        return Resources.from_config(block)
-    except ConfigError as err:
-        raise ConfigError(f"steps.{name}.{err}") from None
+    return Resources.from_config(block, key=f"steps.{name}.resources")
 
 
 def _fields(key: str, raw: Any, cls: type) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from confpipe.cancel import CancelScope, entered
 from confpipe.engine.status import lease_path
-from confpipe.errors import LeaseLost, StepFailed
+from confpipe.errors import ConfigError, LeaseLost, StepFailed
 from confpipe.storage import Blob, Store
 
 log = logging.getLogger("confpipe")
@@ -30,14 +30,17 @@ log = logging.getLogger("confpipe")
 
 @dataclass(frozen=True)
 class LockOptions:
+    """``lock.*``: seconds between heartbeats, and without one before a lease is stale."""
+
     heartbeat_interval: float = 30.0
     lease_timeout: float = 90.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.heartbeat_interval < self.lease_timeout:
-            raise ValueError(
-                "lock.heartbeat_interval must be positive and smaller than lock.lease_timeout"
-                f" (got {self.heartbeat_interval} and {self.lease_timeout})"
+        heartbeat, lease = self.heartbeat_interval, self.lease_timeout
+        if not 0 < heartbeat < lease:
+            raise ConfigError(
+                f"lock.heartbeat_interval: must be positive and smaller than lock.lease_timeout "
+                f"(got {heartbeat:g} and {lease:g}); e.g. heartbeat_interval=30, lease_timeout=90"
             )
 
 

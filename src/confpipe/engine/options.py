@@ -1,15 +1,18 @@
 """RunOptions: how one run goes, given whole to ``run_steps`` (the config's run options).
 
 Built once: by ``confpipe.config.compiler.run_options`` from a composed config, or by
-``run()`` from its keyword arguments. The defaults are ``run()``'s.
+``run()`` from its keyword arguments. The defaults are ``run()``'s. Every value is checked
+here, once, in the config's words (``max_concurrent: must be at least 1, got 0``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from confpipe.backends import Backend
 from confpipe.engine.lock import LockOptions
+from confpipe.errors import ConfigError
 
 __all__ = ["RunOptions"]
 
@@ -26,3 +29,16 @@ class RunOptions:
     detach: bool = False  # on Ctrl-C, leave submitted jobs running
     lock_options: LockOptions = field(default_factory=LockOptions)
     backend: Backend | None = None  # None: run() makes a LocalBackend if a step needs one
+
+    def __post_init__(self) -> None:
+        if not self.prefix.strip():
+            raise ConfigError("prefix: must not be empty; use a local folder or an fsspec URL")
+        for i, pattern in enumerate(self.run_only or ()):
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(
+                    f"run_only[{i}]: {pattern!r} is not a regular expression ({err})"
+                ) from None
+        if self.max_concurrent < 1:
+            raise ConfigError(f"max_concurrent: must be at least 1, got {self.max_concurrent}")
