@@ -178,6 +178,8 @@ def test_the_backend_the_config_built_is_closed_once_when_the_launch_ends(work: 
     assert closes(work, "+experiment=demo", "-m", "steps.a.config.a=1,7") == (0, 1)  # a sweep
     refused = ("-m", "steps.a.config.a=1,7", "max_concurrent=1,2")  # options differ by point
     assert closes(work, "+experiment=demo", *refused) == (2, 1)
+    unknown_metric = ("-m", "steps.a.config.a=1,7", "sweep.metrics=[nope.x]")  # after prepare
+    assert closes(work, "+experiment=demo", *unknown_metric) == (2, 1)
 
 
 def test_multirun_flag_may_follow_the_overrides(work: Path) -> None:

@@ -101,9 +101,9 @@ class ConfpipeLauncher(Launcher):
                 prepared = prepare(
                     cfg, options=first.options if first else None, point=" ".join(overrides)
                 )
+                first, first_key = first or prepared, first_key or key  # its backend is built
                 sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
                 results.check_names(sweep, {s.name for s in prepared.steps})
-                first, first_key = first or prepared, first_key or key
                 points.append(_Point(list(overrides), prepared.steps, sweep, cfg))
         except BaseException:
             if first is not None:
