@@ -5,7 +5,7 @@ Golden files (tests/golden/batch_*.json) pin the requests; accept an intended ch
 request with env values redacted (``batch_request.redacted``): the real request must carry
 the values, so the tests check those separately and never write them down.
 End-to-end tests drive ``run_job`` against the real google-cloud-batch client talking to
-the in-process fake, whose jobs run ``python -m confpipe.backends.gcp.vm`` -> the worker.
+the in-process fake, whose jobs run ``python -m confpipe.backends.vm`` -> the worker.
 What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
 test_backend_contract.py; here, what Batch does its own way.
 """

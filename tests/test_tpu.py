@@ -5,7 +5,7 @@ accept an intended change with
 ``CONFPIPE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_tpu.py -k golden``. They hold the
 request with env values redacted (``tpu_request.redacted``).
 End-to-end tests drive ``run_job`` with the real google-cloud-tpu client against the
-in-process fake, whose hosts run the startup script -> ``confpipe.backends.gcp.vm`` -> the
+in-process fake, whose hosts run the startup script -> ``confpipe.backends.vm`` -> the
 worker as local subprocesses, with job folders on fake-gcs-server (tests/conftest.py).
 What every backend does (failures, log tails, cancel, timeouts, re-attach) is in
 test_backend_contract.py; here, what TPU slices add: hosts, preemptions, the service.
@@ -95,7 +95,7 @@ def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
     script = startup_script(SETTINGS, job)
     assert 'CONFPIPE_TPU_HOST="$(md agent-worker-number)"' in script
     assert script.rstrip().endswith(
-        "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.gcp.vm "
+        "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm "
         "gs://b/s-1/.confpipe/jobs/j"
     )
     assert "gcloud auth configure-docker us-docker.pkg.dev --quiet" in script

@@ -19,4 +19,4 @@ export WANDB_API_KEY
 gcloud auth configure-docker us-docker.pkg.dev --quiet
 exec docker run --rm --privileged --net=host --ipc=host \
   -e CONFPIPE_TPU_HOST -e PYTHONUNBUFFERED -e CONFPIPE_CODE -e CONFPIPE_PIP_EXTRAS -e WANDB_API_KEY \
-  us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.gcp.vm gs://bucket/outputs/train-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d
+  us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm gs://bucket/outputs/train-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d

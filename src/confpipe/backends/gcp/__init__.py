@@ -13,7 +13,7 @@ tpu               the Cloud TPU backend; tpu_request: the QueuedResource and its
 machine_catalog   which Compute Engine machine type serves a step's resources
 tpu_catalog       which TPU a ``resources.tpu`` names, and where it is offered
 staging           the working tree archived under the prefix for jobs
-vm                what a cloud VM runs for one job (``python -m confpipe.backends.gcp.vm``)
+vm                what a cloud VM runs for one job (``python -m confpipe.backends.vm``)
 
 May import: ``confpipe.backends``, ``confpipe.storage``, ``confpipe.errors``,
 ``confpipe.cancel`` (never ``confpipe.engine``, ``confpipe.config`` or ``confpipe.cli``).

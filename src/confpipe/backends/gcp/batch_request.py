@@ -71,7 +71,7 @@ def job_request(
     code: str | None = None,
     choice: Choice | None = None,
 ) -> batch_v1.Job:
-    """The Batch Job that runs ``python -m confpipe.backends.gcp.vm <job_dir>`` in the image.
+    """The Batch Job that runs ``python -m confpipe.backends.vm <job_dir>`` in the image.
 
     ``driver`` labels the job with the launch that submitted it (one list request polls all
     of a driver's jobs); ``code`` is the staged working-tree archive's URL, if any.

@@ -1,6 +1,6 @@
 """A confpipe job on Google Cloud, whichever service runs it: its id, labels, entry and env.
 
-Cloud Batch and Cloud TPU run the same entry, ``python -m confpipe.backends.gcp.vm <job
+Cloud Batch and Cloud TPU run the same entry, ``python -m confpipe.backends.vm <job
 folder>`` (``VM_MODULE``), with the same variables of confpipe's own (``entry_env``: the
 staged code, the step's pip extras, a storage emulator); they name a job the same way
 (``job_id``, stable for its folder, so a retried create finds its own job) and label it
@@ -16,7 +16,7 @@ import re
 
 from confpipe.backends import RECORDS, JobRequest
 
-VM_MODULE = "confpipe.backends.gcp.vm"
+VM_MODULE = "confpipe.backends.vm"  # the command is a contract with images: see backends/vm.py
 CODE_VAR = "CONFPIPE_CODE"  # URL of the staged working-tree archive, if any
 EXTRAS_VAR = "CONFPIPE_PIP_EXTRAS"  # the step's pip_extras, comma-separated
 STORAGE_VARS = ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")

@@ -1,4 +1,4 @@
-"""``python -m confpipe.backends.gcp.vm <job folder URL>``: what a cloud VM runs for one job.
+"""``python -m confpipe.backends.vm <job folder URL>``: what a cloud VM runs for one job.
 
 1. If ``CONFPIPE_CODE`` names a staged working-tree archive, unpack it, make it the working
    folder and ``sys.path`` root, and ``pip install`` it with ``CONFPIPE_PIP_EXTRAS`` when it
@@ -38,7 +38,7 @@ from confpipe.storage import Store, store_for
 
 LOG_LIMIT = 8 * 2**20
 INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
-USAGE = "usage: python -m confpipe.backends.gcp.vm <job folder URL>"
+USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
 HOST_VAR = "CONFPIPE_TPU_HOST"  # this host's index in a multi-host job (set on TPU VMs)
 EXITS = "exits"
 
