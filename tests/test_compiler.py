@@ -572,8 +572,8 @@ def test_yaml_resources_win_over_remote_and_remote_ones_are_checked_too() -> Non
 
 def test_gpu_resources_compile_for_a_backend_that_serves_them() -> None:
     class GpuBackend(LocalBackend):
-        def check(self, step: str, resources: Resources) -> None:
-            return None
+        def check(self, step: str, resources: Resources) -> str:
+            return "gpu box"
 
     steps = with_resources(gpu={"type": "nvidia-l4", "count": 2}, spot=True)
     (spec,) = compile_steps(conf(steps), backend=GpuBackend())

@@ -284,3 +284,17 @@ def test_run_closes_the_local_backend_it_made_but_not_one_it_was_given(
     run(StepSpec("job", stepfns.add, {"a": 2, "b": 2}, resources=Resources(cpu=1)),
         prefix=str(tmp_path), backend=given)  # fmt: skip
     assert len(closed) == 1  # a backend given is its owner's to close
+
+
+def test_where_a_job_runs_is_the_backends_own_word(tmp_path: Path) -> None:
+    """The plan asks the backend where a job runs: the engine knows no backend's routing."""
+
+    class Cluster(LocalBackend):
+        def check(self, step: str, resources: Resources) -> str:
+            super().check(step, resources)
+            return "cluster"
+
+    job = StepSpec("job", stepfns.noop, resources=Resources(cpu=1))
+    local = StepSpec("local", stepfns.noop, {"up": job})
+    summary = run(local, prefix=str(tmp_path), dry_run=True, backend=Cluster())
+    assert {p.label: p.where for p in summary.plan} == {"job": "cluster", "local": "thread"}

@@ -11,7 +11,7 @@ import pytest
 from confpipe.backends.resources import Resources
 from confpipe.cli.progress import JobLogs, LiveReporter, PlainReporter, reporter_for
 from confpipe.engine.outcome import Outcome
-from confpipe.engine.plan import StepPlan, Where
+from confpipe.engine.plan import THREAD, StepPlan
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import jobs_dir
 from confpipe.errors import StepFailed
@@ -24,11 +24,9 @@ def plans() -> list[StepPlan]:
     b = StepSpec("b", stepfns.add, {"a": 1, "b": 3}, resources=Resources(cpu=2))
     c = StepSpec("c", stepfns.add, {"a": 1, "b": 4})
     return [
-        StepPlan(a, "a", "/p/a", Outcome.CACHED, "succeeded earlier", Where.THREAD, None),
-        StepPlan(
-            b, "b", "/p/b", Outcome.WILL_RUN, "no previous output", Where.LOCAL_JOB, b.resources
-        ),
-        StepPlan(c, "c", "/p/c", Outcome.WILL_RUN, "no previous output", Where.THREAD, None),
+        StepPlan(a, "a", "/p/a", Outcome.CACHED, "succeeded earlier", THREAD, None),
+        StepPlan(b, "b", "/p/b", Outcome.WILL_RUN, "no previous output", "local job", b.resources),
+        StepPlan(c, "c", "/p/c", Outcome.WILL_RUN, "no previous output", THREAD, None),
     ]
 
 

@@ -88,8 +88,9 @@ class Backend(Protocol):
     max_poll_interval: float  # cap of the polling backoff, seconds
     reattaches: bool  # a restarted driver finds this backend's live jobs: detach may apply
 
-    def check(self, step: str, resources: Resources) -> None:
-        """Raise ConfigError if this backend can't serve ``resources`` (before anything runs)."""
+    def check(self, step: str, resources: Resources) -> str:
+        """Raise ConfigError if this backend can't serve ``resources`` (before anything runs);
+        else say where the step will run, as the plan shows it (``local job``, ``batch``)."""
         ...
 
     def submit(self, job: JobRequest) -> object:

@@ -34,6 +34,7 @@ from confpipe.errors import ConfigError
 from confpipe.storage import local_path, store_for
 
 logger = logging.getLogger(__name__)
+WHERE = "local job"  # where its steps run, as the plan shows it
 GiB = 2**30
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
 _WAITING = "waiting for the cpu/memory budget"
@@ -123,7 +124,7 @@ class LocalBackend:
         self._spooled = itertools.count()
         self._live: set[_Job] = set()  # submitted, not done yet (guarded by self._lock)
 
-    def check(self, step: str, resources: Resources) -> None:
+    def check(self, step: str, resources: Resources) -> str:
         where = f"step {step!r}: resources"
         if resources.gpu is not None:
             raise ConfigError(
@@ -151,6 +152,7 @@ class LocalBackend:
                 f"{', '.join(missing)} before launching (jobs inherit the environment) or use "
                 "backend=gcp"
             )
+        return WHERE
 
     def submit(self, job: JobRequest) -> object:
         self.check(job.step, job.resources)

@@ -46,7 +46,7 @@ def write_manifest(
                 "fn": p.spec.fn_path,
                 "config": p.spec.hash_inputs["config"],
                 "deps": [d.identity for d in p.spec.dependencies],
-                "where": p.where.value,
+                "where": p.where,
                 "output": p.output,
                 "planned": p.state.value,
                 "end": ends.get(p.spec.identity, p.state).value,

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from confpipe.cli.plan import show_plan
 from confpipe.engine.outcome import Outcome
-from confpipe.engine.plan import StepPlan, Where
+from confpipe.engine.plan import THREAD, StepPlan
 from confpipe.engine.report import LineReporter, Tally, first_line, log_tail, plan_counts, where_of
 from confpipe.engine.status import jobs_dir
 from confpipe.storage import store_for
@@ -146,7 +146,7 @@ class LiveReporter:
             parts: list[Any] = [self._table(title=self.heading)]
             running = [r for r in self.tally.rows.values() if r.state is Outcome.RUNNING]
             for row in running:
-                if row.plan.where is not Where.THREAD:
+                if row.plan.where != THREAD:
                     tail = self.job_logs.tail(row.plan.output)
                     if tail:
                         parts.append(Text(f"{row.plan.label}: its job's log", style="bold"))

@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confpipe.backends import Backend, BackendKind
+from confpipe.backends import Backend
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
 from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed
 from confpipe.engine.lock import LockOptions, abandon_held, lock
 from confpipe.engine.options import RunOptions
 from confpipe.engine.outcome import Outcome
-from confpipe.engine.plan import StepPlan, Where, collect, describe, needed, read_all, select
+from confpipe.engine.plan import THREAD, StepPlan, collect, describe, needed, read_all, select
 from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
@@ -130,11 +130,11 @@ def _plan_and_run(
     prefix = local_path(options.prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
-    where = {s.identity: _where(resources[s.identity], backend) for s in specs}
+    where = {s.identity: THREAD for s in specs}
     for spec in specs:
         res = resources[spec.identity]
         if res is not None and backend is not None:
-            backend.check(spec.name, res)
+            where[spec.identity] = backend.check(spec.name, res)
 
     run_only = options.run_only
     targets, unmatched = select(specs, given, run_only)
@@ -236,14 +236,6 @@ def _run_planned(
 
 def _state(status: Any) -> StepState | None:
     return None if status is None else status.state
-
-
-def _where(resources: Resources | None, backend: Backend | None) -> Where:
-    if resources is None:
-        return Where.THREAD
-    if backend is None or backend.kind is BackendKind.LOCAL:
-        return Where.LOCAL_JOB
-    return Where.TPU if resources.tpu else Where.BATCH
 
 
 def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:

@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from confpipe.backends import RECORDS
@@ -23,12 +22,7 @@ from confpipe.engine.status import Status, StepState, read_statuses
 from confpipe.errors import ConfigError
 from confpipe.storage import Blob, split_protocol, store_for
 
-
-class Where(Enum):
-    THREAD = "thread"
-    LOCAL_JOB = "local job"
-    BATCH = "batch"
-    TPU = "tpu"
+THREAD = "thread"  # where a step without resources runs; a job's place is its backend's word
 
 
 @dataclass(frozen=True)
@@ -40,7 +34,7 @@ class StepPlan:
     output: str
     state: Outcome
     reason: str
-    where: Where
+    where: str  # THREAD, or what the backend's check said (``local job``, ``batch``, ``tpu``)
     resources: Resources | None
 
 
@@ -126,7 +120,7 @@ def describe(
     outputs: dict[str, str],
     statuses: dict[str, Status | None],
     resources: dict[str, Resources | None],
-    where: dict[str, Where],
+    where: dict[str, str],
     prefix: str,
     force_run_failed: bool = True,
     lease_timeout: float | None = None,

@@ -109,7 +109,7 @@ def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
 
 def where_of(plan: StepPlan) -> str:
     """Where the step runs, as shown: ``thread``, ``local job (cpu=2)``."""
-    return plan.where.value + (f" ({plan.resources.describe()})" if plan.resources else "")
+    return plan.where + (f" ({plan.resources.describe()})" if plan.resources else "")
 
 
 def plan_counts(plans: Sequence[StepPlan]) -> str:

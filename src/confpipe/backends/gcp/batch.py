@@ -67,6 +67,7 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
     """
 
     service = gcp_api.BATCH
+    where = "batch"
     _pip_hint = (
         "the job can pip install your project with those extras; or bake them into "
         "backend.image and drop pip_extras"

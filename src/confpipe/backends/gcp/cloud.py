@@ -45,6 +45,7 @@ class CloudBackend(Generic[C]):
     kind = BackendKind.GCP
     reattaches = True  # by the labels of its jobs
     service: ClassVar[str]
+    where: ClassVar[str]  # where its steps run, as the plan shows it (``batch``)
     _pip_hint: ClassVar[str]  # "so ... can pip install your project with those extras; ..."
 
     def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
@@ -65,7 +66,7 @@ class CloudBackend(Generic[C]):
                 self._api = self._new_client()
             return self._api
 
-    def check(self, step: str, resources: Resources) -> None:
+    def check(self, step: str, resources: Resources) -> str:
         try:
             self._check_resources(resources)
         except ConfigError as err:
@@ -76,6 +77,7 @@ class CloudBackend(Generic[C]):
                 f"step {step!r}: resources.pip_extras={list(resources.pip_extras)} needs the "
                 f"working tree staged (backend.stage_code=true) so {self._pip_hint}"
             )
+        return self.where
 
     def close(self) -> None:
         """Close the API channel, if open; a later call opens another."""

@@ -72,8 +72,8 @@ class GcpBackend:
         """The backend that runs a step with ``resources``."""
         return self.tpu if resources.tpu is not None else self.batch
 
-    def check(self, step: str, resources: Resources) -> None:
-        self.serving(resources).check(step, resources)
+    def check(self, step: str, resources: Resources) -> str:
+        return self.serving(resources).check(step, resources)
 
     def submit(self, job: JobRequest) -> object:
         backend = self.serving(job.resources)

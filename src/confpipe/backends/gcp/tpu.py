@@ -2,9 +2,9 @@
 
 ``submit`` first looks for the step's live queued resource by its node's labels (a driver
 that took over a stale lease re-attaches instead of submitting twice), else creates one
-(``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
-entry (``backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends;
-host 0's records are the job's. ``poll`` reads those records (one listing of the job
+(``tpu_request``) and waits for the create operation. Every host of the slice runs the
+job's entry (``python -m confpipe.backends.vm``) and writes an exit record
+(``exits/N.json``) when its worker ends; host 0's records are the job's. ``poll`` reads those records (one listing of the job
 folder) and, while they don't settle it, the queued resource's state: ACTIVE is running,
 SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a non-zero
 exit fails the step (its status names that host's log). A queued resource is deleted as
@@ -78,6 +78,7 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
     """
 
     service = gcp_api.TPU
+    where = "tpu"
     _pip_hint = (
         "each TPU host can pip install your project with those extras; or bake them into "
         "backend.image"
