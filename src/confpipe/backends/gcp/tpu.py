@@ -6,11 +6,11 @@ that took over a stale lease re-attaches instead of submitting twice), else crea
 entry (``python -m confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when
 its worker ends; host 0's records are the job's. ``poll`` reads those records (one listing
 of the job folder) and, while they don't settle it, the queued resource's state: ACTIVE is
-running, SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a non-
-zero exit fails the step (its status names that host's log). A queued resource is deleted as
-soon as its job ends, and by ``cancel``; a detached one is left alone. Status checks happen
-at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is imported when the
-first TPU step is checked, not before.
+running, SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a
+non-zero exit fails the step (its status names that host's log). A queued resource is
+deleted as soon as its job ends, and by ``cancel``; a detached one is left alone. Status
+checks happen at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is
+imported when the first TPU step is checked, not before.
 """
 
 from __future__ import annotations
