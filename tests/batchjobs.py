@@ -1,4 +1,5 @@
-"""Step functions that the Batch tests run as jobs on the fake; importable by module name."""
+"""Step functions only the Batch and TPU tests run as jobs on the fakes (the common ones are
+``tests.jobfns``); importable by module name."""
 
 from __future__ import annotations
 
@@ -6,16 +7,6 @@ import hashlib
 import os
 import time
 from pathlib import Path
-
-
-def add(a: int, b: int, output_path: str | None = None) -> dict[str, object]:
-    print(f"adding {a} and {b}")
-    return {"sum": a + b, "pid": os.getpid()}
-
-
-def boom(message: str) -> None:
-    print("about to fail: line printed by the job")
-    raise ValueError(message)
 
 
 def env_digests(names: list[str]) -> dict[str, str]:

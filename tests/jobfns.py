@@ -19,6 +19,7 @@ def noop(output_path: str | None = None) -> None:
 
 
 def add(a: int, b: int, output_path: str | None = None) -> dict[str, object]:
+    print(f"adding {a} and {b}")
     return {"sum": a + b, "pid": os.getpid(), "output_path": output_path}
 
 

@@ -261,7 +261,7 @@ def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     fake: FakeBatch, backend: BatchBackend, tmp_path: Path
 ) -> None:
     out = tmp_path / "add-0123456789ab"
-    value = run(backend, out, batchjobs.add, Resources(cpu=2), a=1, b=2)
+    value = run(backend, out, jobfns.add, Resources(cpu=2), a=1, b=2)
     assert isinstance(value, dict) and value["sum"] == 3
     (job,) = fake.jobs()
     assert job.status.state.name == "SUCCEEDED"
@@ -289,10 +289,10 @@ def test_jobs_with_gs_outputs_run_through_both_fakes(gs_prefix: str) -> None:
             jobs = status.jobs_dir(f"{gs_prefix}/{step}-0123456789ab")
             return run_job(backend, step, jobs, fn, kwargs, Resources(), scope=CancelScope())
 
-        value = run_gs("add", batchjobs.add, a=1, b=2)
+        value = run_gs("add", jobfns.add, a=1, b=2)
         assert isinstance(value, dict) and value["sum"] == 3
         with pytest.raises(StepFailed) as err:
-            run_gs("boom", batchjobs.boom, message="bad input")
+            run_gs("boom", jobfns.boom, message="bad input")
         backend.close()
     assert "job folder: gs://" in str(err.value)
     assert "    about to fail: line printed by the job" in str(err.value)
@@ -385,7 +385,7 @@ def test_a_missing_secret_fails_naming_it(backend: BatchBackend, tmp_path: Path)
         run(
             backend,
             tmp_path / "s-0123456789ab",
-            batchjobs.add,
+            jobfns.add,
             Resources(secret_env={"X": missing}),
             a=1,
             b=1,
@@ -404,7 +404,7 @@ def test_the_driver_outlasts_a_server_refusing_connections(
     started = time.monotonic()
     fake.refuse_connections(3.0)
     second, second_out = in_thread(  # submitted while the server is down: create is retried
-        lambda: run(backend, tmp_path / "a-0123456789ab", batchjobs.add, a=2, b=3)
+        lambda: run(backend, tmp_path / "a-0123456789ab", jobfns.add, a=2, b=3)
     )
     time.sleep(1.0)
     release.touch()  # the first job ends while nobody can ask

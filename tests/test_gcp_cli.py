@@ -30,7 +30,7 @@ steps:
     fn: tests.stepfns.add
     config: {a: 1, b: 2}
   total:
-    fn: tests.batchjobs.add
+    fn: tests.jobfns.add
     config: {a: 40, b: 2}
     resources: {cpu: 1}
   after:

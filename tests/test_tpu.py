@@ -33,7 +33,7 @@ from confpipe.engine import status
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
 from confpipe.testing.tpu import FakeTpu
-from tests import batchjobs, gcpfakes, tpujobs
+from tests import batchjobs, gcpfakes, jobfns, tpujobs
 from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import alive, eventually
 
@@ -249,7 +249,7 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     fake: FakeTpu, backend: TpuBackend, gs_prefix: str
 ) -> None:
     out = f"{gs_prefix}/add-{HASH}"
-    value = run(backend, out, batchjobs.add, Resources(tpu="v5litepod-8"), a=1, b=2)
+    value = run(backend, out, jobfns.add, Resources(tpu="v5litepod-8"), a=1, b=2)
     assert isinstance(value, dict) and value["sum"] == 3 and value["pid"] != os.getpid()
     ((_, create),) = [(m, r) for m, r in fake.requests if m == "CreateQueuedResource"]
     node = create.queued_resource.tpu.node_spec[0].node
@@ -293,7 +293,7 @@ def test_a_preempted_slice_is_retried_then_succeeds(
     fake.preempt_next()
     out = f"{gs_prefix}/add-{HASH}"
     resources = Resources(tpu="v5litepod-4", spot=True, max_retries=1)
-    value = run(backend, out, batchjobs.add, resources, a=2, b=3)
+    value = run(backend, out, jobfns.add, resources, a=2, b=3)
     assert isinstance(value, dict) and value["sum"] == 5
     creates = [r for m, r in fake.requests if m == "CreateQueuedResource"]
     assert len(creates) == 2 and all("spot" in r.queued_resource for r in creates)
@@ -310,7 +310,7 @@ def test_a_slice_the_service_failed_is_retried_and_deleted(
     caplog.set_level(logging.INFO, logger="confpipe")
     fake.fail_next("no v5e capacity in us-central1-a")
     resources = Resources(tpu="v5litepod-1", spot=True, max_retries=1)
-    value = run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=4, b=5)
+    value = run(backend, f"{gs_prefix}/add-{HASH}", jobfns.add, resources, a=4, b=5)
     assert isinstance(value, dict) and value["sum"] == 9
     assert "failed: no v5e capacity in us-central1-a), retrying" in caplog.text
     assert fake.count("CreateQueuedResource") == 2
@@ -325,7 +325,7 @@ def test_a_slice_failing_every_time_is_reported_with_the_services_reason(
     fake.fail_next("no capacity")
     with pytest.raises(StepFailed) as err:
         resources = Resources(tpu="v5litepod-1", spot=True, max_retries=0)
-        run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=1, b=1)
+        run(backend, f"{gs_prefix}/add-{HASH}", jobfns.add, resources, a=1, b=1)
     assert "job preempted 1 time(s) (queued resource projects/proj/" in str(err.value)
     assert "failed: no capacity); raise resources.max_retries" in str(err.value)
     assert fake.count("DeleteQueuedResource") == 1
@@ -338,7 +338,7 @@ def test_preemptions_beyond_max_retries_fail_with_the_reason(
     fake.preempt_next(2)
     with pytest.raises(StepFailed) as err:
         resources = Resources(tpu="v5litepod-1", spot=True, max_retries=1)
-        run(backend, f"{gs_prefix}/add-{HASH}", batchjobs.add, resources, a=1, b=1)
+        run(backend, f"{gs_prefix}/add-{HASH}", jobfns.add, resources, a=1, b=1)
     text = str(err.value)
     assert "job preempted 2 time(s) (queued resource projects/proj/locations/us-central1-a/" in text
     assert "suspended by the Cloud TPU service); raise resources.max_retries" in text
