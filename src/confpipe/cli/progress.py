@@ -14,10 +14,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from confpipe.backends import LOG
 from confpipe.cli.plan import show_plan
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import THREAD, StepPlan
-from confpipe.engine.report import LineReporter, Tally, first_line, log_tail, plan_counts, where_of
+from confpipe.engine.remote import log_tail
+from confpipe.engine.report import (
+    LineReporter,
+    Tally,
+    error_tail,
+    first_line,
+    plan_counts,
+    where_of,
+)
 from confpipe.engine.status import jobs_dir
 from confpipe.storage import store_for
 
@@ -40,23 +49,17 @@ class JobLogs:
 
     def _read(self, output: str) -> list[str]:
         try:
-            store = store_for(output)
             folders = sorted(
-                str(p).rstrip("/") for p in store.fs.ls(jobs_dir(output), detail=False)
+                str(p).rstrip("/") for p in store_for(output).fs.ls(jobs_dir(output), detail=False)
             )
-            if not folders:
-                return []
-            newest = (
-                folders[-1]
-                if "://" in folders[-1] or "://" not in output
-                else (f"{output.split('://', 1)[0]}://{folders[-1]}")
-            )
-            blob = store.read(f"{newest}/log.txt")
         except (OSError, ValueError):  # no job folder yet, or a passing store error
             return []
-        if blob is None:
+        if not folders:
             return []
-        return blob.data.decode(errors="replace").splitlines()[-self.lines :]
+        newest = folders[-1]
+        if "://" in output and "://" not in newest:  # fsspec lists gs:// paths bare
+            newest = f"{output.split('://', 1)[0]}://{newest}"
+        return log_tail(f"{newest}/{LOG}", self.lines)
 
 
 class PlainReporter(LineReporter):
@@ -152,7 +155,7 @@ class LiveReporter:
                         parts.append(Text(f"{row.plan.label}: its job's log", style="bold"))
                         parts.append(Text("\n".join(tail), style="dim"))
             for row in self.tally.failures():
-                tail = log_tail(row.error)
+                tail = error_tail(row.error)
                 if tail:
                     parts.append(Text(f"{row.plan.label}: last lines of its log", style="bold red"))
                     parts.append(Text("\n".join(tail), style="dim"))

@@ -20,7 +20,7 @@ from confpipe.engine.status import status_path
 from confpipe.errors import StepFailed
 
 __all__ = [
-    "LineReporter", "Reporter", "Row", "Tally", "first_line", "log_tail", "plan_counts",
+    "LineReporter", "Reporter", "Row", "Tally", "error_tail", "first_line", "plan_counts",
     "plan_table", "where_of",
 ]  # fmt: skip
 
@@ -99,8 +99,9 @@ def first_line(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-def log_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
-    """The last lines of a failed job's log as carried by its error (none for thread steps)."""
+def error_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of a failed job's log as its error carries them (run_job put them in
+    its message; none for thread steps)."""
     if not isinstance(error, StepFailed):
         return []
     text = str(error).splitlines()
@@ -169,7 +170,7 @@ class LineReporter:
         self.tally.finished(plan, end, seconds, error)
         detail = f": {first_line(error)}" if error is not None else ""
         self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
-        for line in log_tail(error):
+        for line in error_tail(error):
             self.write(f"  | {line}")
 
     def close(self) -> None:
