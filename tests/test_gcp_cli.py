@@ -171,14 +171,17 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
 
 
 def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
+    from confpipe.backends.gcp.batch import BatchBackend
     from confpipe.backends.gcp.router import GcpBackend
+    from confpipe.backends.resources import Resources
     from confpipe.config.compiler import backend_for
 
     settings = {"kind": "gcp", "project": "p", "image": "img", "labels": {"team": "lm"}}
     cfg = {"prefix": "gs://b/runs/", "backend": {**settings, "batch_endpoint": "127.0.0.1:9"}}
     gcp = backend_for(cfg)
     assert isinstance(gcp, GcpBackend)
-    backend = gcp.batch  # CPU/GPU steps; TPU steps go to gcp.tpu
+    backend = gcp.serving(Resources())  # a CPU step: Batch
+    assert isinstance(backend, BatchBackend)
     try:
         assert backend.settings.parent == "projects/p/locations/us-central1"
         assert (backend.settings.image, dict(backend.settings.labels)) == ("img", {"team": "lm"})

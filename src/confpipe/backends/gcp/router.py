@@ -50,27 +50,16 @@ class GcpBackend:
     def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
         self.settings, self.code_folder = settings, code_folder
         self.max_poll_interval = settings.poll_interval / 2  # as each backend's
-        self._batch: BatchBackend | None = None
-        self._tpu: TpuBackend | None = None
+        self._made: dict[str, Backend] = {}  # by its ``where``: batch, tpu
         self._lock = threading.Lock()
 
-    @property
-    def batch(self) -> BatchBackend:
-        with self._lock:
-            if self._batch is None:
-                self._batch = BatchBackend(self.settings, self.code_folder)
-            return self._batch
-
-    @property
-    def tpu(self) -> TpuBackend:
-        with self._lock:
-            if self._tpu is None:
-                self._tpu = TpuBackend(self.settings, self.code_folder)
-            return self._tpu
-
     def serving(self, resources: Resources) -> Backend:
-        """The backend that runs a step with ``resources``."""
-        return self.tpu if resources.tpu is not None else self.batch
+        """The backend that runs a step with ``resources`` (made on its first step)."""
+        cls = TpuBackend if resources.tpu is not None else BatchBackend
+        with self._lock:
+            if cls.where not in self._made:
+                self._made[cls.where] = cls(self.settings, self.code_folder)
+            return self._made[cls.where]
 
     def check(self, step: str, resources: Resources) -> str:
         return self.serving(resources).check(step, resources)
@@ -90,7 +79,7 @@ class GcpBackend:
     def close(self) -> None:
         """Close the API channels of the backends made so far."""
         with self._lock:
-            made = [b for b in (self._batch, self._tpu) if b is not None]
+            made = list(self._made.values())
         for backend in made:
             backend.close()
 
