@@ -132,6 +132,12 @@ def test_a_projects_conf_folder_is_searched_after_confpipes_own(tmp_path: Path) 
     assert "available: mine, tokenize, train" in listed.stderr  # the project's, and confpipe's
     done = _run(sys.executable, "-m", "confpipe", "+experiment=mine", "backend=small", cwd=project)
     assert done.returncode == 0, done.stderr
+    imposter = MINE.replace("hello:", "imposter:")  # a project config named as confpipe's
+    (project / "conf" / "experiment" / "tokenize.yaml").write_text(imposter)
+    shipped = _run(sys.executable, "-m", "confpipe", "+experiment=tokenize", "dry_run=true",
+                   cwd=project)  # fmt: skip
+    assert shipped.returncode == 0, shipped.stderr
+    assert "train_tokenizer" in shipped.stdout and "imposter" not in shipped.stdout
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     other = _run(sys.executable, "-m", "confpipe", "+experiment=mine", cwd=elsewhere)
