@@ -191,9 +191,9 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     endpoints = {"batch_endpoint": "127.0.0.1:9", "tpu_endpoint": "127.0.0.1:9"}
     backend = backend_for({"prefix": "/tmp/x", "backend": {**settings, **endpoints}})
     assert isinstance(backend, GcpBackend)
-    backend.check("cpu", Resources(cpu=2))
-    assert backend._tpu is None  # google-cloud-tpu is loaded on the first TPU step only
-    backend.check("tpu", Resources(tpu="v5litepod-8"))
+    assert backend.check("cpu", Resources(cpu=2)) == "batch"
+    assert "tpu" not in backend._made  # the TPU client is made on the first TPU step only
+    assert backend.check("tpu", Resources(tpu="v5litepod-8")) == "tpu"
     with pytest.raises(ConfigError, match=r"step 'g': resources\.gpu\.type: unknown GPU"):
         backend.check("g", Resources(gpu=GPU("nvidia-l5", 1)))
     with pytest.raises(ConfigError, match=r"step 't': resources\.tpu=v4-8: no zone of"):
