@@ -10,7 +10,6 @@ steps once. The backend the options were built with is closed when the launch en
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,14 +21,12 @@ from omegaconf import DictConfig
 
 from confpipe.cli.manifest import write_manifest
 from confpipe.cli.plan import PLAN_FORMATS
-from confpipe.cli.progress import Display, LiveReporter, reporter_for
+from confpipe.cli.progress import Display, configure_logging, reporter_for
 from confpipe.engine.options import RunOptions
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 
 __all__ = ["LaunchResult", "Prepared", "close_backend", "launch", "prepare", "run_and_record"]
-
-log = logging.getLogger("confpipe")
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ def run_and_record(
 
     options = prepared.options
     reporter = reporter_for(sys.stderr, prepared.plan_format, points=points)
-    _configure_logging(reporter)
+    configure_logging(reporter)
     experiment = hydra_cfg.runtime.choices.get("experiment")
     overrides = list(hydra_cfg.overrides.task)
     failed: RunFailed | None = None
@@ -159,26 +156,3 @@ def _manifest(
     except Exception as err:  # the steps' own records are written: the run stands without it
         print(f"confpipe: could not write the manifest: {err}", file=sys.stderr)
         return None
-
-
-def _configure_logging(reporter: Display) -> None:
-    """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
-    handler: logging.Handler
-    if isinstance(reporter, LiveReporter):
-        from rich.logging import RichHandler  # rich costs start-up: only for a live display
-
-        handler = RichHandler(console=reporter.console, show_path=False, show_time=False)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("confpipe: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    # a sweeper plugin's own lines (Optuna: failed trials, the best parameters) are for the
-    # user too; Hydra's logging is off (hydra_logging: none), so they'd be lost
-    sweeper = logging.StreamHandler(sys.stderr)
-    sweeper.setFormatter(logging.Formatter("sweeper: %(message)s"))
-    plugins = logging.getLogger("hydra_plugins")
-    plugins.handlers[:] = [sweeper]
-    plugins.setLevel(logging.INFO)
-    plugins.propagate = False

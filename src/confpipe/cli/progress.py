@@ -8,6 +8,7 @@ plan formats and a sweep's heading. rich is imported only when a live display is
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -27,8 +28,7 @@ from confpipe.engine.report import (
     plan_counts,
     where_of,
 )
-from confpipe.engine.status import jobs_dir
-from confpipe.storage import store_for
+from confpipe.engine.status import newest_job_dir
 
 
 class JobLogs:
@@ -48,18 +48,8 @@ class JobLogs:
         return last[1]
 
     def _read(self, output: str) -> list[str]:
-        try:
-            folders = sorted(
-                str(p).rstrip("/") for p in store_for(output).fs.ls(jobs_dir(output), detail=False)
-            )
-        except (OSError, ValueError):  # no job folder yet, or a passing store error
-            return []
-        if not folders:
-            return []
-        newest = folders[-1]
-        if "://" in output and "://" not in newest:  # fsspec lists gs:// paths bare
-            newest = f"{output.split('://', 1)[0]}://{newest}"
-        return log_tail(f"{newest}/{LOG}", self.lines)
+        newest = newest_job_dir(output)
+        return [] if newest is None else log_tail(f"{newest}/{LOG}", self.lines)
 
 
 class PlainReporter(LineReporter):
@@ -217,3 +207,27 @@ def reporter_for(
         print(line, file=stream, flush=True)
 
     return PlainReporter(write, plan_format, points)
+
+
+def configure_logging(reporter: Display) -> None:
+    """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
+    log = logging.getLogger("confpipe")
+    handler: logging.Handler
+    if isinstance(reporter, LiveReporter):
+        from rich.logging import RichHandler  # rich costs start-up: only for a live display
+
+        handler = RichHandler(console=reporter.console, show_path=False, show_time=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("confpipe: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # a sweeper plugin's own lines (Optuna: failed trials, the best parameters) are for the
+    # user too; Hydra's logging is off (hydra_logging: none), so they'd be lost
+    sweeper = logging.StreamHandler(sys.stderr)
+    sweeper.setFormatter(logging.Formatter("sweeper: %(message)s"))
+    plugins = logging.getLogger("hydra_plugins")
+    plugins.handlers[:] = [sweeper]
+    plugins.setLevel(logging.INFO)
+    plugins.propagate = False

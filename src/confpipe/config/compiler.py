@@ -148,6 +148,8 @@ def run_options(
         detach=options["detach"],
         lock_options=LockOptions(float(heartbeat), float(lease)),
         backend=backend if backend is not None else backend_for(cfg),
+        log_level=str(options["log_level"]).upper(),
+        rerun_on_code_change=options["rerun_on_code_change"],
     )
 
 

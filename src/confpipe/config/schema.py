@@ -103,6 +103,9 @@ class RunConf:
     max_concurrent: int = 32
     detach: bool = False
     plan_format: str = "table"
+    log_level: str = "INFO"
+    rerun_on_code_change: bool = False
+    report_html: str | None = None
     lock: LockConf = field(default_factory=LockConf)
     backend: BackendConf = field(default_factory=BackendConf)
     sweep: SweepConf = field(default_factory=SweepConf)

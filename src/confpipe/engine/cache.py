@@ -11,6 +11,7 @@ succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import traceback
@@ -26,6 +27,7 @@ from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
     Status,
     StepState,
+    error_path,
     info_path,
     launch_info,
     read_status_blob,
@@ -40,9 +42,11 @@ from confpipe.storage import Store
 class Records:
     """The records of one step on its store, written by the launch ``owner``."""
 
-    def __init__(self, store: Store, spec: StepSpec, owner: str) -> None:
-        self.store, self.spec, self.owner = store, spec, owner
+    def __init__(self, store: Store, spec: StepSpec, owner: str, where: str = "thread") -> None:
+        self.store, self.spec, self.owner, self.where = store, spec, owner, where
+        self.arrived: float | None = None  # when the step was called, before any lease wait
         self.started: float | None = None
+        self._previous: Status | None = None  # the record found before this attempt
         self._version: str | None = None  # of the status record last read or written
         self._committed = False  # SUCCESS written: a late failure (Ctrl-C) must not undo it
 
@@ -57,15 +61,20 @@ class Records:
     def status(self, output_path: str) -> Status | None:
         """The step's status in ``output_path`` (None if it holds another hash's records)."""
         status, self._version = read_status_blob(self.store, output_path)
-        return None if status is None else status.of(self.spec.hash)
+        self._previous = None if status is None else status.of(self.spec.hash)
+        return self._previous
 
     def begin(self, output_path: str) -> bool:
         """Write info and RUNNING; False if the status changed since ``status`` read it (a
         launch that had lost the lease committed or failed meanwhile): check it again."""
         self.started = time.time()
+        previous = self._previous
         if not self._status(output_path, StepState.RUNNING):
             return False
         write_json(self.store, info_path(output_path), self.info(output_path))
+        if previous is not None and previous.state is StepState.FAILED:
+            with contextlib.suppress(FileNotFoundError):  # the last attempt's: not this one's
+                self.store.fs.rm(error_path(output_path))
         return True
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
@@ -93,6 +102,7 @@ class Records:
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"
+        self.store.write(error_path(output_path), error_text(error, trace).encode())
         self._status(  # not written if another launch took the step over: its record stays
             output_path, StepState.FAILED, error=message, traceback=trace,
             interrupted=interrupted or None,
@@ -109,19 +119,32 @@ class Records:
             "resources": _public(asdict(resources)) if resources else None,
             "hash_inputs": spec.hash_inputs,
             "output_path": output_path,
+            "where": self.where,
             **launch_info(),
         }
 
     def _status(self, output_path: str, state: StepState, **fields: Any) -> bool:
         """Write the status over the one last seen; False if another launch wrote since."""
+        waited = None
+        if self.arrived is not None and self.started is not None:
+            waited = round(max(0.0, self.started - self.arrived), 3) or None
         status = Status(
-            state, self.owner, time.time(), started=self.started, hash=self.spec.hash, **fields
-        )
+            state, self.owner, time.time(), started=self.started, hash=self.spec.hash,
+            waited=waited, **fields,
+        )  # fmt: skip
         version = swap_status(self.store, output_path, status, self._version)
         if version is None:
             return False
         self._version = version
         return True
+
+
+def error_text(error: BaseException, trace: str) -> str:
+    """What error.txt holds: the traceback; for a job, the job's own traceback first."""
+    remote = getattr(error, "remote_traceback", "") or ""
+    if not remote:
+        return trace
+    return f"{remote.rstrip()}\n\nThe driver's side (the job's failure as raised there):\n{trace}"
 
 
 def _public(resources: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +161,7 @@ def cache(
 
     @functools.wraps(fn)
     def cached(*, output_path: str, **config: Any) -> Any:
+        records.arrived = time.time()
         status = records.status(output_path)
         if status is not None and status.state is StepState.SUCCESS:
             return Outcome.CACHED

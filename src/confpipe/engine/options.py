@@ -14,7 +14,9 @@ from confpipe.backends import Backend
 from confpipe.engine.lock import LockOptions
 from confpipe.errors import ConfigError
 
-__all__ = ["RunOptions"]
+__all__ = ["LOG_LEVELS", "RunOptions"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class RunOptions:
     detach: bool = False  # on Ctrl-C, leave submitted jobs running
     lock_options: LockOptions = field(default_factory=LockOptions)
     backend: Backend | None = None  # None: run() makes a LocalBackend if a step needs one
+    log_level: str = "INFO"  # what a step's logging records go to its log.txt from
+    rerun_on_code_change: bool = False  # a step whose code changed re-runs (and its dependents)
 
     def __post_init__(self) -> None:
         if not self.prefix.strip():
@@ -40,5 +44,9 @@ class RunOptions:
                 raise ConfigError(
                     f"run_only[{i}]: {pattern!r} is not a regular expression ({err})"
                 ) from None
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level: {self.log_level!r} is not a level; use one of {', '.join(LOG_LEVELS)}"
+            )
         if self.max_concurrent < 1:
             raise ConfigError(f"max_concurrent: must be at least 1, got {self.max_concurrent}")

@@ -6,11 +6,12 @@ This is the one place where a step's function is composed with the wrappers:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +55,7 @@ class _Context:
 
 
 def executable(
-    spec: StepSpec, output: str, resources: Resources | None, ctx: _Context
+    spec: StepSpec, output: str, resources: Resources | None, where: str, ctx: _Context
 ) -> Callable[..., Any]:
     """The step's function wrapped for caching, locking and (with resources) remote submission."""
     fn, options = spec.fn, ctx.options
@@ -65,7 +66,7 @@ def executable(
             detach=options.detach,
         )  # fmt: skip
     store = store_for(output)
-    records = Records(store, spec, ctx.owner)
+    records = Records(store, spec, ctx.owner, where)
     fn = lock(
         fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,
@@ -85,6 +86,8 @@ def run(
     lock_options: LockOptions | None = None,
     backend: Backend | None = None,
     reporter: Reporter | None = None,
+    log_level: str = "INFO",
+    rerun_on_code_change: bool = False,
 ) -> Summary:
     """Run ``steps`` and everything they depend on; skip what already succeeded.
 
@@ -93,7 +96,8 @@ def run(
     """
     options = RunOptions(
         prefix, dry_run, None if run_only is None else tuple(run_only), force_run_failed,
-        max_concurrent, detach, lock_options or LockOptions(), backend,
+        max_concurrent, detach, lock_options or LockOptions(), backend, log_level.upper(),
+        rerun_on_code_change,
     )  # fmt: skip
     return run_steps(steps, options, reporter)
 
@@ -107,25 +111,46 @@ def run_steps(
     given = [steps] if isinstance(steps, StepSpec) else list(steps)
     specs = collect(given)
     resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
-    made: Backend | None = None
-    if options.backend is None and any(resources.values()):
-        # a job's machinery (subprocesses, signals): imported only when a step is a job
-        from confpipe.backends.local import LocalBackend
-
-        made = LocalBackend()
-        options = dataclasses.replace(options, backend=made)
-    try:
+    with _backend(options, resources) as options:
         return _plan_and_run(given, specs, resources, options, reporter or LineReporter(log.info))
+
+
+def survey(steps: StepSpec | Iterable[StepSpec], options: RunOptions) -> list[StepPlan]:
+    """The plan of every step and all its dependencies, none pruned (a succeeded step's
+    upstream steps too): what ``status``, ``show`` and ``report`` show. Read-only: it writes
+    nothing and takes no lease; ``run_only`` and ``dry_run`` play no part."""
+    specs = collect([steps] if isinstance(steps, StepSpec) else list(steps))
+    resources = {s.identity: step_resources(s.resources, s.fn) for s in specs}
+    with _backend(options, resources) as options:
+        prefix, outputs, where = _places(specs, resources, options)
+        statuses = read_all(specs, outputs)
+        return describe(
+            specs, outputs, statuses, resources, where, prefix, options.force_run_failed,
+            options.lock_options.lease_timeout,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _backend(options: RunOptions, resources: dict[str, Resources | None]) -> Iterator[RunOptions]:
+    """``options``, with a LocalBackend made for the steps with resources if it has no backend
+    (closed when the block ends); a backend given is the caller's to close."""
+    if options.backend is not None or not any(resources.values()):
+        yield options
+        return
+    # a job's machinery (subprocesses, signals): imported only when a step is a job
+    from confpipe.backends.local import LocalBackend
+
+    made = LocalBackend()
+    try:
+        yield dataclasses.replace(options, backend=made)
     finally:
-        if made is not None:
-            made.close()
+        made.close()
 
 
-def _plan_and_run(
-    given: list[StepSpec], specs: list[StepSpec], resources: dict[str, Resources | None],
-    options: RunOptions, show: Reporter,
-) -> Summary:  # fmt: skip
-    """Check and plan the steps, report the plan, and (unless a dry run) run what is to do."""
+def _places(
+    specs: list[StepSpec], resources: dict[str, Resources | None], options: RunOptions
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The prefix, each step's output and where it runs (a job's place: its backend's check)."""
     backend = options.backend
     prefix = local_path(options.prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
@@ -135,7 +160,15 @@ def _plan_and_run(
         res = resources[spec.identity]
         if res is not None and backend is not None:
             where[spec.identity] = backend.check(spec.name, res)
+    return prefix, outputs, where
 
+
+def _plan_and_run(
+    given: list[StepSpec], specs: list[StepSpec], resources: dict[str, Resources | None],
+    options: RunOptions, show: Reporter,
+) -> Summary:  # fmt: skip
+    """Check and plan the steps, report the plan, and (unless a dry run) run what is to do."""
+    prefix, outputs, where = _places(specs, resources, options)
     run_only = options.run_only
     targets, unmatched = select(specs, given, run_only)
     if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
@@ -180,7 +213,13 @@ def _run_planned(
             spec.identity,
             tuple(d.identity for d in spec.dependencies if d.identity in to_run),
             functools.partial(
-                executable(spec, plan_of[spec.identity].output, resources[spec.identity], ctx),
+                executable(
+                    spec,
+                    plan_of[spec.identity].output,
+                    resources[spec.identity],
+                    plan_of[spec.identity].where,
+                    ctx,
+                ),
                 output_path=plan_of[spec.identity].output,
                 **spec.resolved_config(prefix),
             ),

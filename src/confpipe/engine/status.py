@@ -4,6 +4,8 @@ status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when
 info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
 result.json   the function's JSON return value, read back with ``load_result(path)``
 lease.json    the lease of the launch running the step (see lock.py)
+log.txt       what the step printed and logged (stdout, stderr, logging at log_level)
+error.txt     a failed step's full traceback, as plain text
 jobs/         one folder per submitted job (see backends/)
 """
 
@@ -47,6 +49,9 @@ class Status:
     failed_dep: str | None = None
     hash: str | None = None  # the step's hash: an output_path given by hand may hold another's
     interrupted: bool | None = None  # FAILED because the launch was interrupted (Ctrl-C)
+    waited: float | None = None  # seconds spent waiting for another launch's lease first
+    code: str | None = None  # fingerprint of the step function's code when it ran
+    lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
 
     def is_failure(self) -> bool:
         """FAILED by the step's own doing: what ``force_run_failed=false`` refuses to retry.
@@ -67,7 +72,11 @@ class Status:
     def from_json(cls, data: bytes) -> Status:
         record = json.loads(data)
         record["state"] = StepState(record["state"])
-        return cls(**record)
+        known = _STATUS_FIELDS  # a newer confpipe's fields are ignored, not fatal
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+_STATUS_FIELDS = frozenset(Status.__dataclass_fields__)
 
 
 def records_dir(output: str) -> str:
@@ -92,6 +101,31 @@ def lease_path(output: str) -> str:
 
 def jobs_dir(output: str) -> str:
     return f"{output}/{RECORDS}/jobs"
+
+
+def log_path(output: str) -> str:
+    """The step's log: stdout, stderr and logging records of its thread, or its job's log."""
+    return f"{output}/{RECORDS}/log.txt"
+
+
+def error_path(output: str) -> str:
+    """A failed step's full traceback as plain text (also in status.json's ``traceback``)."""
+    return f"{output}/{RECORDS}/error.txt"
+
+
+def newest_job_dir(output: str) -> str | None:
+    """The folder of the step's newest job (job ids sort by time), or None: it has none."""
+    store = store_for(output)
+    try:
+        folders = sorted(str(p).rstrip("/") for p in store.fs.ls(jobs_dir(output), detail=False))
+    except (OSError, ValueError):  # no job folder yet, or a passing store error
+        return None
+    if not folders:
+        return None
+    newest = folders[-1]
+    if "://" in output and "://" not in newest:  # fsspec lists gs:// paths bare
+        newest = f"{output.split('://', 1)[0]}://{newest}"
+    return newest
 
 
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
