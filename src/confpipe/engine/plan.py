@@ -36,6 +36,9 @@ class StepPlan:
     reason: str
     where: str  # THREAD, or what the backend's check said (``local job``, ``batch``, ``tpu``)
     resources: Resources | None
+    # "code changed since this output was made; bump `version` to re-run" (or of an upstream
+    # step): a succeeded step whose function's code differs from the code that made it
+    code_note: str | None = None
 
 
 def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
