@@ -8,6 +8,7 @@ goes to ``report_html=PATH`` if given (a path or URL), else to
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 from confpipe.cli import results
@@ -43,7 +44,7 @@ def run(target: Target, request: Request) -> int:
 
 def default_path(title: str) -> str:
     """``confpipe-report-{experiment}.html``, in the working directory."""
-    return f"confpipe-report-{title.replace('/', '_')}.html"
+    return os.path.abspath(f"confpipe-report-{title.replace('/', '_')}.html")
 
 
 def ends_of(histories: Sequence[StepHistory]) -> Mapping[str, results.End]:
