@@ -18,21 +18,12 @@ from confpipe.cli.commands.logs import Follower
 from confpipe.cli.commands.show import config_of
 from confpipe.cli.commands.status import plain
 from confpipe.errors import ConfigError
-from tests.test_cli import ROOT, cli, snapshot
+from tests.test_cli import BROKEN, ROOT, cli, snapshot
 from tests.waits import eventually
 
 EXPERIMENTS = {
-    "broken": """\
-# @package _global_
-steps:
-  ok:
-    fn: tests.stepfns.add
-    config: {a: 1, b: 2}
-  bad:
-    fn: tests.stepfns.fail
-  after:
-    fn: tests.stepfns.record
-    config: {log: "${oc.env:CALLS_LOG}", name: after, up: "${step:bad}"}
+    "broken": BROKEN
+    + """\
   later:
     fn: tests.stepfns.record
     config: {log: "${oc.env:CALLS_LOG}", name: later, up: "${step:ok}/x"}

@@ -17,7 +17,7 @@ from confpipe.cli.commands.gc import Kind, collect, delete, size
 from confpipe.engine.status import Status, StepState, jobs_dir, lease_path, status_path
 from confpipe.errors import ConfpipeError
 from confpipe.storage import store_for
-from tests.test_cli import ROOT, cli
+from tests.test_cli import BROKEN, ROOT, cli
 from tests.waits import eventually
 
 _hashes = (f"{i:012x}" for i in itertools.count(0xABC000000000))
@@ -135,18 +135,6 @@ def test_sizes_read_well() -> None:
 
 # --- real runs --------------------------------------------------------------------------------
 
-PIPELINES = """\
-# @package _global_
-steps:
-  ok:
-    fn: tests.stepfns.add
-    config: {a: 1, b: 2}
-  bad:
-    fn: tests.stepfns.fail
-  after:
-    fn: tests.stepfns.record
-    config: {log: "${oc.env:CALLS_LOG}", name: after, up: "${step:bad}"}
-"""
 JOB = """\
 # @package _global_
 steps:
@@ -169,7 +157,7 @@ def listed(out: str) -> dict[str, str]:
 def test_gc_yes_deletes_exactly_what_it_listed_and_nothing_live(tmp_path: Path) -> None:
     confs = tmp_path / "confs" / "experiment"
     confs.mkdir(parents=True)
-    (confs / "broken.yaml").write_text(PIPELINES)
+    (confs / "broken.yaml").write_text(BROKEN)
     (confs / "job.yaml").write_text(JOB)
     (confs / "slow.yaml").write_text(
         "# @package _global_\nsteps:\n  slow:\n    fn: tests.stepfns.slow\n"
