@@ -184,7 +184,7 @@ def test_status_after_a_run_with_succeeded_failed_and_never_run_steps(work: Path
     today = time.strftime("%Y-%m-%d ")
     assert rows["ok"][2].startswith(today) and rows["ok"][3].endswith("s")
     assert rows["later"][2:4] == ["-", "-"]
-    assert rows["ok"][4] == "thread" and rows["ok"][5].startswith(str(work / "outputs" / "ok-"))
+    assert rows["ok"][4] == "thread" and rows["ok"][5].startswith("outputs/ok-")
     assert out.stdout.splitlines()[-1] == "4 steps: 1 SUCCESS, 1 FAILED, 1 DEP_FAILED, 1 never run"
 
     only = run(work, "status", "+experiment=broken", "ok", "--json")
@@ -324,3 +324,20 @@ def test_report_writes_the_page_where_asked_and_prints_its_path(work: Path) -> N
     default = run(work, "report", "+experiment=scored", "-m", "steps.score.config.x=1.0,3.0")
     assert default.returncode == 0, default.stderr
     assert (work / "confpipe-report-scored.html").exists()
+
+
+@pytest.mark.slow
+def test_status_and_logs_on_gcs(work: Path, gs_prefix: str) -> None:
+    prefix = f"prefix={gs_prefix}"
+    assert run(work, "+experiment=chatty", prefix).returncode == 0
+    out = run(work, "status", "+experiment=chatty", prefix)
+    assert out.returncode == 0, out.stderr
+    rows = table(out.stdout)
+    assert [rows[s][1] for s in ("talk", "job")] == ["SUCCESS", "SUCCESS"]
+    assert rows["job"][4] == "local job" and rows["job"][5].startswith(f"{gs_prefix}/job-")
+    job = run(work, "logs", "+experiment=chatty", "job", prefix)
+    assert job.returncode == 0, job.stderr
+    assert "job line 0\njob line 1\njob line 2\n" in job.stdout
+    follow = run(work, "logs", "+experiment=chatty", "job", "--follow", prefix)
+    assert follow.returncode == 0 and follow.stdout == job.stdout
+    assert sorted(p.name for p in work.iterdir()) == ["confs"]

@@ -1,8 +1,9 @@
 """``confpipe status``: one row per step of the config named — state, when, how long, where,
 output — and a line counting the states.
 
-A rich table on a terminal; plain aligned columns when piped (rich is imported only for a
-terminal); ``--json`` gives the rows as JSON. STEP names, if given, limit the rows.
+A rich table on a terminal wide enough for it; plain aligned columns otherwise and when
+piped (rich is imported only for a terminal); ``--json`` gives the rows as JSON. STEP
+names, if given, limit the rows.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def rows(histories: Sequence[StepHistory]) -> list[tuple[str, ...]]:
             words.local_time(None if h.status is None else h.status.started or h.status.time),
             words.took(h),
             words.where(h),
-            h.plan.output,
+            words.shown_path(h.plan.output),
         )
         for h in histories
     ]
@@ -78,18 +79,24 @@ def summary(histories: Sequence[StepHistory]) -> str:
 
 
 def _rich(table: Sequence[tuple[str, ...]], title: str) -> None:
-    from rich.console import Console  # rich: imported only for a terminal
+    from rich import box  # rich: imported only for a terminal
+    from rich.console import Console
     from rich.table import Table
     from rich.text import Text  # cells are text, not markup
 
-    shown = Table(title=Text(f"status: {title}"))
+    console = Console()
+    needed = sum(max(len(r[i]) for r in [COLUMNS, *table]) + 3 for i in range(len(COLUMNS)))
+    if console.width < needed:  # folded paths can't be copied: columns as for a pipe
+        print(plain(table))
+        return
+    shown = Table(title=Text(f"status: {title}"), box=box.SIMPLE_HEAD, pad_edge=False)
     for column in COLUMNS:
-        shown.add_column(column, no_wrap=column != "output", overflow="fold")
+        shown.add_column(column, no_wrap=True)
     styles = {"SUCCESS": "green", "FAILED": "red", "DEP_FAILED": "yellow", "RUNNING": "cyan"}
     for row in table:
         style = styles.get(row[1].split(" ", 1)[0], "dim")
         shown.add_row(*(Text(cell, style=style if i == 1 else "") for i, cell in enumerate(row)))
-    Console().print(shown)
+    console.print(shown)
 
 
 def _record(history: StepHistory) -> dict[str, Any]:

@@ -8,6 +8,7 @@ lease is gone).
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 
@@ -15,7 +16,9 @@ from confpipe.cli.history import StepHistory
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import StepState
 
-__all__ = ["NEVER_RUN", "duration", "local_time", "notes", "state", "took", "where"]
+__all__ = [
+    "NEVER_RUN", "duration", "local_time", "notes", "shown_path", "state", "took", "where",
+]  # fmt: skip
 
 NEVER_RUN = "never run"
 
@@ -81,3 +84,12 @@ def where(history: StepHistory) -> str:
     """Where it ran (its info record), else where this config would run it."""
     recorded = (history.info or {}).get("where")
     return str(recorded) if recorded else history.plan.where
+
+
+def shown_path(path: str) -> str:
+    """A local path under the working directory as a relative one (``outputs/a-1f2e...``),
+    shorter in a table; any other path or URL as it is."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
