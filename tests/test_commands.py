@@ -195,8 +195,10 @@ def test_status_after_a_run_with_succeeded_failed_and_never_run_steps(work: Path
 @pytest.mark.slow
 def test_status_of_a_sweep_shows_every_points_steps(work: Path) -> None:
     assert run(work, "+experiment=scored", "steps.score.config.x=1.0").returncode == 0
+    before = snapshot(work)
     out = run(work, "status", "+experiment=scored", "-m", "steps.score.config.x=1.0,3.0")
     assert out.returncode == 0, out.stderr
+    assert snapshot(work) == before
     states = sorted(row[1] for row in table(out.stdout).values())
     assert states == ["SUCCESS", "never run"]
     assert out.stdout.splitlines()[-1] == "2 steps: 1 SUCCESS, 1 never run"
@@ -341,3 +343,31 @@ def test_status_and_logs_on_gcs(work: Path, gs_prefix: str) -> None:
     follow = run(work, "logs", "+experiment=chatty", "job", "--follow", prefix)
     assert follow.returncode == 0 and follow.stdout == job.stdout
     assert sorted(p.name for p in work.iterdir()) == ["confs"]
+
+
+@pytest.mark.slow
+def test_logs_follow_stops_when_the_launch_is_gone(work: Path) -> None:
+    (work / "seconds").write_text("60")
+    (work / "confs" / "experiment" / "slow.yaml").write_text(
+        "# @package _global_\nsteps:\n  slow:\n    fn: tests.stepfns.slow\n"
+        f"    config: {{workdir: {work}}}\n"
+    )
+    lock = ("lock.lease_timeout=2", "lock.heartbeat_interval=1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "confpipe", "--config-dir", "confs", "+experiment=slow", *lock],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        eventually(lambda: (work / "started").exists(), "the slow step to start")
+    finally:
+        driver.kill()  # -9: its lease and RUNNING stay behind
+        driver.wait()
+    follow = run(work, "logs", "+experiment=slow", "slow", "--follow", *lock)
+    assert follow.returncode == 1
+    assert follow.stderr.endswith(
+        "confpipe: step slow is RUNNING, but no launch holds its lease: its launch was stopped "
+        "(the next run takes the step over)\n"
+    )
+    status = run(work, "status", "+experiment=slow", *lock)
+    assert "RUNNING (abandoned: no live lease)" in status.stdout

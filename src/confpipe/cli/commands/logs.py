@@ -3,11 +3,12 @@
 The log is ``{output}/.confpipe/log.txt``; while a job runs and that isn't written yet, it is
 the newest job's own ``log.txt`` (``.confpipe/jobs/<id>/log.txt``). ``--follow`` prints new
 bytes as they come (every 0.5 s on local files, every 5 s on a remote store, where the log
-is uploaded every few seconds) until the step's status is no longer RUNNING.
+is uploaded every few seconds) until the step's status is no longer RUNNING, or no launch
+holds its lease any more (the launch was killed).
 
 Exit codes: 0 the log was printed (with ``--follow``: and the step ended SUCCESS); 1 the
 step has no log (it never ran, or ran before confpipe kept logs), or, with ``--follow``, it
-ended FAILED or DEP_FAILED — as a run of it would have.
+ended FAILED or DEP_FAILED — as a run of it would have — or its launch was killed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confpipe.cli.commands import print_err, words
 from confpipe.cli.commands.args import Request
 from confpipe.cli.commands.target import Target
 from confpipe.cli.history import StepHistory
+from confpipe.engine.lock import read_holder
 from confpipe.engine.plan import StepPlan
 from confpipe.engine.status import Status, StepState, log_path, newest_job_dir, read_status
 from confpipe.errors import ConfigError
@@ -47,6 +49,16 @@ def run(target: Target, request: Request) -> int:
     follower = Follower(plan.output, _write)
     while _running(status):
         follower.step()
+        if not _held(plan, target.lease_timeout):
+            status = _status(plan)  # it may have ended between the two reads
+            if _running(status):
+                follower.step()
+                print_err(
+                    f"step {plan.label} is RUNNING, but no launch holds its lease: its launch "
+                    "was stopped (the next run takes the step over)"
+                )
+                return 1
+            break
         time.sleep(poll_interval(plan.output))
         status = _status(plan)
     follower.step()  # what was written before the status changed
@@ -122,6 +134,12 @@ def _one(target: Target, name: str) -> StepPlan:
 def _status(plan: StepPlan) -> Status | None:
     status = read_status(store_for(plan.output), plan.output)
     return None if status is None else status.of(plan.spec.hash)
+
+
+def _held(plan: StepPlan, lease_timeout: float) -> bool:
+    """A launch holds the step's lease and its heartbeat is fresh."""
+    holder = read_holder(store_for(plan.output), plan.output)
+    return holder is not None and holder.age < lease_timeout
 
 
 def _running(status: Status | None) -> bool:

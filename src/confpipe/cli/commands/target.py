@@ -28,11 +28,13 @@ _LISTED = 20  # step names an error lists
 
 @dataclass(frozen=True)
 class Target:
-    """The planned steps (dependencies first), a title (the experiment), a sweep's points and
-    where ``report`` writes if the config says (``report_html``)."""
+    """The planned steps (dependencies first), a title (the experiment), the config's lease
+    timeout, a sweep's points and where ``report`` writes if the config says
+    (``report_html``)."""
 
     plans: list[StepPlan]
     title: str
+    lease_timeout: float  # lock.lease_timeout: a lease without heartbeat this long is stale
     points: list[Point] | None = None
     report_html: str | None = None
 
@@ -66,7 +68,8 @@ def of_config(cfg: DictConfig, hydra_cfg: Any, command: str) -> Target:
         plans = survey(prepared.steps, prepared.options)
     finally:
         close_backend(prepared.options)
-    return Target(plans, title(hydra_cfg), None, _report_html(cfg))
+    timeout = prepared.options.lock_options.lease_timeout
+    return Target(plans, title(hydra_cfg), timeout, None, _report_html(cfg))
 
 
 def of_points(
@@ -75,7 +78,8 @@ def of_points(
     """The target of a sweep's compiled points, planned with the run options they share
     (whose backend the caller closes)."""
     plans = survey([s for p in points for s in p.steps], options)
-    return Target(plans, title(hydra_cfg), list(points), _report_html(cfg))
+    timeout = options.lock_options.lease_timeout
+    return Target(plans, title(hydra_cfg), timeout, list(points), _report_html(cfg))
 
 
 def title(hydra_cfg: Any) -> str:
