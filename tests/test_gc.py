@@ -112,6 +112,13 @@ def test_default_keeps_ten_manifests_and_keep_days_keeps_the_recent(tmp_path: Pa
     assert both.candidates == [] and both.kept == 11
 
 
+def test_without_manifests_no_output_counts_as_unreferenced(tmp_path: Path) -> None:
+    lay = Layout(str(tmp_path))
+    lay.step("done", StepState.SUCCESS)
+    failed = lay.step("failed", StepState.FAILED)
+    assert [(c.kind, c.path) for c in collect(str(tmp_path)).candidates] == [(Kind.FAILED, failed)]
+
+
 def test_a_step_that_became_live_after_the_listing_is_not_deleted(tmp_path: Path) -> None:
     lay = Layout(str(tmp_path))
     failed = lay.step("failed", StepState.FAILED)

@@ -29,7 +29,7 @@ from confpipe.engine.options import RunOptions
 
 __all__ = [
     "COMMANDS", "Request", "answer_alone", "answer_config", "answer_points", "current",
-    "set_request", "split",
+    "print_err", "set_request", "split",
 ]  # fmt: skip
 
 _request: Request | None = None  # this process's command, if it runs one (see cli.main)

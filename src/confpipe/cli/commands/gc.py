@@ -4,7 +4,8 @@ What could go, among the folders right under PREFIX:
 
 - a step folder no kept manifest lists (``unreferenced``): the manifests kept are the newest
   ``--keep N`` (default 10) and, with ``--keep-days D``, every one newer than D days; a folder
-  named like a step (``NAME-HASH12``) without a status record counts as a step folder;
+  named like a step (``NAME-HASH12``) without a status record counts as a step folder; a
+  prefix without any manifest (steps run from Python) has none of these;
 - a FAILED or DEP_FAILED step folder (a re-run makes it anew);
 - the job folders of a finished step (``.confpipe/jobs/``: the staged call, the job's result,
   error and log); the step's own records, and its ``log.txt``, stay.
@@ -87,6 +88,8 @@ def run(request: Request) -> int:
         print(f"{size(c.size):>10}  {c.kind.value:<14}  {c.path}")
     total = sum(c.size for c in found.candidates)
     kept = f"{found.kept} of {found.manifests} manifests kept"
+    if not found.manifests:
+        kept = "no manifests: which outputs are in use is unknown, so none is listed as unused"
     if not found.candidates:
         print(f"nothing to delete under {prefix} ({kept})")
         return 0
@@ -125,7 +128,10 @@ def collect(
         if why is not None:
             live[folder] = why
             continue
-        kind, path = _kind(store, folder, status, _bare(folder) in referenced)
+        # no manifest at all (steps run from Python, or manifests moved away): which outputs
+        # are in use is unknown, so none counts as unreferenced
+        in_use = not manifests or _bare(folder) in referenced
+        kind, path = _kind(store, folder, status, in_use)
         if kind is not None:
             candidates.append(Candidate(path, kind, _du(store, path), folder))
     return Collection(candidates, live, len(kept), len(manifests))
