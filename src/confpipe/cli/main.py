@@ -1,5 +1,7 @@
 """``python -m confpipe`` / ``confpipe``: the Hydra app; user errors as one line, no traceback.
 
+A run by default; ``status``, ``show``, ``logs``, ``report`` (given a run's overrides) and
+``gc PREFIX`` look at what ran instead (``confpipe.cli.commands``).
 Exit codes: 0 all steps succeeded or were cached, 1 a step failed, 2 bad config or usage
 (nothing was run or written), 130 interrupted (Ctrl-C, or SIGTERM).
 ``CONFPIPE_FULL_ERROR=1`` adds the traceback.
@@ -18,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from confpipe.cli import commands
 from confpipe.cli.launch import launch
 from confpipe.cli.sweep import failed_points
 from confpipe.config import compose as compose_once
@@ -36,9 +39,16 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
-    sys.argv[1:] = flags_first(sys.argv[1:])
-    # the manifest wants the git commit: ask git while Hydra composes, not after
-    threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
+    try:  # a command's own words (status STEP --json...) are not Hydra's to parse
+        request, args = commands.split(sys.argv[1:])
+    except ConfpipeError as err:
+        sys.exit(report(err))
+    commands.set_request(request)
+    if request is not None and (request.help or request.command == "gc"):
+        sys.exit(_command_without_config(request))
+    sys.argv[1:] = flags_first(args)
+    if request is None:  # the manifest wants the git commit: ask git while Hydra composes
+        threading.Thread(target=git_commit, name="confpipe-git", daemon=True).start()
     schema.register()
     compose_once.install(multirun=bool(_MULTIRUN & set(sys.argv[1:])))
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
@@ -53,6 +63,19 @@ def main() -> None:
         sys.exit(Interrupted.exit_code)
     except BaseException as err:
         sys.exit(report(err))
+
+
+def _command_without_config(request: commands.Request) -> int:
+    """``gc PREFIX`` and a command's ``--help``: no Hydra config to compose."""
+    try:
+        return commands.answer_alone(request)
+    except KeyboardInterrupt:
+        print("confpipe: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
+    except SystemExit:
+        raise
+    except BaseException as err:
+        return report(err)
 
 
 def _as_ctrl_c(signum: int, frame: object) -> None:
@@ -104,6 +127,12 @@ def report(err: BaseException) -> int:
 def _app(cfg: DictConfig) -> None:
     # Errors are reported here: raised through Hydra, they would get a line of its own.
     try:
+        request = commands.current()
+        if request is not None:  # status, show, logs, report: for this config
+            code = commands.answer_config(cfg, HydraConfig.get())
+            if code:
+                sys.exit(code)
+            return
         launch(cfg)  # one config; a -m sweep goes to confpipe.cli.sweep's launcher instead
     except KeyboardInterrupt:
         print("confpipe: interrupted", file=sys.stderr)

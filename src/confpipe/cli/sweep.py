@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from confpipe.cli import results
+from confpipe.cli import commands, results
 from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
 from confpipe.cli.progress import Display, LiveReporter
 from confpipe.engine.outcome import Outcome
@@ -78,6 +78,8 @@ class ConfpipeLauncher(Launcher):
             return []
         points, first = self._prepare(job_overrides, initial_job_idx)
         try:
+            if commands.current() is not None:  # status, show, logs, report: nothing runs
+                return self._answer(points, first)
             return self._run(points, first)
         finally:
             close_backend(first.options)  # built by the first point, shared by the others
@@ -137,6 +139,21 @@ class ConfpipeLauncher(Launcher):
             if ret.status is JobStatus.FAILED
         )
         return returns
+
+    def _answer(self, points: list[_Point], first: Prepared) -> list[JobReturn]:
+        """Answer the command for the merged points (exit with its code if not 0)."""
+        assert self.config is not None
+        hydra_cfg = self.config.hydra
+        sweeper = _adaptive(hydra_cfg)
+        if sweeper is not None:
+            raise ConfigError(
+                f"hydra/sweeper: {sweeper} picks its points as it runs, so a command can't "
+                "name them; give the values with the default sweeper (-m KEY=A,B)"
+            )
+        code = commands.answer_points(points, first.options, hydra_cfg, points[0].cfg)
+        if code:
+            raise SystemExit(code)
+        return [_completed(p, hydra_cfg) for p in points]
 
 
 def tidy_sweep_dir(folder: Path) -> None:
@@ -294,6 +311,16 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
     )
 
 
+def _completed(point: _Point, hydra_cfg: DictConfig) -> JobReturn:
+    """The point's JobReturn: COMPLETED, no value."""
+    ret = JobReturn(
+        overrides=point.overrides, cfg=point.cfg, hydra_cfg=hydra_cfg, working_dir=None,
+        task_name=str(hydra_cfg.job.name),
+    )  # fmt: skip
+    ret.status, ret.return_value = JobStatus.COMPLETED, None
+    return ret
+
+
 def _job_return(
     point: _Point,
     reporter: Display,
@@ -302,13 +329,8 @@ def _job_return(
 ) -> JobReturn:
     """What the sweeper gets for a point: its objective (``sweep.objective``) or its result
     row; FAILED, with the steps' errors, when a step of it failed or was blocked."""
-    ret = JobReturn(
-        overrides=point.overrides, cfg=point.cfg, hydra_cfg=hydra_cfg, working_dir=None,
-        task_name=str(hydra_cfg.job.name),
-    )  # fmt: skip
-    ret.status = JobStatus.COMPLETED
+    ret = _completed(point, hydra_cfg)
     if row is None:  # a dry run: nothing ran
-        ret.return_value = None
         return ret
     if row.status in (results.PointStatus.FAILED, results.PointStatus.NOT_RUN):
         errors: dict[str, BaseException] = {}
