@@ -5,6 +5,7 @@ ran with every step in it, and not one console message."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -15,6 +16,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from confpipe import Resources, RunFailed, StepSpec, load_result, run
 from confpipe.cli.history import StepHistory, gather
 from confpipe.cli.report_charts import duration, nice_ticks
 from confpipe.cli.report_graph import layers, order
-from confpipe.cli.report_html import TEXT_LIMIT, Shown, render, write_report
+from confpipe.cli.report_html import TEXT_LIMIT, Shown, render, shown_state, write_report
 from confpipe.cli.report_sweep import swept_axis
 from confpipe.cli.results import PointResult, PointStatus
 from confpipe.engine.options import RunOptions
@@ -159,6 +161,25 @@ def test_states_come_from_the_records() -> None:
     assert '<span class="badge s-not-run">2 not run</span>' in page
     assert "Never ran (3)" in page
     assert Shown.FAILED.css == "s-failed"
+
+
+def test_a_running_step_is_told_from_one_a_killed_run_left_running() -> None:
+    live, left = histories(
+        [StepSpec("live", stepfns.noop), StepSpec("left", stepfns.noop)],
+        {"live": StepState.RUNNING, "left": StepState.RUNNING},
+    )
+    live = dataclasses.replace(live, plan=dataclasses.replace(live.plan, state=Outcome.RUNNING))
+    assert (shown_state(live), shown_state(left)) == (Shown.RUNNING, Shown.INTERRUPTED)
+
+
+def test_a_step_whose_code_changed_is_marked() -> None:
+    (made,) = histories([StepSpec("train", stepfns.noop)])
+    note = "code changed since this output was made; bump `version` to re-run"
+    made = dataclasses.replace(made, plan=dataclasses.replace(made.plan, code_note=note))
+    page = render([made], title="code")
+    assert '<a href="#step-0" class="s-succeeded marked">' in page  # dashed in the graph
+    assert "code changed since its output was made</span>" in page  # the legend says so
+    assert f'<span class="warn">{escape(note)}</span>' in page  # and its details
 
 
 def test_the_swept_value_is_read_from_the_overrides() -> None:
@@ -373,6 +394,12 @@ def test_the_report_of_a_real_run_renders_in_chromium(chromium: str, tmp_path: P
     assert "ValueError: this step is broken on purpose" in opened.dom
     assert 'File "' in opened.dom and "stepfns.py" in opened.dom  # the traceback's frames
     assert "Never ran (1)" in opened.dom and "local job" in opened.dom
+    at = [h.plan.label for h in found].index("train")
+    train_details = re.search(
+        rf'<details class="step" id="step-{at}".*?</details>', opened.dom, re.S
+    )
+    assert train_details is not None and "<h4>resources</h4>" in train_details.group()
+    assert "<h4>result</h4><pre>30</pre>" in train_details.group()
     train = next(h for h in found if h.plan.label == "train")
     if store_for(log_path(train.plan.output)).read(log_path(train.plan.output)) is not None:
         assert "line 29" in opened.dom  # the job's log tail, once jobs write log.txt

@@ -22,6 +22,8 @@ GAP = 56  # px between columns, where the edges run
 PAD = 12
 CHAR = 7.3  # px per character of the 12px monospace label
 MAX_CHARS = 34  # a longer label is cut (the tooltip has it whole)
+CENTRED = 16  # columns are centred when the tallest has at most this many rows; else top
+# aligned, so that the root of a wide fan-out is in view, not half a scroll down
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def order(
     parents: Sequence[Sequence[int]], layer: Sequence[int]
 ) -> tuple[list[list[int]], list[float]]:
     """The columns (node indices, top to bottom) and each node's row (fractional: a short
-    column is centred against the tallest)."""
+    column is centred against the tallest, in a small graph)."""
     columns: list[list[int]] = [[] for _ in range(max(layer, default=-1) + 1)]
     for i, at in enumerate(layer):
         columns[at].append(i)
@@ -71,7 +73,7 @@ def order(
     row = [0.0] * len(parents)
 
     def place(column: list[int]) -> None:
-        offset = (tallest - len(column)) / 2
+        offset = (tallest - len(column)) / 2 if tallest <= CENTRED else 0
         for r, i in enumerate(column):
             row[i] = offset + r
 

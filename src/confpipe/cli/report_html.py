@@ -59,6 +59,8 @@ class Shown(Enum):
 
 
 def shown_state(history: StepHistory) -> Shown:
+    """What the step's records say of its last run; a step without a record is ``dep failed``
+    when its plan is blocked by a failed step, else ``not run``."""
     status, plan = history.status, history.plan
     if status is None:
         return Shown.DEP_FAILED if plan.state is Outcome.BLOCKED else Shown.NOT_RUN
@@ -120,8 +122,11 @@ def _header(
         if counts[s]
     )
     outputs = [h.plan.output for h in histories]
-    under = os.path.commonpath(outputs) if len(outputs) > 1 and "://" not in outputs[0] else ""
-    where = f" · outputs under <code>{escape(under)}</code>" if under not in ("", "/") else ""
+    # the folder all outputs are in (a prefix, local or gs://), when they share one
+    common = os.path.commonprefix(outputs)  # noqa: RUF071 (cut at its last "/" next)
+    under = common.rpartition("/")[0] if len(outputs) > 1 else ""
+    shared = under.strip("/") and not under.endswith(":/")
+    where = f" · outputs under <code>{escape(under)}</code>" if shared else ""
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
     links = [("graph", "Graph"), ("timeline", "Timeline"), ("steps", "Steps")]
     if sweep:
@@ -255,7 +260,8 @@ def _pre(text: str, limit: int, *, tail: bool, css: str = "") -> str:
         text = text[-limit:] if tail else text[:limit]
         where = "first" if tail else "last"
         note = f'<p class="cut">({where} {cut:,} characters not shown: see the files)</p>'
-    return f'{note}<pre class="{css}">{escape(_clean(text))}</pre>'
+    opening = f'<pre class="{css}">' if css else "<pre>"
+    return f"{note}{opening}{escape(_clean(text))}</pre>"
 
 
 def _json(value: Any) -> str:
