@@ -25,7 +25,7 @@ import pytest
 
 from confpipe import Resources, RunFailed, StepSpec, load_result, run
 from confpipe.cli.history import StepHistory, gather
-from confpipe.cli.report_charts import duration, nice_ticks
+from confpipe.cli.report_charts import CHART_W, LABEL_W, Bar, duration, gantt_svg, nice_ticks
 from confpipe.cli.report_graph import layers, order
 from confpipe.cli.report_html import TEXT_LIMIT, Shown, render, shown_state, write_report
 from confpipe.cli.report_sweep import swept_axis
@@ -194,6 +194,25 @@ def test_the_swept_value_is_read_from_the_overrides() -> None:
     assert (name, xs, categories) == ("point (see the table)", [0.0, 1.0], ["#1", "#2"])
     # a key shared by every point is not what is swept
     assert swept_axis(rows(["seed=1", "lr=0.5"], ["seed=1", "lr=2"]))[:2] == ("lr", [0.5, 2.0])
+
+
+def test_the_timeline_draws_a_lease_wait_before_the_run_and_hatches_jobs() -> None:
+    svg = gantt_svg(
+        [
+            Bar("late", "step-1", "s-failed", "local job", True, 130.0, 250.0, waited=20.0),
+            Bar("early", "step-0", "s-succeeded", "thread", False, 100.0, 160.0),
+        ]
+    )
+    rows = re.findall(r'<g class="row (s-[a-z-]+)">(.*?)</g>', svg)
+    assert [css for css, _ in rows] == ["s-succeeded", "s-failed"]  # in start order
+    assert "wait" not in rows[0][1] and 'class="job"' not in rows[0][1]
+    wait = re.search(r'<rect class="wait" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', rows[1][1])
+    run = re.search(r'<rect class="bar" x="([\d.]+)"', rows[1][1])
+    assert wait is not None and run is not None
+    assert float(wait[1]) + float(wait[2]) == pytest.approx(float(run[1]), abs=0.1)
+    assert float(wait[1]) == pytest.approx(LABEL_W + CHART_W * 10 / 150, abs=0.1)  # from 110 s
+    assert 'class="job"' in rows[1][1] and ">local job<" in rows[1][1]
+    assert ">0s<" in svg and ">1m<" in svg and ">2m<" in svg  # the axis, from the first wait
 
 
 def test_axes_get_round_ticks() -> None:

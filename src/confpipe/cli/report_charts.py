@@ -9,6 +9,7 @@ on a timeline; powers of ten on a log axis).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -123,7 +124,8 @@ def gantt_svg(bars: Sequence[Bar]) -> str:
         y = AXIS_H + r * ROW_H
         tip = (
             f"{bar.label} ({bar.where}): ran {duration(bar.end - bar.start)} from "
-            f"+{duration(bar.start - origin)}"
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(bar.start))} "
+            f"(+{duration(bar.start - origin)})"
             + (f", after waiting {duration(bar.waited)} for a lease" if bar.waited else "")
         )
         start = LABEL_W + (bar.start - origin) * scale
