@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -311,10 +310,6 @@ def test_command_help_lists_the_commands(work: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("confpipe.cli.report_html") is None,
-    reason="the HTML report module (confpipe.cli.report_html) is not merged yet",
-)
 def test_report_writes_the_page_where_asked_and_prints_its_path(work: Path) -> None:
     assert run(work, "+experiment=broken").returncode == 1
     page = work / "page.html"

@@ -25,10 +25,10 @@ import pytest
 
 from confpipe import Resources, RunFailed, StepSpec, load_result, run
 from confpipe.cli.history import StepHistory, gather
-from confpipe.cli.report_charts import CHART_W, LABEL_W, Bar, duration, gantt_svg, nice_ticks
-from confpipe.cli.report_graph import layers, order
-from confpipe.cli.report_html import TEXT_LIMIT, Shown, render, shown_state, write_report
-from confpipe.cli.report_sweep import swept_axis
+from confpipe.cli.report.charts import CHART_W, LABEL_W, Bar, duration, gantt_svg, nice_ticks
+from confpipe.cli.report.graph import layers, order
+from confpipe.cli.report.page import TEXT_LIMIT, Shown, render, shown_state, write_report
+from confpipe.cli.report.sweep import swept_axis
 from confpipe.cli.results import PointResult, PointStatus
 from confpipe.engine.options import RunOptions
 from confpipe.engine.outcome import Outcome

@@ -1,4 +1,4 @@
-"""``confpipe report``: the run's HTML page, written by ``confpipe.cli.report_html``.
+"""``confpipe report``: the run's HTML page, written by ``confpipe.cli.report``.
 
 This module gathers what the page shows — every step's records with its log tail, and for
 a ``-m`` sweep the results row of each point — and hands it to ``write_report``. The page
@@ -29,7 +29,7 @@ _ENDS = {  # a record's end state as the run's tally would have it
 
 def run(target: Target, request: Request) -> int:
     # the page's renderer: only the report command needs it
-    from confpipe.cli.report_html import write_report  # type: ignore[import-not-found, unused-ignore]
+    from confpipe.cli.report import write_report
 
     histories = gather(target.plans, results=True, logs=True)
     sweep = None

@@ -1,4 +1,4 @@
-"""The run report's inline CSS and JS (``report_html`` puts them in the page).
+"""The run report's inline CSS and JS (``page`` puts them in the page).
 
 The CSS colours each state by a class (``s-failed`` sets ``--c``, the fill, and ``--t``, the
 text on it), so the SVG nodes and bars carry a class, not a colour. The JS only adds:

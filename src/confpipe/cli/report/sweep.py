@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from confpipe.cli.report_charts import Dot, metric_svg
+from confpipe.cli.report.charts import Dot, metric_svg
 from confpipe.cli.results import PointResult, PointStatus
 
 __all__ = ["sweep_section", "swept_axis"]

@@ -26,10 +26,10 @@ from html import escape
 from typing import Any
 
 from confpipe.cli.history import StepHistory
-from confpipe.cli.report_assets import CSS, JS
-from confpipe.cli.report_charts import Bar, duration, gantt_svg
-from confpipe.cli.report_graph import Node, dag_svg
-from confpipe.cli.report_sweep import sweep_section
+from confpipe.cli.report.assets import CSS, JS
+from confpipe.cli.report.charts import Bar, duration, gantt_svg
+from confpipe.cli.report.graph import Node, dag_svg
+from confpipe.cli.report.sweep import sweep_section
 from confpipe.cli.results import PointResult
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import THREAD
