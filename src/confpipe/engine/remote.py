@@ -11,6 +11,9 @@ cloudpickled call in a fresh job folder, waiting with backoff (woken at once by 
 cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
 and turning the worker's records into a value or a ``StepFailed`` that ends with the tail
 of the job's log (read through its store, wherever the backend's last status says it is).
+While the job runs, the new lines of its log are echoed (``LogFollower``: only new bytes, at
+most every ``FOLLOW_EVERY`` seconds, less often on a remote store); when it ends, its log
+becomes the step's ``.confpipe/log.txt`` (a preempted attempt's log first, under a header).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -51,6 +55,8 @@ MARK = "__confpipe_remote__"
 FIRST_POLL_INTERVAL = 0.005
 LOG_TAIL_LINES = 40  # of a failed job's log, in its StepFailed
 _LOG_TAIL_BYTES = 64 * 1024  # read from the end of the log for them
+FOLLOW_EVERY = 0.5  # seconds between reads of a running job's log on a local disk
+FOLLOW_EVERY_REMOTE = 10.0  # and on a remote store (each read is a request)
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +91,15 @@ def as_job(
     resources: Resources,
     backend: Backend,
     detach: bool = False,
+    echo: Callable[[str], None] | None = None,
+    log_level: str = "INFO",
 ) -> Callable[P, R]:
     """``fn`` with the same signature, each call run as a job on ``backend``.
 
     Call it as ``fn(output_path=..., **config)`` (keywords only): the job folder goes under
-    ``status.jobs_dir(output_path)`` and the current cancel scope stops the job.
+    ``status.jobs_dir(output_path)``, the job's log ends in ``status.log_path(output_path)``
+    (each new line given to ``echo`` as the job runs) and the current cancel scope stops the
+    job.
     """
 
     @functools.wraps(fn)
@@ -108,6 +118,9 @@ def as_job(
             resources,
             scope=cancel.current(),
             detach=detach,
+            log_to=status.log_path(output_path),
+            echo=echo,
+            log_level=log_level,
         )
         return cast(R, value)
 
@@ -125,17 +138,23 @@ def run_job(
     *,
     scope: CancelScope,
     detach: bool = False,
+    log_to: str | None = None,
+    echo: Callable[[str], None] | None = None,
+    log_level: str = "INFO",
 ) -> object:
     """Run ``fn(**kwargs)`` as a job on ``backend`` and return its value.
 
     Each attempt gets a fresh folder under ``job_root`` (``status.jobs_dir(output)``).
     Preemptions are retried up to ``resources.max_retries`` times, failures never. When
     ``scope`` is cancelled the job is cancelled too, except on Ctrl-C with ``detach``,
-    which leaves it running; either way ``StepFailed`` is raised.
+    which leaves it running; either way ``StepFailed`` is raised. The job logs from
+    ``log_level`` up; ``echo`` gets each new line of its log as it runs, and when it ends
+    (however it ends) its log is copied to ``log_to``.
     """
-    payload = cloudpickle.dumps((fn, dict(kwargs)))
+    payload = cloudpickle.dumps((fn, dict(kwargs), {"log_level": log_level}))
     store = store_for(job_root)
     attempts = resources.max_retries + 1
+    logs = _JobLogs(log_to, echo)
     for attempt in range(attempts):
         if scope.is_set():
             raise StepFailed(step, f"cancelled: {scope.reason}")
@@ -143,7 +162,13 @@ def run_job(
         store.write(f"{job_dir}/{CALL}", payload)
         handle = backend.submit(JobRequest(step, job_dir, resources, attempt))
         logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
-        status = _wait(backend, handle, step, job_dir, resources, scope, detach)
+        follower = LogFollower(f"{job_dir}/{LOG}", echo)
+        try:
+            status = _wait(backend, handle, step, job_dir, resources, scope, detach, follower)
+        except BaseException:
+            logs.ended(follower, job_dir, attempt, "stopped")
+            raise
+        logs.ended(follower, job_dir, attempt, status.state.value, status)
         if status.state is JobState.SUCCEEDED:
             return _result(store, status, step, job_dir)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
@@ -168,14 +193,18 @@ def _wait(
     resources: Resources,
     scope: CancelScope,
     detach: bool,
+    follower: LogFollower,
 ) -> JobStatus:
-    """Poll until the job is done, backing off; a cancel or timeout stops the job and raises."""
+    """Poll until the job is done, backing off, following its log; a cancel or timeout stops
+    the job and raises."""
     interval = FIRST_POLL_INTERVAL
     running_since: float | None = None
     while True:
         status = backend.poll(handle)
+        follower.at(status)
         if status.state.done:
             return status
+        follower.follow()
         if status.state is JobState.RUNNING and running_since is None:
             running_since = time.monotonic()
         elif status.state is JobState.QUEUED:  # requeued (a retried preemption): a new attempt
@@ -199,6 +228,89 @@ def _wait(
             backend.cancel(handle)
             raise StepFailed(step, f"cancelled: {scope.reason}")
         interval = min(interval * 2, backend.max_poll_interval)
+
+
+class LogFollower:
+    """A job's log as it grows: each new line given to ``echo``, the log's new bytes read
+    at most every ``FOLLOW_EVERY`` seconds (``FOLLOW_EVERY_REMOTE`` on a remote store)."""
+
+    def __init__(self, path: str, echo: Callable[[str], None] | None) -> None:
+        self.path, self.echo = path, echo
+        self.label = ""
+        self.offset = 0  # bytes of the log read so far
+        self._partial = b""
+        self._last = -math.inf
+
+    def at(self, status: JobStatus) -> None:
+        """Follow the log ``status`` names (a spool, then its upload: the same bytes; another
+        host's log: read from its start)."""
+        path = status.log or self.path
+        if status.log_label != self.label:
+            self.offset, self._partial, self.label = 0, b"", status.log_label
+        self.path = path
+
+    def follow(self) -> None:
+        """Echo the log's new lines, if it is time to look."""
+        if self.echo is None:
+            return
+        now = time.monotonic()
+        every = FOLLOW_EVERY_REMOTE if "://" in self.path else FOLLOW_EVERY
+        if now - self._last >= every:
+            self._last = now
+            self._echo(self._new())
+
+    def finish(self) -> bytes:
+        """The whole log as it is now (echoing the lines not echoed yet); b"" if none."""
+        try:
+            data: bytes = store_for(self.path).fs.cat_file(self.path)
+        except Exception as err:  # no log (a job that never started), or unreadable
+            logger.debug("no log at %s: %s", self.path, err)
+            return b""
+        if self.echo is not None and len(data) >= self.offset:
+            self._echo(data[self.offset :] + (b"" if data.endswith(b"\n") else b"\n"))
+        self.offset = len(data)
+        return data
+
+    def _new(self) -> bytes:
+        try:
+            data: bytes = store_for(self.path).fs.cat_file(self.path, start=self.offset)
+        except Exception:  # not written yet, or nothing past the offset (a range error)
+            return b""
+        self.offset += len(data)
+        return data
+
+    def _echo(self, data: bytes) -> None:
+        assert self.echo is not None
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self.echo(line.decode(errors="replace").rpartition("\r")[2])
+
+
+class _JobLogs:
+    """A step's jobs' logs, copied to its log (``to``) as each attempt ends: the last
+    attempt's, after the earlier (preempted) ones' under a header each."""
+
+    def __init__(self, to: str | None, echo: Callable[[str], None] | None) -> None:
+        self.to, self.echo = to, echo
+        self.earlier = b""
+
+    def ended(
+        self, follower: LogFollower, job_dir: str, attempt: int, how: str,
+        status: JobStatus | None = None,
+    ) -> None:  # fmt: skip
+        if status is not None:
+            follower.at(status)
+        data = follower.finish()
+        if self.to is None:
+            return
+        if attempt or (status is not None and status.state is JobState.PREEMPTED):
+            data = f"--- attempt {attempt + 1} ({how}), job {job_dir} ---\n".encode() + data
+        text = self.earlier + data
+        try:
+            store_for(self.to).write(self.to, text)
+        except Exception as err:  # the job's own log stays in its folder
+            logger.warning("could not copy the job's log to %s: %s", self.to, err)
+        self.earlier = text if text.endswith(b"\n") or not text else text + b"\n"
 
 
 def _result(store: Store, status: JobStatus, step: str, job_dir: str) -> object:
