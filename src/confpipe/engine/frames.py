@@ -22,7 +22,7 @@ _LIBRARIES = frozenset(
      "importlib", "site-packages", "dist-packages"}
 )  # fmt: skip
 _MODULES = frozenset({"threading.py", "runpy.py"})
-_STDLIB = re.compile(r"/lib/python\d+\.\d+/[^/]+\.py$")  # a module of the standard library
+_STDLIB = re.compile(r"/lib/python\d+(\.\d+)?/")  # the standard library (and what's installed)
 _CARETS = re.compile(r"^\s*[~^]+\s*$")
 
 

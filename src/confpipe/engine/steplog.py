@@ -9,7 +9,8 @@ terminal as before. When the last run ends, everything is put back as it was.
 
 A ``StepLog`` on a local prefix appends to ``{output}/.confpipe/log.txt`` as lines come; on
 any other store it buffers and uploads the whole log when the step ends, and every
-``FLUSH_EVERY`` seconds while it runs, when something new was written. Each complete line is
+``FLUSH_EVERY`` seconds while it runs, when something new was written. A step that prints
+nothing has no log (an earlier attempt's is removed), and opens no file. Each complete line is
 also echoed (the reporter shows it prefixed with the step's name), at most ``ECHO_BURST``
 lines at once and ``ECHO_RATE`` lines a second after that, so a chatty step can't slow the
 run down: the lines held back are counted, and the file always gets everything.
@@ -21,6 +22,7 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -61,16 +63,17 @@ class StepLog:
         self._file: TextIO | None = None
         self._buffer: io.StringIO | None = None
         self._dirty = False
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None
         self._flusher: threading.Thread | None = None
         if "://" in path:
-            self._buffer = io.StringIO()
+            self._buffer, self._stop = io.StringIO(), threading.Event()
             self._flusher = threading.Thread(
                 target=self._flush_every, name="confpipe-steplog", daemon=True
             )
             self._flusher.start()
-        else:  # a fresh attempt starts a fresh log; line-buffered: each line lands as it comes
-            self._file = open(path, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        else:  # a fresh attempt starts a fresh log, made when the step first prints
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def write(self, text: str) -> None:
         """Append ``text`` (from a stream or a formatted record) and echo its complete lines."""
@@ -79,11 +82,13 @@ class StepLog:
         with self._lock:
             if self._closed:
                 return
-            if self._file is not None:
-                self._file.write(text)
-            elif self._buffer is not None:
+            if self._buffer is not None:
                 self._buffer.write(text)
                 self._dirty = True
+            else:  # line-buffered: each line lands as it comes
+                if self._file is None:
+                    self._file = _open(self.path)
+                self._file.write(text)
             if self.echo is None:
                 return
             lines = (self._partial + text).split("\n")
@@ -101,12 +106,12 @@ class StepLog:
             rest = [self._partial.rpartition("\r")[2]] if self._partial.strip() else []
             if self._held:
                 rest.append(self._held_note())
-        self._stop.set()
-        if self._flusher is not None:
+        if self._stop is not None and self._flusher is not None:
+            self._stop.set()
             self._flusher.join()
         if self._file is not None:
             self._file.close()
-        else:
+        elif self._buffer is not None:
             self._upload()
         if self.echo is not None:
             self._echo(rest)
@@ -141,18 +146,31 @@ class StepLog:
             _here.log = saved
 
     def _flush_every(self) -> None:
+        assert self._stop is not None
         while not self._stop.wait(FLUSH_EVERY):
             if self._dirty:
                 self._upload()
 
     def _upload(self) -> None:
+        """Write the whole log (an object store can't append); a step that printed nothing
+        leaves none, not even an earlier attempt's."""
         with self._lock:
             assert self._buffer is not None
             data, self._dirty = self._buffer.getvalue().encode(errors="replace"), False
         try:
-            store_for(self.path).write(self.path, data)
+            store = store_for(self.path)
+            if data:
+                store.write(self.path, data)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    store.fs.rm(self.path)
         except Exception as err:  # the step goes on; its log is the loss
             logging.getLogger(__name__).warning("could not write %s: %s", self.path, err)
+
+
+def _open(path: str) -> TextIO:
+    """The log file, line-buffered, closed by ``StepLog.close``."""
+    return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
 def captured(
