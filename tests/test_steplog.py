@@ -217,3 +217,29 @@ def test_a_gs_log_is_uploaded_while_the_step_runs_and_when_it_ends(
         flag.touch()
         runner.join(60)
     assert uploaded() == b"first line, before the wait\nlast line\n"
+
+
+@pytest.mark.slow
+def test_a_batch_jobs_log_on_gs_becomes_the_steps_log(gs_prefix: str) -> None:
+    from confpipe.backends.gcp.batch import BatchBackend
+    from confpipe.backends.gcp.settings import GcpConf
+    from confpipe.testing.batch import FakeBatch
+
+    echoed: list[str] = []
+    step = StepSpec("job", chatty, {"name": "b", "lines": 2}, resources=Resources(cpu=2))
+    with FakeBatch() as fake:  # made after gs_prefix: its "image" environment finds the fake
+        conf = GcpConf(project="p", image="img", batch_endpoint=fake.endpoint, poll_interval=0.05)
+        backend = BatchBackend(conf, None)
+        try:
+            out = run(
+                step, prefix=gs_prefix, backend=backend, reporter=LineReporter(echoed.append)
+            ).outputs["job"]
+        finally:
+            backend.close()
+    blob = store_for(out).read(log_path(out))
+    assert blob is not None
+    lines = blob.data.decode().splitlines()
+    assert "b out 1" in lines and any(
+        x.endswith("INFO tests.test_steplog: b info 1") for x in lines
+    )
+    assert "job | b out 1" in echoed
