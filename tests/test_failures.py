@@ -17,8 +17,7 @@ from confpipe.engine.frames import exception_line, frames, user_frames
 from confpipe.engine.report import LineReporter
 from confpipe.engine.status import error_path
 from confpipe.errors import ConfigError, RunFailed
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests import test_cli
 
 
 def divide(output_path: str, by: float) -> float:
@@ -167,12 +166,7 @@ steps:
 
 
 def cli(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("CONFPIPE_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "confpipe", "--config-dir", "confs", *args],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return test_cli.cli("--config-dir", "confs", *args, cwd=work)
 
 
 @pytest.fixture
