@@ -37,6 +37,7 @@ __all__ = ["FLUSH_EVERY", "StepLog", "captured", "routing"]
 FLUSH_EVERY = 5.0  # seconds between uploads of a running step's log to a remote store
 ECHO_BURST = 200  # lines echoed at once before the rate applies
 ECHO_RATE = 50.0  # lines echoed per second, once the burst is spent
+NOTE_EVERY = 2.0  # seconds between notes of how many lines were held back
 _PARTIAL_LIMIT = 64 * 1024  # characters of an unfinished line kept for its echo
 
 Echo = Callable[[str], None]
@@ -58,7 +59,8 @@ class StepLog:
         self._lock = threading.Lock()
         self._partial = ""
         self._tokens, self._refilled = float(ECHO_BURST), time.monotonic()
-        self._held = 0  # lines not echoed since the last one that was
+        self._held = 0  # lines not echoed since the last note that said how many
+        self._noted = -NOTE_EVERY  # when that note was echoed
         self._closed = False
         self._file: TextIO | None = None
         self._buffer: io.StringIO | None = None
@@ -124,7 +126,9 @@ class StepLog:
         self._refilled = now
         shown = min(len(lines), int(self._tokens))
         self._tokens -= shown
-        note = [self._held_note()] if shown and self._held else []
+        note = []
+        if shown and self._held and now - self._noted >= NOTE_EVERY:
+            note, self._noted = [self._held_note()], now
         self._held += len(lines) - shown
         return [*note, *(line.rpartition("\r")[2] for line in lines[:shown])]
 
