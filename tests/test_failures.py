@@ -63,6 +63,13 @@ def test_frames_of_the_last_exception_of_a_chain_and_only_the_users() -> None:
         ("/home/me/proj/load.py", 7, "load", 'raise ValueError(f"cannot load {path}")'),
     ]
     assert [f.function for f in user_frames(CHAINED, 1)] == ["load"]
+    # a clone of confpipe holds the user's experiments too: only its package is confpipe's
+    clone = CHAINED.replace("/home/me/proj/", "/home/me/confpipe/experiments/").replace(
+        "/venv/lib/python3.11/site-packages/confpipe/", "/home/me/confpipe/src/confpipe/"
+    )
+    assert [f.path for f in user_frames(clone)] == [
+        "/home/me/confpipe/experiments/steps.py", "/home/me/confpipe/experiments/load.py",
+    ]  # fmt: skip
     assert exception_line(CHAINED) == "ValueError: cannot load x"
     assert user_frames("no traceback at all") == []
 

@@ -9,6 +9,7 @@ raised in this process and a job's traceback (recorded by the worker on another 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import traceback
@@ -18,9 +19,12 @@ __all__ = ["Frame", "exception_line", "format_frames", "trace_of", "user_frames"
 
 _FRAME = re.compile(r'^  File "(?P<path>.+)", line (?P<line>\d+), in (?P<function>.+)$')
 _LIBRARIES = frozenset(
-    {"confpipe", "hydra", "hydra_plugins", "omegaconf", "cloudpickle", "concurrent",
-     "importlib", "site-packages", "dist-packages"}
+    {"hydra", "hydra_plugins", "omegaconf", "cloudpickle", "concurrent", "importlib",
+     "site-packages", "dist-packages"}
 )  # fmt: skip
+# confpipe's own files, wherever it is (a source checkout is often a folder named confpipe:
+# only confpipe/<one of these> is confpipe's code, not the user's experiments beside it)
+_OWN = frozenset(os.listdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _MODULES = frozenset({"threading.py", "runpy.py"})
 _STDLIB = re.compile(r"/lib/python\d+(\.\d+)?/")  # the standard library (and what's installed)
 _CARETS = re.compile(r"^\s*[~^]+\s*$")
@@ -42,10 +46,13 @@ class Frame:
         an installed package or the standard library."""
         if self.path.startswith("<"):  # <frozen importlib._bootstrap>, <string>
             return False
-        parts = self.path.replace("\\", "/").split("/")
+        path = self.path.replace("\\", "/")
+        parts = path.split("/")
         if parts[-1] in _MODULES or _LIBRARIES.intersection(parts[:-1]):
             return False
-        return not _STDLIB.search(self.path.replace("\\", "/"))
+        if any(a == "confpipe" and b in _OWN for a, b in itertools.pairwise(parts)):
+            return False
+        return not _STDLIB.search(path)
 
 
 def trace_of(error: BaseException) -> str:
