@@ -95,6 +95,10 @@ def test_a_failing_thread_step_shows_its_file_line_and_source(tmp_path: Path) ->
     assert error.startswith("Traceback (most recent call last):\n")
     assert f"line {FAILING_LINE + 1}, in ratio\n    return a / b  # the failing line\n" in error
     assert error.rstrip().endswith("ZeroDivisionError: float division by zero")
+    log = Path(output, ".confpipe", "log.txt").read_text()  # it ends as a job's log does
+    assert log.startswith("Traceback (most recent call last):\n")
+    assert log.rstrip().endswith("ZeroDivisionError: float division by zero")
+    assert not any("Traceback" in line for line in lines)  # the summary shows the frames
 
 
 @pytest.mark.slow

@@ -154,7 +154,7 @@ def test_a_fresh_attempt_starts_a_fresh_log(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="failed"):
         run(step, prefix=str(tmp_path / "out"))
     out = step.output_under(str(tmp_path / "out"))
-    assert read_log(out) == ["the first attempt spoke"]
+    assert read_log(out)[:2] == ["the first attempt spoke", "Traceback (most recent call last):"]
     flag.unlink()
     run(step, prefix=str(tmp_path / "out"))
     assert not os.path.exists(log_path(out))  # silent: no log, and not the last attempt's

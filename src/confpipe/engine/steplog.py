@@ -10,7 +10,9 @@ terminal as before. When the last run ends, everything is put back as it was.
 A ``StepLog`` on a local prefix appends to ``{output}/.confpipe/log.txt`` as lines come; on
 any other store it buffers and uploads the whole log when the step ends, and every
 ``FLUSH_EVERY`` seconds while it runs, when something new was written. A step that prints
-nothing has no log (an earlier attempt's is removed), and opens no file. Each complete line is
+nothing has no log (an earlier attempt's is removed), and opens no file. A step that
+raises ends its log with the traceback, as a job's log does (not echoed: the run's summary
+shows the failure). Each complete line is
 also echoed (the reporter shows it prefixed with the step's name), at most ``ECHO_BURST``
 lines at once and ``ECHO_RATE`` lines a second after that, so a chatty step can't slow the
 run down: the lines held back are counted, and the file always gets everything.
@@ -26,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -77,8 +80,9 @@ class StepLog:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def write(self, text: str) -> None:
-        """Append ``text`` (from a stream or a formatted record) and echo its complete lines."""
+    def write(self, text: str, echo: bool = True) -> None:
+        """Append ``text`` (from a stream or a formatted record) and echo its complete lines
+        (unless not ``echo``)."""
         if not text:
             return
         with self._lock:
@@ -91,7 +95,7 @@ class StepLog:
                 if self._file is None:
                     self._file = _open(self.path)
                 self._file.write(text)
-            if self.echo is None:
+            if self.echo is None or not echo:
                 return
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()[-_PARTIAL_LIMIT:]
@@ -190,6 +194,9 @@ def captured(
             saved, _here.log = _current(), log
             try:
                 return fn(*args, **kwargs)
+            except Exception as err:  # the log ends as a job's does: with the traceback
+                log.write("".join(traceback.format_exception(err)), echo=False)
+                raise
             finally:
                 _here.log = saved
                 log.close()
