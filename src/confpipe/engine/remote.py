@@ -11,9 +11,8 @@ cloudpickled call in a fresh job folder, waiting with backoff (woken at once by 
 cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
 and turning the worker's records into a value or a ``StepFailed`` that ends with the tail
 of the job's log (read through its store, wherever the backend's last status says it is).
-While the job runs, the new lines of its log are echoed (``LogFollower``: only new bytes, at
-most every ``FOLLOW_EVERY`` seconds, less often on a remote store); when it ends, its log
-becomes the step's ``.confpipe/log.txt`` (a preempted attempt's log first, under a header).
+While the job runs, the new lines of its log are echoed, and when it ends its log becomes
+the step's ``.confpipe/log.txt`` (``confpipe.engine.joblog``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -45,6 +43,7 @@ from confpipe.backends import (
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
 from confpipe.engine import status
+from confpipe.engine.joblog import LogFollower, StepJobLogs
 from confpipe.errors import StepFailed
 from confpipe.storage import Store, store_for
 
@@ -55,8 +54,6 @@ MARK = "__confpipe_remote__"
 FIRST_POLL_INTERVAL = 0.005
 LOG_TAIL_LINES = 40  # of a failed job's log, in its StepFailed
 _LOG_TAIL_BYTES = 64 * 1024  # read from the end of the log for them
-FOLLOW_EVERY = 0.5  # seconds between reads of a running job's log on a local disk
-FOLLOW_EVERY_REMOTE = 10.0  # and on a remote store (each read is a request)
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +151,7 @@ def run_job(
     payload = cloudpickle.dumps((fn, dict(kwargs), {"log_level": log_level}))
     store = store_for(job_root)
     attempts = resources.max_retries + 1
-    logs = _JobLogs(log_to, echo)
+    logs = StepJobLogs(log_to, echo)
     for attempt in range(attempts):
         if scope.is_set():
             raise StepFailed(step, f"cancelled: {scope.reason}")
@@ -228,89 +225,6 @@ def _wait(
             backend.cancel(handle)
             raise StepFailed(step, f"cancelled: {scope.reason}")
         interval = min(interval * 2, backend.max_poll_interval)
-
-
-class LogFollower:
-    """A job's log as it grows: each new line given to ``echo``, the log's new bytes read
-    at most every ``FOLLOW_EVERY`` seconds (``FOLLOW_EVERY_REMOTE`` on a remote store)."""
-
-    def __init__(self, path: str, echo: Callable[[str], None] | None) -> None:
-        self.path, self.echo = path, echo
-        self.label = ""
-        self.offset = 0  # bytes of the log read so far
-        self._partial = b""
-        self._last = -math.inf
-
-    def at(self, status: JobStatus) -> None:
-        """Follow the log ``status`` names (a spool, then its upload: the same bytes; another
-        host's log: read from its start)."""
-        path = status.log or self.path
-        if status.log_label != self.label:
-            self.offset, self._partial, self.label = 0, b"", status.log_label
-        self.path = path
-
-    def follow(self) -> None:
-        """Echo the log's new lines, if it is time to look."""
-        if self.echo is None:
-            return
-        now = time.monotonic()
-        every = FOLLOW_EVERY_REMOTE if "://" in self.path else FOLLOW_EVERY
-        if now - self._last >= every:
-            self._last = now
-            self._echo(self._new())
-
-    def finish(self) -> bytes:
-        """The whole log as it is now (echoing the lines not echoed yet); b"" if none."""
-        try:
-            data: bytes = store_for(self.path).fs.cat_file(self.path)
-        except Exception as err:  # no log (a job that never started), or unreadable
-            logger.debug("no log at %s: %s", self.path, err)
-            return b""
-        if self.echo is not None and len(data) >= self.offset:
-            self._echo(data[self.offset :] + (b"" if data.endswith(b"\n") else b"\n"))
-        self.offset = len(data)
-        return data
-
-    def _new(self) -> bytes:
-        try:
-            data: bytes = store_for(self.path).fs.cat_file(self.path, start=self.offset)
-        except Exception:  # not written yet, or nothing past the offset (a range error)
-            return b""
-        self.offset += len(data)
-        return data
-
-    def _echo(self, data: bytes) -> None:
-        assert self.echo is not None
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            self.echo(line.decode(errors="replace").rpartition("\r")[2])
-
-
-class _JobLogs:
-    """A step's jobs' logs, copied to its log (``to``) as each attempt ends: the last
-    attempt's, after the earlier (preempted) ones' under a header each."""
-
-    def __init__(self, to: str | None, echo: Callable[[str], None] | None) -> None:
-        self.to, self.echo = to, echo
-        self.earlier = b""
-
-    def ended(
-        self, follower: LogFollower, job_dir: str, attempt: int, how: str,
-        status: JobStatus | None = None,
-    ) -> None:  # fmt: skip
-        if status is not None:
-            follower.at(status)
-        data = follower.finish()
-        if self.to is None:
-            return
-        if attempt or (status is not None and status.state is JobState.PREEMPTED):
-            data = f"--- attempt {attempt + 1} ({how}), job {job_dir} ---\n".encode() + data
-        text = self.earlier + data
-        try:
-            store_for(self.to).write(self.to, text)
-        except Exception as err:  # the job's own log stays in its folder
-            logger.warning("could not copy the job's log to %s: %s", self.to, err)
-        self.earlier = text if text.endswith(b"\n") or not text else text + b"\n"
 
 
 def _result(store: Store, status: JobStatus, step: str, job_dir: str) -> object:
