@@ -160,6 +160,16 @@ def test_a_fresh_attempt_starts_a_fresh_log(tmp_path: Path) -> None:
     assert not os.path.exists(log_path(out))  # silent: no log, and not the last attempt's
 
 
+def test_a_log_that_cant_be_written_is_said_but_does_not_fail_the_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    step = StepSpec("chatty", chatty, {"name": "x", "lines": 1})
+    out = step.output_under(str(tmp_path))
+    os.makedirs(log_path(out))  # a folder where the log file goes
+    assert run(step, prefix=str(tmp_path)).ran == [step.identity]
+    assert f"could not write {log_path(out)}" in caplog.text
+
+
 def test_a_cached_step_writes_no_log(tmp_path: Path) -> None:
     step = StepSpec("chatty", chatty, {"name": "x", "lines": 1})
     out = run(step, prefix=str(tmp_path)).outputs["chatty"]

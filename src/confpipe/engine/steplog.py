@@ -65,6 +65,7 @@ class StepLog:
         self._held = 0  # lines not echoed since the last note that said how many
         self._noted = -NOTE_EVERY  # when that note was echoed
         self._closed = False
+        self._failed: OSError | None = None  # writing the local log failed
         self._file: TextIO | None = None
         self._buffer: io.StringIO | None = None
         self._dirty = False
@@ -77,7 +78,7 @@ class StepLog:
             )
             self._flusher.start()
         else:  # a fresh attempt starts a fresh log, made when the step first prints
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # none yet; or in the way: said at close
                 os.unlink(path)
 
     def write(self, text: str, echo: bool = True) -> None:
@@ -91,10 +92,13 @@ class StepLog:
             if self._buffer is not None:
                 self._buffer.write(text)
                 self._dirty = True
-            else:  # line-buffered: each line lands as it comes
-                if self._file is None:
-                    self._file = _open(self.path)
-                self._file.write(text)
+            elif self._failed is None:  # line-buffered: each line lands as it comes
+                try:
+                    if self._file is None:
+                        self._file = _open(self.path)
+                    self._file.write(text)
+                except OSError as err:  # the step goes on (its log is the loss: said at close)
+                    self._failed = err
             if self.echo is None or not echo:
                 return
             lines = (self._partial + text).split("\n")
@@ -116,9 +120,12 @@ class StepLog:
             self._stop.set()
             self._flusher.join()
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
         elif self._buffer is not None:
             self._upload()
+        if self._failed is not None:
+            logging.getLogger(__name__).warning("could not write %s: %s", self.path, self._failed)
         if self.echo is not None:
             self._echo(rest)
 
@@ -214,7 +221,8 @@ class _Router:
     def write(self, text: str) -> int:
         log = _current()
         if log is None:
-            return int(self._real.write(text))
+            written = self._real.write(text)
+            return len(text) if written is None else int(written)
         log.write(text)
         return len(text)
 
@@ -292,7 +300,9 @@ def _install(level: int) -> None:
         for handler in root.handlers:  # they keep telling what they told before
             if handler.level == logging.NOTSET:
                 handler.setLevel(outside)
-        sys.stdout, sys.stderr = _Router(sys.stdout), _Router(sys.stderr)
+        for name in ("stdout", "stderr"):  # none (pythonw, a daemon): nothing to route
+            if getattr(sys, name) is not None:
+                setattr(sys, name, _Router(getattr(sys, name)))
         root.addHandler(r.handler)
     r.users += 1
     r.levels.append(level)
