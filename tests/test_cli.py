@@ -124,9 +124,16 @@ def test_a_failed_step_exits_1_with_a_summary(work: Path) -> None:
     assert "summary: 1 ran, 0 cached, 1 failed, 1 not run" in out.stderr
     assert "dep failed after" in out.stderr
     assert "this step is broken on purpose" in out.stderr
-    # where the thread step's traceback is: its status record
-    assert f"    traceback: {work}/outputs/bad-" in out.stderr
-    assert "/.confpipe/status.json" in out.stderr
+    # the user's frame, then where the thread step's log and full traceback are
+    err = out.stderr.splitlines()
+    at = err.index("  failed: bad: ValueError: this step is broken on purpose")
+    source = (ROOT / "tests" / "stepfns.py").read_text().splitlines()
+    line = source.index('    raise ValueError("this step is broken on purpose")') + 1
+    assert err[at + 1].endswith(f"tests/stepfns.py:{line} in fail")
+    assert err[at + 2] == '      raise ValueError("this step is broken on purpose")'
+    assert err[at + 3].startswith(f"    log: {work}/outputs/bad-")
+    assert err[at + 4].endswith("/.confpipe/error.txt")
+    assert "status.json" not in out.stderr
     assert (work / "outputs" / "manifests").exists()
 
 

@@ -306,7 +306,8 @@ def test_a_module_that_fails_to_import_is_named(
     monkeypatch.delitem(sys.modules, "broken_steps", raising=False)
     assert error({"a": {"fn": "broken_steps.run"}}) == (
         "steps.a.fn: importing 'broken_steps' failed: ModuleNotFoundError: No module named "
-        "'not_installed_anywhere'; install it or fix the module"
+        f"'not_installed_anywhere' ({tmp_path}/broken_steps.py:1: import not_installed_anywhere); "
+        "install it or fix the module"
     )
 
 

@@ -124,6 +124,8 @@ def test_as_job_is_stopped_by_the_current_cancel_scope(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_preempted_job_is_retried_in_a_fresh_folder(tmp_path: Path) -> None:
+    echoed: list[str] = []
+    log = status.log_path(str(tmp_path / "out"))
     value = run_job(
         PreemptingBackend(preemptions=1),
         "s",
@@ -132,12 +134,22 @@ def test_preempted_job_is_retried_in_a_fresh_folder(tmp_path: Path) -> None:
         {"a": 1, "b": 1},
         Resources(max_retries=1),
         scope=CancelScope(),
+        log_to=log,
+        echo=echoed.append,
     )
     assert isinstance(value, dict)
     assert value["sum"] == 2
     first, second = job_dirs(tmp_path / "out")
     assert first.name.split("-")[2] == "0"  # {date}-{time}-{attempt}-{random}
     assert second.name.split("-")[2] == "1"
+    # the step's log: both attempts' logs, each under a header; each line echoed once
+    assert Path(log).read_text().splitlines() == [
+        f"--- attempt 1 (preempted), job {first} ---",
+        "adding 1 and 1",
+        f"--- attempt 2 (succeeded), job {second} ---",
+        "adding 1 and 1",
+    ]
+    assert echoed == ["adding 1 and 1", "adding 1 and 1"]
 
 
 @pytest.mark.slow

@@ -8,10 +8,11 @@ The job protocol is defined here too, once: a step's records live in ``{output}/
 (``RECORDS``), and each job in a job folder (``{output}/.confpipe/jobs/{job_id}/``), written
 by the driver and the worker:
 
-    call.pkl      the cloudpickled ``(fn, kwargs)``
+    call.pkl      the cloudpickled ``(fn, kwargs, options)``; ``options``:
+                  ``{"log_level": "INFO"}`` (a bare ``(fn, kwargs)`` runs at INFO)
     result.json   ``{"value": ...}`` when ``fn`` returned
     error.json    ``{"type", "message", "traceback"}`` when it raised
-    log.txt       the job's stdout and stderr
+    log.txt       the job's stdout and stderr, and its logging records (``LOG_FORMAT``)
 
 May import: ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel`` (never
 ``confpipe.engine``, ``confpipe.config`` or ``confpipe.cli``).
@@ -32,6 +33,8 @@ CALL = "call.pkl"
 RESULT = "result.json"
 ERROR = "error.json"
 LOG = "log.txt"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # a step's logging records
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # in its log, in a thread or in a job
 DRIVER_VAR = "CONFPIPE_DRIVER_PID"  # set for a local job: the worker dies with this process
 
 

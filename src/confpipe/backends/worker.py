@@ -1,9 +1,11 @@
 """``python -m confpipe.worker <job folder URL>``: run a staged call and record its outcome.
 
-Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs)``), runs ``fn(**kwargs)`` and writes
-``result.json`` or ``error.json`` (type, message, traceback) into the job folder, atomically,
-through the folder's Store. Exit codes: 0 the call returned, 1 it raised (or its value is
-not JSON), 2 usage error. Kept light: every millisecond of import is paid by every job.
+Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs, options)``), runs ``fn(**kwargs)`` and
+writes ``result.json`` or ``error.json`` (type, message, traceback) into the job folder,
+atomically, through the folder's Store. The root logger prints records from
+``options["log_level"]`` up (INFO by default) to stderr, which is the job's log. Exit codes:
+0 the call returned, 1 it raised (or its value is not JSON), 2 usage error. Kept light:
+every millisecond of import is paid by every job.
 
 A local job's worker (``CONFPIPE_DRIVER_PID`` set) dies with its driver: killed with -9,
 the driver can't cancel it, and a re-run would take the step over while it still ran.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -21,7 +24,15 @@ import traceback
 
 import cloudpickle
 
-from confpipe.backends import CALL, DRIVER_VAR, ERROR, RESULT, encode_result
+from confpipe.backends import (
+    CALL,
+    DRIVER_VAR,
+    ERROR,
+    LOG_DATEFMT,
+    LOG_FORMAT,
+    RESULT,
+    encode_result,
+)
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.storage import Store, store_for
 
@@ -49,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"confpipe.worker: no {CALL} in {job_dir!r}: is it a job folder?", file=sys.stderr)
         return 2
     try:
-        fn, kwargs = cloudpickle.loads(blob.data)
+        fn, kwargs, *rest = cloudpickle.loads(blob.data)
+        _log_records(str((rest[0] if rest else {}).get("log_level", "INFO")))
         value = fn(**kwargs)
     except BaseException as err:  # the job's failure, whatever it is, goes to the record
         return _fail(store, job_dir, type(err).__name__, str(err), traceback.format_exc())
@@ -65,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     _flush()
     store.write(f"{job_dir}/{RESULT}", data)
     return 0
+
+
+def _log_records(level: str) -> None:
+    """The step's logging records from ``level`` up go to stderr (its log), formatted as a
+    thread step's are; a level this Python doesn't know means INFO."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    number = logging.getLevelName(level.upper())
+    root.setLevel(number if isinstance(number, int) else logging.INFO)
 
 
 def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> int:

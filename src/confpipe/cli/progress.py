@@ -3,11 +3,15 @@ plain lines elsewhere.
 
 Both reporters receive the same events from ``pipeline.run`` (see ``engine.report.Reporter``)
 and keep the same ``Tally``; the plain one is the engine's ``LineReporter`` with the CLI's
-plan formats and a sweep's heading. rich is imported only when a live display is drawn.
+plan formats and a sweep's heading. Each line a step prints is shown prefixed with its name
+(``tokenize | read 3 files``): a line of its own off a terminal, printed above the live table
+on one (in batches, every ``LiveReporter.BATCH_EVERY`` seconds, so a chatty step doesn't
+redraw the table per line). rich is imported only when a live display is drawn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -15,41 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from confpipe.backends import LOG
 from confpipe.cli.plan import show_plan
 from confpipe.engine.outcome import Outcome
-from confpipe.engine.plan import THREAD, StepPlan
-from confpipe.engine.remote import log_tail
-from confpipe.engine.report import (
-    LineReporter,
-    Tally,
-    error_tail,
-    first_line,
-    plan_counts,
-    where_of,
-)
-from confpipe.engine.status import newest_job_dir
-
-
-class JobLogs:
-    """The tail of a running job's log (its newest job folder's ``log.txt``, which the worker
-    streams there), read at most every ``every`` seconds per step to keep requests low."""
-
-    def __init__(self, every: float = 5.0, lines: int = 5) -> None:
-        self.every, self.lines = every, lines
-        self._seen: dict[str, tuple[float, list[str]]] = {}
-
-    def tail(self, output: str) -> list[str]:
-        now = time.monotonic()
-        last = self._seen.get(output)
-        if last is None or now - last[0] >= self.every:
-            last = (now, self._read(output))
-            self._seen[output] = last
-        return last[1]
-
-    def _read(self, output: str) -> list[str]:
-        newest = newest_job_dir(output)
-        return [] if newest is None else log_tail(f"{newest}/{LOG}", self.lines)
+from confpipe.engine.plan import StepPlan
+from confpipe.engine.report import LineReporter, Tally, first_line, plan_counts, where_of
 
 
 class PlainReporter(LineReporter):
@@ -82,8 +55,10 @@ def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
 
 
 class LiveReporter:
-    """A rich live table: each step's state, elapsed time and where it runs; failing jobs'
-    log tails below it; the summary when the run ends."""
+    """A rich live table: each step's state, elapsed time and where it runs; the lines steps
+    print above it; the summary when the run ends."""
+
+    BATCH_EVERY = 0.2  # seconds between prints of the steps' lines above the table
 
     def __init__(
         self, stream: TextIO, plan_format: str = "table", points: int | None = None
@@ -95,7 +70,9 @@ class LiveReporter:
         self.heading = ""
         self._live: Any = None
         self._guard = threading.Lock()
-        self.job_logs = JobLogs()
+        self._lines: list[str] = []  # steps' lines not printed yet (guarded by _guard)
+        self._stop = threading.Event()
+        self._printer: threading.Thread | None = None
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None:
         self.tally.planned(plans)
@@ -113,10 +90,30 @@ class LiveReporter:
 
         self._live = Live(self, console=self.console, refresh_per_second=4, transient=False)
         self._live.start()
+        self._printer = threading.Thread(target=self._print_lines, name="confpipe-lines")
+        self._printer.daemon = True
+        self._printer.start()
 
     def started(self, plan: StepPlan) -> None:
         with self._guard:
             self.tally.started(plan)
+
+    def step_output(self, plan: StepPlan, line: str) -> None:
+        with self._guard:
+            self._lines.append(f"{plan.label} | {line}")
+
+    def _print_lines(self) -> None:
+        while not self._stop.wait(self.BATCH_EVERY):
+            self._flush_lines()
+
+    def _flush_lines(self) -> None:
+        """Print the steps' lines gathered since the last time, at once, above the table."""
+        with self._guard:
+            lines, self._lines = self._lines, []
+        if lines:
+            from rich.text import Text
+
+            self.console.print(Text("\n".join(lines)), soft_wrap=True)
 
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
@@ -125,6 +122,11 @@ class LiveReporter:
             self.tally.finished(plan, end, seconds, error)
 
     def close(self) -> None:
+        if self._printer is not None:
+            self._stop.set()
+            self._printer.join()
+            self._printer = None
+        self._flush_lines()
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -132,24 +134,8 @@ class LiveReporter:
                 self.console.print(line, markup=False, highlight=False)
 
     def __rich__(self) -> Any:
-        from rich.console import Group
-        from rich.text import Text
-
         with self._guard:
-            parts: list[Any] = [self._table(title=self.heading)]
-            running = [r for r in self.tally.rows.values() if r.state is Outcome.RUNNING]
-            for row in running:
-                if row.plan.where != THREAD:
-                    tail = self.job_logs.tail(row.plan.output)
-                    if tail:
-                        parts.append(Text(f"{row.plan.label}: its job's log", style="bold"))
-                        parts.append(Text("\n".join(tail), style="dim"))
-            for row in self.tally.failures():
-                tail = error_tail(row.error)
-                if tail:
-                    parts.append(Text(f"{row.plan.label}: last lines of its log", style="bold red"))
-                    parts.append(Text("\n".join(tail), style="dim"))
-        return Group(*parts)
+            return self._table(title=self.heading)
 
     def _table(self, title: str | None = None) -> Any:
         from rich.table import Table
@@ -210,7 +196,11 @@ def reporter_for(
 
 
 def configure_logging(reporter: Display) -> None:
-    """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display."""
+    """confpipe's own log lines (lease waits, takeovers) on stderr, in step with the display;
+    with ``hydra.verbose=true`` its debug lines too (``hydra.verbose=NAME`` or a list: those
+    loggers'). A log file Hydra's job logging opened (``hydra/job_logging=default``) is
+    closed, and removed if nothing was written to it: each step keeps its own log."""
+    _no_hydra_log_files()
     log = logging.getLogger("confpipe")
     handler: logging.Handler
     if isinstance(reporter, LiveReporter):
@@ -221,7 +211,9 @@ def configure_logging(reporter: Display) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("confpipe: %(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
+    verbose = _verbose()
+    debug = verbose is True or (isinstance(verbose, list) and "confpipe" in verbose)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
     log.propagate = False
     # a sweeper plugin's own lines (Optuna: failed trials, the best parameters) are for the
     # user too; Hydra's logging is off (hydra_logging: none), so they'd be lost
@@ -231,3 +223,30 @@ def configure_logging(reporter: Display) -> None:
     plugins.handlers[:] = [sweeper]
     plugins.setLevel(logging.INFO)
     plugins.propagate = False
+
+
+def _verbose() -> bool | list[str]:
+    """``hydra.verbose``: True, or the names of the loggers it makes verbose."""
+    from hydra.core.hydra_config import HydraConfig  # loaded already: the CLI is a Hydra app
+
+    if not HydraConfig.initialized():
+        return False
+    verbose = HydraConfig.get().verbose
+    if isinstance(verbose, bool):
+        return verbose
+    return [verbose] if isinstance(verbose, str) else [str(name) for name in verbose]
+
+
+def _no_hydra_log_files() -> None:
+    """Close the root logger's file handlers (Hydra's job logging makes one in the working
+    folder); remove their files if still empty."""
+    import os
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+            with contextlib.suppress(OSError):
+                if os.path.getsize(handler.baseFilename) == 0:
+                    os.unlink(handler.baseFilename)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from typing import Any
 
 from confpipe.config.explain import bad_value, listing
 from confpipe.config.refs import as_written
+from confpipe.engine.frames import shown_path, user_frames
 from confpipe.engine.spec import function_path
 from confpipe.errors import ConfigError, did_you_mean
 
@@ -204,9 +206,12 @@ def _find_function(path: object) -> tuple[Callable[..., Any], str] | str:
             if err.name and (name == err.name or name.startswith(f"{err.name}.")):
                 not_found = not_found or err
                 continue
-            return f"importing {name!r} failed: {_first_line(err)}; install it or fix the module"
+            return (
+                f"importing {name!r} failed: {_first_line(err)}{_where(err)}; install it or fix "
+                "the module"
+            )
         except Exception as err:
-            return f"importing {name!r} failed: {_first_line(err)}; fix the module"
+            return f"importing {name!r} failed: {_first_line(err)}{_where(err)}; fix the module"
         attrs = parts[i:]
         break
     if module is None:
@@ -290,6 +295,19 @@ def _import_quietly(name: str) -> ModuleType | None:
 
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _where(err: BaseException) -> str:
+    """`` (steps.py:3: y = x + 1)``: the last frame of the user's code the error passed
+    through while importing; "" if none (a SyntaxError names its file:line itself)."""
+    if isinstance(err, SyntaxError):
+        return ""
+    found = user_frames("".join(traceback.format_exception(err)), 1)
+    if not found:
+        return ""
+    frame = found[0]
+    source = f": {frame.source}" if frame.source else ""
+    return f" ({shown_path(frame.path)}:{frame.line}{source})"
 
 
 def _first_line(err: BaseException) -> str:

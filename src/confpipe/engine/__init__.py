@@ -8,6 +8,9 @@ lock        a lease per step: heartbeat, takeover, fencing
 remote      the one job wrapper: ``@remote``, ``as_job`` and ``run_job``
 plan        the read-only plan: which steps run, why, and where
 report      the ``Reporter`` protocol, and the plain lines of a run given no reporter
+steplog     each thread step's stdout, stderr and logging, routed to its own log.txt
+joblog      a job's log followed as it grows (each new line echoed), then the step's log
+frames      the user's own frames in a traceback's text: where a failure is to be fixed
 options     ``RunOptions``: a run's options, given whole
 pipeline    ``run()``: plan, wrap each step once (cache, lock, remote), run
 runner/     a DAG of tasks on threads, knowing nothing of steps (only ``outcome``)

@@ -1,7 +1,9 @@
 """run(steps): plan the DAG, wrap every step once (cache ∘ lock ∘ remote?), hand it to the runner.
 
 This is the one place where a step's function is composed with the wrappers:
-``cache(lock(as_job(fn)))`` for a step with resources, ``cache(lock(fn))`` without.
+``cache(lock(as_job(fn)))`` for a step with resources, ``cache(lock(captured(fn)))``
+without: a thread step's output goes to its own log (``steplog``), a job's log is copied
+there when it ends, and each line either prints reaches the reporter's ``step_output``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import StepState, launch_id
+from confpipe.engine.status import StepState, launch_id, log_path
+from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.storage import check_writable, local_path, store_for
 
@@ -55,16 +58,20 @@ class _Context:
 
 
 def executable(
-    spec: StepSpec, output: str, resources: Resources | None, where: str, ctx: _Context
-) -> Callable[..., Any]:
-    """The step's function wrapped for caching, locking and (with resources) remote submission."""
+    spec: StepSpec, output: str, resources: Resources | None, where: str, ctx: _Context,
+    echo: Echo | None = None,
+) -> Callable[..., Any]:  # fmt: skip
+    """The step's function wrapped for its log, caching, locking and (with resources) remote
+    submission; ``echo`` is given each line the step prints."""
     fn, options = spec.fn, ctx.options
     if resources is not None:
         assert options.backend is not None
         fn = as_job(
             fn, step=spec.name, resources=resources, backend=options.backend,
-            detach=options.detach,
+            detach=options.detach, echo=echo, log_level=options.log_level,
         )  # fmt: skip
+    else:
+        fn = captured(fn, path=log_path(output), echo=echo, level=options.log_level)
     store = store_for(output)
     records = Records(store, spec, ctx.owner, where)
     fn = lock(
@@ -219,6 +226,7 @@ def _run_planned(
                     resources[spec.identity],
                     plan_of[spec.identity].where,
                     ctx,
+                    _echo(show, plan_of[spec.identity]),
                 ),
                 output_path=plan_of[spec.identity].output,
                 **spec.resolved_config(prefix),
@@ -252,10 +260,13 @@ def _run_planned(
         took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
 
-    report = run_tasks(
-        tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope, on_start=on_start,
-        on_done=on_done,
-    )  # fmt: skip
+    threads = any(resources[spec.identity] is None for spec in todo)
+    level = logging.getLevelName(ctx.options.log_level)
+    with routing(level) if threads else contextlib.nullcontext():  # once for the whole run
+        report = run_tasks(
+            tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope,
+            on_start=on_start, on_done=on_done,
+        )  # fmt: skip
     if report.interrupted:
         error = Interrupted("interrupted (Ctrl-C): running steps were cancelled")
         abandon_held(error)
@@ -271,6 +282,15 @@ def _run_planned(
     ran_set = set(ran)
     cached = [p.spec.identity for p in plans if p.spec.identity not in ran_set]
     return Summary(plans, ran, cached, {p.label: p.output for p in plans})
+
+
+def _echo(show: Reporter, plan: StepPlan) -> Echo | None:
+    """What a line the step prints is given to: the reporter's ``step_output`` (a reporter
+    written before it existed has none: its lines go to the log only)."""
+    step_output = getattr(show, "step_output", None)
+    if step_output is None:
+        return None
+    return functools.partial(step_output, plan)
 
 
 def _state(status: Any) -> StepState | None:

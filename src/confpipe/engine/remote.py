@@ -11,6 +11,8 @@ cloudpickled call in a fresh job folder, waiting with backoff (woken at once by 
 cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
 and turning the worker's records into a value or a ``StepFailed`` that ends with the tail
 of the job's log (read through its store, wherever the backend's last status says it is).
+While the job runs, the new lines of its log are echoed, and when it ends its log becomes
+the step's ``.confpipe/log.txt`` (``confpipe.engine.joblog``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from confpipe.backends import (
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
 from confpipe.engine import status
+from confpipe.engine.joblog import LogFollower, StepJobLogs
 from confpipe.errors import StepFailed
 from confpipe.storage import Store, store_for
 
@@ -85,11 +88,15 @@ def as_job(
     resources: Resources,
     backend: Backend,
     detach: bool = False,
+    echo: Callable[[str], None] | None = None,
+    log_level: str = "INFO",
 ) -> Callable[P, R]:
     """``fn`` with the same signature, each call run as a job on ``backend``.
 
     Call it as ``fn(output_path=..., **config)`` (keywords only): the job folder goes under
-    ``status.jobs_dir(output_path)`` and the current cancel scope stops the job.
+    ``status.jobs_dir(output_path)``, the job's log ends in ``status.log_path(output_path)``
+    (each new line given to ``echo`` as the job runs) and the current cancel scope stops the
+    job.
     """
 
     @functools.wraps(fn)
@@ -108,6 +115,9 @@ def as_job(
             resources,
             scope=cancel.current(),
             detach=detach,
+            log_to=status.log_path(output_path),
+            echo=echo,
+            log_level=log_level,
         )
         return cast(R, value)
 
@@ -125,17 +135,23 @@ def run_job(
     *,
     scope: CancelScope,
     detach: bool = False,
+    log_to: str | None = None,
+    echo: Callable[[str], None] | None = None,
+    log_level: str = "INFO",
 ) -> object:
     """Run ``fn(**kwargs)`` as a job on ``backend`` and return its value.
 
     Each attempt gets a fresh folder under ``job_root`` (``status.jobs_dir(output)``).
     Preemptions are retried up to ``resources.max_retries`` times, failures never. When
     ``scope`` is cancelled the job is cancelled too, except on Ctrl-C with ``detach``,
-    which leaves it running; either way ``StepFailed`` is raised.
+    which leaves it running; either way ``StepFailed`` is raised. The job logs from
+    ``log_level`` up; ``echo`` gets each new line of its log as it runs, and when it ends
+    (however it ends) its log is copied to ``log_to``.
     """
-    payload = cloudpickle.dumps((fn, dict(kwargs)))
+    payload = cloudpickle.dumps((fn, dict(kwargs), {"log_level": log_level}))
     store = store_for(job_root)
     attempts = resources.max_retries + 1
+    logs = StepJobLogs(log_to, echo)
     for attempt in range(attempts):
         if scope.is_set():
             raise StepFailed(step, f"cancelled: {scope.reason}")
@@ -143,7 +159,13 @@ def run_job(
         store.write(f"{job_dir}/{CALL}", payload)
         handle = backend.submit(JobRequest(step, job_dir, resources, attempt))
         logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
-        status = _wait(backend, handle, step, job_dir, resources, scope, detach)
+        follower = LogFollower(f"{job_dir}/{LOG}", echo)
+        try:
+            status = _wait(backend, handle, step, job_dir, resources, scope, detach, follower)
+        except BaseException:
+            logs.ended(follower, job_dir, attempt, "stopped")
+            raise
+        logs.ended(follower, job_dir, attempt, status.state.value, status)
         if status.state is JobState.SUCCEEDED:
             return _result(store, status, step, job_dir)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
@@ -168,14 +190,18 @@ def _wait(
     resources: Resources,
     scope: CancelScope,
     detach: bool,
+    follower: LogFollower,
 ) -> JobStatus:
-    """Poll until the job is done, backing off; a cancel or timeout stops the job and raises."""
+    """Poll until the job is done, backing off, following its log; a cancel or timeout stops
+    the job and raises."""
     interval = FIRST_POLL_INTERVAL
     running_since: float | None = None
     while True:
         status = backend.poll(handle)
+        follower.at(status)
         if status.state.done:
             return status
+        follower.follow()
         if status.state is JobState.RUNNING and running_since is None:
             running_since = time.monotonic()
         elif status.state is JobState.QUEUED:  # requeued (a retried preemption): a new attempt

@@ -1,10 +1,12 @@
 """How a run tells what it does: the Reporter protocol, and the plain lines of a run on its own.
 
-``run()`` sends the plan and each step's start and end to the reporter it is given (the
-command line draws a live table, see ``confpipe.cli.progress``). Given none, it logs plain
-lines through ``LineReporter``: the plan's counts, each step's start and end (a failed job's
-log tail below it), the summary; a dry run prints the plan table on stdout. The ``Tally``
-of how each step ended is what the summary is drawn from.
+``run()`` sends the plan, each step's start and end and each line a step prints to the
+reporter it is given (the command line draws a live table, see ``confpipe.cli.progress``).
+Given none, it logs plain lines through ``LineReporter``: the plan's counts, each step's
+start, its lines (``tokenize | read 3 files``) and its end, the summary; a dry run prints the
+plan table on stdout. The ``Tally`` of how each step ended is what the summary is drawn
+from; a failed step is shown by ``failure_lines``: its exception, the last frames of the
+user's code, and where its log and full traceback are.
 """
 
 from __future__ import annotations
@@ -14,24 +16,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from confpipe.engine.frames import exception_line, format_frames, trace_of, user_frames
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
-from confpipe.engine.status import status_path
-from confpipe.errors import StepFailed
+from confpipe.engine.status import error_path, log_path
+from confpipe.errors import PreviousFailure, StepFailed
 
 __all__ = [
-    "LineReporter", "Reporter", "Row", "Tally", "error_tail", "first_line", "plan_counts",
-    "plan_table", "where_of",
+    "LineReporter", "Reporter", "Row", "Tally", "error_tail", "failure_lines", "first_line",
+    "plan_counts", "plan_table", "where_of",
 ]  # fmt: skip
 
 TAIL_LINES = 12
+FRAMES = 3  # of the user's code, shown for a failed step
 
 
 class Reporter(Protocol):
-    """Receives the plan and every step's start and end; ``close`` once the run is over."""
+    """Receives the plan, every step's start and end, and each line a running step prints
+    (``step_output``, from the step's thread or its job's log); ``close`` once the run is
+    over."""
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
     def started(self, plan: StepPlan) -> None: ...
+    def step_output(self, plan: StepPlan, line: str) -> None: ...
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None: ...
@@ -83,13 +90,25 @@ class Tally:
         line += f", {blocked} not run" if blocked else ""
         lines = [line + (f", {cancelled} cancelled" if cancelled else "")]
         for row in self.failures():
-            lines.append(f"  failed: {row.plan.label}: {first_line(row.error)}")
-            log_path = row.error.log_path if isinstance(row.error, StepFailed) else None
-            if log_path:
-                lines.append(f"    log: {log_path}")
-            else:  # a thread step: its traceback is in its FAILED status record
-                lines.append(f"    traceback: {status_path(row.plan.output)}")
+            lines += failure_lines(row.plan, row.error, indent="  ")
         return lines
+
+
+def failure_lines(plan: StepPlan, error: BaseException | None, indent: str = "") -> list[str]:
+    """A failed step for a person: ``failed: NAME: ValueError: boom``, the last frames of the
+    user's code (``File steps.py:12 in train`` and its source line), and where its log and
+    full traceback are. A job that died without a traceback shows its log's last lines."""
+    trace = "" if error is None else trace_of(error)
+    remote = error is not None and trace is getattr(error, "remote_traceback", None)
+    what = (exception_line(trace) if remote else "") or first_line(error)
+    lines = [f"{indent}failed: {plan.label}: {what}"]
+    found = user_frames(trace, FRAMES) if trace and not isinstance(error, PreviousFailure) else []
+    lines += format_frames(found, indent + "  ")
+    if isinstance(error, StepFailed) and not found:
+        lines += [f"{indent}  | {line}" for line in error_tail(error, 5)]
+    lines.append(f"{indent}  log: {log_path(plan.output)}")
+    lines.append(f"{indent}  error: {error_path(plan.output)}")
+    return lines
 
 
 def first_line(error: BaseException | None) -> str:
@@ -164,14 +183,15 @@ class LineReporter:
         self.tally.started(plan)
         self.write(f"start {plan.label} [{where_of(plan)}]")
 
+    def step_output(self, plan: StepPlan, line: str) -> None:
+        self.write(f"{plan.label} | {line}")
+
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None:
         self.tally.finished(plan, end, seconds, error)
         detail = f": {first_line(error)}" if error is not None else ""
         self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
-        for line in error_tail(error):
-            self.write(f"  | {line}")
 
     def close(self) -> None:
         rows = self.tally.rows.values()
