@@ -135,8 +135,8 @@ def _source(obj: Any) -> str | None:
     try:
         lines = inspect.getsource(obj).splitlines()
         text: str | None = "\n".join(line.rstrip() for line in lines).rstrip("\n")
-    except (OSError, TypeError):  # a builtin, a REPL's function, a class of a C module
-        text = None
+    except Exception:  # a builtin, a REPL's function, a C class, a file it can't parse:
+        text = None  # the fingerprint is a courtesy, never a reason for a run to fail
     _sources[obj] = text
     return text
 
