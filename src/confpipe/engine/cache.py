@@ -25,6 +25,7 @@ from typing import Any
 
 from confpipe.backends import encode_result
 from confpipe.cancel import CancelScope
+from confpipe.engine.fingerprint import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
@@ -166,12 +167,6 @@ def succeeded(spec: StepSpec, status: Status | None, rerun_on_code_change: bool 
     if status is None or status.state is not StepState.SUCCESS:
         return False
     return not (rerun_on_code_change and code_changed(spec, status))
-
-
-def code_changed(spec: StepSpec, status: Status) -> bool:
-    """The record was written by other code than the step's (or its upstream steps') now;
-    False for a record without fingerprints (written before confpipe kept them)."""
-    return status.lineage is not None and status.lineage != spec.lineage
 
 
 def cache(

@@ -18,13 +18,14 @@ from typing import Any
 
 from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
-from confpipe.engine.cache import code_changed, succeeded
+from confpipe.engine.cache import succeeded
+from confpipe.engine.fingerprint import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import Status, StepState, read_status, read_statuses
+from confpipe.engine.status import Status, StepState, read_statuses
 from confpipe.errors import ConfigError
-from confpipe.storage import Blob, local_path, split_protocol, store_for
+from confpipe.storage import Blob, split_protocol, store_for
 
 log = logging.getLogger("confpipe")
 
@@ -144,7 +145,7 @@ def describe(
     labels = labels_of(specs)
     unseen = {s.name for s in specs if statuses[s.identity] is None}
     earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
-    changes = _CodeChanges(statuses, outputs, prefix)
+    changes = CodeChanges(statuses, outputs, prefix)
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
@@ -153,10 +154,10 @@ def describe(
         if status is not None and status.state is StepState.SUCCESS:
             change = changes.of(spec, status)
             if change is not None and rerun_on_code_change:
-                reason = f"{change} (rerun_on_code_change=true)"
-                note = f"{change} since this output was made; it runs again"
+                reason = f"{change[0]} (rerun_on_code_change=true)"
+                note = f"{change[0]} since this output was made; it runs again"
             elif change is not None:
-                note = f"{change} since this output was made; {_bump(change)}"
+                note = f"{change[0]} since this output was made; {change[1]}"
                 state, reason = Outcome.CACHED, f"succeeded earlier; {note}"
             else:
                 state, reason = Outcome.CACHED, "succeeded earlier"
@@ -197,79 +198,6 @@ def warn_code_changes(plans: Sequence[StepPlan]) -> None:
     for plan in plans:
         if plan.code_note is not None and plan.state is Outcome.CACHED:
             log.warning("step %s: %s", plan.label, plan.code_note)
-
-
-CODE_CHANGED = "code changed"
-
-
-def _bump(change: str) -> str:
-    """What to do about a change: bump the ``version`` of the step whose code changed."""
-    if change == CODE_CHANGED:
-        return "bump `version` to re-run"
-    if change.startswith("code of upstream step "):
-        name = change.removeprefix("code of upstream step ").removesuffix(" changed")
-        return f"bump the `version` of {name} to re-run it and the steps after it"
-    return "bump that step's `version` to re-run it and the steps after it"
-
-
-class _CodeChanges:
-    """Whether a succeeded step's records were made by other code, and whose: its own
-    (``code changed``) or an upstream step's (``code of upstream step NAME changed``). An
-    upstream step's status is the plan's, or read once when the plan pruned that step."""
-
-    def __init__(
-        self, statuses: dict[str, Status | None], outputs: dict[str, str], prefix: str
-    ) -> None:
-        self.statuses, self.outputs, self.prefix = dict(statuses), outputs, prefix
-        self.culprits: dict[str, str | None] = {}  # identity -> the upstream step changed
-
-    def of(self, spec: StepSpec, status: Status) -> str | None:
-        """``code changed``, ``code of upstream step NAME changed``, or None: unchanged."""
-        if status.code is not None and status.code != spec.code:
-            return CODE_CHANGED
-        if not code_changed(spec, status):
-            return None
-        name = self._culprit(spec)
-        return (
-            f"code of upstream step {name} changed" if name else "code of an upstream step changed"
-        )
-
-    def _status(self, spec: StepSpec) -> Status | None:
-        if spec.identity not in self.statuses:  # pruned from the plan: read it here, once
-            out = self.outputs.get(spec.identity) or local_path(spec.output_under(self.prefix))
-            status = read_status(store_for(out), out)
-            self.statuses[spec.identity] = None if status is None else status.of(spec.hash)
-        return self.statuses[spec.identity]
-
-    def _culprit(self, root: StepSpec) -> str | None:
-        """The name of an upstream step whose code differs from the code its record names,
-        found through the upstream steps whose lineage changed (without recursion)."""
-        stack = [root]
-        while stack:
-            spec = stack[-1]
-            if spec.identity in self.culprits:
-                stack.pop()
-                continue
-            name, changed = None, []
-            for dep in spec.dependencies:
-                status = self._status(dep)
-                if status is None or status.code is None or status.state is not StepState.SUCCESS:
-                    continue
-                if status.code != dep.code:
-                    name = dep.name
-                    break
-                if code_changed(dep, status):
-                    changed.append(dep)
-            if name is None:
-                later = [d for d in changed if d.identity not in self.culprits]
-                if later:
-                    stack.extend(later)
-                    continue
-                found = (self.culprits[d.identity] for d in changed)
-                name = next((n for n in found if n is not None), None)
-            self.culprits[spec.identity] = name
-            stack.pop()
-        return self.culprits[root.identity]
 
 
 def _blocked(plans: list[StepPlan]) -> list[StepPlan]:
