@@ -152,3 +152,14 @@ def test_report_html_writes_the_runs_report_after_the_run(work: Path) -> None:
     page = (work / "report.html").read_text()
     assert "<html" in page.lower() and "score" in page and "side" in page
     assert out.stderr.rstrip().endswith("report: report.html")
+
+
+@pytest.mark.slow
+def test_results_that_cant_be_read_are_reported_and_the_run_stands(work: Path) -> None:
+    assert run(work, "+experiment=scored").returncode == 0
+    [record] = (work / "outputs").glob("score-*/.confpipe/result.json")
+    record.unlink()  # a cached last step whose result record went missing
+    out = run(work, "+experiment=scored")
+    assert out.returncode == 0, out.stderr
+    assert "confpipe: could not show the results: no result record under " in out.stderr
+    assert "Traceback" not in out.stderr

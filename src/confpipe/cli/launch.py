@@ -142,9 +142,12 @@ def launch(cfg: DictConfig) -> None:
         hydra_cfg = HydraConfig.get()
         done = run_and_record(prepared.steps, prepared, hydra_cfg)
         if not prepared.options.dry_run:
-            show_results(prepared.steps, done.reporter, list(hydra_cfg.overrides.task), cfg)
+            overrides = list(hydra_cfg.overrides.task)
+            _besides(
+                "show the results", show_results, prepared.steps, done.reporter, overrides, cfg
+            )
             if cfg.report_html:
-                write_html(str(cfg.report_html), prepared, hydra_cfg)
+                _besides("write the report", write_html, str(cfg.report_html), prepared, hydra_cfg)
     finally:
         close_backend(prepared.options)
     if done.failed is not None:
@@ -188,6 +191,15 @@ def write_html(path: str, prepared: Prepared, hydra_cfg: Any) -> None:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     written = write_report(path, histories, title=f"confpipe: {experiment or 'run'}")
     print(f"report: {written}", file=sys.stderr)
+
+
+def _besides(what: str, fn: Any, *args: Any) -> None:
+    """Call ``fn(*args)``, something shown or written beside a run that is over: if it fails,
+    say so in a line; the steps' records are written, so the run stands without it."""
+    try:
+        fn(*args)
+    except Exception as err:
+        print(f"confpipe: could not {what}: {err}", file=sys.stderr)
 
 
 def _available() -> str:
