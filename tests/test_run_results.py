@@ -114,6 +114,9 @@ def test_a_run_ends_with_its_last_steps_results_also_when_all_cached(work: Path)
     assert "manifest: none written (all 3 steps cached)" in again.stderr
     assert len(manifests(work)) == 1
 
+    only = run(work, "+experiment=scored", "run_only=[up]")  # its last step: up
+    assert only.returncode == 0 and only.stdout.splitlines()[-1] == "result of up: 3"
+
     plan = run(work, "+experiment=scored", "dry_run=true")
     assert plan.returncode == 0 and "result of" not in plan.stdout + plan.stderr
     assert "manifest" not in plan.stderr

@@ -159,7 +159,8 @@ def show_results(
 ) -> None:
     """The run's last steps' results on stdout, after the progress: their numbers as a table
     (a sweep's, of one row; ``sweep.metrics`` chooses them as for a sweep) and each one's
-    JSON result on a line, cut short where long."""
+    JSON result on a line, cut short where long. The last steps are those no other step of
+    the run depends on (with ``run_only``, of the steps it ran)."""
     from rich.console import Console  # rich costs a cached run's start-up: only when shown
 
     ends = {
@@ -168,7 +169,8 @@ def show_results(
     node = cfg.get("sweep")
     sweep = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     settings = {str(k): v for k, v in sweep.items()} if isinstance(sweep, dict) else {}
-    point = results.Point(overrides, list(steps), settings)
+    ran = [s for s in steps if s.identity in ends]  # run_only: the steps it chose, and deps
+    point = results.Point(overrides, ran, settings)
     row, values = results.run_results(point, ends, load_result)
     # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
     console = Console(width=None if sys.stdout.isatty() else 200)
