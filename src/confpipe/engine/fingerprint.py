@@ -19,6 +19,7 @@ upstream steps'); ``CodeChanges`` compares them with the step's now, for the pla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -37,16 +38,23 @@ __all__ = ["FINGERPRINT_LENGTH", "CodeChanges", "code_changed", "digest", "finge
 
 FINGERPRINT_LENGTH = 12
 
-_fingerprints: dict[Any, str | None] = {}  # by function object (functions hash by identity)
+_fingerprints: dict[Any, str | None] = {}  # by callable (functions hash by identity)
 _sources: dict[Any, str | None] = {}  # the normalised source of each function or class read
 
 
 def fingerprint(fn: Callable[..., Any]) -> str | None:
     """The fingerprint of ``fn``'s code (see the module docstring), or None if it has none."""
+    try:
+        return _fingerprints[fn]  # the common case: a function seen before
+    except (KeyError, TypeError):  # TypeError: an unhashable callable object
+        pass
     target = _target(fn)  # a function or a class: hashed by identity
     if target not in _fingerprints:
         _fingerprints[target] = _compute(target)
-    return _fingerprints[target]
+    found = _fingerprints[target]
+    with contextlib.suppress(TypeError):
+        _fingerprints[fn] = found
+    return found
 
 
 def digest(*parts: str | None) -> str:

@@ -75,8 +75,9 @@ class StepSpec:
                 raise ConfigError(f"step {self.name!r}: output_path must not be empty")
             _inside_prefix(self.name, self.output_path)
         # the code is read now, close to when it was imported: a file edited while the run
-        # goes on must not be taken for the code that runs (once per function: ~free)
-        _ = self.code
+        # goes on must not be taken for the code that runs (once per function: ~free; set
+        # as ``code``'s cached value directly, the cheapest way past the frozen dataclass)
+        self.__dict__["code"] = fingerprint(self.fn)
 
     @cached_property
     def fn_path(self) -> str:
