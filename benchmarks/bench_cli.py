@@ -78,13 +78,15 @@ def cached_run(work: str, repeat: int) -> list[tuple[str, float, float, bool]]:
 
     probe = (
         "import atexit, sys\n"
-        "atexit.register(lambda: print(','.join(sorted({m.split('.')[0] for m in sys.modules"
-        " if m.split('.')[0] in ('google', 'gcsfs')}))))\n"
+        "atexit.register(lambda: print('heavy:' + ','.join(sorted({m.split('.')[0] for m in"
+        " sys.modules if m.split('.')[0] in ('google', 'gcsfs')}))))\n"
         f"sys.argv = {cli[2:]!r}\n"
         "from confpipe.cli.main import main\nmain()\n"
     )
     heavy = subprocess.run([PY, "-c", probe], cwd=work, capture_output=True, text=True)
-    imported = heavy.stdout.strip().splitlines()[-1] if heavy.stdout.strip() else ""
+    # the run prints its results on stdout: the probe's line is the one marked heavy:
+    marked = [line for line in heavy.stdout.splitlines() if line.startswith("heavy:")]
+    imported = marked[-1].removeprefix("heavy:") if marked else "(the probe printed nothing)"
     print(f"google/gcsfs modules imported by the local run: {imported or 'none'}")
     return [
         ("cached run / import baseline", medians["cached"] / base, 2.0, True),

@@ -2,9 +2,11 @@
 
 ``prepare`` turns a composed config into the run options and its steps (every config error
 raised before anything runs); ``run_and_record`` runs steps with those options under a
-reporter and writes the manifest. The CLI launches one config through both; the sweep
-launcher (``confpipe.cli.sweep``) prepares every point, then runs and records their merged
-steps once. The backend the options were built with is closed when the launch ends.
+reporter and writes the manifest (none for a single run whose every step was cached: it
+made nothing new). The CLI launches one config through both, then shows the results of its
+last steps on stdout and writes the HTML report if ``report_html`` asks; the sweep launcher
+(``confpipe.cli.sweep``) prepares every point, then runs and records their merged steps
+once. The backend the options were built with is closed when the launch ends.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from confpipe.cli import results
 from confpipe.cli.manifest import write_manifest
 from confpipe.cli.plan import PLAN_FORMATS
 from confpipe.cli.progress import Display, configure_logging, reporter_for
 from confpipe.engine.options import RunOptions
+from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
+from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 
 __all__ = ["LaunchResult", "Prepared", "close_backend", "launch", "prepare", "run_and_record"]
@@ -93,7 +98,8 @@ def run_and_record(
     *,
     points: int | None = None,
 ) -> LaunchResult:
-    """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run).
+    """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run, nor
+    for a single run whose every step was cached: a sweep's has its results beside it).
 
     Interrupted is raised once the manifest is written. ``points``: the number of sweep
     points merged into ``steps``, shown in the plan line.
@@ -115,22 +121,87 @@ def run_and_record(
         raise
     manifest = None
     if not options.dry_run:
-        manifest = _manifest(reporter, experiment, options, overrides)
-        if manifest is not None:
-            print(f"manifest: {manifest}", file=sys.stderr)
+        rows = reporter.tally.rows.values()
+        cached = all(row.state is Outcome.CACHED for row in rows)
+        if cached and points is None:
+            print(f"manifest: none written (all {len(rows)} steps cached)", file=sys.stderr)
+        else:
+            manifest = _manifest(reporter, experiment, options, overrides)
+            why = f" (all {len(rows)} steps cached; the sweep's results go beside it)"
+            if manifest is not None:
+                print(f"manifest: {manifest}{why if cached else ''}", file=sys.stderr)
     return LaunchResult(reporter, manifest, failed)
 
 
 def launch(cfg: DictConfig) -> None:
-    """Compile the composed config, run it, write the manifest; raise RunFailed if a step
-    failed. The backend is closed at the end, whatever happened."""
+    """Compile the composed config, run it, write the manifest, show the last steps' results
+    and write the HTML report (``report_html``); raise RunFailed if a step failed. The
+    backend is closed at the end, whatever happened."""
     prepared = prepare(cfg)
     try:
-        failed = run_and_record(prepared.steps, prepared, HydraConfig.get()).failed
+        hydra_cfg = HydraConfig.get()
+        done = run_and_record(prepared.steps, prepared, hydra_cfg)
+        if not prepared.options.dry_run:
+            overrides = list(hydra_cfg.overrides.task)
+            _besides(
+                "show the results", show_results, prepared.steps, done.reporter, overrides, cfg
+            )
+            if cfg.report_html:
+                _besides("write the report", write_html, str(cfg.report_html), prepared, hydra_cfg)
     finally:
         close_backend(prepared.options)
-    if failed is not None:
-        raise failed
+    if done.failed is not None:
+        raise done.failed
+
+
+def show_results(
+    steps: Sequence[StepSpec], reporter: Display, overrides: list[str], cfg: DictConfig
+) -> None:
+    """The run's last steps' results on stdout, after the progress: their numbers as a table
+    (a sweep's, of one row; ``sweep.metrics`` chooses them as for a sweep) and each one's
+    JSON result on a line, cut short where long. The last steps are those no other step of
+    the run depends on (with ``run_only``, of the steps it ran)."""
+    from rich.console import Console  # rich costs a cached run's start-up: only when shown
+
+    ends = {
+        key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
+    }
+    node = cfg.get("sweep")
+    sweep = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    settings = {str(k): v for k, v in sweep.items()} if isinstance(sweep, dict) else {}
+    ran = [s for s in steps if s.identity in ends]  # run_only: the steps it chose, and deps
+    point = results.Point(overrides, ran, settings)
+    row, values = results.run_results(point, ends, load_result)
+    # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if row.metrics or row.error:
+        console.print(results.table([row], "results", label="run"))
+    for spec, value in values:
+        print(f"result of {spec.name}: {results.compact(value)}", flush=True)
+
+
+def write_html(path: str, prepared: Prepared, hydra_cfg: Any) -> None:
+    """The run's HTML report at ``path`` (``report_html=PATH``), from every step's records."""
+    # the report's modules (and the read of every record) only when one is asked for
+    from confpipe.cli.history import gather
+    from confpipe.cli.report_html import (  # type: ignore[import-not-found, unused-ignore]
+        write_report,
+    )
+    from confpipe.engine.pipeline import survey
+
+    histories = gather(survey(prepared.steps, prepared.options))
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    written = write_report(path, histories, title=f"confpipe: {experiment or 'run'}")
+    print(f"report: {written}", file=sys.stderr)
+
+
+def _besides(what: str, fn: Any, *args: Any) -> None:
+    """Call ``fn(*args)``, something shown or written beside a run that is over: if it fails,
+    say so in a line; the steps' records are written, so the run stands without it."""
+    try:
+        fn(*args)
+    except Exception as err:
+        print(f"confpipe: could not {what}: {err}", file=sys.stderr)
 
 
 def _available() -> str:

@@ -1,7 +1,9 @@
 """The experiment manifest: what one launch planned and how each step ended, under the prefix.
 
 Written to ``{prefix}/manifests/{time}-{experiment}-{launch}.json`` after every run that got
-past planning (never for a dry run or a config error).
+past planning (never for a dry run or a config error), except a single run whose every step
+was cached: it made nothing new (a sweep's is written all the same: its results go beside
+it). ``confpipe.cli.launch`` decides, and says so on stderr.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""A sweep's results: one row per point, shown as a table and written as CSV and JSON.
+"""Results at the end of a launch: a sweep's, one row per point, shown as a table and written
+as CSV and JSON; a single run's, its one row and each last step's JSON result.
 
 A row holds the point's own overrides (what it sweeps), how it ended (``ran``: a step of it
 ran; ``cached``: all of it was cached; ``failed``; ``not run``: blocked by a failure) and its
 metrics: values of its steps' results named ``STEP.KEY`` (``sweep.metrics``; by default
 every number the point's last steps returned). ``sweep.objective`` names the metric(s) a
 point returns to the sweeper, so that an adaptive sweeper (Optuna) can drive the search.
-Each result record is read once, however many points share the step.
+Each result record is read once, however many points share the step. A single run is a
+sweep of one point: ``run_results`` gives its row (the table is the sweep's) and the values of
+its last steps, which ``compact`` shows on a line each.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from confpipe.errors import ConfigError, did_you_mean
 from confpipe.storage import store_for
 
 __all__ = [
-    "Point", "PointResult", "PointStatus", "check_names", "objective_of", "results", "write",
+    "Point", "PointResult", "PointStatus", "check_names", "compact", "leaves", "objective_of",
+    "results", "run_results", "write",
 ]  # fmt: skip
 
 TABLE_METRICS = 6  # metric columns the table shows; the CSV and JSON have every one
+COMPACT_CHARS = 300  # of a step's result shown on one line at the end of a run
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,56 @@ def results(points: Sequence[Point], ends: Mapping[str, End], load: Any) -> list
     return rows
 
 
+def run_results(
+    point: Point, ends: Mapping[str, End], load: Any
+) -> tuple[PointResult, list[tuple[StepSpec, Any]]]:
+    """A single run's results: its row, as a sweep of one point would have it, and the value
+    of each of its last steps that has one (no step of the run depends on them). Each result
+    record is read once."""
+    loaded: dict[str, Any] = {}
+
+    def once(output: str) -> Any:
+        if output not in loaded:
+            loaded[output] = load(output)
+        return loaded[output]
+
+    [row] = results([point], ends, once)
+    values = [
+        (spec, once(ends[spec.identity][1]))
+        for spec in leaves(point.steps)
+        if spec.identity in ends and ends[spec.identity][0].has_result
+    ]
+    return row, values
+
+
+def leaves(steps: Sequence[StepSpec]) -> list[StepSpec]:
+    """The steps no other of ``steps`` depends on: a run's last steps, in ``steps`` order."""
+    used = {d.identity for s in steps for d in s.dependencies}
+    return [s for s in steps if s.identity not in used]
+
+
+def compact(value: Any, limit: int = COMPACT_CHARS) -> str:
+    """``value`` as one line of JSON, at most ``limit`` characters: long strings, lists and
+    mappings are cut short first (``"...(+12 more)"``), then the line itself."""
+    text = json.dumps(_shortened(value), default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shortened(value: Any, items: int = 8, chars: int = 60) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= chars else value[: chars - 3] + "..."
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+        out = {str(k): _shortened(v, items, chars) for k, v in pairs[:items]}
+        if len(pairs) > items:
+            out["..."] = f"+{len(pairs) - items} more"
+        return out
+    if isinstance(value, list | tuple):
+        shown = [_shortened(v, items, chars) for v in value[:items]]
+        return [*shown, f"...(+{len(value) - items} more)"] if len(value) > items else shown
+    return value
+
+
 def unreported(points: Sequence[Point], rows: Sequence[PointResult]) -> list[str]:
     """The ``sweep.metrics`` no finished point that asks for them has a value for (a
     misspelled key, likely)."""
@@ -184,8 +239,9 @@ def write(rows: Sequence[PointResult], stem: str) -> tuple[str, str]:
     return paths
 
 
-def table(rows: Sequence[PointResult], title: str) -> Any:
-    """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all)."""
+def table(rows: Sequence[PointResult], title: str, label: str = "point") -> Any:
+    """The rows as a rich Table: the first TABLE_METRICS metrics (the files have them all);
+    ``label`` heads the column of each row's overrides."""
     from rich.table import Table  # rich costs a cached run's start-up: only when shown
     from rich.text import Text  # cells are text: an override like paths=[/a] is not markup
 
@@ -197,7 +253,7 @@ def table(rows: Sequence[PointResult], title: str) -> Any:
             "choose with sweep.metrics=[STEP.KEY,...])"
         )
     shown = Table(title=Text(title), expand=False)
-    shown.add_column(Text("point"), no_wrap=True)
+    shown.add_column(Text(label), no_wrap=True)
     shown.add_column(Text("status"), no_wrap=True)
     for name in shown_names:
         shown.add_column(Text(name), overflow="fold")
@@ -239,10 +295,10 @@ def _status(point: Point, ends: Mapping[str, End]) -> PointStatus:
 
 def _leaf_metrics(point: Point, by_name: Mapping[str, StepSpec], value_of: Any) -> list[str]:
     """``STEP.KEY`` of each number the point's last steps (no step of it depends on) returned."""
-    used = {d.identity for s in point.steps for d in s.dependencies}
+    last = {s.identity for s in leaves(point.steps)}
     found = []
     for name, spec in by_name.items():
-        if spec.identity in used:
+        if spec.identity not in last:
             continue
         value = value_of(spec)
         if isinstance(value, Mapping):

@@ -7,6 +7,10 @@ status write is a compare-and-swap on the record this launch last read or wrote:
 that lost its lease (paused past the lease timeout, say, between its fence and its write)
 finds the record changed by the launch that took over, and can never mark the step
 succeeded.
+
+Every status record and the info record carry the fingerprints of the code that wrote them
+(``StepSpec.code`` and ``lineage``). They are not identity: a step that succeeded with other
+code is still done, unless the run asks to re-run changed code (``rerun_on_code_change``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from confpipe.backends import encode_result
 from confpipe.cancel import CancelScope
+from confpipe.engine.fingerprint import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
@@ -49,10 +54,10 @@ class Records:
         self._previous: Status | None = None  # the record found before this attempt
         self._version: str | None = None  # of the status record last read or written
         self._committed = False  # SUCCESS written: a late failure (Ctrl-C) must not undo it
+        self.rerun_on_code_change = False  # set by ``cache``: code changed means not done
 
     def done(self, output_path: str) -> bool:
-        status = self.status(output_path)
-        return status is not None and status.state is StepState.SUCCESS
+        return succeeded(self.spec, self.status(output_path), self.rerun_on_code_change)
 
     def skipped(self) -> Any:
         """What the step's executable returns when it found the step done."""
@@ -120,6 +125,8 @@ class Records:
             "hash_inputs": spec.hash_inputs,
             "output_path": output_path,
             "where": self.where,
+            "code": spec.code,
+            "lineage": spec.lineage,
             **launch_info(),
         }
 
@@ -128,9 +135,10 @@ class Records:
         waited = None
         if self.arrived is not None and self.started is not None:
             waited = round(max(0.0, self.started - self.arrived), 3) or None
+        spec = self.spec
         status = Status(
-            state, self.owner, time.time(), started=self.started, hash=self.spec.hash,
-            waited=waited, **fields,
+            state, self.owner, time.time(), started=self.started, hash=spec.hash,
+            waited=waited, code=spec.code, lineage=spec.lineage, **fields,
         )  # fmt: skip
         version = swap_status(self.store, output_path, status, self._version)
         if version is None:
@@ -153,17 +161,28 @@ def _public(resources: dict[str, Any]) -> dict[str, Any]:
     return resources
 
 
+def succeeded(spec: StepSpec, status: Status | None, rerun_on_code_change: bool = False) -> bool:
+    """The step is done: it succeeded (with ``rerun_on_code_change``: with the code it has now,
+    its own and its upstream steps'; a record older than the fingerprints counts as done)."""
+    if status is None or status.state is not StepState.SUCCESS:
+        return False
+    return not (rerun_on_code_change and code_changed(spec, status))
+
+
 def cache(
-    fn: Callable[..., Any], records: Records, *, force_run_failed: bool = True
-) -> Callable[..., Any]:
+    fn: Callable[..., Any], records: Records, *, force_run_failed: bool = True,
+    rerun_on_code_change: bool = False,
+) -> Callable[..., Any]:  # fmt: skip
     """Return ``Outcome.CACHED`` without calling ``fn`` when the step already succeeded (a
-    step function's own value is JSON, never an enum)."""
+    step function's own value is JSON, never an enum). With ``rerun_on_code_change``, a step
+    that succeeded with other code is run again (``records`` re-check it under the lease)."""
+    records.rerun_on_code_change = rerun_on_code_change
 
     @functools.wraps(fn)
     def cached(*, output_path: str, **config: Any) -> Any:
         records.arrived = time.time()
         status = records.status(output_path)
-        if status is not None and status.state is StepState.SUCCESS:
+        if succeeded(records.spec, status, rerun_on_code_change):
             return Outcome.CACHED
         if status is not None and status.is_failure() and not force_run_failed:
             raise previous_failure(records.spec.name, status)
@@ -193,7 +212,13 @@ def record_dep_failed(
         if status is None or status.of(spec.hash) is None or status.state is not StepState.SUCCESS:
             lease.fence()
             record = Status(
-                StepState.DEP_FAILED, owner, time.time(), failed_dep=failed_dep, hash=spec.hash
+                StepState.DEP_FAILED,
+                owner,
+                time.time(),
+                failed_dep=failed_dep,
+                hash=spec.hash,
+                code=spec.code,
+                lineage=spec.lineage,
             )
             swap_status(store, output_path, record, version)  # lost to a late commit: fine
     finally:

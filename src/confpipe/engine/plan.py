@@ -1,13 +1,16 @@
 """The read-only plan: which steps are needed, each one's status, reason and where it runs.
 
 Planning reads one status record per step (and one lease per step that is not done),
-prunes every subtree whose root already succeeded, and writes nothing at all.
+prunes every subtree whose root already succeeded, and writes nothing at all. A succeeded
+step whose recorded code fingerprints differ from its code now gets a ``code_note`` (and a
+warning when the plan runs); with ``rerun_on_code_change`` it runs again instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,12 +18,16 @@ from typing import Any
 
 from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
+from confpipe.engine.cache import succeeded
+from confpipe.engine.fingerprint import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import Status, StepState, read_statuses
 from confpipe.errors import ConfigError
 from confpipe.storage import Blob, split_protocol, store_for
+
+log = logging.getLogger("confpipe")
 
 THREAD = "thread"  # where a step without resources runs; a job's place is its backend's word
 
@@ -86,10 +93,11 @@ def select(
 
 
 def needed(
-    specs: Sequence[StepSpec], targets: Sequence[StepSpec], statuses: dict[str, Status | None]
-) -> list[StepSpec]:
+    specs: Sequence[StepSpec], targets: Sequence[StepSpec], statuses: dict[str, Status | None],
+    rerun_on_code_change: bool = False,
+) -> list[StepSpec]:  # fmt: skip
     """Targets and the deps they still need, in ``specs`` order; a succeeded step's subtree is
-    pruned."""
+    pruned (with ``rerun_on_code_change``, only if its code, and its upstream's, is unchanged)."""
     keep: set[str] = set()
     stack = list(targets)
     while stack:
@@ -97,8 +105,7 @@ def needed(
         if spec.identity in keep:
             continue
         keep.add(spec.identity)
-        status = statuses[spec.identity]
-        if status is None or status.state is not StepState.SUCCESS:
+        if not succeeded(spec, statuses[spec.identity], rerun_on_code_change):
             stack.extend(spec.dependencies)
     return [s for s in specs if s.identity in keep]
 
@@ -127,20 +134,33 @@ def describe(
     prefix: str,
     force_run_failed: bool = True,
     lease_timeout: float | None = None,
+    rerun_on_code_change: bool = False,
 ) -> list[StepPlan]:
     """The plan of each step: cached, or why it will run. Reads the lease of each RUNNING
     step, and, for a step never seen, the info record of an earlier output of the same step
     name (one listing of the prefix) to explain the cache miss. With ``force_run_failed``
-    false, a step that failed earlier is FAILED (it stops the run), its dependents BLOCKED."""
+    false, a step that failed earlier is FAILED (it stops the run), its dependents BLOCKED.
+    A succeeded step made by other code has a ``code_note``; with ``rerun_on_code_change``
+    it will run (the status of an upstream step not planned is read to name the change)."""
     labels = labels_of(specs)
     unseen = {s.name for s in specs if statuses[s.identity] is None}
     earlier = _Earlier(prefix, _earlier_outputs(prefix, unseen) if unseen else {})
+    changes = CodeChanges(statuses, outputs, prefix)
     plans = []
     for spec in specs:
         out, status = outputs[spec.identity], statuses[spec.identity]
         state, reason = Outcome.WILL_RUN, "no previous output"
+        note = None
         if status is not None and status.state is StepState.SUCCESS:
-            state, reason = Outcome.CACHED, "succeeded earlier"
+            change = changes.of(spec, status)
+            if change is not None and rerun_on_code_change:
+                reason = f"{change[0]} (rerun_on_code_change=true)"
+                note = f"{change[0]} since this output was made; it runs again"
+            elif change is not None:
+                note = f"{change[0]} since this output was made; {change[1]}"
+                state, reason = Outcome.CACHED, f"succeeded earlier; {note}"
+            else:
+                state, reason = Outcome.CACHED, "succeeded earlier"
         elif status is not None and status.is_failure() and not force_run_failed:
             state = Outcome.FAILED
             reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
@@ -166,10 +186,18 @@ def describe(
                 reason = f"retry: a run by {status.worker} was interrupted"
         plan = StepPlan(
             spec, labels[spec.identity], out, state, reason, where[spec.identity],
-            resources[spec.identity],
+            resources[spec.identity], note,
         )  # fmt: skip
         plans.append(plan)
     return plans if force_run_failed else _blocked(plans)
+
+
+def warn_code_changes(plans: Sequence[StepPlan]) -> None:
+    """One warning per cached step whose code changed since it ran: a run's, not a dry run's
+    (its plan table shows the note)."""
+    for plan in plans:
+        if plan.code_note is not None and plan.state is Outcome.CACHED:
+            log.warning("step %s: %s", plan.label, plan.code_note)
 
 
 def _blocked(plans: list[StepPlan]) -> list[StepPlan]:

@@ -4,7 +4,9 @@ A step's identity is a digest of the canonical JSON of its name, its function's 
 path, its config (with every reference to another step replaced by that step's identity)
 and an optional version tag. The prefix is not part of it, so moving outputs to another
 bucket keeps every hash; resources are not part of it either, since a bigger machine
-computes the same output.
+computes the same output. Nor is the function's code: ``code`` and ``lineage`` fingerprint
+it (``confpipe.engine.fingerprint``) for the records, so that a plan can say an output was
+made by other code, without editing a function invalidating every output it made.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
 from confpipe.backends.resources import Resources
+from confpipe.engine.fingerprint import digest, fingerprint
 from confpipe.errors import ConfigError
 
 HASH_LENGTH = 12
@@ -71,6 +74,10 @@ class StepSpec:
             if not self.output_path.strip():
                 raise ConfigError(f"step {self.name!r}: output_path must not be empty")
             _inside_prefix(self.name, self.output_path)
+        # the code is read now, close to when it was imported: a file edited while the run
+        # goes on must not be taken for the code that runs (once per function: ~free; set
+        # as ``code``'s cached value directly, the cheapest way past the frozen dataclass)
+        self.__dict__["code"] = fingerprint(self.fn)
 
     @cached_property
     def fn_path(self) -> str:
@@ -90,9 +97,22 @@ class StepSpec:
         return tuple(seen.values())
 
     @cached_property
+    def code(self) -> str | None:
+        """The fingerprint of the function's code (and same-module helpers): not identity."""
+        return fingerprint(self.fn)
+
+    @cached_property
+    def lineage(self) -> str:
+        """The fingerprint of this step's code and of every upstream step's: it differs from
+        the recorded one when code anywhere upstream changed. Not identity either."""
+        _deepest_first(self.dependencies, "lineage")
+        deps = sorted(self.dependencies, key=lambda dep: dep.identity)
+        return digest(self.code, *(dep.lineage for dep in deps))
+
+    @cached_property
     def hash_inputs(self) -> dict[str, Any]:
         """What the hash digests: name, fn path, canonical config, deps' identities, version."""
-        _hash_deepest_first(self.direct())
+        _deepest_first(self.direct(), "identity")
         return {
             "name": self.name,
             "fn": self.fn_path,
@@ -134,19 +154,19 @@ class StepSpec:
         return f"StepSpec({self.identity})"
 
 
-def _hash_deepest_first(steps: list[StepSpec]) -> None:
-    """Compute the identities of ``steps`` and their deps without recursion (chains of any
-    length), so each identity only reads its direct deps' cached ones."""
+def _deepest_first(steps: Iterable[StepSpec], attribute: str) -> None:
+    """Compute the cached ``attribute`` (``identity``, ``lineage``) of ``steps`` and their deps
+    without recursion (chains of any length), so each one only reads its direct deps'."""
     stack = [(step, False) for step in steps]
     while stack:
         step, expanded = stack.pop()
-        if "identity" in step.__dict__:
+        if attribute in step.__dict__:
             continue
         if expanded:
-            _ = step.identity
+            getattr(step, attribute)
             continue
         stack.append((step, True))
-        stack.extend((dep, False) for dep in step.direct() if "identity" not in dep.__dict__)
+        stack.extend((dep, False) for dep in step.direct() if attribute not in dep.__dict__)
 
 
 def check_name(name: object) -> None:
