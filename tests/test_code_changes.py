@@ -35,10 +35,6 @@ from tests.test_cli import cli
 # the engine/pipeline.py lines that pass rerun_on_code_change to planning and to cache(), and
 # warn of changed code on a run (see the i11-code branch's report); until they are merged,
 # the tests of those two behaviours are skipped
-needs_pipeline_hook = pytest.mark.skipif(
-    "warn_code_changes" not in inspect.getsource(confpipe.engine.pipeline),
-    reason="engine/pipeline.py does not yet pass rerun_on_code_change nor warn of code changes",
-)
 
 STEPS = '''\
 """Step functions of a test pipeline: first -> second, and alone."""
@@ -273,7 +269,6 @@ def test_an_edited_step_stays_cached_and_the_plan_says_its_code_changed(
     assert plans["alone"].code_note is None and plans["alone"].reason == "succeeded earlier"
 
 
-@needs_pipeline_hook
 def test_a_run_warns_once_per_changed_step_and_runs_nothing(
     steps: Steps, warnings: list[str]
 ) -> None:
@@ -324,7 +319,6 @@ def test_records_older_than_fingerprints_get_no_note_and_are_not_rerun(
     assert summary.ran == [] and steps.calls() == ["alone", "first", "second"]
 
 
-@needs_pipeline_hook
 def test_rerun_on_code_change_reruns_the_changed_step_and_its_dependents_only(
     steps: Steps,
 ) -> None:
@@ -400,7 +394,6 @@ def test_cli_states_a_code_change_in_the_plan_and_keeps_the_outputs(project: Pat
 
 
 @pytest.mark.slow
-@needs_pipeline_hook
 def test_cli_warns_of_a_code_change_and_reruns_it_when_asked(project: Path) -> None:
     assert launch(project).returncode == 0
     edit_file(project / "mysteps.py", EDIT_FIRST)
@@ -419,7 +412,6 @@ def test_cli_warns_of_a_code_change_and_reruns_it_when_asked(project: Path) -> N
 
 
 @pytest.mark.slow
-@needs_pipeline_hook
 def test_two_launches_rerunning_the_same_changed_code_run_each_step_once(project: Path) -> None:
     assert launch(project).returncode == 0
     slow = ('    _note(log, "first")', '    _note(log, "first")\n    import time; time.sleep(1.5)')

@@ -62,7 +62,7 @@ def test_the_readme_guide_runs_as_written(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "distinct" in shown.stdout
     counted = confpipe(project, "logs", "+experiment=words", source, "count")
-    assert "read 450 words" in counted.stdout
+    assert "read 550 words" in counted.stdout
 
     listed = confpipe(project, "gc", "outputs")
     assert listed.returncode == 0, listed.stderr

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -145,10 +144,6 @@ def test_a_fully_cached_sweep_writes_its_manifest_and_says_why(work: Path) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("confpipe.cli.report_html") is None,
-    reason="confpipe.cli.report_html (the HTML report) is not merged yet",
-)
 def test_report_html_writes_the_runs_report_after_the_run(work: Path) -> None:
     out = run(work, "+experiment=scored", "report_html=report.html")
     assert out.returncode == 0, out.stderr

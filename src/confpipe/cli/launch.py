@@ -184,9 +184,7 @@ def write_html(path: str, prepared: Prepared, hydra_cfg: Any) -> None:
     """The run's HTML report at ``path`` (``report_html=PATH``), from every step's records."""
     # the report's modules (and the read of every record) only when one is asked for
     from confpipe.cli.history import gather
-    from confpipe.cli.report_html import (  # type: ignore[import-not-found, unused-ignore]
-        write_report,
-    )
+    from confpipe.cli.report import write_report
     from confpipe.engine.pipeline import survey
 
     histories = gather(survey(prepared.steps, prepared.options))

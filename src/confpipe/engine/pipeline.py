@@ -20,16 +20,25 @@ from typing import Any
 from confpipe.backends import Backend
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
-from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed
+from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed, succeeded
 from confpipe.engine.lock import LockOptions, abandon_held, lock
 from confpipe.engine.options import RunOptions
 from confpipe.engine.outcome import Outcome
-from confpipe.engine.plan import THREAD, StepPlan, collect, describe, needed, read_all, select
+from confpipe.engine.plan import (
+    THREAD,
+    StepPlan,
+    collect,
+    describe,
+    needed,
+    read_all,
+    select,
+    warn_code_changes,
+)
 from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import StepState, launch_id, log_path
+from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.storage import check_writable, local_path, store_for
@@ -78,7 +87,10 @@ def executable(
         fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,
     )  # fmt: skip
-    return cache(fn, records, force_run_failed=options.force_run_failed)
+    return cache(
+        fn, records, force_run_failed=options.force_run_failed,
+        rerun_on_code_change=options.rerun_on_code_change,
+    )  # fmt: skip
 
 
 def run(
@@ -133,7 +145,7 @@ def survey(steps: StepSpec | Iterable[StepSpec], options: RunOptions) -> list[St
         statuses = read_all(specs, outputs)
         return describe(
             specs, outputs, statuses, resources, where, prefix, options.force_run_failed,
-            options.lock_options.lease_timeout,
+            options.lock_options.lease_timeout, options.rerun_on_code_change,
         )  # fmt: skip
 
 
@@ -184,8 +196,9 @@ def _plan_and_run(
     for pattern in unmatched:
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)
-    need = needed(specs, targets, statuses)
-    todo = [s for s in need if _state(statuses[s.identity]) is not StepState.SUCCESS]
+    rerun = options.rerun_on_code_change
+    need = needed(specs, targets, statuses, rerun)
+    todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
     if not options.dry_run and todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
             check_writable(folder)
@@ -196,11 +209,12 @@ def _plan_and_run(
                 raise previous_failure(spec.name, status)
     plans = describe(
         need, outputs, statuses, resources, where, prefix, options.force_run_failed,
-        options.lock_options.lease_timeout,
+        options.lock_options.lease_timeout, rerun,
     )  # fmt: skip
     show.planned(plans, options.dry_run)
     if options.dry_run:
         return Summary(plans, outputs={p.label: p.output for p in plans})
+    warn_code_changes(plans)
     try:
         ctx = _Context(options, launch_id(), CancelScope())
         return _run_planned(plans, todo, resources, prefix, show, ctx)
@@ -291,10 +305,6 @@ def _echo(show: Reporter, plan: StepPlan) -> Echo | None:
     if step_output is None:
         return None
     return functools.partial(step_output, plan)
-
-
-def _state(status: Any) -> StepState | None:
-    return None if status is None else status.state
 
 
 def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:
