@@ -36,6 +36,7 @@ File formats
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import re
 import time
@@ -54,6 +55,8 @@ from experiments.corpus import (
 )
 from experiments.sources import SAMPLES, STDLIB, list_source, read_texts, relative, select
 from experiments.stepio import check, join, prepare_output, write_json, write_npy
+
+log = logging.getLogger(__name__)
 
 # fsspec, tokenizers and numpy are imported by the code that runs a step, not at import:
 # confpipe imports this module to check each step's arguments, and a cached run runs nothing.
@@ -160,6 +163,10 @@ def download(
         "skipped_undecodable": skipped["undecodable"],
         "seconds": round(time.perf_counter() - start, 3),
     }
+    log.info(
+        "%d documents (%d bytes) of %d files in %d shards; skipped %d short, %d not UTF-8",
+        n_docs, n_bytes, len(files), n_shards, skipped["short"], skipped["undecodable"],
+    )  # fmt: skip
     write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats
 
@@ -237,6 +244,10 @@ def train_tokenizer(
         "eos_id": tok.token_to_id(eos_token),
         "seconds": round(time.perf_counter() - start, 3),
     }
+    log.info(
+        "vocabulary of %d tokens (%d merges) from %d documents",
+        stats["vocab_size"], stats["merges"], seen["documents"],
+    )  # fmt: skip
     write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats
 
@@ -345,5 +356,9 @@ def tokenize(
         "vocab_size": vocab_size,
         **meta,
     }
+    log.info(
+        "%d tokens from %d documents in %d shards: %.2f bytes a token",
+        n_tokens, n_docs, len(shards), stats["bytes_per_token"] or 0.0,
+    )  # fmt: skip
     write_json(out_fs, join(out_root, "stats.json"), stats)
     return stats

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -60,6 +61,8 @@ from experiments.lm import (
     windows,
 )
 from experiments.stepio import check, join, prepare_output, write_json
+
+log = logging.getLogger(__name__)
 
 __all__ = ["train", "evaluate"]
 
@@ -146,6 +149,8 @@ def train(
         rates.append(rate)
         if not math.isfinite(loss):
             raise FloatingPointError(f"train: the loss became {loss} at step {step}; lower lr")
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:  # ten lines a run
+            log.info("step %d/%d: loss %.4f, lr %.3g", step + 1, steps, loss, rate)
 
     fs, root = prepare_output(output_path)
     buf = io.BytesIO()
@@ -241,6 +246,7 @@ def evaluate(
         "tokens": count,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    log.info("eval: loss %.4f (perplexity %.2f) over %d tokens", loss, math.exp(loss), count)
     fs, root = prepare_output(output_path)
     write_json(fs, join(root, METRICS_FILE), {**summary, "model": model, "data": tokens})
     return summary

@@ -63,7 +63,7 @@ def test_plain_lines_and_summary_with_failure_log() -> None:
     assert lines[0] == "plan: 3 steps, 1 cached, 2 to run"
     assert "start b [local job (cpu=2)]" in text
     assert "b | loading" in lines
-    assert "failed b (1.5s): StepFailed: step 'b': ValueError: boom" in text
+    assert "failed b (1.5s): ValueError: boom" in text
     assert "summary: 0 ran, 1 cached, 1 failed, 1 not run" in text
     # the failure as the job's traceback tells it: the user's frames, not confpipe's
     summary = lines[lines.index("summary: 0 ran, 1 cached, 1 failed, 1 not run") + 1 :]

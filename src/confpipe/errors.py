@@ -34,6 +34,7 @@ class StepFailed(ConfpipeError):
     def __init__(self, step: str, message: str, remote_traceback: str | None = None) -> None:
         super().__init__(f"step {step!r}: {message}")
         self.step = step
+        self.message = message  # without the step's name, for where the step is named
         self.remote_traceback = remote_traceback  # the job's own traceback, for remote steps
         self.log_path: str | None = None  # the job's log, for remote steps
 
@@ -51,7 +52,7 @@ class RunFailed(ConfpipeError):
 
     def __init__(self, failures: dict[str, BaseException], dep_failed: dict[str, str]) -> None:
         lines = [f"{len(failures)} step(s) failed"]
-        lines += [f"  {name}: {_one_line(err)}" for name, err in failures.items()]
+        lines += [f"  {name}: {one_line(err)}" for name, err in failures.items()]
         if dep_failed:
             lines.append(f"  not run because a dependency failed: {', '.join(sorted(dep_failed))}")
         super().__init__("\n".join(lines))
@@ -65,7 +66,12 @@ class Interrupted(ConfpipeError):
     exit_code = 130
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """``ValueError: boom``: the error's type and first line, where its step is named already
+    (a step's failure is its own message: ``ZeroDivisionError: ...`` for a failed job)."""
+    if isinstance(err, StepFailed):
+        text = err.message.strip().splitlines()
+        return text[0] if text else type(err).__name__
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
 

@@ -62,8 +62,9 @@ class LogFollower:
         except Exception as err:  # no log (a job that never started), or unreadable
             logger.debug("no log at %s: %s", self.path, err)
             return b""
-        if self.echo is not None and len(data) >= self.offset:
-            self._echo(data[self.offset :] + (b"" if data.endswith(b"\n") else b"\n"))
+        rest = data[self.offset :]
+        if self.echo is not None and rest:  # the lines not echoed yet, the last one ended
+            self._echo(rest + (b"" if rest.endswith(b"\n") else b"\n"))
         self.offset = len(data)
         return data
 
@@ -102,6 +103,8 @@ class StepJobLogs:
         if attempt or (status is not None and status.state is JobState.PREEMPTED):
             data = f"--- attempt {attempt + 1} ({how}), job {job_dir} ---\n".encode() + data
         text = self.earlier + data
+        if not text:  # a silent job: no log, as for a silent thread step
+            return
         try:
             store_for(self.to).write(self.to, text)
         except Exception as err:  # the job's own log stays in its folder

@@ -20,7 +20,7 @@ from confpipe.engine.frames import exception_line, format_frames, trace_of, user
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
 from confpipe.engine.status import error_path, log_path
-from confpipe.errors import PreviousFailure, StepFailed
+from confpipe.errors import PreviousFailure, StepFailed, one_line
 
 __all__ = [
     "LineReporter", "Reporter", "Row", "Tally", "error_tail", "failure_lines", "first_line",
@@ -112,10 +112,8 @@ def failure_lines(plan: StepPlan, error: BaseException | None, indent: str = "")
 
 
 def first_line(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+    """``ValueError: boom`` (a job's: its own error's line); empty for no error."""
+    return "" if error is None else one_line(error)
 
 
 def error_tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:

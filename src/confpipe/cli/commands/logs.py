@@ -6,8 +6,9 @@ bytes as they come (every 0.5 s on local files, every 5 s on a remote store, whe
 is uploaded every few seconds) until the step's status is no longer RUNNING, or no launch
 holds its lease any more (the launch was killed).
 
-Exit codes: 0 the log was printed (with ``--follow``: and the step ended SUCCESS); 1 the
-step has no log (it never ran, or ran before confpipe kept logs), or, with ``--follow``, it
+Exit codes: 0 the log was printed (with ``--follow``: and the step ended SUCCESS), or the
+step succeeded printing nothing (it has no log); 1 the step has no log otherwise (it never
+ran, or ran before confpipe kept logs), or, with ``--follow``, it
 ended FAILED or DEP_FAILED — as a run of it would have — or its launch was killed.
 """
 
@@ -40,6 +41,9 @@ def run(target: Target, request: Request) -> int:
     status = _status(plan)
     path = source(plan.output)
     if path is None and not (request.follow and _running(status)):
+        if status is not None and status.state is StepState.SUCCESS:  # a silent step
+            print_err(f"step {plan.label} printed nothing: {_why_none(status)}")
+            return 0
         print_err(f"step {plan.label} has written no log: {_why_none(status)}")
         return 1
     if not request.follow:
@@ -154,6 +158,8 @@ def _why_none(status: Status | None) -> str:
     if status.state is StepState.RUNNING:
         return "it is RUNNING and printed nothing yet (--follow waits for it)"
     when = words.local_time(status.time)
+    if status.state is StepState.SUCCESS:
+        return f"it succeeded at {when} without printing or logging (at log_level) a line"
     return f"it ended {status.state.value} at {when}, printing nothing or before logs were kept"
 
 
