@@ -174,7 +174,7 @@ def show_results(
     row, values = results.run_results(point, ends, load_result)
     # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
     console = Console(width=None if sys.stdout.isatty() else 200)
-    if row.metrics or row.error:
+    if row.metrics:  # a failure is told by the summary above: no table of it alone
         console.print(results.table([row], "results", label="run"))
     for spec, value in values:
         print(f"result of {spec.name}: {results.compact(value)}", flush=True)
