@@ -204,7 +204,7 @@ def test_the_batch_api_is_pinned() -> None:
     assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
         "kind", "cpu", "memory", "project", "region", "image", "service_account", "network",
         "subnetwork", "labels", "poll_interval", "api_timeout", "stage_code", "batch_endpoint",
-        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "storage_endpoint",
+        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "tpu_start_timeout", "storage_endpoint",
     ]  # fmt: skip
     assert list(inspect.signature(BatchBackend).parameters) == ["settings", "code_folder"]
     assert list(inspect.signature(FakeBatch).parameters) == [

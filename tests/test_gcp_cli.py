@@ -204,6 +204,10 @@ def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
          "backend.api_timeout: must be a positive number of seconds, got -1.0"),
         ({"kind": "gcp", "project": "p", "image": "i", "labels": {"Team": "x"}},
          "backend.labels: Team='x' is not a valid label"),
+        ({"kind": "gcp", "project": "p", "image": "i", "tpu_start_timeout": "soon"},
+         "backend.tpu_start_timeout: 'soon' is not a duration; use e.g. 90s, 30m, 2h"),
+        ({"kind": "gcp", "project": "p", "image": "i", "tpu_start_timeout": 0},
+         "backend.tpu_start_timeout: must be a positive duration such as 10m or 600 (seconds)"),
     ],
 )  # fmt: skip
 def test_gcp_settings_errors_name_the_key(backend: dict[str, object], expected: str) -> None:

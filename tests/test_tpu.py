@@ -93,11 +93,12 @@ def test_golden_mismatch_says_how_to_accept_the_change(monkeypatch: pytest.Monke
 def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
     job = JobRequest("s", "gs://b/s-1/.confpipe/jobs/j", Resources(tpu="v6e-16"))
     script = startup_script(SETTINGS, job)
-    assert 'CONFPIPE_TPU_HOST="$(md agent-worker-number)"' in script
-    assert script.rstrip().endswith(
+    assert 'CONFPIPE_TPU_HOST="$(md attributes/agent-worker-number)"' in script
+    assert (
         "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm "
-        "gs://b/s-1/.confpipe/jobs/j"
-    )
+        'gs://b/s-1/.confpipe/jobs/j 2>&1 | tee -a "$log"\n'
+    ) in script
+    assert script.rstrip().endswith('report "docker run" "$code"\nexit "$code"')
     assert "gcloud auth configure-docker us-docker.pkg.dev --quiet" in script
 
 
@@ -178,9 +179,10 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
     from confpipe.backends.gcp.tpu_catalog import parse
 
     backend = offline(region)
-    backend.check("train", Resources(tpu=tpu))
+    where = backend.check("train", Resources(tpu=tpu))  # the plan's "where" column
     backend.close()
     assert parse(tpu).hosts == hosts
+    assert where == (f"tpu ({hosts} hosts)" if hosts > 1 else "tpu (1 host)")
 
 
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
@@ -193,7 +195,7 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     assert isinstance(backend, GcpBackend)
     assert backend.check("cpu", Resources(cpu=2)) == "batch"
     assert "tpu" not in backend._made  # the TPU client is made on the first TPU step only
-    assert backend.check("tpu", Resources(tpu="v5litepod-8")) == "tpu"
+    assert backend.check("tpu", Resources(tpu="v5litepod-8")) == "tpu (1 host)"
     with pytest.raises(ConfigError, match=r"step 'g': resources\.gpu\.type: unknown GPU"):
         backend.check("g", Resources(gpu=GPU("nvidia-l5", 1)))
     with pytest.raises(ConfigError, match=r"step 't': resources\.tpu=v4-8: no zone of"):
@@ -219,9 +221,14 @@ def fake(fake_tpu: FakeTpu) -> FakeTpu:
     return fake_tpu
 
 
-def make_backend(fake: FakeTpu, region: str = "us-central1") -> TpuBackend:
+def make_backend(fake: FakeTpu, region: str = "us-central1", **more: Any) -> TpuBackend:
     settings = GcpConf(
-        project="proj", region=region, image="img", tpu_endpoint=fake.endpoint, poll_interval=0.05
+        project="proj",
+        region=region,
+        image="img",
+        tpu_endpoint=fake.endpoint,
+        poll_interval=0.05,
+        **more,
     )
     return TpuBackend(settings)
 
@@ -262,7 +269,9 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
     (job_dir,) = job_dirs(out)
     assert "adding 1 and 2" in read(f"{job_dir}/log.txt")
-    assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0}
+    assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0, "stage": "worker"}
+    starts = store_for(job_dir).fs.ls(f"{job_dir}/starts", detail=False)
+    assert sorted(p.rsplit("/", 1)[-1] for p in starts) == ["0-boot", "0-worker"]  # the script's
 
 
 @pytest.mark.slow
@@ -278,7 +287,8 @@ def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     for host in (1, 2, 3):
         assert json.loads(read(f"{job_dir}/host-{host}/result.json"))["value"]["host"] == host
         assert read(f"{job_dir}/host-{host}/log.txt") == f"host {host} ran\n"
-        assert json.loads(read(f"{job_dir}/exits/{host}.json")) == {"host": host, "code": 0}
+        exit = {"host": host, "code": 0, "stage": "worker"}
+        assert json.loads(read(f"{job_dir}/exits/{host}.json")) == exit
     assert read(f"{job_dir}/log.txt") == "host 0 ran\n"
     (resource,) = [r for m, r in fake.requests if m == "CreateQueuedResource"]
     name = f"{resource.parent}/queuedResources/{resource.queued_resource_id}"
@@ -436,3 +446,85 @@ def test_env_values_reach_every_host_through_the_metadata_but_no_file(
     files = [f"gs://{p}" for p in store.fs.find(job_dir)]
     blobs = store.read_many(files)  # call.pkl is binary: compare bytes
     assert len(files) >= 8 and not [b for b in blobs if b and ENV_VALUE.encode() in b.data]
+
+
+# -- hosts that die before their worker starts ----------------------------------------------
+
+
+def test_the_start_timeout_is_a_duration_and_defaults_to_10_minutes() -> None:
+    assert GcpConf(project="p", image="i").tpu_start_timeout == 600
+    assert GcpConf(project="p", image="i", tpu_start_timeout="1h30m").tpu_start_timeout == 5400
+    assert GcpConf(project="p", image="i", tpu_start_timeout=45).tpu_start_timeout == 45
+
+
+@pytest.mark.slow
+def test_an_image_that_cant_be_pulled_fails_the_step_with_the_pull_log(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str
+) -> None:
+    fake.missing_image("img")
+    out = f"{gs_prefix}/add-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, jobfns.add, Resources(tpu="v5litepod-8", timeout=60), a=1, b=2)
+    text = str(err.value)
+    assert text.startswith(
+        "step 'add': job failed (the TPU host exited with exit code 1 in docker pull) without "
+        "writing a record\n  job folder: gs://"
+    )
+    assert "    Error response from daemon: manifest for img not found: manifest unknown" in text
+    (job_dir,) = job_dirs(out)
+    assert json.loads(read(f"{job_dir}/exits/0.json")) == {
+        "host": 0, "code": 1, "stage": "docker pull"
+    }  # fmt: skip
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+
+
+@pytest.mark.slow
+def test_a_host_whose_container_exits_at_once_fails_the_step_naming_it(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-central2")
+    fake.crash_next(host=1, code=1)  # as an image without confpipe in it does
+    out = f"{gs_prefix}/wait-{HASH}"
+    resources = Resources(tpu="v4-16", timeout=60)
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, tpujobs.wait_on_hosts, resources, pid_dir=str(tmp_path))
+    backend.close()
+    text = str(err.value)
+    assert text.startswith(
+        "step 'wait': job failed (host 1 of 2 exited with exit code 1 in docker run) without "
+        "writing a record\n"
+    )
+    assert "    --- host 1 of 2: gs://" in text and "/host-1/log.txt ---" in text
+    assert "No module named 'confpipe'" in text  # the container's own last words
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    if (tmp_path / "host-0").exists():  # host 0's worker, if it got going, is stopped too
+        eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
+
+
+@pytest.mark.slow
+def test_a_host_that_never_boots_fails_the_step_at_the_start_deadline(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-central2", tpu_start_timeout="3s")
+    fake.dead_next(host=1)
+    out = f"{gs_prefix}/wait-{HASH}"
+    thread, outcome = in_thread(
+        lambda: run(
+            backend, out, tpujobs.wait_on_hosts, Resources(tpu="v4-16"), pid_dir=str(tmp_path)
+        )
+    )
+    thread.join(60)
+    backend.close()
+    (failure,) = outcome
+    assert isinstance(failure, StepFailed)
+    text = str(failure)
+    assert text.startswith(
+        "step 'wait': job failed (host 1 of 2 never reported (did the VM boot?) within 3s of "
+        "the slice becoming ACTIVE (backend.tpu_start_timeout); the serial console says more: "
+        "gcloud compute tpus tpu-vm get-serial-port-output cp-wait-0-"
+    )
+    assert "--worker=1 --zone=us-central2-b) without writing a record" in text
+    assert fake.count("DeleteQueuedResource") == 1  # the idle slice stops billing
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")

@@ -24,6 +24,9 @@ its ``sys.path`` (so the code you have now is the code in the image).
         fake.fail_next("no capacity")     # the next queued resource fails once accepted
         fake.fail_host(name, 1)           # SIGKILL host 1's worker (as the OOM killer would)
         fake.serial_log(name, 1)          # what host 1's startup script printed
+        fake.missing_image("img:bad")     # `docker pull img:bad` fails on every host
+        fake.crash_next(host=1, code=1)   # the next slice's host 1: its container exits at once
+        fake.dead_next(host=2)            # the next slice's host 2 never boots
 
 A loopback endpoint (``127.0.0.1:PORT``) makes the client use an insecure channel and no
 credentials. To dry-run a pipeline's TPU path offline, start a server from your repository
@@ -116,6 +119,9 @@ class FakeTpu(GrpcFake):
         self._seq = itertools.count()
         self._preempt = 0
         self._fail: list[str] = []  # why the next queued resources fail, in order
+        self._missing: set[str] = set()  # images `docker pull` can't find
+        self._crash: dict[int, int] = {}  # the next slice's hosts whose container exits: code
+        self._dead: set[int] = set()  # the next slice's hosts that never boot
         self._folder = Path(tempfile.mkdtemp(prefix="fake-tpu-"))
         self._shims = shims(self._folder / "bin")
         self._threads: list[threading.Thread] = []
@@ -142,7 +148,7 @@ class FakeTpu(GrpcFake):
         """Each host's startup-script exit code (None: still running, or not started)."""
         with self._lock:
             hosts = list(self._runs[name].hosts) if name in self._runs else []
-        return [host.proc.poll() for host in hosts]
+        return [host.exit_code() for host in hosts]
 
     def serial_log(self, name: str, host: int) -> str:
         """What host ``host``'s startup script printed, as its serial console shows."""
@@ -155,6 +161,24 @@ class FakeTpu(GrpcFake):
         """The next ``count`` slices are suspended by the "service" once their hosts start."""
         with self._lock:
             self._preempt += count
+
+    def missing_image(self, image: str) -> None:
+        """``docker pull image`` fails on the hosts booted from now on, as Docker says when
+        the registry has no such image (or the VM may not read it)."""
+        with self._lock:
+            self._missing.add(image)
+
+    def crash_next(self, host: int = 0, code: int = 1) -> None:
+        """In the next slice to boot, host ``host``'s container exits at once with ``code``,
+        as an image without confpipe does."""
+        with self._lock:
+            self._crash[host] = code
+
+    def dead_next(self, host: int) -> None:
+        """In the next slice to boot, host ``host`` never boots: its startup script never
+        runs, so it writes nothing anywhere."""
+        with self._lock:
+            self._dead.add(host)
 
     def fail_next(self, reason: str) -> None:
         """The next slice fails once accepted, as when the service has no capacity for it."""
@@ -231,10 +255,13 @@ class FakeTpu(GrpcFake):
         with self._lock:
             if run.stop.is_set():
                 return
+            crash, dead, self._crash, self._dead = self._crash, self._dead, {}, set()
+            env = {**self.env, "FAKE_DOCKER_MISSING": ",".join(sorted(self._missing))}
             for i in range(count):
-                run.hosts.append(
-                    Host(i, attributes, self.env, self.cwd, self._log_path(name, i), self._shims)
-                )
+                own = {**env, "FAKE_DOCKER_RUN_EXIT": str(crash[i])} if i in crash else env
+                log = self._log_path(name, i)
+                host = Host(i, attributes, own, self.cwd, log, self._shims, boot=i not in dead)
+                run.hosts.append(host)
             preempt = self._preempt > 0
             self._preempt -= preempt
         if preempt:

@@ -4,13 +4,16 @@
 that took over a stale lease re-attaches instead of submitting twice), else creates one
 (``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
 entry (``python -m confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when
-its worker ends; host 0's records are the job's. ``poll`` reads those records (one listing
-of the job folder) and, while they don't settle it, the queued resource's state: ACTIVE is
-running, SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a
-non-zero exit fails the step (its status names that host's log). A queued resource is
-deleted as soon as its job ends, and by ``cancel``; a detached one is left alone. Status
-checks happen at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is
-imported when the first TPU step is checked, not before.
+its worker ends, or, when its container never got that far, its startup script does
+(``hosts``). ``poll`` reads those records (one listing of the job folder) and, while they
+don't settle it, the queued resource's state: ACTIVE is running, SUSPENDED or FAILED by the
+service is a preemption (``run_job`` retries it), a non-zero exit fails the step (its status
+names that host's log). A slice ACTIVE for ``backend.tpu_start_timeout`` while some host's
+worker hasn't started fails the step naming those hosts: a VM that never booted writes
+nothing, and would otherwise keep a paid slice waiting until ``resources.timeout``. A queued
+resource is deleted as soon as its job ends, and by ``cancel``; a detached one is left
+alone. Status checks happen at most once per ``poll_interval`` per job.
+``google.cloud.tpu_v2`` is imported when the first TPU step is checked, not before.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
 from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.hosts import BOOT, WORKER, host_dir, read_exits, read_starts
 from confpipe.backends.gcp.job import job_id, step_labels
 from confpipe.backends.gcp.tpu_request import (
     Placement,
@@ -37,7 +41,6 @@ from confpipe.backends.gcp.tpu_request import (
     queued_status,
     redacted,
 )
-from confpipe.backends.gcp.vm import exit_text, host_dir, read_exits
 from confpipe.backends.resources import Resources
 from confpipe.errors import StepFailed
 
@@ -63,6 +66,8 @@ class _Slice:
     checked: float
     failed_host: int | None = None
     finished: bool = False
+    active_since: float | None = None  # when the driver first saw the slice ACTIVE
+    started: set[int] = field(default_factory=set)  # hosts whose worker started (or ended)
 
 
 class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
@@ -89,6 +94,12 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
 
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources, self.settings)
+
+    def check(self, step: str, resources: Resources) -> str:
+        """``tpu (N hosts)``: every host of the slice must start (``tpu_start_timeout``)."""
+        super().check(step, resources)
+        hosts = check_resources(resources, self.settings).slice.hosts
+        return f"{self.where} ({hosts} host{'s' if hosts > 1 else ''})"
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
@@ -137,7 +148,7 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
                 found.name, job.step, job.job_dir, origin, hosts_of(found), status,
                 time.monotonic(),
             )  # fmt: skip
-            if status.state.done or any(read_exits(origin).values()):
+            if status.state.done or any(e.code for e in read_exits(origin).values()):
                 self._delete(handle)  # a leftover of an ended job: not worth re-attaching to
                 continue
             logger.info(
@@ -195,18 +206,54 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         )  # fmt: skip
 
     def _status(self, job: _Slice) -> JobStatus:
-        """The job's status from its hosts' exit records, else from its queued resource."""
+        """The job's status from its hosts' records, else from its queued resource."""
         exits = read_exits(job.origin)
-        failed = [host for host, code in exits.items() if code != 0]
+        failed = [host for host, end in exits.items() if end.code != 0]
         if not failed and len(exits) >= job.hosts:
             return JobStatus(JobState.SUCCEEDED)
         queued = self._get(job)
-        if queued.state.done or not failed:  # a lost slice explains its hosts' exits
-            return queued
-        host = failed[0]
-        job.failed_host = host
-        where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
-        return JobStatus(JobState.FAILED, f"{where} exited with {exit_text(exits[host])}")
+        if failed and not queued.state.done:  # (a lost slice explains its hosts' exits)
+            host = failed[0]
+            job.failed_host = host
+            where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
+            return JobStatus(JobState.FAILED, f"{where} exited with {exits[host].text()}")
+        if queued.state is JobState.RUNNING:
+            return self._start_deadline(job, set(exits)) or queued
+        return queued
+
+    def _start_deadline(self, job: _Slice, exited: set[int]) -> JobStatus | None:
+        """FAILED once the slice has been ACTIVE for ``tpu_start_timeout`` while some host's
+        worker hasn't started (nor ended): its VM never booted, or its container never ran."""
+        now = time.monotonic()
+        if job.active_since is None:
+            job.active_since = now
+        job.started |= exited
+        if len(job.started) >= job.hosts:
+            return None  # every host started: no more listings of starts/
+        starts = read_starts(job.origin)
+        job.started |= {host for host, stages in starts.items() if WORKER in stages}
+        missing = [h for h in range(job.hosts) if h not in job.started]
+        timeout = self.settings.tpu_start_timeout
+        if not missing or now - job.active_since < timeout:
+            return None
+        booted = [h for h in missing if BOOT in starts.get(h, set())]
+        silent = [h for h in missing if h not in booted]
+        why = []
+        if silent:
+            why.append(f"{_hosts(silent, job.hosts)} never reported (did the VM boot?)")
+        if booted:
+            why.append(
+                f"{_hosts(booted, job.hosts)} booted but never started the worker (is "
+                "docker pull of backend.image still running?)"
+            )
+        job.failed_host = missing[0]
+        return JobStatus(
+            JobState.FAILED,
+            f"{'; '.join(why)} within {_duration(timeout)} of the slice becoming ACTIVE "
+            "(backend.tpu_start_timeout); the serial console says more: gcloud compute tpus "
+            f"tpu-vm get-serial-port-output {job.name.rsplit('/', 1)[-1]} "
+            f"--worker={missing[0]} --zone={job.name.split('/')[3]}",
+        )
 
     def _get(self, job: _Slice) -> JobStatus:
         """The queued resource's status; on an API outage the last one, until api_timeout."""
@@ -263,6 +310,23 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
             )
             return
         logger.info("step %r: deleted queued resource %s", job.step, job.name)
+
+
+def _hosts(hosts: list[int], of: int) -> str:
+    """``host 3 of 4``, ``hosts 1, 3 of 4``; ``the TPU host`` of a single-host slice."""
+    if of == 1:
+        return "the TPU host"
+    return f"host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))} of {of}"
+
+
+def _duration(seconds: float) -> str:
+    """``10m``, ``90s``, ``1h30m``: a timeout as the settings write it."""
+    whole = round(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n)
 
 
 def _slice(handle: object) -> _Slice:
