@@ -185,6 +185,32 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
     assert where == (f"tpu ({hosts} hosts)" if hosts > 1 else "tpu (1 host)")
 
 
+PUBLISHED_HOSTS = [  # (type, chips, TPU VMs): the rows tpu_catalog's docstring cites
+    # v5p table (cloud.google.com/tpu/docs/v5p): topology, chips, hosts
+    ("v5p:2x2x1", 4, 1), ("v5p:2x2x2", 8, 2), ("v5p:2x4x4", 32, 8), ("v5p:4x4x4", 64, 16),
+    ("v5p:4x4x8", 128, 32), ("v5p:8x8x8", 512, 128), ("v5p:16x16x24", 6144, 1536),
+    ("v5p-8", 4, 1), ("v5p-16", 8, 2), ("v5p-128", 64, 16), ("v5p-12288", 6144, 1536),
+    # v4 (cloud.google.com/tpu/docs/v4): 4 chips per VM
+    ("v4-8", 4, 1), ("v4-16", 8, 2), ("v4-32", 16, 4), ("v4:2x2x4", 16, 4), ("v4-4096", 2048, 512),
+    # v5e (cloud.google.com/tpu/docs/v5e): 1-, 4- and 8-chip single VMs, then 4-chip VMs
+    ("v5litepod-1", 1, 1), ("v5litepod-4", 4, 1), ("v5litepod-8", 8, 1),
+    ("v5litepod-16", 16, 4), ("v5litepod-32", 32, 8), ("v5litepod-256", 256, 64),
+    ("v5e:4x4", 16, 4), ("v5e:16x16", 256, 64),
+    # v6e (cloud.google.com/tpu/docs/v6e): as v5e
+    ("v6e-1", 1, 1), ("v6e-8", 8, 1), ("v6e-16", 16, 4), ("v6e-256", 256, 64),
+    # v2/v3: 4 chips (8 TensorCores) per VM
+    ("v2-8", 4, 1), ("v2-32", 16, 4), ("v3-8", 4, 1), ("v3-32", 16, 4), ("v3-2048", 1024, 256),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tpu", "chips", "hosts"), PUBLISHED_HOSTS)
+def test_hosts_per_slice_match_the_published_tables(tpu: str, chips: int, hosts: int) -> None:
+    from confpipe.backends.gcp.tpu_catalog import parse
+
+    found = parse(tpu)
+    assert (found.chips, found.hosts) == (chips, hosts)
+
+
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     from confpipe.backends.gcp.router import GcpBackend
     from confpipe.config.compiler import backend_for
@@ -271,7 +297,7 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     assert "adding 1 and 2" in read(f"{job_dir}/log.txt")
     assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0, "stage": "worker"}
     starts = store_for(job_dir).fs.ls(f"{job_dir}/starts", detail=False)
-    assert sorted(p.rsplit("/", 1)[-1] for p in starts) == ["0-boot", "0-worker"]  # the script's
+    assert sorted(p.rsplit("/", 1)[-1] for p in starts) == ["0-boot-1", "0-worker"]
 
 
 @pytest.mark.slow
@@ -528,3 +554,36 @@ def test_a_host_that_never_boots_fails_the_step_at_the_start_deadline(
     assert fake.count("DeleteQueuedResource") == 1  # the idle slice stops billing
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
     eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
+
+
+@pytest.mark.parametrize("real", [1, 3])
+@pytest.mark.slow
+def test_a_slice_with_another_host_count_than_the_catalogue_is_waited_for_as_it_is(
+    fake_gcs: object, gs_prefix: str, caplog: pytest.LogCaptureFixture, real: int
+) -> None:
+    # the hosts say how many VMs their slice has (worker-network-endpoints): that count wins
+    caplog.set_level(logging.WARNING, logger="confpipe")
+    with FakeTpu(hosts={"v4-16": real}) as fake:
+        backend = make_backend(fake, "us-central2", tpu_start_timeout="20s")
+        out = f"{gs_prefix}/which-{HASH}"
+        value = run(backend, out, tpujobs.which_host, Resources(tpu="v4-16", timeout=60))
+        backend.close()
+    assert isinstance(value, dict) and value["host"] == 0
+    assert f"has {real} hosts, not the 2 confpipe's TPU catalogue expected" in caplog.text
+    (job_dir,) = job_dirs(out)
+    exits = store_for(job_dir).fs.ls(f"{job_dir}/exits", detail=False)
+    assert len(exits) == real  # every host that exists ran, none was waited for in vain
+
+
+def test_the_start_deadline_says_which_hosts_booted_and_which_never_reported() -> None:
+    from confpipe.backends.gcp.hosts import never_started
+
+    assert never_started([1, 3], [3], 4, 600) == (
+        "host 1 of 4 never reported (did the VM boot?); host 3 of 4 booted but never started "
+        "the worker (is docker pull of backend.image still running?) within 10m of the slice "
+        "becoming ACTIVE (backend.tpu_start_timeout)"
+    )
+    assert never_started([0], [], 1, 5400).startswith("the TPU host never reported")
+    assert never_started([0], [], 1, 5400).endswith(
+        "within 1h30m of the slice becoming ACTIVE (backend.tpu_start_timeout)"
+    )

@@ -37,7 +37,8 @@ report() {  # report STAGE CODE: this host's exit record and log, unless vm wrot
     "$CONFPIPE_TPU_HOST" "$2" "$1" > "$state/exit.json"
   put "exits/$CONFPIPE_TPU_HOST.json" "$state/exit.json"
 }
-put "starts/$CONFPIPE_TPU_HOST-boot" /dev/null
+hosts="$(md attributes/worker-network-endpoints | tr , '\n' | grep -c .)"  # the slice's VMs
+put "starts/$CONFPIPE_TPU_HOST-boot-${hosts:-0}" /dev/null
 gcloud auth configure-docker us-docker.pkg.dev --quiet
 docker pull us-docker.pkg.dev/proj/ml/confpipe:latest 2>&1 | tee "$log"
 code=${PIPESTATUS[0]}

@@ -94,7 +94,9 @@ class FakeTpu(GrpcFake):
     """A Cloud TPU API server on a free loopback port (or ``port``); see the module docstring.
 
     ``step_seconds`` is how long each state before ACTIVE lasts; ``grace`` how long a host
-    has to exit after SIGTERM when its slice is suspended or deleted.
+    has to exit after SIGTERM when its slice is suspended or deleted; ``hosts`` how many VMs
+    a slice of an accelerator type has where this fake should differ from confpipe's
+    catalogue (``{"v4-16": 1}``), as if the catalogue were wrong.
     """
 
     _name = "fake-tpu"
@@ -107,12 +109,14 @@ class FakeTpu(GrpcFake):
         step_seconds: float = 0.02,
         grace: float = 2.0,
         port: int = 0,
+        hosts: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(port)
         self.env = dict(env) if env is not None else image_env()
         self.cwd = cwd
         self.step_seconds = step_seconds
         self.grace = grace
+        self.hosts = dict(hosts or {})
         self._runs: dict[str, _Run] = {}
         self._operations = Operations("queued resource operations can't be cancelled")
         self._request_ids: dict[str, str] = {}  # request id -> operation name
@@ -246,7 +250,7 @@ class FakeTpu(GrpcFake):
             **node.metadata,
             "accelerator-type": node.accelerator_type or node.accelerator_config.topology,
         }
-        count = hosts_of(run.resource)
+        count = self.hosts.get(node.accelerator_type, hosts_of(run.resource))
         attributes["worker-network-endpoints"] = ",".join(
             f"unknown:unknown:10.0.0.{i + 2}" for i in range(count)
         )

@@ -4,7 +4,8 @@ reads them.
 A queued resource doesn't say when its hosts' programs start or end, so the hosts say it
 themselves, in the job folder:
 
-    starts/N-boot     host N booted: its startup script runs (written by the script)
+    starts/N-boot-M   host N booted: its startup script runs (written by the script); M is
+                      how many VMs the slice has, as its metadata says (0: unknown)
     starts/N-worker   host N's container runs ``confpipe.backends.vm`` (written by vm)
     exits/N.json      ``{"host": N, "code": C, "stage": S}``, host N's last word: written by
                       vm when its worker ends (stage ``worker``), or by the startup script
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 from confpipe.storage import store_for
 
 __all__ = [
-    "BOOT", "EXITS", "STARTS", "WORKER", "Exit", "exit_path", "host_dir", "read_exits",
-    "read_starts", "start_path",
+    "BOOT", "EXITS", "STARTS", "WORKER", "Exit", "Starts", "exit_path", "host_dir",
+    "never_started", "read_exits", "read_starts", "start_path",
 ]  # fmt: skip
 
 EXITS = "exits"
@@ -70,6 +71,15 @@ def start_path(job_dir: str, host: int, stage: str) -> str:
     return f"{job_dir}/{STARTS}/{host}-{stage}"
 
 
+@dataclass
+class Starts:
+    """What ``starts/`` says: the stages each host reached, and the slice's VM count as the
+    hosts' metadata gives it (None: no host said)."""
+
+    stages: dict[int, set[str]]
+    hosts: int | None = None
+
+
 def read_exits(job_dir: str) -> dict[int, Exit]:
     """How the hosts ended, as far as they recorded it, first written first (one listing,
     then reads). A record that can't be read yet (half-written, or garbled) is skipped."""
@@ -96,18 +106,56 @@ def read_exits(job_dir: str) -> dict[int, Exit]:
     return dict(found for _, found in sorted(records, key=lambda r: r[0]))
 
 
-def read_starts(job_dir: str) -> dict[int, set[str]]:
+def read_starts(job_dir: str) -> Starts:
     """The stages each host has reported starting (one listing of ``starts/``)."""
-    found: dict[int, set[str]] = {}
+    found = Starts({})
     try:
         names = _names(f"{job_dir}/{STARTS}")
     except (FileNotFoundError, OSError, ValueError):
         return found
     for name in names:
-        host, _, stage = name.partition("-")
+        host, _, rest = name.partition("-")
+        stage, _, count = rest.partition("-")
         if host.isdigit() and stage in (BOOT, WORKER):
-            found.setdefault(int(host), set()).add(stage)
+            found.stages.setdefault(int(host), set()).add(stage)
+            if count.isdigit() and int(count) > 0:
+                found.hosts = int(count)
     return found
+
+
+def never_started(missing: list[int], booted: list[int], of: int, timeout: float) -> str:
+    """Why a slice failed its start deadline: which of its ``of`` hosts never reported, and
+    which booted (``booted``) but never started the worker."""
+    silent = [h for h in missing if h not in booted]
+    why = []
+    if silent:
+        why.append(f"{_hosts(silent, of)} never reported (did the VM boot?)")
+    if booted:
+        why.append(
+            f"{_hosts(booted, of)} booted but never started the worker (is docker pull of "
+            "backend.image still running?)"
+        )
+    return (
+        f"{'; '.join(why)} within {_duration(timeout)} of the slice becoming ACTIVE "
+        "(backend.tpu_start_timeout)"
+    )
+
+
+def _hosts(hosts: list[int], of: int) -> str:
+    """``host 3 of 4``, ``hosts 1, 3 of 4``; ``the TPU host`` of a single-host slice."""
+    if of == 1:
+        return "the TPU host"
+    return f"host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))} of {of}"
+
+
+def _duration(seconds: float) -> str:
+    """``10m``, ``90s``, ``1h30m``: a timeout as the settings write it."""
+    whole = round(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n)
 
 
 def _names(folder: str) -> list[str]:

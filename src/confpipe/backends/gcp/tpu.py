@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
 from confpipe.backends.gcp.cloud import CloudBackend, copy_records
-from confpipe.backends.gcp.hosts import BOOT, WORKER, host_dir, read_exits, read_starts
+from confpipe.backends.gcp.hosts import (
+    BOOT,
+    WORKER,
+    Starts,
+    host_dir,
+    never_started,
+    read_exits,
+    read_starts,
+)
 from confpipe.backends.gcp.job import job_id, step_labels
 from confpipe.backends.gcp.tpu_request import (
     Placement,
@@ -68,6 +76,7 @@ class _Slice:
     finished: bool = False
     active_since: float | None = None  # when the driver first saw the slice ACTIVE
     started: set[int] = field(default_factory=set)  # hosts whose worker started (or ended)
+    counted: int | None = None  # the host count the hosts' boot records gave, once read
 
 
 class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
@@ -209,6 +218,8 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         """The job's status from its hosts' records, else from its queued resource."""
         exits = read_exits(job.origin)
         failed = [host for host, end in exits.items() if end.code != 0]
+        if not failed and len(exits) >= job.hosts and job.counted is None:
+            self._count_hosts(job, read_starts(job.origin))  # all of them? the hosts know
         if not failed and len(exits) >= job.hosts:
             return JobStatus(JobState.SUCCEEDED)
         queued = self._get(job)
@@ -231,29 +242,36 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         if len(job.started) >= job.hosts:
             return None  # every host started: no more listings of starts/
         starts = read_starts(job.origin)
-        job.started |= {host for host, stages in starts.items() if WORKER in stages}
+        self._count_hosts(job, starts)
+        job.started |= {host for host, stages in starts.stages.items() if WORKER in stages}
         missing = [h for h in range(job.hosts) if h not in job.started]
         timeout = self.settings.tpu_start_timeout
         if not missing or now - job.active_since < timeout:
             return None
-        booted = [h for h in missing if BOOT in starts.get(h, set())]
-        silent = [h for h in missing if h not in booted]
-        why = []
-        if silent:
-            why.append(f"{_hosts(silent, job.hosts)} never reported (did the VM boot?)")
-        if booted:
-            why.append(
-                f"{_hosts(booted, job.hosts)} booted but never started the worker (is "
-                "docker pull of backend.image still running?)"
-            )
+        booted = [h for h in missing if BOOT in starts.stages.get(h, set())]
         job.failed_host = missing[0]
+        node, zone = job.name.rsplit("/", 1)[-1], job.name.split("/")[3]
+        why = never_started(missing, booted, job.hosts, timeout)
         return JobStatus(
             JobState.FAILED,
-            f"{'; '.join(why)} within {_duration(timeout)} of the slice becoming ACTIVE "
-            "(backend.tpu_start_timeout); the serial console says more: gcloud compute tpus "
-            f"tpu-vm get-serial-port-output {job.name.rsplit('/', 1)[-1]} "
-            f"--worker={missing[0]} --zone={job.name.split('/')[3]}",
+            f"{why}; the serial console says more: gcloud compute tpus tpu-vm "
+            f"get-serial-port-output {node} --worker={missing[0]} --zone={zone}",
         )
+
+    def _count_hosts(self, job: _Slice, starts: Starts) -> None:
+        """Take the slice's host count from its hosts' boot records, if they gave one: the
+        catalogue's count is a prediction, and a wrong one would wait for hosts that don't
+        exist, or end the job before every host did."""
+        if starts.hosts is None:
+            return
+        job.counted = starts.hosts
+        if starts.hosts != job.hosts:
+            logger.warning(
+                "step %r: queued resource %s has %d hosts, not the %d confpipe's TPU catalogue "
+                "expected: waiting for %d (please report this: tpu_catalog.py)",
+                job.step, job.name, starts.hosts, job.hosts, starts.hosts,
+            )  # fmt: skip
+            job.hosts = starts.hosts
 
     def _get(self, job: _Slice) -> JobStatus:
         """The queued resource's status; on an API outage the last one, until api_timeout."""
@@ -310,23 +328,6 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
             )
             return
         logger.info("step %r: deleted queued resource %s", job.step, job.name)
-
-
-def _hosts(hosts: list[int], of: int) -> str:
-    """``host 3 of 4``, ``hosts 1, 3 of 4``; ``the TPU host`` of a single-host slice."""
-    if of == 1:
-        return "the TPU host"
-    return f"host{'s' if len(hosts) > 1 else ''} {', '.join(map(str, hosts))} of {of}"
-
-
-def _duration(seconds: float) -> str:
-    """``10m``, ``90s``, ``1h30m``: a timeout as the settings write it."""
-    whole = round(seconds)
-    if whole != seconds or whole < 60:
-        return f"{seconds:g}s"
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (s, "s")) if n)
 
 
 def _slice(handle: object) -> _Slice:

@@ -38,6 +38,7 @@ SCRIPT_KEY = "startup-script"  # the metadata key whose script every TPU VM host
 JOB_DIR_KEY = "confpipe-job-dir"
 ENV_KEY = "confpipe-env-"  # + NAME: the value of the step's env variable NAME
 WORKER_KEY = "agent-worker-number"  # the host's index, in a TPU VM's metadata
+ENDPOINTS_KEY = "worker-network-endpoints"  # one entry per VM of the slice, comma-separated
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,114}")
 _DOCKER_HOSTS = re.compile(r"([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
@@ -188,7 +189,8 @@ def startup_script(settings: GcpConf, job: JobRequest, *, code: str | None = Non
         f'    "${HOST_VAR}" "$2" "$1" > "$state/exit.json"',
         f'  put "{EXITS}/${HOST_VAR}.json" "$state/exit.json"',
         "}",
-        f'put "{STARTS}/${HOST_VAR}-{BOOT}" /dev/null',
+        f"hosts=\"$(md attributes/{ENDPOINTS_KEY} | tr , '\\n' | grep -c .)\"  # the slice's VMs",
+        f'put "{STARTS}/${HOST_VAR}-{BOOT}-${{hosts:-0}}" /dev/null',
     ]
     registry = _DOCKER_HOSTS.match(settings.image)
     if registry is not None:
