@@ -76,6 +76,25 @@ def test_golden_gpu_spot_step_with_retries() -> None:
     check_golden("gpu_spot_retries", redacted(golden_request("train", resources)))
 
 
+def test_golden_one_l4_gets_a_g2_machine_with_drivers_installed() -> None:
+    request = golden_request("infer", Resources(gpu=GPU("nvidia-l4", 1)))
+    check_golden("gpu_l4", redacted(request))
+    instance = request.allocation_policy.instances[0]
+    assert instance.policy.machine_type == "g2-standard-4"  # the smallest g2 with one L4
+    assert instance.install_gpu_drivers
+    assert [(a.type_, a.count) for a in instance.policy.accelerators] == [("nvidia-l4", 1)]
+
+
+def test_golden_eight_a100s_get_an_a2_highgpu_8g() -> None:
+    resources = Resources(gpu=GPU("nvidia-tesla-a100", 8), timeout=12 * 3600, disk=500 * GiB)
+    request = golden_request("pretrain", resources)
+    check_golden("gpu_a100x8", redacted(request))
+    instance = request.allocation_policy.instances[0]
+    assert instance.policy.machine_type == "a2-highgpu-8g"
+    assert instance.install_gpu_drivers
+    assert [(a.type_, a.count) for a in instance.policy.accelerators] == [("nvidia-tesla-a100", 8)]
+
+
 def test_golden_env_secret_env_and_pip_extras_keep_env_values_out() -> None:
     resources = Resources(
         cpu=2,
@@ -178,6 +197,51 @@ def test_preflight_names_the_valid_options(resources: Resources, message: str) -
     backend.close()
     assert str(err.value).startswith("step 'train': ")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("region", "gpu", "message"),
+    [
+        (
+            "europe-west2",
+            GPU("nvidia-tesla-a100", 8),
+            "step 'train': resources.gpu.type=nvidia-tesla-a100: no zone of "
+            "backend.region=europe-west2 offers it; regions that do: us-central1, us-east1, "
+            "us-west1, us-west3, us-west4, europe-west4, asia-northeast1, asia-northeast3, "
+            "asia-southeast1, me-west1; GPU types in europe-west2: nvidia-l4, nvidia-tesla-t4",
+        ),
+        (
+            "us-south1",
+            GPU("nvidia-l4", 1),
+            "step 'train': resources.gpu.type=nvidia-l4: no zone of backend.region=us-south1 "
+            "offers it; regions that do: us-central1, ",
+        ),
+        (
+            "africa-south1",
+            GPU("nvidia-tesla-t4", 1),
+            "; africa-south1 has no GPUs",
+        ),
+    ],
+)
+def test_a_gpu_the_region_doesnt_offer_is_refused_before_anything_runs(
+    region: str, gpu: GPU, message: str
+) -> None:
+    backend = BatchBackend(
+        GcpConf(project="proj", image="img", region=region, batch_endpoint="127.0.0.1:9")
+    )
+    with pytest.raises(ConfigError) as err:
+        backend.check("train", Resources(gpu=gpu))
+    backend.close()
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_every_gpu_type_has_regions_and_every_golden_region_offers_it() -> None:
+    from confpipe.backends.gcp.machine_catalog import GPU_REGIONS, GPUS
+
+    assert set(GPU_REGIONS) == set(GPUS)
+    assert all(GPU_REGIONS[t] for t in GPUS)
+    assert all(SETTINGS.region in GPU_REGIONS[t] for t in ("nvidia-l4", "nvidia-tesla-a100"))
 
 
 def test_pip_extras_need_the_working_tree_staged() -> None:

@@ -158,8 +158,14 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
             "step 'total': resources.tpu=v4-8: no zone of backend.region=us-central1 offers "
             "TPU v4; zones that do: us-central2-b",
         ),
+        (
+            "backend.region=europe-west2 "
+            "+steps.total.resources.gpu={type:nvidia-tesla-v100,count:1}",
+            "step 'total': resources.gpu.type=nvidia-tesla-v100: no zone of "
+            "backend.region=europe-west2 offers it; regions that do: us-central1,",
+        ),
     ]:
-        out = cli(*gcp(fake_batch, fake_gcs, gs_prefix, override), cwd=work)
+        out = cli(*gcp(fake_batch, fake_gcs, gs_prefix, *override.split(" ")), cwd=work)
         assert out.returncode == 2, (override, out.stderr)
         (line,) = out.stderr.splitlines()
         assert line.startswith(f"confpipe: error: {expected}"), line

@@ -84,12 +84,12 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         return gcp_api.batch_client(self.settings.batch_endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
-        check_resources(resources)
+        check_resources(resources, self.settings.region)
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
 
-        choice = check_resources(job.resources)
+        choice = check_resources(job.resources, self.settings.region)
         try:
             live = self._find_live(job) if job.attempt == 0 else None
             return self._track(live or self._create(job, choice))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from confpipe.backends import JobRequest, JobState, JobStatus
 from confpipe.backends.gcp.job import DRIVER, OWN_VARS, REDACTED, VM_MODULE, entry_env, step_labels
-from confpipe.backends.gcp.machine_catalog import Choice, choose
+from confpipe.backends.gcp.machine_catalog import Choice, check_region, choose
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError
@@ -42,8 +42,9 @@ _EXITS = {
 }
 
 
-def check_resources(resources: Resources) -> Choice:
-    """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it."""
+def check_resources(resources: Resources, region: str) -> Choice:
+    """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it
+    (whose GPUs, if any, ``region`` must offer)."""
     if resources.tpu is not None:
         raise ConfigError(
             f"resources.tpu={resources.tpu}: Cloud Batch runs CPU/GPU steps; TPU steps run "
@@ -60,7 +61,10 @@ def check_resources(resources: Resources) -> Choice:
                 f"resources.secret_env.{key}: {name!r} is not a Secret Manager version name; "
                 "use projects/PROJECT/secrets/NAME/versions/VERSION (or .../versions/latest)"
             )
-    return choose(resources)
+    choice = choose(resources)
+    if choice.gpu is not None:
+        check_region(choice.gpu, region)
+    return choice
 
 
 def job_request(
@@ -79,7 +83,7 @@ def job_request(
     from google.cloud import batch_v1
 
     r = job.resources
-    choice = choice or check_resources(r)
+    choice = choice or check_resources(r, settings.region)
     env = {**r.env, **entry_env(job, storage_endpoint=settings.storage_endpoint, code=code)}
     compute = batch_v1.ComputeResource(cpu_milli=round(r.cpu * 1000))
     if r.memory:
