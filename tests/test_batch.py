@@ -528,6 +528,38 @@ def test_polling_costs_one_request_per_interval_for_all_jobs(
     assert per_job_minute_at_10s <= 6
 
 
+@pytest.mark.slow
+def test_a_lone_job_costs_one_create_then_one_status_request_per_interval(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    """No ListJobs at submit (no earlier launch can have submitted one: the step has no older
+    job folder), no status request before a poll interval has passed, then one per interval."""
+    interval = 0.5
+    backend = make_backend(fake, poll_interval=interval)
+    started = time.monotonic()
+    value = run(backend, tmp_path / "add-0123456789ab", jobfns.add, a=1, b=2)
+    life = time.monotonic() - started
+    backend.close()
+    assert isinstance(value, dict) and value["sum"] == 3
+    methods = [m for m, _ in fake.requests]
+    assert methods[0] == "CreateJob"  # nothing before it: no re-attach search
+    assert set(methods[1:]) == {"ListJobs"}  # the shared poll; no GetJob burst
+    assert len(methods) - 1 <= life / interval + 1  # at most one status request per interval
+
+
+@pytest.mark.slow
+def test_a_step_with_an_earlier_job_folder_still_looks_for_its_live_job(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "add-0123456789ab"
+    (out / ".confpipe" / "jobs" / "20250101-000000.000-0-0a1b2c3d").mkdir(parents=True)
+    backend = make_backend(fake)
+    run(backend, out, jobfns.add, a=1, b=2)
+    backend.close()
+    (first, _), (second, _) = fake.requests[:2]
+    assert (first, second) == ("ListJobs", "CreateJob")  # by labels, then a new job
+
+
 # -- the code that reaches the job ---------------------------------------------------------
 
 

@@ -1,19 +1,20 @@
 """The Cloud TPU backend: each TPU job is one queued resource, driven through google-cloud-tpu.
 
 ``submit`` first looks for the step's live queued resource by its node's labels (a driver
-that took over a stale lease re-attaches instead of submitting twice), else creates one
-(``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
-entry (``python -m confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when
-its worker ends, or, when its container never got that far, its startup script does
-(``hosts``). ``poll`` reads those records (one listing of the job folder) and, while they
-don't settle it, the queued resource's state: ACTIVE is running, SUSPENDED or FAILED by the
-service is a preemption (``run_job`` retries it), a non-zero exit fails the step (its status
-names that host's log). A slice ACTIVE for ``backend.tpu_start_timeout`` while some host's
-worker hasn't started fails the step naming those hosts: a VM that never booted writes
-nothing, and would otherwise keep a paid slice waiting until ``resources.timeout``. A queued
-resource is deleted as soon as its job ends, and by ``cancel``; a detached one is left
-alone. Status checks happen at most once per ``poll_interval`` per job.
-``google.cloud.tpu_v2`` is imported when the first TPU step is checked, not before.
+that took over a stale lease re-attaches instead of submitting twice; only when the step has
+an older job folder, ``earlier_jobs``), else creates one (``tpu_request``) and waits for the
+create operation. Every host of the slice runs the job's entry (``python -m
+confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends,
+or, when its container never got that far, its startup script does (``hosts``). ``poll``
+reads those records (one listing of the job folder) and, while they don't settle it, the
+queued resource's state: ACTIVE is running, SUSPENDED or FAILED by the service is a
+preemption (``run_job`` retries it), a non-zero exit fails the step (its status names that
+host's log). A slice ACTIVE for ``backend.tpu_start_timeout`` while some host's worker
+hasn't started fails the step naming those hosts: a VM that never booted writes nothing, and
+would otherwise keep a paid slice waiting until ``resources.timeout``. A queued resource is
+deleted as soon as its job ends, and by ``cancel``; a detached one is left alone. Status
+checks happen at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is
+imported when the first TPU step is checked, not before.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records, earlier_jobs
 from confpipe.backends.gcp.hosts import (
     BOOT,
     WORKER,
@@ -115,7 +116,8 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
 
         placement = check_resources(job.resources, self.settings)
         try:
-            live = self._find_live(job, placement) if job.attempt == 0 else None
+            maybe = job.attempt == 0 and earlier_jobs(job)  # else no launch submitted one
+            live = self._find_live(job, placement) if maybe else None
             return live or self._create(job, placement)
         except exceptions.GoogleAPICallError as err:
             raise StepFailed(job.step, f"Cloud TPU refused the request: {err}") from err
