@@ -263,6 +263,16 @@ def test_a_timeout_failure_says_so() -> None:
     assert "exit code 50005: it ran past resources.timeout" in job_status(job).detail
 
 
+@pytest.mark.parametrize(
+    ("timeout", "limit"), [(3, "8s"), (600, "660s"), (3600, "3960s"), (86400, "87000s")]
+)
+def test_max_run_duration_is_the_timeout_plus_a_grace_for_the_drivers_own_timer(
+    timeout: float, limit: str
+) -> None:
+    request = redacted(golden_request("t", Resources(timeout=timeout)))
+    assert request["taskGroups"][0]["taskSpec"]["maxRunDuration"] == limit
+
+
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
     assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
@@ -558,6 +568,44 @@ def test_a_step_with_an_earlier_job_folder_still_looks_for_its_live_job(
     backend.close()
     (first, _), (second, _) = fake.requests[:2]
     assert (first, second) == ("ListJobs", "CreateJob")  # by labels, then a new job
+
+
+@pytest.mark.slow
+def test_the_fake_kills_a_task_past_max_run_duration_when_no_driver_watches(
+    tmp_path: Path,
+) -> None:
+    # detach=true, or a dead driver: nobody runs run_job's timer, Batch's limit stops the VM
+    with FakeBatch(command=lambda runnable: ["sleep", "60"]) as fake:
+        backend = make_backend(fake)
+        job_dir = f"{tmp_path}/s-0123456789ab/.confpipe/jobs/j"
+        handle = backend.submit(JobRequest("s", job_dir, Resources(timeout=1)))
+        started = time.monotonic()
+        status = backend.poll(handle)
+        while not status.state.done and time.monotonic() - started < 30:
+            time.sleep(0.05)
+            status = backend.poll(handle)
+        backend.close()
+        (job,) = fake.jobs()
+    assert status.state.name == "FAILED"
+    assert status.detail.startswith("exit code 50005: it ran past resources.timeout")
+    assert 6 <= time.monotonic() - started < 20  # maxRunDuration: 1 s + the 5 s grace
+    assert any("ran past its maxRunDuration of 6s" in e for e in events(job))
+
+
+@pytest.mark.slow
+def test_the_driver_times_a_job_out_first_and_deletes_it(fake: FakeBatch, tmp_path: Path) -> None:
+    out = tmp_path / "hold-0123456789ab"
+    with pytest.raises(StepFailed) as err:
+        run(
+            make_backend(fake), out, jobfns.hold, Resources(timeout=2), pid_file=str(tmp_path / "p")
+        )
+    assert str(err.value).startswith(
+        "step 'hold': timed out after running 2s (resources.timeout); job cancelled\n"
+    )
+    ((_, create),) = [(m, r) for m, r in fake.requests if m == "CreateJob"]
+    assert create.job.task_groups[0].task_spec.max_run_duration.total_seconds() == 7
+    assert fake.count("DeleteJob") == 1
+    eventually(lambda: fake.pid(create.job.name) is None, "the task to be killed")
 
 
 # -- the code that reaches the job ---------------------------------------------------------

@@ -587,3 +587,24 @@ def test_the_start_deadline_says_which_hosts_booted_and_which_never_reported() -
     assert never_started([0], [], 1, 5400).endswith(
         "within 1h30m of the slice becoming ACTIVE (backend.tpu_start_timeout)"
     )
+
+
+@pytest.mark.slow
+def test_the_driver_times_a_slice_out_and_deletes_its_queued_resource(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    # a queued resource has no run limit of its own: run_job's timer is what stops it
+    backend = make_backend(fake, "us-central2")
+    out = f"{gs_prefix}/wait-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, tpujobs.wait_on_hosts, Resources(tpu="v4-16", timeout=3),
+            pid_dir=str(tmp_path))  # fmt: skip
+    backend.close()
+    assert str(err.value).startswith(
+        "step 'wait': timed out after running 3s (resources.timeout); job cancelled\n"
+    )
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    for host in (0, 1):  # both hosts' workers stop with their slice
+        pid = int((tmp_path / f"host-{host}").read_text())
+        eventually(lambda pid=pid: not alive(pid), f"host {host}'s worker to stop")

@@ -3,7 +3,8 @@
 Pure functions of the backend settings and the job, so golden files can pin them:
 ``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> boot disk, the machine from
 ``machine_catalog.choose``, GPUs -> accelerators with driver installation, spot -> SPOT,
-max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration,
+max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration
+(plus ``timeout_grace``: see there),
 env and secret_env -> environment, labels carrying the step name and hash) and
 ``job_status``.
 ``redacted`` is the request as JSON with every env value hidden: the only form that may be
@@ -40,6 +41,18 @@ _EXITS = {
     50005: "it ran past resources.timeout (maxRunDuration)",
     50006: "its VM was recreated while the task ran",
 }
+
+
+def timeout_grace(timeout: float) -> float:
+    """What ``maxRunDuration`` adds to ``resources.timeout``: a tenth, within [5 s, 10 min].
+
+    The driver enforces ``timeout`` itself (``run_job``: it deletes the job and fails the
+    step with "timed out"), counting from when it saw the job running, a poll interval or
+    so after the task started. Batch's own limit is the backstop for a job no driver
+    watches (``detach=true``, a driver that died): set exactly to ``timeout`` it would fire
+    first and race the driver's clearer failure.
+    """
+    return min(max(timeout / 10, 5.0), 600.0)
 
 
 def check_resources(resources: Resources, region: str) -> Choice:
@@ -102,7 +115,8 @@ def job_request(
         environment=batch_v1.Environment(variables=env, secret_variables=dict(r.secret_env)),
     )
     if r.timeout:
-        spec.max_run_duration = datetime.timedelta(seconds=math.ceil(r.timeout))
+        limit = math.ceil(r.timeout + timeout_grace(r.timeout))
+        spec.max_run_duration = datetime.timedelta(seconds=limit)
     if r.max_retries:
         spec.max_retry_count = r.max_retries
         spec.lifecycle_policies = [
