@@ -273,6 +273,15 @@ def test_max_run_duration_is_the_timeout_plus_a_grace_for_the_drivers_own_timer(
     assert request["taskGroups"][0]["taskSpec"]["maxRunDuration"] == limit
 
 
+@pytest.mark.parametrize(
+    ("disk", "size_gb"), [(10 * GiB, "30"), (30 * GiB, "30"), (100.5 * GiB, "101")]
+)
+def test_disk_is_the_whole_boot_disk_never_below_batchs_default(disk: float, size_gb: str) -> None:
+    request = redacted(golden_request("t", Resources(disk=int(disk))))
+    assert request["allocationPolicy"]["instances"][0]["policy"]["bootDisk"] == {"sizeGb": size_gb}
+    assert "bootDiskMib" not in request["taskGroups"][0]["taskSpec"]["computeResource"]
+
+
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
     assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp

@@ -1,7 +1,9 @@
 """Cloud Batch messages for one confpipe job: the Job request we send, the status we read back.
 
 Pure functions of the backend settings and the job, so golden files can pin them:
-``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> boot disk, the machine from
+``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> the VM's whole boot disk,
+``allocationPolicy.instances[].policy.bootDisk.sizeGb``, never less than ``BOOT_DISK_GB``
+(not ``computeResource.bootDiskMib``, which is extra space per task), the machine from
 ``machine_catalog.choose``, GPUs -> accelerators with driver installation, spot -> SPOT,
 max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration
 (plus ``timeout_grace``: see there),
@@ -32,6 +34,7 @@ MiB = 2**20
 GiB = 2**30
 PREEMPTED = 50001  # Batch's exit code for a task whose Spot VM was preempted
 MAX_RETRIES = 10  # Batch retries a task at most this many times
+BOOT_DISK_GB = 30  # Batch's default boot disk: its VM images and the pulled image live there
 _SECRET = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _EXITS = {
     50001: "its Spot VM was preempted",
@@ -138,7 +141,8 @@ def job_request(
             batch_v1.AllocationPolicy.Accelerator(type_=choice.gpu.type, count=choice.gpu.count)
         ]
     if r.disk:
-        policy.boot_disk = batch_v1.AllocationPolicy.Disk(size_gb=math.ceil(r.disk / GiB))
+        size = max(math.ceil(r.disk / GiB), BOOT_DISK_GB)  # less can't boot and hold the image
+        policy.boot_disk = batch_v1.AllocationPolicy.Disk(size_gb=size)
     labels = {**settings.labels, **step_labels(job), DRIVER: driver}
     allocation = batch_v1.AllocationPolicy(
         instances=[
