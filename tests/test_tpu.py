@@ -608,3 +608,22 @@ def test_the_driver_times_a_slice_out_and_deletes_its_queued_resource(
     for host in (0, 1):  # both hosts' workers stop with their slice
         pid = int((tmp_path / f"host-{host}").read_text())
         eventually(lambda pid=pid: not alive(pid), f"host {host}'s worker to stop")
+
+
+@pytest.mark.slow
+def test_a_host_whose_pull_never_ends_fails_at_the_start_deadline_saying_it_booted(
+    fake: FakeTpu, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, tpu_start_timeout=3)
+    fake.stall_pull_next(host=0)
+    out = f"{gs_prefix}/add-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, jobfns.add, Resources(tpu="v5litepod-8", timeout=60), a=1, b=2)
+    backend.close()
+    assert str(err.value).startswith(
+        "step 'add': job failed (the TPU host booted but never started the worker (is docker "
+        "pull of backend.image still running?) within 3s of the slice becoming ACTIVE "
+        "(backend.tpu_start_timeout); the serial console says more: gcloud compute tpus "
+        "tpu-vm get-serial-port-output cp-add-0-"
+    )
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")

@@ -27,6 +27,7 @@ its ``sys.path`` (so the code you have now is the code in the image).
         fake.missing_image("img:bad")     # `docker pull img:bad` fails on every host
         fake.crash_next(host=1, code=1)   # the next slice's host 1: its container exits at once
         fake.dead_next(host=2)            # the next slice's host 2 never boots
+        fake.stall_pull_next(host=0)      # the next slice's host 0: `docker pull` never ends
 
 A loopback endpoint (``127.0.0.1:PORT``) makes the client use an insecure channel and no
 credentials. To dry-run a pipeline's TPU path offline, start a server from your repository
@@ -126,6 +127,7 @@ class FakeTpu(GrpcFake):
         self._missing: set[str] = set()  # images `docker pull` can't find
         self._crash: dict[int, int] = {}  # the next slice's hosts whose container exits: code
         self._dead: set[int] = set()  # the next slice's hosts that never boot
+        self._stall: set[int] = set()  # the next slice's hosts whose docker pull never ends
         self._folder = Path(tempfile.mkdtemp(prefix="fake-tpu-"))
         self._shims = shims(self._folder / "bin")
         self._threads: list[threading.Thread] = []
@@ -183,6 +185,12 @@ class FakeTpu(GrpcFake):
         runs, so it writes nothing anywhere."""
         with self._lock:
             self._dead.add(host)
+
+    def stall_pull_next(self, host: int = 0) -> None:
+        """In the next slice to boot, host ``host``'s ``docker pull`` never finishes: the VM
+        booted, its worker never starts."""
+        with self._lock:
+            self._stall.add(host)
 
     def fail_next(self, reason: str) -> None:
         """The next slice fails once accepted, as when the service has no capacity for it."""
@@ -259,10 +267,12 @@ class FakeTpu(GrpcFake):
         with self._lock:
             if run.stop.is_set():
                 return
-            crash, dead, self._crash, self._dead = self._crash, self._dead, {}, set()
+            crash, dead, stall = self._crash, self._dead, self._stall
+            self._crash, self._dead, self._stall = {}, set(), set()
             env = {**self.env, "FAKE_DOCKER_MISSING": ",".join(sorted(self._missing))}
             for i in range(count):
                 own = {**env, "FAKE_DOCKER_RUN_EXIT": str(crash[i])} if i in crash else env
+                own = {**own, "FAKE_DOCKER_PULL_HANGS": "1"} if i in stall else own
                 log = self._log_path(name, i)
                 host = Host(i, attributes, own, self.cwd, log, self._shims, boot=i not in dead)
                 run.hosts.append(host)

@@ -9,7 +9,8 @@ the VM's serial console log; a host told not to boot runs nothing. The metadata 
 also hands out an access token (``service-accounts/default/token``), as the VM's does.
 ``shims`` makes the folder put first on ``PATH``: a ``docker`` whose ``pull`` succeeds
 unless the image is in ``FAKE_DOCKER_MISSING`` (comma-separated; as Docker says of an image
-the registry doesn't have), and whose ``run`` executes the container's command on this
+the registry doesn't have) and never returns with ``FAKE_DOCKER_PULL_HANGS`` set, and whose
+``run`` executes the container's command on this
 machine with this interpreter (the "image" is this environment), or, with
 ``FAKE_DOCKER_RUN_EXIT=CODE``, prints why and exits with CODE at once (an image without
 confpipe); and a ``gcloud`` that only says what it was asked.
@@ -37,10 +38,14 @@ _TOKEN = '{"access_token":"fake-tpu-token","expires_in":3599,"token_type":"Beare
 _DOCKER = '''#!{python}
 """fake docker (confpipe.testing.tpu): `docker run [options] IMAGE COMMAND...` runs COMMAND
 here, in this environment; python/python3 is the fake's interpreter."""
-import os, sys
+import os, sys, time
 args = sys.argv[1:]
 if args[:1] == ["pull"] and len(args) == 2:
     image = args[1]
+    if os.environ.get("FAKE_DOCKER_PULL_HANGS"):
+        print(f"latest: Pulling from {{image}}", flush=True)
+        while True:  # a registry that never finishes sending (until the VM is shut down)
+            time.sleep(1)
     if image in os.environ.get("FAKE_DOCKER_MISSING", "").split(","):
         print(f"Error response from daemon: manifest for {{image}} not found: manifest "
               "unknown: manifest unknown", file=sys.stderr)
