@@ -76,6 +76,25 @@ def test_golden_gpu_spot_step_with_retries() -> None:
     check_golden("gpu_spot_retries", redacted(golden_request("train", resources)))
 
 
+def test_golden_one_l4_gets_a_g2_machine_with_drivers_installed() -> None:
+    request = golden_request("infer", Resources(gpu=GPU("nvidia-l4", 1)))
+    check_golden("gpu_l4", redacted(request))
+    instance = request.allocation_policy.instances[0]
+    assert instance.policy.machine_type == "g2-standard-4"  # the smallest g2 with one L4
+    assert instance.install_gpu_drivers
+    assert [(a.type_, a.count) for a in instance.policy.accelerators] == [("nvidia-l4", 1)]
+
+
+def test_golden_eight_a100s_get_an_a2_highgpu_8g() -> None:
+    resources = Resources(gpu=GPU("nvidia-tesla-a100", 8), timeout=12 * 3600, disk=500 * GiB)
+    request = golden_request("pretrain", resources)
+    check_golden("gpu_a100x8", redacted(request))
+    instance = request.allocation_policy.instances[0]
+    assert instance.policy.machine_type == "a2-highgpu-8g"
+    assert instance.install_gpu_drivers
+    assert [(a.type_, a.count) for a in instance.policy.accelerators] == [("nvidia-tesla-a100", 8)]
+
+
 def test_golden_env_secret_env_and_pip_extras_keep_env_values_out() -> None:
     resources = Resources(
         cpu=2,
@@ -180,6 +199,51 @@ def test_preflight_names_the_valid_options(resources: Resources, message: str) -
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("region", "gpu", "message"),
+    [
+        (
+            "europe-west2",
+            GPU("nvidia-tesla-a100", 8),
+            "step 'train': resources.gpu.type=nvidia-tesla-a100: no zone of "
+            "backend.region=europe-west2 offers it; regions that do: us-central1, us-east1, "
+            "us-west1, us-west3, us-west4, europe-west4, asia-northeast1, asia-northeast3, "
+            "asia-southeast1, me-west1; GPU types in europe-west2: nvidia-l4, nvidia-tesla-t4",
+        ),
+        (
+            "us-south1",
+            GPU("nvidia-l4", 1),
+            "step 'train': resources.gpu.type=nvidia-l4: no zone of backend.region=us-south1 "
+            "offers it; regions that do: us-central1, ",
+        ),
+        (
+            "africa-south1",
+            GPU("nvidia-tesla-t4", 1),
+            "; africa-south1 has no GPUs",
+        ),
+    ],
+)
+def test_a_gpu_the_region_doesnt_offer_is_refused_before_anything_runs(
+    region: str, gpu: GPU, message: str
+) -> None:
+    backend = BatchBackend(
+        GcpConf(project="proj", image="img", region=region, batch_endpoint="127.0.0.1:9")
+    )
+    with pytest.raises(ConfigError) as err:
+        backend.check("train", Resources(gpu=gpu))
+    backend.close()
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_every_gpu_type_has_regions_and_every_golden_region_offers_it() -> None:
+    from confpipe.backends.gcp.machine_catalog import GPU_REGIONS, GPUS
+
+    assert set(GPU_REGIONS) == set(GPUS)
+    assert all(GPU_REGIONS[t] for t in GPUS)
+    assert all(SETTINGS.region in GPU_REGIONS[t] for t in ("nvidia-l4", "nvidia-tesla-a100"))
+
+
 def test_pip_extras_need_the_working_tree_staged() -> None:
     backend = offline()
     with pytest.raises(ConfigError, match=r"pip_extras=\['eval'\] needs the working tree staged"):
@@ -199,12 +263,31 @@ def test_a_timeout_failure_says_so() -> None:
     assert "exit code 50005: it ran past resources.timeout" in job_status(job).detail
 
 
+@pytest.mark.parametrize(
+    ("timeout", "limit"), [(3, "8s"), (600, "660s"), (3600, "3960s"), (86400, "87000s")]
+)
+def test_max_run_duration_is_the_timeout_plus_a_grace_for_the_drivers_own_timer(
+    timeout: float, limit: str
+) -> None:
+    request = redacted(golden_request("t", Resources(timeout=timeout)))
+    assert request["taskGroups"][0]["taskSpec"]["maxRunDuration"] == limit
+
+
+@pytest.mark.parametrize(
+    ("disk", "size_gb"), [(10 * GiB, "30"), (30 * GiB, "30"), (100.5 * GiB, "101")]
+)
+def test_disk_is_the_whole_boot_disk_never_below_batchs_default(disk: float, size_gb: str) -> None:
+    request = redacted(golden_request("t", Resources(disk=int(disk))))
+    assert request["allocationPolicy"]["instances"][0]["policy"]["bootDisk"] == {"sizeGb": size_gb}
+    assert "bootDiskMib" not in request["taskGroups"][0]["taskSpec"]["computeResource"]
+
+
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
     assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
         "kind", "cpu", "memory", "project", "region", "image", "service_account", "network",
         "subnetwork", "labels", "poll_interval", "api_timeout", "stage_code", "batch_endpoint",
-        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "storage_endpoint",
+        "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "tpu_start_timeout", "storage_endpoint",
     ]  # fmt: skip
     assert list(inspect.signature(BatchBackend).parameters) == ["settings", "code_folder"]
     assert list(inspect.signature(FakeBatch).parameters) == [
@@ -462,6 +545,76 @@ def test_polling_costs_one_request_per_interval_for_all_jobs(
     assert requests <= seconds / interval + 2
     per_job_minute_at_10s = requests / jobs / seconds * 60 * (interval / 10.0)
     assert per_job_minute_at_10s <= 6
+
+
+@pytest.mark.slow
+def test_a_lone_job_costs_one_create_then_one_status_request_per_interval(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    """No ListJobs at submit (no earlier launch can have submitted one: the step has no older
+    job folder), no status request before a poll interval has passed, then one per interval."""
+    interval = 0.5
+    backend = make_backend(fake, poll_interval=interval)
+    started = time.monotonic()
+    value = run(backend, tmp_path / "add-0123456789ab", jobfns.add, a=1, b=2)
+    life = time.monotonic() - started
+    backend.close()
+    assert isinstance(value, dict) and value["sum"] == 3
+    methods = [m for m, _ in fake.requests]
+    assert methods[0] == "CreateJob"  # nothing before it: no re-attach search
+    assert set(methods[1:]) == {"ListJobs"}  # the shared poll; no GetJob burst
+    assert len(methods) - 1 <= life / interval + 1  # at most one status request per interval
+
+
+@pytest.mark.slow
+def test_a_step_with_an_earlier_job_folder_still_looks_for_its_live_job(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    out = tmp_path / "add-0123456789ab"
+    (out / ".confpipe" / "jobs" / "20250101-000000.000-0-0a1b2c3d").mkdir(parents=True)
+    backend = make_backend(fake)
+    run(backend, out, jobfns.add, a=1, b=2)
+    backend.close()
+    (first, _), (second, _) = fake.requests[:2]
+    assert (first, second) == ("ListJobs", "CreateJob")  # by labels, then a new job
+
+
+@pytest.mark.slow
+def test_the_fake_kills_a_task_past_max_run_duration_when_no_driver_watches(
+    tmp_path: Path,
+) -> None:
+    # detach=true, or a dead driver: nobody runs run_job's timer, Batch's limit stops the VM
+    with FakeBatch(command=lambda runnable: ["sleep", "60"]) as fake:
+        backend = make_backend(fake)
+        job_dir = f"{tmp_path}/s-0123456789ab/.confpipe/jobs/j"
+        handle = backend.submit(JobRequest("s", job_dir, Resources(timeout=1)))
+        started = time.monotonic()
+        status = backend.poll(handle)
+        while not status.state.done and time.monotonic() - started < 30:
+            time.sleep(0.05)
+            status = backend.poll(handle)
+        backend.close()
+        (job,) = fake.jobs()
+    assert status.state.name == "FAILED"
+    assert status.detail.startswith("exit code 50005: it ran past resources.timeout")
+    assert 6 <= time.monotonic() - started < 20  # maxRunDuration: 1 s + the 5 s grace
+    assert any("ran past its maxRunDuration of 6s" in e for e in events(job))
+
+
+@pytest.mark.slow
+def test_the_driver_times_a_job_out_first_and_deletes_it(fake: FakeBatch, tmp_path: Path) -> None:
+    out = tmp_path / "hold-0123456789ab"
+    with pytest.raises(StepFailed) as err:
+        run(
+            make_backend(fake), out, jobfns.hold, Resources(timeout=2), pid_file=str(tmp_path / "p")
+        )
+    assert str(err.value).startswith(
+        "step 'hold': timed out after running 2s (resources.timeout); job cancelled\n"
+    )
+    ((_, create),) = [(m, r) for m, r in fake.requests if m == "CreateJob"]
+    assert create.job.task_groups[0].task_spec.max_run_duration.total_seconds() == 7
+    assert fake.count("DeleteJob") == 1
+    eventually(lambda: fake.pid(create.job.name) is None, "the task to be killed")
 
 
 # -- the code that reaches the job ---------------------------------------------------------

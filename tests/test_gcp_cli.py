@@ -158,8 +158,14 @@ def test_config_mistakes_on_gcp_exit_2_with_one_line(
             "step 'total': resources.tpu=v4-8: no zone of backend.region=us-central1 offers "
             "TPU v4; zones that do: us-central2-b",
         ),
+        (
+            "backend.region=europe-west2 "
+            "+steps.total.resources.gpu={type:nvidia-tesla-v100,count:1}",
+            "step 'total': resources.gpu.type=nvidia-tesla-v100: no zone of "
+            "backend.region=europe-west2 offers it; regions that do: us-central1,",
+        ),
     ]:
-        out = cli(*gcp(fake_batch, fake_gcs, gs_prefix, override), cwd=work)
+        out = cli(*gcp(fake_batch, fake_gcs, gs_prefix, *override.split(" ")), cwd=work)
         assert out.returncode == 2, (override, out.stderr)
         (line,) = out.stderr.splitlines()
         assert line.startswith(f"confpipe: error: {expected}"), line
@@ -204,6 +210,10 @@ def test_backend_for_builds_batch_from_a_plain_mapping() -> None:
          "backend.api_timeout: must be a positive number of seconds, got -1.0"),
         ({"kind": "gcp", "project": "p", "image": "i", "labels": {"Team": "x"}},
          "backend.labels: Team='x' is not a valid label"),
+        ({"kind": "gcp", "project": "p", "image": "i", "tpu_start_timeout": "soon"},
+         "backend.tpu_start_timeout: 'soon' is not a duration; use e.g. 90s, 30m, 2h"),
+        ({"kind": "gcp", "project": "p", "image": "i", "tpu_start_timeout": 0},
+         "backend.tpu_start_timeout: must be a positive duration such as 10m or 600 (seconds)"),
     ],
 )  # fmt: skip
 def test_gcp_settings_errors_name_the_key(backend: dict[str, object], expected: str) -> None:

@@ -93,11 +93,12 @@ def test_golden_mismatch_says_how_to_accept_the_change(monkeypatch: pytest.Monke
 def test_the_script_runs_the_job_entry_with_the_hosts_index() -> None:
     job = JobRequest("s", "gs://b/s-1/.confpipe/jobs/j", Resources(tpu="v6e-16"))
     script = startup_script(SETTINGS, job)
-    assert 'CONFPIPE_TPU_HOST="$(md agent-worker-number)"' in script
-    assert script.rstrip().endswith(
+    assert 'CONFPIPE_TPU_HOST="$(md attributes/agent-worker-number)"' in script
+    assert (
         "us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm "
-        "gs://b/s-1/.confpipe/jobs/j"
-    )
+        'gs://b/s-1/.confpipe/jobs/j 2>&1 | tee -a "$log"\n'
+    ) in script
+    assert script.rstrip().endswith('report "docker run" "$code"\nexit "$code"')
     assert "gcloud auth configure-docker us-docker.pkg.dev --quiet" in script
 
 
@@ -178,9 +179,36 @@ def test_valid_tpus_pass_preflight(tpu: str, region: str, hosts: int) -> None:
     from confpipe.backends.gcp.tpu_catalog import parse
 
     backend = offline(region)
-    backend.check("train", Resources(tpu=tpu))
+    where = backend.check("train", Resources(tpu=tpu))  # the plan's "where" column
     backend.close()
     assert parse(tpu).hosts == hosts
+    assert where == (f"tpu ({hosts} hosts)" if hosts > 1 else "tpu (1 host)")
+
+
+PUBLISHED_HOSTS = [  # (type, chips, TPU VMs): the rows tpu_catalog's docstring cites
+    # v5p table (cloud.google.com/tpu/docs/v5p): topology, chips, hosts
+    ("v5p:2x2x1", 4, 1), ("v5p:2x2x2", 8, 2), ("v5p:2x4x4", 32, 8), ("v5p:4x4x4", 64, 16),
+    ("v5p:4x4x8", 128, 32), ("v5p:8x8x8", 512, 128), ("v5p:16x16x24", 6144, 1536),
+    ("v5p-8", 4, 1), ("v5p-16", 8, 2), ("v5p-128", 64, 16), ("v5p-12288", 6144, 1536),
+    # v4 (cloud.google.com/tpu/docs/v4): 4 chips per VM
+    ("v4-8", 4, 1), ("v4-16", 8, 2), ("v4-32", 16, 4), ("v4:2x2x4", 16, 4), ("v4-4096", 2048, 512),
+    # v5e (cloud.google.com/tpu/docs/v5e): 1-, 4- and 8-chip single VMs, then 4-chip VMs
+    ("v5litepod-1", 1, 1), ("v5litepod-4", 4, 1), ("v5litepod-8", 8, 1),
+    ("v5litepod-16", 16, 4), ("v5litepod-32", 32, 8), ("v5litepod-256", 256, 64),
+    ("v5e:4x4", 16, 4), ("v5e:16x16", 256, 64),
+    # v6e (cloud.google.com/tpu/docs/v6e): as v5e
+    ("v6e-1", 1, 1), ("v6e-8", 8, 1), ("v6e-16", 16, 4), ("v6e-256", 256, 64),
+    # v2/v3: 4 chips (8 TensorCores) per VM
+    ("v2-8", 4, 1), ("v2-32", 16, 4), ("v3-8", 4, 1), ("v3-32", 16, 4), ("v3-2048", 1024, 256),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tpu", "chips", "hosts"), PUBLISHED_HOSTS)
+def test_hosts_per_slice_match_the_published_tables(tpu: str, chips: int, hosts: int) -> None:
+    from confpipe.backends.gcp.tpu_catalog import parse
+
+    found = parse(tpu)
+    assert (found.chips, found.hosts) == (chips, hosts)
 
 
 def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
@@ -193,7 +221,7 @@ def test_gcp_routes_tpu_steps_to_cloud_tpu_and_the_rest_to_batch() -> None:
     assert isinstance(backend, GcpBackend)
     assert backend.check("cpu", Resources(cpu=2)) == "batch"
     assert "tpu" not in backend._made  # the TPU client is made on the first TPU step only
-    assert backend.check("tpu", Resources(tpu="v5litepod-8")) == "tpu"
+    assert backend.check("tpu", Resources(tpu="v5litepod-8")) == "tpu (1 host)"
     with pytest.raises(ConfigError, match=r"step 'g': resources\.gpu\.type: unknown GPU"):
         backend.check("g", Resources(gpu=GPU("nvidia-l5", 1)))
     with pytest.raises(ConfigError, match=r"step 't': resources\.tpu=v4-8: no zone of"):
@@ -219,9 +247,14 @@ def fake(fake_tpu: FakeTpu) -> FakeTpu:
     return fake_tpu
 
 
-def make_backend(fake: FakeTpu, region: str = "us-central1") -> TpuBackend:
+def make_backend(fake: FakeTpu, region: str = "us-central1", **more: Any) -> TpuBackend:
     settings = GcpConf(
-        project="proj", region=region, image="img", tpu_endpoint=fake.endpoint, poll_interval=0.05
+        project="proj",
+        region=region,
+        image="img",
+        tpu_endpoint=fake.endpoint,
+        poll_interval=0.05,
+        **more,
     )
     return TpuBackend(settings)
 
@@ -262,7 +295,9 @@ def test_a_single_host_step_runs_and_its_queued_resource_is_deleted(
     eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
     (job_dir,) = job_dirs(out)
     assert "adding 1 and 2" in read(f"{job_dir}/log.txt")
-    assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0}
+    assert json.loads(read(f"{job_dir}/exits/0.json")) == {"host": 0, "code": 0, "stage": "worker"}
+    starts = store_for(job_dir).fs.ls(f"{job_dir}/starts", detail=False)
+    assert sorted(p.rsplit("/", 1)[-1] for p in starts) == ["0-boot-1", "0-worker"]
 
 
 @pytest.mark.slow
@@ -278,7 +313,8 @@ def test_every_host_of_a_multi_host_slice_runs_and_host_0_writes_the_result(
     for host in (1, 2, 3):
         assert json.loads(read(f"{job_dir}/host-{host}/result.json"))["value"]["host"] == host
         assert read(f"{job_dir}/host-{host}/log.txt") == f"host {host} ran\n"
-        assert json.loads(read(f"{job_dir}/exits/{host}.json")) == {"host": host, "code": 0}
+        exit = {"host": host, "code": 0, "stage": "worker"}
+        assert json.loads(read(f"{job_dir}/exits/{host}.json")) == exit
     assert read(f"{job_dir}/log.txt") == "host 0 ran\n"
     (resource,) = [r for m, r in fake.requests if m == "CreateQueuedResource"]
     name = f"{resource.parent}/queuedResources/{resource.queued_resource_id}"
@@ -436,3 +472,158 @@ def test_env_values_reach_every_host_through_the_metadata_but_no_file(
     files = [f"gs://{p}" for p in store.fs.find(job_dir)]
     blobs = store.read_many(files)  # call.pkl is binary: compare bytes
     assert len(files) >= 8 and not [b for b in blobs if b and ENV_VALUE.encode() in b.data]
+
+
+# -- hosts that die before their worker starts ----------------------------------------------
+
+
+def test_the_start_timeout_is_a_duration_and_defaults_to_10_minutes() -> None:
+    assert GcpConf(project="p", image="i").tpu_start_timeout == 600
+    assert GcpConf(project="p", image="i", tpu_start_timeout="1h30m").tpu_start_timeout == 5400
+    assert GcpConf(project="p", image="i", tpu_start_timeout=45).tpu_start_timeout == 45
+
+
+@pytest.mark.slow
+def test_an_image_that_cant_be_pulled_fails_the_step_with_the_pull_log(
+    fake: FakeTpu, backend: TpuBackend, gs_prefix: str
+) -> None:
+    fake.missing_image("img")
+    out = f"{gs_prefix}/add-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, jobfns.add, Resources(tpu="v5litepod-8", timeout=60), a=1, b=2)
+    text = str(err.value)
+    assert text.startswith(
+        "step 'add': job failed (the TPU host exited with exit code 1 in docker pull) without "
+        "writing a record\n  job folder: gs://"
+    )
+    assert "    Error response from daemon: manifest for img not found: manifest unknown" in text
+    (job_dir,) = job_dirs(out)
+    assert json.loads(read(f"{job_dir}/exits/0.json")) == {
+        "host": 0, "code": 1, "stage": "docker pull"
+    }  # fmt: skip
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+
+
+@pytest.mark.slow
+def test_a_host_whose_container_exits_at_once_fails_the_step_naming_it(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-central2")
+    fake.crash_next(host=1, code=1)  # as an image without confpipe in it does
+    out = f"{gs_prefix}/wait-{HASH}"
+    resources = Resources(tpu="v4-16", timeout=60)
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, tpujobs.wait_on_hosts, resources, pid_dir=str(tmp_path))
+    backend.close()
+    text = str(err.value)
+    assert text.startswith(
+        "step 'wait': job failed (host 1 of 2 exited with exit code 1 in docker run) without "
+        "writing a record\n"
+    )
+    assert "    --- host 1 of 2: gs://" in text and "/host-1/log.txt ---" in text
+    assert "No module named 'confpipe'" in text  # the container's own last words
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    if (tmp_path / "host-0").exists():  # host 0's worker, if it got going, is stopped too
+        eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
+
+
+@pytest.mark.slow
+def test_a_host_that_never_boots_fails_the_step_at_the_start_deadline(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, "us-central2", tpu_start_timeout="3s")
+    fake.dead_next(host=1)
+    out = f"{gs_prefix}/wait-{HASH}"
+    thread, outcome = in_thread(
+        lambda: run(
+            backend, out, tpujobs.wait_on_hosts, Resources(tpu="v4-16"), pid_dir=str(tmp_path)
+        )
+    )
+    thread.join(60)
+    backend.close()
+    (failure,) = outcome
+    assert isinstance(failure, StepFailed)
+    text = str(failure)
+    assert text.startswith(
+        "step 'wait': job failed (host 1 of 2 never reported (did the VM boot?) within 3s of "
+        "the slice becoming ACTIVE (backend.tpu_start_timeout); the serial console says more: "
+        "gcloud compute tpus tpu-vm get-serial-port-output cp-wait-0-"
+    )
+    assert "--worker=1 --zone=us-central2-b) without writing a record" in text
+    assert fake.count("DeleteQueuedResource") == 1  # the idle slice stops billing
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    eventually(lambda: not alive(int((tmp_path / "host-0").read_text())), "host 0 to stop")
+
+
+@pytest.mark.parametrize("real", [1, 3])
+@pytest.mark.slow
+def test_a_slice_with_another_host_count_than_the_catalogue_is_waited_for_as_it_is(
+    fake_gcs: object, gs_prefix: str, caplog: pytest.LogCaptureFixture, real: int
+) -> None:
+    # the hosts say how many VMs their slice has (worker-network-endpoints): that count wins
+    caplog.set_level(logging.WARNING, logger="confpipe")
+    with FakeTpu(hosts={"v4-16": real}) as fake:
+        backend = make_backend(fake, "us-central2", tpu_start_timeout="20s")
+        out = f"{gs_prefix}/which-{HASH}"
+        value = run(backend, out, tpujobs.which_host, Resources(tpu="v4-16", timeout=60))
+        backend.close()
+    assert isinstance(value, dict) and value["host"] == 0
+    assert f"has {real} hosts, not the 2 confpipe's TPU catalogue expected" in caplog.text
+    (job_dir,) = job_dirs(out)
+    exits = store_for(job_dir).fs.ls(f"{job_dir}/exits", detail=False)
+    assert len(exits) == real  # every host that exists ran, none was waited for in vain
+
+
+def test_the_start_deadline_says_which_hosts_booted_and_which_never_reported() -> None:
+    from confpipe.backends.gcp.hosts import never_started
+
+    assert never_started([1, 3], [3], 4, 600) == (
+        "host 1 of 4 never reported (did the VM boot?); host 3 of 4 booted but never started "
+        "the worker (is docker pull of backend.image still running?) within 10m of the slice "
+        "becoming ACTIVE (backend.tpu_start_timeout)"
+    )
+    assert never_started([0], [], 1, 5400).startswith("the TPU host never reported")
+    assert never_started([0], [], 1, 5400).endswith(
+        "within 1h30m of the slice becoming ACTIVE (backend.tpu_start_timeout)"
+    )
+
+
+@pytest.mark.slow
+def test_the_driver_times_a_slice_out_and_deletes_its_queued_resource(
+    fake: FakeTpu, tmp_path: Path, gs_prefix: str
+) -> None:
+    # a queued resource has no run limit of its own: run_job's timer is what stops it
+    backend = make_backend(fake, "us-central2")
+    out = f"{gs_prefix}/wait-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, tpujobs.wait_on_hosts, Resources(tpu="v4-16", timeout=3),
+            pid_dir=str(tmp_path))  # fmt: skip
+    backend.close()
+    assert str(err.value).startswith(
+        "step 'wait': timed out after running 3s (resources.timeout); job cancelled\n"
+    )
+    assert fake.count("DeleteQueuedResource") == 1
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")
+    for host in (0, 1):  # both hosts' workers stop with their slice
+        pid = int((tmp_path / f"host-{host}").read_text())
+        eventually(lambda pid=pid: not alive(pid), f"host {host}'s worker to stop")
+
+
+@pytest.mark.slow
+def test_a_host_whose_pull_never_ends_fails_at_the_start_deadline_saying_it_booted(
+    fake: FakeTpu, gs_prefix: str
+) -> None:
+    backend = make_backend(fake, tpu_start_timeout=3)
+    fake.stall_pull_next(host=0)
+    out = f"{gs_prefix}/add-{HASH}"
+    with pytest.raises(StepFailed) as err:
+        run(backend, out, jobfns.add, Resources(tpu="v5litepod-8", timeout=60), a=1, b=2)
+    backend.close()
+    assert str(err.value).startswith(
+        "step 'add': job failed (the TPU host booted but never started the worker (is docker "
+        "pull of backend.image still running?) within 3s of the slice becoming ACTIVE "
+        "(backend.tpu_start_timeout); the serial console says more: gcloud compute tpus "
+        "tpu-vm get-serial-port-output cp-add-0-"
+    )
+    eventually(lambda: fake.queued_resources() == [], "the queued resource to be deleted")

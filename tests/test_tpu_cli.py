@@ -60,9 +60,12 @@ def gcp(tpu: FakeTpu, gcs: FakeGcs, prefix: str, *more: str) -> list[str]:
 def test_a_tpu_step_runs_on_every_host_through_the_fakes_then_is_cached(
     work: Path, fake_tpu: FakeTpu, fake_gcs: FakeGcs, gs_prefix: str
 ) -> None:
-    plan = cli(*gcp(fake_tpu, fake_gcs, gs_prefix, "dry_run=true"), cwd=work)
+    plan = cli(
+        *gcp(fake_tpu, fake_gcs, gs_prefix, "dry_run=true", "backend.tpu_start_timeout=5m"),
+        cwd=work,
+    )
     assert plan.returncode == 0, plan.stderr
-    assert "tpu (tpu=v5litepod-16 spot)" in plan.stdout
+    assert "tpu (4 hosts) (tpu=v5litepod-16 spot)" in plan.stdout
     assert fake_tpu.count() == 0  # a dry run submits nothing
 
     first = cli(*gcp(fake_tpu, fake_gcs, gs_prefix), cwd=work)
@@ -174,6 +177,10 @@ def _output_of(prefix: str, step: str) -> str:
             "backend.region=us-central2",
             "step 'train': resources.tpu=v5litepod-16: no zone of backend.region=us-central2 "
             "offers TPU v5e; zones that do: us-central1-a,",
+        ),
+        (
+            "backend.tpu_start_timeout=10min",
+            "backend.tpu_start_timeout: '10min' is not a duration; use e.g. 90s, 30m, 2h",
         ),
     ],
 )

@@ -4,21 +4,21 @@ The real ``google-cloud-batch`` client talks to it (``google.cloud.batch.v1.Batc
 CreateJob, GetJob, ListJobs, DeleteJob, CancelJob). It records every request, and runs each
 job's runnable as a local subprocess with the job's environment (secret variables resolved
 from ``secrets``), walking it QUEUED -> SCHEDULED -> RUNNING -> SUCCEEDED/FAILED with
-Batch-like status events and exit codes; task retries follow ``maxRetryCount`` and the
-lifecycle policies. The container image is not pulled: ``python``/``python3`` in a command
-means this interpreter, and the "image" environment is this process's environment plus
-its ``sys.path`` (so the code you have now is the code in the image).
+Batch-like status events and exit codes; a task running past ``maxRunDuration`` is killed (exit
+code 50005); task retries follow ``maxRetryCount`` and the lifecycle policies. The container
+image is not pulled: ``python``/``python3`` in a command means this interpreter, and the
+"image" environment is this process's environment plus its ``sys.path`` (so the code you
+have now is the code in the image).
 
     from confpipe.backends.gcp.batch import BatchBackend
     from confpipe.backends.gcp.settings import GcpConf
     from confpipe.testing.batch import FakeBatch
 
-    with FakeBatch(secrets={"projects/p/secrets/hf/versions/latest": "hf_..."}) as fake:
-        backend = BatchBackend(GcpConf(project="p", image="img", batch_endpoint=fake.endpoint))
-        ...                                  # run steps; fake.requests has what was sent
-        fake.preempt_next()                  # the next task attempt ends preempted (50001)
-        fake.refuse_connections(3.0)         # the server is down for 3 s, then back
-        fake.cloud_log(job_name)             # the job's stdout, as Cloud Logging would show
+with FakeBatch(secrets={"projects/p/secrets/hf/versions/latest": "hf_..."}) as fake: backend
+= BatchBackend(GcpConf(project="p", image="img", batch_endpoint=fake.endpoint)) ... # run
+steps; fake.requests has what was sent fake.preempt_next() # the next task attempt ends
+preempted (50001) fake.refuse_connections(3.0) # the server is down for 3 s, then back
+fake.cloud_log(job_name) # the job's stdout, as Cloud Logging would show
 
 ``command`` maps a runnable to the command line a task runs (default: ``runnable_argv``);
 e.g. ``lambda r: ["docker", "run", r.container.image_uri, ...]`` to run the real image.
@@ -31,8 +31,8 @@ from your repository root (its ``sys.path`` is the "image"),
 (jobs run on this machine, so use a local prefix or one the fake's jobs can reach).
 
 The job table is here, the gRPC server under it in ``grpc_fake``; running the jobs is in
-``batch_jobs``, and what the API accepts (ids, labels, filters, pages) in ``batch_requests``.
-"""
+``batch_jobs``, and what the API accepts (ids, labels, filters, pages) in
+``batch_requests``."""
 
 from __future__ import annotations
 

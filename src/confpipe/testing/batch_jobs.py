@@ -2,11 +2,11 @@
 
 Private to ``confpipe.testing.batch``. A ``JobDriver`` walks a job QUEUED -> SCHEDULED ->
 RUNNING -> SUCCEEDED/FAILED in a thread of its own, runs the task's command with the job's
-environment (secret variables resolved from the fake's ``secrets``), retries it as
-``maxRetryCount`` and the lifecycle policies say, and records Batch-like status events and
-exit codes on the job. It reads the fake's settings (``env``, ``secrets``, ...) as each
-attempt starts, so a change to them applies to the next attempt.
-"""
+environment (secret variables resolved from the fake's ``secrets``), kills a task that runs
+past ``maxRunDuration`` (exit code 50005, as Batch), retries it as ``maxRetryCount`` and the
+lifecycle policies say, and records Batch-like status events and exit codes on the job. It
+reads the fake's settings (``env``, ``secrets``, ...) as each attempt starts, so a change to
+them applies to the next attempt."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ from typing import Any, Protocol
 from google.cloud import batch_v1
 
 __all__ = [
-    "PREEMPTED", "JobDriver", "JobRun", "Settings", "State", "TaskState", "now",
+    "PREEMPTED", "TIMED_OUT", "JobDriver", "JobRun", "Settings", "State", "TaskState", "now",
     "runnable_argv",
 ]  # fmt: skip
 
 PREEMPTED = 50001
+TIMED_OUT = 50005  # Batch's exit code for a task that ran past its maxRunDuration
 State = batch_v1.JobStatus.State
 TaskState = batch_v1.TaskStatus.State
 
@@ -173,11 +174,21 @@ class JobDriver:
         if preempt:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        code = proc.wait()
+        limit = spec.max_run_duration.total_seconds() if spec.max_run_duration else None
+        timed_out = False
+        try:
+            code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait()
         with self._lock:
             run.proc = None
         if preempt:
             return PREEMPTED, " due to Spot VM preemption"
+        if timed_out:
+            return TIMED_OUT, f" because it ran past its maxRunDuration of {limit:g}s"
         return (128 - code if code < 0 else code), ""
 
 

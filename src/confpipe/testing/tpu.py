@@ -24,6 +24,10 @@ its ``sys.path`` (so the code you have now is the code in the image).
         fake.fail_next("no capacity")     # the next queued resource fails once accepted
         fake.fail_host(name, 1)           # SIGKILL host 1's worker (as the OOM killer would)
         fake.serial_log(name, 1)          # what host 1's startup script printed
+        fake.missing_image("img:bad")     # `docker pull img:bad` fails on every host
+        fake.crash_next(host=1, code=1)   # the next slice's host 1: its container exits at once
+        fake.dead_next(host=2)            # the next slice's host 2 never boots
+        fake.stall_pull_next(host=0)      # the next slice's host 0: `docker pull` never ends
 
 A loopback endpoint (``127.0.0.1:PORT``) makes the client use an insecure channel and no
 credentials. To dry-run a pipeline's TPU path offline, start a server from your repository
@@ -91,7 +95,9 @@ class FakeTpu(GrpcFake):
     """A Cloud TPU API server on a free loopback port (or ``port``); see the module docstring.
 
     ``step_seconds`` is how long each state before ACTIVE lasts; ``grace`` how long a host
-    has to exit after SIGTERM when its slice is suspended or deleted.
+    has to exit after SIGTERM when its slice is suspended or deleted; ``hosts`` how many VMs
+    a slice of an accelerator type has where this fake should differ from confpipe's
+    catalogue (``{"v4-16": 1}``), as if the catalogue were wrong.
     """
 
     _name = "fake-tpu"
@@ -104,18 +110,24 @@ class FakeTpu(GrpcFake):
         step_seconds: float = 0.02,
         grace: float = 2.0,
         port: int = 0,
+        hosts: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(port)
         self.env = dict(env) if env is not None else image_env()
         self.cwd = cwd
         self.step_seconds = step_seconds
         self.grace = grace
+        self.hosts = dict(hosts or {})
         self._runs: dict[str, _Run] = {}
         self._operations = Operations("queued resource operations can't be cancelled")
         self._request_ids: dict[str, str] = {}  # request id -> operation name
         self._seq = itertools.count()
         self._preempt = 0
         self._fail: list[str] = []  # why the next queued resources fail, in order
+        self._missing: set[str] = set()  # images `docker pull` can't find
+        self._crash: dict[int, int] = {}  # the next slice's hosts whose container exits: code
+        self._dead: set[int] = set()  # the next slice's hosts that never boot
+        self._stall: set[int] = set()  # the next slice's hosts whose docker pull never ends
         self._folder = Path(tempfile.mkdtemp(prefix="fake-tpu-"))
         self._shims = shims(self._folder / "bin")
         self._threads: list[threading.Thread] = []
@@ -142,7 +154,7 @@ class FakeTpu(GrpcFake):
         """Each host's startup-script exit code (None: still running, or not started)."""
         with self._lock:
             hosts = list(self._runs[name].hosts) if name in self._runs else []
-        return [host.proc.poll() for host in hosts]
+        return [host.exit_code() for host in hosts]
 
     def serial_log(self, name: str, host: int) -> str:
         """What host ``host``'s startup script printed, as its serial console shows."""
@@ -155,6 +167,30 @@ class FakeTpu(GrpcFake):
         """The next ``count`` slices are suspended by the "service" once their hosts start."""
         with self._lock:
             self._preempt += count
+
+    def missing_image(self, image: str) -> None:
+        """``docker pull image`` fails on the hosts booted from now on, as Docker says when
+        the registry has no such image (or the VM may not read it)."""
+        with self._lock:
+            self._missing.add(image)
+
+    def crash_next(self, host: int = 0, code: int = 1) -> None:
+        """In the next slice to boot, host ``host``'s container exits at once with ``code``,
+        as an image without confpipe does."""
+        with self._lock:
+            self._crash[host] = code
+
+    def dead_next(self, host: int) -> None:
+        """In the next slice to boot, host ``host`` never boots: its startup script never
+        runs, so it writes nothing anywhere."""
+        with self._lock:
+            self._dead.add(host)
+
+    def stall_pull_next(self, host: int = 0) -> None:
+        """In the next slice to boot, host ``host``'s ``docker pull`` never finishes: the VM
+        booted, its worker never starts."""
+        with self._lock:
+            self._stall.add(host)
 
     def fail_next(self, reason: str) -> None:
         """The next slice fails once accepted, as when the service has no capacity for it."""
@@ -222,7 +258,7 @@ class FakeTpu(GrpcFake):
             **node.metadata,
             "accelerator-type": node.accelerator_type or node.accelerator_config.topology,
         }
-        count = hosts_of(run.resource)
+        count = self.hosts.get(node.accelerator_type, hosts_of(run.resource))
         attributes["worker-network-endpoints"] = ",".join(
             f"unknown:unknown:10.0.0.{i + 2}" for i in range(count)
         )
@@ -231,10 +267,15 @@ class FakeTpu(GrpcFake):
         with self._lock:
             if run.stop.is_set():
                 return
+            crash, dead, stall = self._crash, self._dead, self._stall
+            self._crash, self._dead, self._stall = {}, set(), set()
+            env = {**self.env, "FAKE_DOCKER_MISSING": ",".join(sorted(self._missing))}
             for i in range(count):
-                run.hosts.append(
-                    Host(i, attributes, self.env, self.cwd, self._log_path(name, i), self._shims)
-                )
+                own = {**env, "FAKE_DOCKER_RUN_EXIT": str(crash[i])} if i in crash else env
+                own = {**own, "FAKE_DOCKER_PULL_HANGS": "1"} if i in stall else own
+                log = self._log_path(name, i)
+                host = Host(i, attributes, own, self.cwd, log, self._shims, boot=i not in dead)
+                run.hosts.append(host)
             preempt = self._preempt > 0
             self._preempt -= preempt
         if preempt:

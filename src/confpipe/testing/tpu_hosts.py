@@ -5,9 +5,15 @@ of its own on a loopback port (``computeMetadata/v1/instance/attributes/...``: t
 metadata plus ``agent-worker-number``, ``accelerator-type`` and ``worker-network-endpoints``,
 as a TPU VM's server answers; ``GCE_METADATA_HOST`` points the script at it) and the
 node's ``startup-script`` run by ``/bin/bash`` in a session of its own, its output kept as
-the VM's serial console log. ``shims`` makes the folder put first on ``PATH``: a ``docker``
-whose ``run`` executes the container's command on this machine with this interpreter (the
-"image" is this environment), and a ``gcloud`` that only says what it was asked.
+the VM's serial console log; a host told not to boot runs nothing. The metadata server
+also hands out an access token (``service-accounts/default/token``), as the VM's does.
+``shims`` makes the folder put first on ``PATH``: a ``docker`` whose ``pull`` succeeds
+unless the image is in ``FAKE_DOCKER_MISSING`` (comma-separated; as Docker says of an image
+the registry doesn't have) and never returns with ``FAKE_DOCKER_PULL_HANGS`` set, and whose
+``run`` executes the container's command on this
+machine with this interpreter (the "image" is this environment), or, with
+``FAKE_DOCKER_RUN_EXIT=CODE``, prints why and exits with CODE at once (an image without
+confpipe); and a ``gcloud`` that only says what it was asked.
 """
 
 from __future__ import annotations
@@ -26,13 +32,34 @@ from pathlib import Path
 
 __all__ = ["Host", "descendants", "shims"]
 
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+_TOKEN = '{"access_token":"fake-tpu-token","expires_in":3599,"token_type":"Bearer"}'
+
 _DOCKER = '''#!{python}
 """fake docker (confpipe.testing.tpu): `docker run [options] IMAGE COMMAND...` runs COMMAND
 here, in this environment; python/python3 is the fake's interpreter."""
-import os, sys
+import os, sys, time
 args = sys.argv[1:]
+if args[:1] == ["pull"] and len(args) == 2:
+    image = args[1]
+    if os.environ.get("FAKE_DOCKER_PULL_HANGS"):
+        print(f"latest: Pulling from {{image}}", flush=True)
+        while True:  # a registry that never finishes sending (until the VM is shut down)
+            time.sleep(1)
+    if image in os.environ.get("FAKE_DOCKER_MISSING", "").split(","):
+        print(f"Error response from daemon: manifest for {{image}} not found: manifest "
+              "unknown: manifest unknown", file=sys.stderr)
+        sys.exit(1)
+    print(f"Status: Image is up to date for {{image}}")
+    sys.exit(0)
 if not args or args[0] != "run":
-    sys.exit(f"fake docker: only `docker run` is supported, not {{args[:1]}}")
+    sys.exit(f"fake docker: only `docker pull IMAGE` and `docker run` are supported, "
+             f"not {{args[:1]}}")
+if os.environ.get("FAKE_DOCKER_RUN_EXIT"):
+    print("/usr/bin/python: Error while finding module specification for "
+          "'confpipe.backends.vm' (ModuleNotFoundError: No module named 'confpipe')",
+          file=sys.stderr)
+    sys.exit(int(os.environ["FAKE_DOCKER_RUN_EXIT"]))
 env, i = dict(os.environ), 1
 valued = {{"-e", "--env", "-v", "--volume", "--name", "-w", "--workdir", "--entrypoint",
           "--shm-size", "--network", "--user", "-u"}}
@@ -82,6 +109,9 @@ class _MetadataHandler(http.server.BaseHTTPRequestHandler):
             self._send(403, "Missing required header: Metadata-Flavor: Google\n")
             return
         path = self.path.split("?", 1)[0]
+        if path == TOKEN_PATH:
+            self._send(200, _TOKEN)
+            return
         key = path[len(self.PREFIX) :] if path.startswith(self.PREFIX) else None
         if key == "":
             self._send(200, "".join(f"{k}\n" for k in sorted(self.server.attributes)))
@@ -114,9 +144,12 @@ class Host:
         cwd: str | None,
         log: Path,
         shim_dir: Path,
+        *,
+        boot: bool = True,
     ) -> None:
         self.index = index
         self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
         self._metadata = _Metadata({**attributes, "agent-worker-number": str(index)})
         threading.Thread(
             target=self._metadata.serve_forever, name=f"fake-tpu-metadata-{index}", daemon=True
@@ -126,6 +159,8 @@ class Host:
         script.write_text(attributes.get("startup-script", "#!/bin/sh\n"))
         path = os.pathsep.join([str(shim_dir), env.get("PATH", os.defpath)])
         full_env = {**env, "PATH": path, "GCE_METADATA_HOST": f"{host!s}:{port}"}
+        if not boot:  # a VM that never came up: nothing runs, nothing is printed
+            return
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 ["/bin/bash", str(script)],
@@ -138,7 +173,11 @@ class Host:
             )
 
     def running(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The startup script's exit code; None while it runs, or if the VM never booted."""
+        return self.proc.poll() if self.proc is not None else None
 
     def stop(self, grace: float) -> None:
         """Shut the VM down: SIGTERM to its processes, SIGKILL after ``grace`` seconds."""
@@ -147,13 +186,16 @@ class Host:
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.01)
         self._signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
         self._metadata.shutdown()
         self._metadata.server_close()
 
     def kill_worker(self) -> bool:
         """SIGKILL this host's ``confpipe.worker`` process (as the OOM killer would)."""
+        if self.proc is None:
+            return False
         for pid in descendants(self.proc.pid):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -166,6 +208,8 @@ class Host:
         return False
 
     def _signal(self, signum: int) -> None:
+        if self.proc is None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signum)
 

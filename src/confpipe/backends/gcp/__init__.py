@@ -14,6 +14,7 @@ machine_catalog   which Compute Engine machine type serves a step's resources
 tpu_catalog       which TPU a ``resources.tpu`` names, and where it is offered
 staging           the working tree archived under the prefix for jobs
 vm                what a cloud VM runs for one job (``python -m confpipe.backends.vm``)
+hosts             the start and exit records each host of a TPU slice writes
 
 May import: ``confpipe.backends``, ``confpipe.storage``, ``confpipe.errors``,
 ``confpipe.cancel`` (never ``confpipe.engine``, ``confpipe.config`` or ``confpipe.cli``).

@@ -1,12 +1,18 @@
 """The Cloud Batch backend: each CPU/GPU job is one Batch job, driven through google-cloud-batch.
 
 ``submit`` first looks for the step's live job by its labels (a driver that took over a
-stale lease re-attaches instead of submitting twice), else creates one (``batch_request``).
-Polling is shared: one ListJobs of this driver's jobs per ``poll_interval`` answers every
-handle's ``poll`` from a cache, so API requests don't grow with the jobs in flight and no
-thread of ours polls. Transient API errors (UNAVAILABLE, DEADLINE_EXCEEDED) are retried
-with backoff; ``cancel`` deletes the job; a status names the log the job's VM uploads to
-the folder it runs in. ``google.cloud.batch_v1`` is imported when the backend is made.
+stale lease re-attaches instead of submitting twice), else creates one (``batch_request``);
+it only looks when an earlier launch may have submitted one (``earlier_jobs``: the step has
+an older job folder), so a first submission costs one request, CreateJob. Polling is shared:
+one ListJobs of this driver's jobs per ``poll_interval`` answers every handle's ``poll``
+from a cache, so API requests don't grow with the jobs in flight and no thread of ours
+polls; a job's status is first asked ``poll_interval`` after its creation (CreateJob
+answered with the status it starts in). A lone job thus costs at most one request per
+``poll_interval`` over its life, 6 a minute at the default 10 s
+(``benchmarks/bench_batch.py`` measures it). Transient API errors (UNAVAILABLE,
+DEADLINE_EXCEEDED) are retried with backoff; ``cancel`` deletes the job; a status names the
+log the job's VM uploads to the folder it runs in. ``google.cloud.batch_v1`` is imported
+when the backend is made.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
@@ -30,7 +36,7 @@ from confpipe.backends.gcp.batch_request import (
     job_status,
     redacted,
 )
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records, earlier_jobs
 from confpipe.backends.gcp.job import DRIVER, job_id, step_labels
 from confpipe.backends.gcp.machine_catalog import Choice
 from confpipe.backends.gcp.settings import GcpConf
@@ -56,6 +62,7 @@ class _Job:
     origin: str
     status: JobStatus
     own: bool = True  # carries this driver's label, so the shared ListJobs sees it
+    since: float = field(default_factory=time.monotonic)  # its status is that recent
 
 
 class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
@@ -84,14 +91,15 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         return gcp_api.batch_client(self.settings.batch_endpoint)
 
     def _check_resources(self, resources: Resources) -> None:
-        check_resources(resources)
+        check_resources(resources, self.settings.region)
 
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
 
-        choice = check_resources(job.resources)
+        choice = check_resources(job.resources, self.settings.region)
         try:
-            live = self._find_live(job) if job.attempt == 0 else None
+            maybe = job.attempt == 0 and earlier_jobs(job)  # else no launch submitted one
+            live = self._find_live(job) if maybe else None
             return self._track(live or self._create(job, choice))
         except exceptions.GoogleAPICallError as err:
             raise StepFailed(job.step, f"Cloud Batch refused the request: {err}") from err
@@ -100,7 +108,8 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         from google.api_core import exceptions
 
         job = _job(handle)
-        if not job.status.state.done:
+        fresh = time.monotonic() - job.since < self.settings.poll_interval
+        if not job.status.state.done and not fresh:
             try:
                 self._refresh()
             except exceptions.GoogleAPICallError as err:

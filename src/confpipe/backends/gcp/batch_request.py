@@ -1,9 +1,12 @@
 """Cloud Batch messages for one confpipe job: the Job request we send, the status we read back.
 
 Pure functions of the backend settings and the job, so golden files can pin them:
-``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> boot disk, the machine from
+``job_request`` (cpu -> cpuMilli, memory -> memoryMib, disk -> the VM's whole boot disk,
+``allocationPolicy.instances[].policy.bootDisk.sizeGb``, never less than ``BOOT_DISK_GB``
+(not ``computeResource.bootDiskMib``, which is extra space per task), the machine from
 ``machine_catalog.choose``, GPUs -> accelerators with driver installation, spot -> SPOT,
-max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration,
+max_retries -> a lifecycle policy that retries preemptions only, timeout -> maxRunDuration
+(plus ``timeout_grace``: see there),
 env and secret_env -> environment, labels carrying the step name and hash) and
 ``job_status``.
 ``redacted`` is the request as JSON with every env value hidden: the only form that may be
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from confpipe.backends import JobRequest, JobState, JobStatus
 from confpipe.backends.gcp.job import DRIVER, OWN_VARS, REDACTED, VM_MODULE, entry_env, step_labels
-from confpipe.backends.gcp.machine_catalog import Choice, choose
+from confpipe.backends.gcp.machine_catalog import Choice, check_region, choose
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError
@@ -31,6 +34,7 @@ MiB = 2**20
 GiB = 2**30
 PREEMPTED = 50001  # Batch's exit code for a task whose Spot VM was preempted
 MAX_RETRIES = 10  # Batch retries a task at most this many times
+BOOT_DISK_GB = 30  # Batch's default boot disk: its VM images and the pulled image live there
 _SECRET = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _EXITS = {
     50001: "its Spot VM was preempted",
@@ -42,8 +46,21 @@ _EXITS = {
 }
 
 
-def check_resources(resources: Resources) -> Choice:
-    """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it."""
+def timeout_grace(timeout: float) -> float:
+    """What ``maxRunDuration`` adds to ``resources.timeout``: a tenth, within [5 s, 10 min].
+
+    The driver enforces ``timeout`` itself (``run_job``: it deletes the job and fails the
+    step with "timed out"), counting from when it saw the job running, a poll interval or
+    so after the task started. Batch's own limit is the backstop for a job no driver
+    watches (``detach=true``, a driver that died): set exactly to ``timeout`` it would fire
+    first and race the driver's clearer failure.
+    """
+    return min(max(timeout / 10, 5.0), 600.0)
+
+
+def check_resources(resources: Resources, region: str) -> Choice:
+    """Batch's own limits on ``resources`` (a ``Resources``), then the machine that serves it
+    (whose GPUs, if any, ``region`` must offer)."""
     if resources.tpu is not None:
         raise ConfigError(
             f"resources.tpu={resources.tpu}: Cloud Batch runs CPU/GPU steps; TPU steps run "
@@ -60,7 +77,10 @@ def check_resources(resources: Resources) -> Choice:
                 f"resources.secret_env.{key}: {name!r} is not a Secret Manager version name; "
                 "use projects/PROJECT/secrets/NAME/versions/VERSION (or .../versions/latest)"
             )
-    return choose(resources)
+    choice = choose(resources)
+    if choice.gpu is not None:
+        check_region(choice.gpu, region)
+    return choice
 
 
 def job_request(
@@ -79,7 +99,7 @@ def job_request(
     from google.cloud import batch_v1
 
     r = job.resources
-    choice = choice or check_resources(r)
+    choice = choice or check_resources(r, settings.region)
     env = {**r.env, **entry_env(job, storage_endpoint=settings.storage_endpoint, code=code)}
     compute = batch_v1.ComputeResource(cpu_milli=round(r.cpu * 1000))
     if r.memory:
@@ -98,7 +118,8 @@ def job_request(
         environment=batch_v1.Environment(variables=env, secret_variables=dict(r.secret_env)),
     )
     if r.timeout:
-        spec.max_run_duration = datetime.timedelta(seconds=math.ceil(r.timeout))
+        limit = math.ceil(r.timeout + timeout_grace(r.timeout))
+        spec.max_run_duration = datetime.timedelta(seconds=limit)
     if r.max_retries:
         spec.max_retry_count = r.max_retries
         spec.lifecycle_policies = [
@@ -120,7 +141,8 @@ def job_request(
             batch_v1.AllocationPolicy.Accelerator(type_=choice.gpu.type, count=choice.gpu.count)
         ]
     if r.disk:
-        policy.boot_disk = batch_v1.AllocationPolicy.Disk(size_gb=math.ceil(r.disk / GiB))
+        size = max(math.ceil(r.disk / GiB), BOOT_DISK_GB)  # less can't boot and hold the image
+        policy.boot_disk = batch_v1.AllocationPolicy.Disk(size_gb=size)
     labels = {**settings.labels, **step_labels(job), DRIVER: driver}
     allocation = batch_v1.AllocationPolicy(
         instances=[

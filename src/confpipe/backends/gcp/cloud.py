@@ -5,7 +5,8 @@ labels its jobs, the API client (made on first use, closed by ``close``, made ag
 after), the one retry policy for API calls (``gcp_api.call``) and the outage clock: a
 status check that fails transiently keeps the last status, and only once the API has been
 unreachable for ``api_timeout`` does a poll fail the step. ``copy_records`` puts a job's
-records where ``run_job`` looks for them.
+records where ``run_job`` looks for them; ``earlier_jobs`` says whether a step may have a
+live job of an earlier launch to re-attach to (only then is the service asked).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import ClassVar, Generic, TypeVar
 
-from confpipe.backends import BackendKind
+from confpipe.backends import BackendKind, JobRequest
 from confpipe.backends.gcp import api as gcp_api
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import CodeStager, worktree
@@ -24,7 +25,7 @@ from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
 
-__all__ = ["CloudBackend", "copy_records"]
+__all__ = ["CloudBackend", "copy_records", "earlier_jobs"]
 
 T = TypeVar("T")
 C = TypeVar("C")  # the API client
@@ -127,3 +128,21 @@ def copy_records(job_dir: str, records: Iterable[tuple[str, str]]) -> None:
         blob = store_for(folder).read(f"{folder}/{name}")
         if blob is not None:
             store_for(job_dir).write(f"{job_dir}/{name}", blob.data)
+
+
+def earlier_jobs(job: JobRequest) -> bool:
+    """Whether the step's jobs folder holds a job folder other than ``job``'s.
+
+    ``run_job`` stages each attempt's call in a fresh folder before submitting it, so a step
+    whose only job folder is this one has never been submitted by any launch: there is no
+    live job to re-attach to, and the list request that would look for one (by labels) is
+    saved. A folder that can't be listed counts as "maybe": the service is asked.
+    """
+    parent, _, own = job.job_dir.rstrip("/").rpartition("/")
+    try:
+        found = store_for(parent).fs.ls(parent, detail=False)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return any(str(p).rstrip("/").rsplit("/", 1)[-1] != own for p in found)

@@ -3,8 +3,16 @@
 ``choose(resources)`` picks the smallest machine that fits cpu and memory (fewest vCPUs,
 then least memory, then the cheaper family), or checks an explicit ``machine_type``; GPUs
 restrict the choice to their compatible family (L4 on g2, A100 on a2, H100 on a3, T4/V100/P4
-attached to n1 within the per-count vCPU/memory limits). Mistakes raise ``ConfigError``
-naming the valid options. Figures are Compute Engine's published ones (its "GB" is GiB).
+attached to n1 within the per-count vCPU/memory limits). ``check_region(gpu, region)``
+refuses a GPU type that no zone of the region offers (``GPU_REGIONS``), naming the regions
+that have it and the GPU types the region has. Mistakes raise ``ConfigError`` naming the
+valid options. Figures are Compute Engine's published ones (its "GB" is GiB): machine
+families at https://cloud.google.com/compute/docs/gpus and
+https://cloud.google.com/compute/docs/accelerator-optimized-machines, regions at
+https://cloud.google.com/compute/docs/gpus/gpu-regions-zones (a region is listed when at
+least one of its zones offers the type; the list grows, so a region missing here is a
+refusal to update, not a fact: ``gcloud compute accelerator-types list --filter=zone:REGION``
+says what a region has today).
 """
 
 from __future__ import annotations
@@ -146,6 +154,49 @@ ALL_MACHINES: dict[str, Machine] = {
         *(m for k in GPUS.values() if k.attached for m in k.machines),
     )
 }
+
+
+_US = ("us-central1", "us-east1", "us-east4", "us-west1", "us-west4")
+GPU_REGIONS: dict[str, tuple[str, ...]] = {  # the regions with a zone offering each type
+    "nvidia-l4": (
+        *_US, "northamerica-northeast2", "europe-west1", "europe-west2", "europe-west3",
+        "europe-west4", "europe-west6", "asia-east1", "asia-northeast1", "asia-northeast3",
+        "asia-south1", "asia-southeast1",
+    ),
+    "nvidia-tesla-t4": (
+        *_US, "us-west2", "us-west3", "northamerica-northeast1", "southamerica-east1",
+        "europe-central2", "europe-west1", "europe-west2", "europe-west3", "europe-west4",
+        "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast3", "asia-south1",
+        "asia-southeast1", "asia-southeast2", "australia-southeast1", "me-west1",
+    ),
+    "nvidia-tesla-v100": ("us-central1", "us-east1", "us-west1", "europe-west4", "asia-east1"),
+    "nvidia-tesla-p4": (
+        "us-central1", "us-east4", "us-west2", "northamerica-northeast1", "europe-west4",
+        "asia-southeast1", "australia-southeast1",
+    ),
+    "nvidia-tesla-a100": (
+        "us-central1", "us-east1", "us-west1", "us-west3", "us-west4", "europe-west4",
+        "asia-northeast1", "asia-northeast3", "asia-southeast1", "me-west1",
+    ),
+    "nvidia-a100-80gb": ("us-central1", "us-east4", "us-east5", "europe-west4", "asia-southeast1"),
+    "nvidia-h100-80gb": (
+        "us-central1", "us-east4", "us-east5", "us-west1", "us-west4", "us-south1",
+        "europe-west1", "europe-west4", "asia-northeast1", "asia-southeast1",
+    ),
+}  # fmt: skip
+
+
+def check_region(gpu: GPU, region: str) -> None:
+    """ConfigError unless some zone of ``region`` offers ``gpu.type`` (a known type)."""
+    regions = GPU_REGIONS.get(gpu.type, ())
+    if region in regions:
+        return
+    here = [t for t, where in GPU_REGIONS.items() if region in where]
+    offered = f"GPU types in {region}: {', '.join(here)}" if here else f"{region} has no GPUs"
+    raise ConfigError(
+        f"resources.gpu.type={gpu.type}: no zone of backend.region={region} offers it; "
+        f"regions that do: {', '.join(regions)}; {offered}"
+    )
 
 
 def choose(resources: Resources) -> Choice:

@@ -10,10 +10,12 @@ once, when an instance is made (``__post_init__``), with messages naming the key
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
 from confpipe.backends.gcp.job import LABEL, LABEL_VALUE
+from confpipe.backends.resources import parse_duration
 from confpipe.backends.settings import BackendConf, how_to_set, missing_setting
 from confpipe.errors import ConfigError
 
@@ -54,6 +56,9 @@ class GcpConf(BackendConf):
     tpu_zone: str | None = None  # TPU steps' zone; null: the region's first offering the type
     tpu_runtime_version: str | None = None  # TPU VM image; null: the generation's default
     tpu_endpoint: str | None = None  # host:port of another Cloud TPU server (FakeTpu)
+    # how long every host of an ACTIVE slice has to start its worker (a duration: 10m, or
+    # seconds); read as seconds when the settings are made
+    tpu_start_timeout: Any = "10m"
     storage_endpoint: str | None = None  # URL of a Cloud Storage emulator (fake-gcs-server)
 
     def __post_init__(self) -> None:
@@ -74,6 +79,15 @@ class GcpConf(BackendConf):
                 raise ConfigError(
                     f"backend.{key}: must be a positive number of seconds, got {value!r}"
                 )
+        try:
+            self.tpu_start_timeout = parse_duration(self.tpu_start_timeout)
+        except ValueError as err:
+            raise ConfigError(f"backend.tpu_start_timeout: {err}") from None
+        if not self.tpu_start_timeout > 0:
+            raise ConfigError(
+                "backend.tpu_start_timeout: must be a positive duration such as 10m or 600 "
+                f"(seconds), got {self.tpu_start_timeout:g}"
+            )
         for key, value in self.labels.items():
             if not LABEL.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
                 raise ConfigError(

@@ -1,13 +1,17 @@
 """The Cloud TPU backend: each TPU job is one queued resource, driven through google-cloud-tpu.
 
 ``submit`` first looks for the step's live queued resource by its node's labels (a driver
-that took over a stale lease re-attaches instead of submitting twice), else creates one
-(``tpu_request``) and waits for the create operation. Every host of the slice runs the job's
-entry (``python -m confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when
-its worker ends; host 0's records are the job's. ``poll`` reads those records (one listing
-of the job folder) and, while they don't settle it, the queued resource's state: ACTIVE is
-running, SUSPENDED or FAILED by the service is a preemption (``run_job`` retries it), a
-non-zero exit fails the step (its status names that host's log). A queued resource is
+that took over a stale lease re-attaches instead of submitting twice; only when the step has
+an older job folder, ``earlier_jobs``), else creates one (``tpu_request``) and waits for the
+create operation. Every host of the slice runs the job's entry (``python -m
+confpipe.backends.vm``) and writes an exit record (``exits/N.json``) when its worker ends,
+or, when its container never got that far, its startup script does (``hosts``). ``poll``
+reads those records (one listing of the job folder) and, while they don't settle it, the
+queued resource's state: ACTIVE is running, SUSPENDED or FAILED by the service is a
+preemption (``run_job`` retries it), a non-zero exit fails the step (its status names that
+host's log). A slice ACTIVE for ``backend.tpu_start_timeout`` while some host's worker
+hasn't started fails the step naming those hosts: a VM that never booted writes nothing, and
+would otherwise keep a paid slice waiting until ``resources.timeout``. A queued resource is
 deleted as soon as its job ends, and by ``cancel``; a detached one is left alone. Status
 checks happen at most once per ``poll_interval`` per job. ``google.cloud.tpu_v2`` is
 imported when the first TPU step is checked, not before.
@@ -20,12 +24,21 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from confpipe.backends import ERROR, LOG, RESULT, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp import api as gcp_api
-from confpipe.backends.gcp.cloud import CloudBackend, copy_records
+from confpipe.backends.gcp.cloud import CloudBackend, copy_records, earlier_jobs
+from confpipe.backends.gcp.hosts import (
+    BOOT,
+    WORKER,
+    Starts,
+    host_dir,
+    never_started,
+    read_exits,
+    read_starts,
+)
 from confpipe.backends.gcp.job import job_id, step_labels
 from confpipe.backends.gcp.tpu_request import (
     Placement,
@@ -37,7 +50,6 @@ from confpipe.backends.gcp.tpu_request import (
     queued_status,
     redacted,
 )
-from confpipe.backends.gcp.vm import exit_text, host_dir, read_exits
 from confpipe.backends.resources import Resources
 from confpipe.errors import StepFailed
 
@@ -63,6 +75,9 @@ class _Slice:
     checked: float
     failed_host: int | None = None
     finished: bool = False
+    active_since: float | None = None  # when the driver first saw the slice ACTIVE
+    started: set[int] = field(default_factory=set)  # hosts whose worker started (or ended)
+    counted: int | None = None  # the host count the hosts' boot records gave, once read
 
 
 class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
@@ -90,12 +105,19 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
     def _check_resources(self, resources: Resources) -> None:
         check_resources(resources, self.settings)
 
+    def check(self, step: str, resources: Resources) -> str:
+        """``tpu (N hosts)``: every host of the slice must start (``tpu_start_timeout``)."""
+        super().check(step, resources)
+        hosts = check_resources(resources, self.settings).slice.hosts
+        return f"{self.where} ({hosts} host{'s' if hosts > 1 else ''})"
+
     def submit(self, job: JobRequest) -> object:
         from google.api_core import exceptions
 
         placement = check_resources(job.resources, self.settings)
         try:
-            live = self._find_live(job, placement) if job.attempt == 0 else None
+            maybe = job.attempt == 0 and earlier_jobs(job)  # else no launch submitted one
+            live = self._find_live(job, placement) if maybe else None
             return live or self._create(job, placement)
         except exceptions.GoogleAPICallError as err:
             raise StepFailed(job.step, f"Cloud TPU refused the request: {err}") from err
@@ -137,7 +159,7 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
                 found.name, job.step, job.job_dir, origin, hosts_of(found), status,
                 time.monotonic(),
             )  # fmt: skip
-            if status.state.done or any(read_exits(origin).values()):
+            if status.state.done or any(e.code for e in read_exits(origin).values()):
                 self._delete(handle)  # a leftover of an ended job: not worth re-attaching to
                 continue
             logger.info(
@@ -195,18 +217,63 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         )  # fmt: skip
 
     def _status(self, job: _Slice) -> JobStatus:
-        """The job's status from its hosts' exit records, else from its queued resource."""
+        """The job's status from its hosts' records, else from its queued resource."""
         exits = read_exits(job.origin)
-        failed = [host for host, code in exits.items() if code != 0]
+        failed = [host for host, end in exits.items() if end.code != 0]
+        if not failed and len(exits) >= job.hosts and job.counted is None:
+            self._count_hosts(job, read_starts(job.origin))  # all of them? the hosts know
         if not failed and len(exits) >= job.hosts:
             return JobStatus(JobState.SUCCEEDED)
         queued = self._get(job)
-        if queued.state.done or not failed:  # a lost slice explains its hosts' exits
-            return queued
-        host = failed[0]
-        job.failed_host = host
-        where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
-        return JobStatus(JobState.FAILED, f"{where} exited with {exit_text(exits[host])}")
+        if failed and not queued.state.done:  # (a lost slice explains its hosts' exits)
+            host = failed[0]
+            job.failed_host = host
+            where = f"host {host} of {job.hosts}" if job.hosts > 1 else "the TPU host"
+            return JobStatus(JobState.FAILED, f"{where} exited with {exits[host].text()}")
+        if queued.state is JobState.RUNNING:
+            return self._start_deadline(job, set(exits)) or queued
+        return queued
+
+    def _start_deadline(self, job: _Slice, exited: set[int]) -> JobStatus | None:
+        """FAILED once the slice has been ACTIVE for ``tpu_start_timeout`` while some host's
+        worker hasn't started (nor ended): its VM never booted, or its container never ran."""
+        now = time.monotonic()
+        if job.active_since is None:
+            job.active_since = now
+        job.started |= exited
+        if len(job.started) >= job.hosts:
+            return None  # every host started: no more listings of starts/
+        starts = read_starts(job.origin)
+        self._count_hosts(job, starts)
+        job.started |= {host for host, stages in starts.stages.items() if WORKER in stages}
+        missing = [h for h in range(job.hosts) if h not in job.started]
+        timeout = self.settings.tpu_start_timeout
+        if not missing or now - job.active_since < timeout:
+            return None
+        booted = [h for h in missing if BOOT in starts.stages.get(h, set())]
+        job.failed_host = missing[0]
+        node, zone = job.name.rsplit("/", 1)[-1], job.name.split("/")[3]
+        why = never_started(missing, booted, job.hosts, timeout)
+        return JobStatus(
+            JobState.FAILED,
+            f"{why}; the serial console says more: gcloud compute tpus tpu-vm "
+            f"get-serial-port-output {node} --worker={missing[0]} --zone={zone}",
+        )
+
+    def _count_hosts(self, job: _Slice, starts: Starts) -> None:
+        """Take the slice's host count from its hosts' boot records, if they gave one: the
+        catalogue's count is a prediction, and a wrong one would wait for hosts that don't
+        exist, or end the job before every host did."""
+        if starts.hosts is None:
+            return
+        job.counted = starts.hosts
+        if starts.hosts != job.hosts:
+            logger.warning(
+                "step %r: queued resource %s has %d hosts, not the %d confpipe's TPU catalogue "
+                "expected: waiting for %d (please report this: tpu_catalog.py)",
+                job.step, job.name, starts.hosts, job.hosts, starts.hosts,
+            )  # fmt: skip
+            job.hosts = starts.hosts
 
     def _get(self, job: _Slice) -> JobStatus:
         """The queued resource's status; on an API outage the last one, until api_timeout."""

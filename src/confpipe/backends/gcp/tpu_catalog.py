@@ -4,10 +4,27 @@
 generation with a topology (``v5p:4x4x4``, ``v6e:4x8``) into a ``Slice``: its generation,
 chips, hosts (every host runs the step's function) and what the API takes; ``zone_for``
 picks the zone (``backend.tpu_zone``, else the first zone of ``backend.region`` offering
-it). Mistakes raise ``ConfigError`` naming the valid options. Figures are Cloud TPU's
-published ones: the number in a v2/v3/v4/v5p type counts TensorCores (two per chip from v4
-on), in a v5e/v6e type it counts chips; a host carries 4 chips (v2/v3: 4 chips of 2 cores),
-and v5e/v6e slices of up to 8 chips are single hosts.
+it). Mistakes raise ``ConfigError`` naming the valid options.
+
+Figures are Cloud TPU's published ones: the number in a v2/v3/v4/v5p type counts
+TensorCores (two per chip), in a v5e/v6e type it counts chips. ``hosts`` is the number of
+TPU VMs, each of which runs the startup script and must report to the driver (a count too
+high makes the driver wait for hosts that don't exist, until ``backend.tpu_start_timeout``):
+
+- v4 and v5p: 4 chips per VM, so chips / 4. The v5p table lists it per shape ("Hosts":
+  2x2x1: 1, 2x2x2: 2, 2x4x4: 8, 4x4x4: 16, ..., 16x16x24: 1536),
+  https://cloud.google.com/tpu/docs/v5p and https://cloud.google.com/tpu/docs/v5p-training;
+  v4 slices (v4-8 = 2x2x1, 4 chips, one VM): https://cloud.google.com/tpu/docs/v4 and
+  https://cloud.google.com/tpu/docs/types-topologies.
+- v5e and v6e: slices of 1, 4 or 8 chips are one VM (ct5lp-hightpu-1t/4t/8t); larger ones
+  are made of 4-chip VMs, so v5litepod-16 has 4 VMs and v5litepod-256 64,
+  https://cloud.google.com/tpu/docs/v5e ("Each TPU VM in a v5e TPU slice contains 1, 4 or 8
+  chips"); v6e likewise, https://cloud.google.com/tpu/docs/v6e. Note that the v5e page's
+  shape table counts *physical 8-chip hosts* (4x4: 2, 16x16: 32; 1x1: 1/8), not VMs.
+- v2 and v3: 4 chips (8 TensorCores) per VM, so v2-8 and v3-8 are one VM,
+  https://cloud.google.com/tpu/docs/types-topologies.
+
+``tests/test_tpu.py::test_hosts_per_slice_match_the_published_tables`` pins these rows.
 """
 
 from __future__ import annotations
@@ -46,7 +63,8 @@ class Generation:
         return self.zones_by_size.get(size, self.zones)
 
     def hosts(self, chips: int) -> int:
-        """Hosts of a slice with ``chips``: 4 chips per host; v5e/v6e hold up to 8 on one."""
+        """TPU VMs of a slice with ``chips``: 4 chips per VM; a v5e/v6e slice of up to 8
+        chips is one VM (see the module docstring for the sources)."""
         if self.cores_per_chip == 1 and chips <= 8:
             return 1
         return max(1, chips // 4)

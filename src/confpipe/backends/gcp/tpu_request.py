@@ -15,12 +15,14 @@ import re
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from confpipe.backends import JobRequest, JobState, JobStatus
+from confpipe.backends import LOG, JobRequest, JobState, JobStatus
+from confpipe.backends.gcp.hosts import BOOT, EXITS, STARTS
 from confpipe.backends.gcp.job import DRIVER, REDACTED, VM_MODULE, entry_env, job_id, step_labels
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu_catalog import Slice, parse, zone_for
-from confpipe.backends.gcp.vm import HOST_VAR
+from confpipe.backends.gcp.vm import EXITED, HOST_VAR, LOG_LIMIT, STATE_VAR
 from confpipe.backends.resources import Resources
 from confpipe.errors import ConfigError
 
@@ -36,6 +38,7 @@ SCRIPT_KEY = "startup-script"  # the metadata key whose script every TPU VM host
 JOB_DIR_KEY = "confpipe-job-dir"
 ENV_KEY = "confpipe-env-"  # + NAME: the value of the step's env variable NAME
 WORKER_KEY = "agent-worker-number"  # the host's index, in a TPU VM's metadata
+ENDPOINTS_KEY = "worker-network-endpoints"  # one entry per VM of the slice, comma-separated
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,114}")
 _DOCKER_HOSTS = re.compile(r"([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
@@ -144,7 +147,12 @@ def startup_script(settings: GcpConf, job: JobRequest, *, code: str | None = Non
 
     The host's index comes from the VM's metadata server (``GCE_METADATA_HOST`` overrides its
     address, as in Google's client libraries); env values are read from the metadata too, so
-    the script itself holds none.
+    the script itself holds none. The host reports its own progress in the job folder
+    (``confpipe.backends.gcp.hosts``): ``starts/N-boot`` once it runs, and, when ``docker
+    pull`` or ``docker run`` fails before the worker has written its exit record, an exit
+    record naming that stage, with the output of both as the host's ``log.txt`` (its last
+    8 MiB). The records are uploaded with curl (Cloud Storage's JSON API, the VM's token;
+    ``STORAGE_EMULATOR_HOST`` overrides the endpoint): the image may be what is broken.
     """
     r = job.resources
     own = entry_env(job, storage_endpoint=settings.storage_endpoint, code=code)
@@ -152,33 +160,81 @@ def startup_script(settings: GcpConf, job: JobRequest, *, code: str | None = Non
         "#!/bin/bash",
         f"# confpipe: step {job.step}, job {job.job_dir}",
         "# Every host of the TPU slice runs this at boot; host 0 writes the job's result.",
+        "# A host whose container fails before its worker ends records that itself.",
         "set -u",
         "md() {",
         "  curl -sSf --retry 10 --retry-connrefused -H 'Metadata-Flavor: Google' \\",
-        '    "http://${GCE_METADATA_HOST:-metadata.google.internal}'
-        '/computeMetadata/v1/instance/attributes/$1"',
+        '    "http://${GCE_METADATA_HOST:-metadata.google.internal}/computeMetadata/v1/instance/$1"',
         "}",
-        f'if ! {HOST_VAR}="$(md {WORKER_KEY})"; then',
+        f'if ! {HOST_VAR}="$(md attributes/{WORKER_KEY})"; then',
         f'  echo "confpipe: no {WORKER_KEY} in the metadata: is this a TPU VM?" >&2',
         "  exit 1",
         "fi",
         f"export {HOST_VAR}",
         *(f"export {k}={shlex.quote(v)}" for k, v in own.items()),
-        *(f'{k}="$(md {ENV_KEY}{k})" || exit 1' for k in r.env),
+        *(f'{k}="$(md attributes/{ENV_KEY}{k})" || exit 1' for k in r.env),
     ]
     if r.env:
         lines.append(f"export {' '.join(r.env)}")
+    lines += _put(job.job_dir)
+    lines += [
+        f'state="$(mktemp -d /tmp/confpipe-host.XXXXXX)"  # the container\'s {STATE_VAR}',
+        'log="$state/docker.log"',
+        f'if [ "${HOST_VAR}" = 0 ]; then own=""; else own="host-${HOST_VAR}/"; fi',
+        "report() {  # report STAGE CODE: this host's exit record and log, unless vm wrote them",
+        f'  [ -e "$state/{EXITED}" ] && return',
+        f'  tail -c {LOG_LIMIT} "$log" > "$state/{LOG}"',
+        f'  put "${{own}}{LOG}" "$state/{LOG}"',
+        '  printf \'{"host": %s, "code": %s, "stage": "%s"}\' \\',
+        f'    "${HOST_VAR}" "$2" "$1" > "$state/exit.json"',
+        f'  put "{EXITS}/${HOST_VAR}.json" "$state/exit.json"',
+        "}",
+        f"hosts=\"$(md attributes/{ENDPOINTS_KEY} | tr , '\\n' | grep -c .)\"  # the slice's VMs",
+        f'put "{STARTS}/${HOST_VAR}-{BOOT}-${{hosts:-0}}" /dev/null',
+    ]
     registry = _DOCKER_HOSTS.match(settings.image)
     if registry is not None:
         lines.append(f"gcloud auth configure-docker {registry.group(1)} --quiet")
+    image = shlex.quote(settings.image)
     passed = " ".join(f"-e {k}" for k in [HOST_VAR, *own, *r.env])
     run = ["python", "-m", VM_MODULE, job.job_dir]
     lines += [
-        "exec docker run --rm --privileged --net=host --ipc=host \\",
-        f"  {passed} \\",
-        f"  {shlex.quote(settings.image)} {shlex.join(run)}",
+        f'docker pull {image} 2>&1 | tee "$log"',
+        "code=${PIPESTATUS[0]}",
+        'if [ "$code" != 0 ]; then report "docker pull" "$code"; exit "$code"; fi',
+        "docker run --rm --privileged --net=host --ipc=host \\",
+        f'  -v "$state:$state" -e {STATE_VAR}="$state" {passed} \\',
+        f'  {image} {shlex.join(run)} 2>&1 | tee -a "$log"',
+        "code=${PIPESTATUS[0]}",
+        'report "docker run" "$code"',
+        'exit "$code"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _put(job_dir: str) -> list[str]:
+    """The script's ``put NAME FILE``: FILE uploaded as NAME in the job folder."""
+    if not job_dir.startswith("gs://"):  # a local folder (the fake's hosts share this machine)
+        folder = shlex.quote(job_dir)
+        return [
+            "put() {  # put NAME FILE: FILE as NAME in the job folder",
+            f'  mkdir -p "$(dirname {folder}/"$1")" && cp "$2" {folder}/"$1.tmp" \\',
+            f'    && mv {folder}/"$1.tmp" {folder}/"$1"',
+            "}",
+        ]
+    bucket, _, prefix = job_dir[len("gs://") :].rstrip("/").partition("/")
+    target = f"{quote(bucket, safe='')}/o?uploadType=media&name={quote(prefix + '/', safe='')}"
+    return [
+        "put() {  # put NAME FILE: FILE as NAME in the job folder (Cloud Storage JSON API)",
+        '  local api="${STORAGE_EMULATOR_HOST:-https://storage.googleapis.com}" token',
+        '  case "$api" in http://*|https://*) ;; *) api="http://$api" ;; esac',
+        '  token="$(md service-accounts/default/token \\',
+        '    | sed -E \'s/.*"access_token" *: *"([^"]*)".*/\\1/\')"',
+        "  curl -sSf --retry 5 --retry-connrefused -o /dev/null -X POST \\",
+        '    -H "Authorization: Bearer $token" -H "Content-Type: application/octet-stream" \\',
+        f'    --data-binary "@$2" "$api/upload/storage/v1/b/{target}$1"',
+        "}",
+    ]
 
 
 def job_dir_of(resource: tpu_v2.QueuedResource) -> str | None:

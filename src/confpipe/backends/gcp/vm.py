@@ -12,9 +12,11 @@
 On a multi-host job (a Cloud TPU slice: every host runs this, the startup script sets
 ``CONFPIPE_TPU_HOST`` to the host's worker index) host 0 works in the job folder itself, so
 the job's ``result.json``, ``error.json`` and ``log.txt`` are host 0's; host N > 0 works in
-``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Every host
-then writes ``exits/N.json`` (``{"host", "code"}``) after its last log upload: the driver
-learns from these (``read_exits``) that the job ended, and which host failed.
+``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Each host
+writes ``starts/N-worker`` first (the driver's start deadline waits for it) and
+``exits/N.json`` after its last log upload: the driver learns from these that the job
+ended, and which host failed (``confpipe.backends.gcp.hosts``). A file ``exited`` in
+``CONFPIPE_HOST_STATE`` then tells the startup script not to write an exit record of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from confpipe.backends import CALL, LOG
+from confpipe.backends.gcp.hosts import WORKER, exit_path, host_dir, start_path
 from confpipe.backends.gcp.job import CODE_VAR, EXTRAS_VAR
 from confpipe.storage import Store, store_for
 
@@ -40,44 +43,8 @@ LOG_LIMIT = 8 * 2**20
 INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
 USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
 HOST_VAR = "CONFPIPE_TPU_HOST"  # this host's index in a multi-host job (set on TPU VMs)
-EXITS = "exits"
-
-
-def host_dir(job_dir: str, host: int) -> str:
-    """Where host ``host`` of a multi-host job keeps its records and log."""
-    return job_dir if host == 0 else f"{job_dir}/host-{host}"
-
-
-def exit_path(job_dir: str, host: int) -> str:
-    """The record a host of a multi-host job writes last: ``{"host": N, "code": exit code}``."""
-    return f"{job_dir}/{EXITS}/{host}.json"
-
-
-def read_exits(job_dir: str) -> dict[int, int]:
-    """The exit codes the hosts recorded, first written first (one listing, then reads)."""
-    folder = f"{job_dir}/{EXITS}"
-    store = store_for(folder)
-    try:
-        names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(folder, detail=False)]
-        paths = [f"{folder}/{n}" for n in names if n.endswith(".json")]
-        blobs = store.read_many(paths)
-    except (FileNotFoundError, OSError, ValueError):  # none yet, or a passing store error
-        return {}
-    records = []
-    for blob in blobs:
-        if blob is not None:
-            record = json.loads(blob.data)
-            records.append((blob.mtime, int(record["host"]), int(record["code"])))
-    return {host: code for _, host, code in sorted(records)}
-
-
-def exit_text(code: int) -> str:
-    """``exit code 1``, or ``exit code 137 (killed by SIGKILL)`` for a signal's code."""
-    text = f"exit code {code}"
-    if code > 128:
-        with contextlib.suppress(ValueError):
-            text += f" (killed by {signal.Signals(code - 128).name})"
-    return text
+STATE_VAR = "CONFPIPE_HOST_STATE"  # a folder the startup script shares with the container
+EXITED = "exited"  # in STATE_VAR's folder: the exit record is written, the script adds none
 
 
 class LogSink:
@@ -142,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sink = LogSink(store, folder, float(os.environ.get(INTERVAL_VAR, "10")))
     code = 1
     try:
+        if host is not None:  # the driver's start deadline waits for this (hosts.py)
+            store.write(start_path(job_dir, host, WORKER), b"")
         code = _run_job(job_dir, folder, sink)
         return code
     finally:
@@ -149,9 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink.close()
         finally:
             if host is not None:
-                store.write(
-                    exit_path(job_dir, host), json.dumps({"host": host, "code": code}).encode()
-                )
+                record = {"host": host, "code": code, "stage": WORKER}
+                store.write(exit_path(job_dir, host), json.dumps(record).encode())
+                _mark_exited()
+
+
+def _mark_exited() -> None:
+    """Tell the startup script (through the folder it shares with us) that our exit record
+    is written: it must not write one of its own."""
+    state = os.environ.get(STATE_VAR)
+    if state:
+        with contextlib.suppress(OSError):
+            open(os.path.join(state, EXITED), "wb").close()
 
 
 def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
