@@ -68,6 +68,26 @@ def test_a_jobs_children_do_not_outlive_it(tmp_path: Path, own_session: bool) ->
 
 
 @pytest.mark.slow
+def test_cancel_stops_a_child_that_left_the_jobs_session(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    pid_file = tmp_path / "pids"
+    job_dir = stage(tmp_path, localjobs.spawn, pid_file=str(pid_file), own_session=True, linger=60)
+    handle = backend.submit(JobRequest("s", job_dir, Resources()))
+    job, child = read_pids(pid_file)
+    eventually(lambda: child in _seen(backend, handle), "the walk to see the child", seconds=5)
+    backend.cancel(handle)
+    assert state_of(backend, handle) is JobState.CANCELLED
+    assert not alive(job)
+    eventually(lambda: not alive(child), "the detached child to be stopped", seconds=2)
+
+
+def _seen(backend: LocalBackend, handle: object) -> set[int]:
+    """The descendants the backend's walks of the job's tree have seen so far."""
+    tree = handle.tree  # type: ignore[attr-defined]
+    return set(tree._known) if tree is not None else set()
+
+
+@pytest.mark.slow
 def test_two_one_gpu_jobs_share_two_devices_and_a_third_waits(tmp_path: Path) -> None:
     backend = LocalBackend(cpu=8, gpus=[0, 1])
     one = Resources(gpu=GPU("any", 1))
