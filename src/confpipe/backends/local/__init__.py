@@ -8,7 +8,7 @@ wait, queued in submission order; the job that ends starts the next ones that fi
 with ``gpu: {count: N}`` gets N devices of ``backend.gpus`` to itself, named in its
 ``CUDA_VISIBLE_DEVICES`` (``devices``).
 
-A job keeps its word (``tree``): a thread per job walks its process tree every
+A job keeps its word (``tree``): one thread walks every running job's process tree every
 ``POLL_INTERVAL`` seconds, so a job over its ``resources.memory`` (the RSS of all its
 processes) is killed and fails with ``exceeded its memory: 128 MiB (peak 600 MiB)``
 (recorded as its ``error.json``, the worker can't), and when it ends, or is cancelled,
@@ -22,7 +22,6 @@ budget as the config writes it, e.g. ``memory: 16GiB``, ``gpus: [0, 1]``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,11 +29,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
 
 from confpipe.backends import (
-    ERROR,
     LOG,
     BackendKind,
     JobRequest,
@@ -42,13 +40,20 @@ from confpipe.backends import (
     JobStatus,
 )
 from confpipe.backends.local.devices import DevicePool
+from confpipe.backends.local.job import WAITING, Job, record_error
 from confpipe.backends.local.machine import describe_exit, job_env, machine_cpus, machine_memory
 from confpipe.backends.local.spool import Spool, open_private, upload_log
-from confpipe.backends.local.tree import POLL_INTERVAL, ProcessTree, size_text, wait_exit
+from confpipe.backends.local.tree import (
+    POLL_INTERVAL,
+    ProcessTable,
+    ProcessTree,
+    size_text,
+    wait_exit,
+)
 from confpipe.backends.resources import Resources, parse_size
 from confpipe.backends.settings import BackendConf
 from confpipe.errors import ConfigError
-from confpipe.storage import local_path, store_for
+from confpipe.storage import local_path
 
 __all__ = ["WHERE", "LocalBackend", "build", "job_env"]
 
@@ -56,7 +61,6 @@ logger = logging.getLogger(__name__)
 WHERE = "local job"  # where its steps run, as the plan shows it
 GiB = 2**30
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel, and for a job's leftovers
-_WAITING = "waiting for the cpu/memory/GPU budget"
 _OPEN_LOG = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -80,45 +84,6 @@ def _memory(value: object, *, plain: bool) -> int:
     if size <= 0:
         raise ConfigError(f"backend.memory: must be positive, got {value!r}; use e.g. 16GiB")
     return size
-
-
-@dataclass(eq=False)
-class _Job:
-    """The handle of one local job; ``status`` is replaced whole, so reading it needs no lock."""
-
-    request: JobRequest
-    job_dir: str
-    status: JobStatus = field(default_factory=lambda: JobStatus(JobState.QUEUED, _WAITING))
-    log: str = ""  # where the worker's output goes, once started: its folder's, or a spool
-    proc: subprocess.Popen[bytes] | None = None
-    tree: ProcessTree | None = None
-    devices: tuple[str, ...] = ()  # the GPUs it holds while it runs
-    cancelled: bool = False
-    uploaded: bool = False  # a spooled log is in the job folder now
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def status_for(self, state: JobState, detail: str = "") -> JobStatus:
-        """A status of this job, naming where its log is now."""
-        spooled = self.remote and self.log and not self.uploaded
-        where = self.log if spooled else f"{self.request.job_dir.rstrip('/')}/{LOG}"
-        return JobStatus(state, detail, log=where)
-
-    @property
-    def cpu(self) -> float:
-        return self.request.resources.cpu
-
-    @property
-    def remote(self) -> bool:
-        return "://" in self.job_dir
-
-    @property
-    def memory(self) -> int:
-        return self.request.resources.memory or 0
-
-    @property
-    def gpus(self) -> int:
-        gpu = self.request.resources.gpu
-        return gpu.count if gpu is not None else 0
 
 
 class LocalBackend:
@@ -147,12 +112,13 @@ class LocalBackend:
         self.gpus = DevicePool(gpus)
         self.max_poll_interval = max_poll_interval
         self._lock = threading.Lock()
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[Job] = deque()
         self._cpu_used = 0.0
         self._memory_used = 0
         self._said_full = False  # the first job that has to wait says so, once
         self._spool = Spool()  # local logs of jobs whose folders are remote
-        self._live: set[_Job] = set()  # submitted, not done yet (guarded by self._lock)
+        self._live: set[Job] = set()  # submitted, not done yet (guarded by self._lock)
+        self._sampler: threading.Thread | None = None  # walks the running jobs' trees
 
     def check(self, step: str, resources: Resources) -> str:
         where = f"step {step!r}: resources"
@@ -200,8 +166,8 @@ class LocalBackend:
                 f"step {job.step!r}: a local job runs in another process, which can't see this "
                 f"process's memory:// prefix ({job.job_dir}); use a folder or gs://"
             )
-        handle = _Job(job, job_dir)
-        handle.status = handle.status_for(JobState.QUEUED, _WAITING)
+        handle = Job(job, job_dir)
+        handle.status = handle.status_for(JobState.QUEUED, WAITING)
         with self._lock:
             self._live.add(handle)
             self._queue.append(handle)
@@ -265,7 +231,7 @@ class LocalBackend:
             self._queue.popleft()
             self._start(job)
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: Job) -> None:
         """Start the job's worker (lock held)."""
         devices = self.gpus.take(job.gpus)
         try:
@@ -301,22 +267,44 @@ class LocalBackend:
         job.status = job.status_for(JobState.RUNNING, f"pid {job.proc.pid}")
         name = f"confpipe-job-{job.proc.pid}"
         threading.Thread(target=self._watch, args=(job,), name=name, daemon=True).start()
+        if self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample, name="confpipe-jobs", daemon=True)
+            self._sampler.start()
 
-    def _watch(self, job: _Job) -> None:
-        """Follow the job to its end: walk its tree (memory), stop what it left, record it."""
+    def _sample(self) -> None:
+        """Every POLL_INTERVAL, walk the trees of the running jobs (one scan of the process
+        table for all) and kill a job over its memory; ends when no job runs (a start makes
+        a new one)."""
+        while True:
+            time.sleep(POLL_INTERVAL)
+            with self._lock:
+                jobs = [j for j in self._live if j.tree is not None and not j.exited]
+                if not jobs:
+                    self._sampler = None
+                    return
+            table = ProcessTable()
+            for job in jobs:
+                assert job.tree is not None
+                rss = job.tree.sample(table)
+                if not job.memory or rss <= job.memory or job.over:
+                    continue
+                with self._lock:
+                    if job.exited:
+                        continue
+                    job.over = (
+                        f"exceeded its memory: {size_text(job.memory)} (peak {size_text(rss)})"
+                    )
+                logger.warning("step %r: %s; killing its job", job.request.step, job.over)
+                job.tree.signal(signal.SIGKILL)
+
+    def _watch(self, job: Job) -> None:
+        """Wait for the job's end, stop what it left running, record how it ended."""
         proc, tree = job.proc, job.tree
         assert proc is not None and tree is not None
-        exited = threading.Event()
-        threading.Thread(
-            target=wait_exit, args=(proc.pid, exited), name=f"{proc.pid}-exit", daemon=True
-        ).start()
-        over = ""
-        while not exited.wait(POLL_INTERVAL):
-            rss = tree.sample()
-            if job.memory and rss > job.memory and not over:
-                over = f"exceeded its memory: {size_text(job.memory)} (peak {size_text(rss)})"
-                logger.warning("step %r: %s; killing its job", job.request.step, over)
-                tree.signal(signal.SIGKILL)
+        wait_exit(proc.pid)
+        with self._lock:
+            job.exited = True
+            over = job.over
         left = tree.end(proc.wait, KILL_GRACE)
         code = proc.returncode
         if left and not over and not job.cancelled:
@@ -325,7 +313,7 @@ class LocalBackend:
                 job.request.step,
             )
         if over:
-            _record_error(job, "MemoryError", over)
+            record_error(job, "MemoryError", over)
         if job.remote:
             job.uploaded = upload_log(job.log, job.job_dir, job.request.step)
         with self._lock:
@@ -347,17 +335,7 @@ class LocalBackend:
             self._start_fitting()
 
 
-def _record_error(job: _Job, kind: str, message: str) -> None:
-    """Record why the backend killed the job (its worker could not), unless it did."""
-    record = {"type": kind, "message": message, "traceback": ""}
-    path = f"{job.job_dir}/{ERROR}"
-    try:
-        store_for(job.job_dir).create(path, json.dumps(record, indent=1).encode())
-    except Exception as err:  # the status still says why
-        logger.warning("step %r: could not write %s: %s", job.request.step, path, err)
-
-
-def _job(handle: object) -> _Job:
-    if not isinstance(handle, _Job):
+def _job(handle: object) -> Job:
+    if not isinstance(handle, Job):
         raise TypeError(f"not a local job handle: {handle!r}")
     return handle

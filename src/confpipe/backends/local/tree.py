@@ -3,9 +3,10 @@
 A job's worker runs in a session and process group of its own, but what it starts need not
 stay there: a child started with ``setsid`` (``start_new_session``) leaves the group, and
 once its parent exits it is re-parented to init, out of reach of any tree walk. So the tree
-is walked while the job runs (``sample``, every ``POLL_INTERVAL`` seconds) and every
-descendant seen is remembered; when the job ends, or is cancelled, its process group and
-each remembered process still alive are stopped (``signal``, ``end``). ``sample`` also
+is walked while the job runs (``sample``, every ``POLL_INTERVAL`` seconds, every job's from
+one scan of the process table: ``ProcessTable``) and every descendant seen is remembered;
+when the job ends, or is cancelled, its process group and each remembered process still
+alive are stopped (``signal``, ``end``). ``sample`` also
 sums the resident memory (RSS) of the job's processes and keeps the peak: the local
 backend enforces ``resources.memory`` with it.
 
@@ -34,6 +35,20 @@ MiB = 2**20
 GiB = 2**30
 
 
+class ProcessTable:
+    """Who is whose child, from one scan of this machine's processes: every job's walk of a
+    tick reads the same scan, so the cost does not grow with the number of jobs."""
+
+    def __init__(self) -> None:
+        import psutil  # lazily, as ProcessTree
+
+        self.children: dict[int, list[psutil.Process]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            ppid = proc.info.get("ppid")
+            if ppid is not None:
+                self.children.setdefault(ppid, []).append(proc)
+
+
 class ProcessTree:
     """The processes of the job led by ``pid``, a group leader not reaped yet (so its group
     id can't be reused while the tree is stopped)."""
@@ -52,15 +67,17 @@ class ProcessTree:
         self._lock = threading.Lock()
         self._group_gone = False  # the leader is reaped and no process is left in its group
 
-    def sample(self) -> int:
-        """Walk the tree once: remember each descendant; the RSS of the job's processes now."""
+    def sample(self, table: ProcessTable) -> int:
+        """Remember each descendant ``table`` shows the leader has; the RSS of the job's
+        processes now."""
         error = self._psutil.Error
-        try:
-            children = self._leader.children(recursive=True)
-        except error:  # the leader has exited: its children are re-parented already
-            children = []
+        found, todo = [], [self.pid]
+        while todo:
+            for child in table.children.get(todo.pop(), ()):
+                found.append(child)
+                todo.append(child.pid)
         with self._lock:
-            for child in children:
+            for child in found:
                 self._known.setdefault(child.pid, child)
             self._known = {pid: p for pid, p in self._known.items() if _running(p, error)}
             procs = [self._leader, *self._known.values()]
@@ -131,9 +148,9 @@ def _running(proc: psutil.Process, error: type[Exception]) -> bool:
         return False
 
 
-def wait_exit(pid: int, exited: threading.Event) -> None:
-    """Set ``exited`` when the process ends, leaving it unreaped: its process group id stays
-    its own until the group has been stopped (``ProcessTree.end``)."""
+def wait_exit(pid: int) -> None:
+    """Return when the child ``pid`` has exited, leaving it unreaped: its process group id
+    stays its own until the group has been stopped (``ProcessTree.end``)."""
     while True:
         try:
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
@@ -141,7 +158,6 @@ def wait_exit(pid: int, exited: threading.Event) -> None:
             continue
         except ChildProcessError:
             pass
-        exited.set()
         return
 
 
