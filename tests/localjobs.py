@@ -21,6 +21,12 @@ def hog(megabytes: int, seconds: float) -> int:
     return len(data)
 
 
+def hog_in_child(megabytes: int) -> int:
+    """Have a child process hold ``megabytes`` (see ``hog``) for 30 s; its exit code."""
+    code = f"from tests.localjobs import hog; hog({megabytes}, 30)"
+    return subprocess.run([sys.executable, "-c", code], check=False).returncode
+
+
 def spawn(pid_file: str, own_session: bool, linger: float) -> str:
     """Start a child that sleeps 120 s (in a session of its own if ``own_session``), write
     both pids to ``pid_file``, wait ``linger`` seconds and return without waiting for it."""

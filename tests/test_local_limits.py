@@ -45,6 +45,15 @@ def test_a_job_over_its_memory_is_killed_and_reported_with_its_peak(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_the_memory_of_a_jobs_children_counts_against_its_limit(tmp_path: Path) -> None:
+    with pytest.raises(StepFailed, match=r"^step 'out': MemoryError: exceeded its memory: 128 MiB"):
+        run(
+            LocalBackend(), tmp_path / "out", localjobs.hog_in_child,
+            Resources(memory=128 * MiB), megabytes=300,
+        )  # fmt: skip
+
+
+@pytest.mark.slow
 def test_a_job_under_its_memory_succeeds(tmp_path: Path) -> None:
     value = run(
         LocalBackend(), tmp_path / "out", localjobs.hog, Resources(memory=512 * MiB),
