@@ -291,9 +291,8 @@ class LocalBackend:
                 with self._lock:
                     if job.exited:
                         continue
-                    job.over = (
-                        f"exceeded its memory: {size_text(job.memory)} (peak {size_text(rss)})"
-                    )
+                    limit, peak = size_text(job.memory), size_text(job.tree.peak)
+                    job.over = f"exceeded its memory: {limit} (peak {peak})"
                 logger.warning("step %r: %s; killing its job", job.request.step, job.over)
                 job.tree.signal(signal.SIGKILL)
 
