@@ -211,7 +211,8 @@ def test_budget_of_one_cpu_never_overlaps_jobs(
         if "waits for room in the local budget" in r.getMessage()
     ]
     assert len(waits) == 1  # said once, by the first job that had to wait
-    assert "(1 CPUs, " in waits[0] and "backend.cpu / backend.memory set the budget" in waits[0]
+    assert "(1 CPUs, " in waits[0]
+    assert "backend.cpu / backend.memory / backend.gpus set the budget" in waits[0]
 
 
 @pytest.mark.slow
@@ -275,14 +276,14 @@ def test_close_stops_the_jobs_still_queued_or_running(tmp_path: Path) -> None:
     ("resources", "message"),
     [
         (
-            Resources(gpu=GPU("nvidia-l4")),
-            "step 'train': resources.gpu needs backend=gcp (Cloud Batch); "
-            "the local backend runs CPU jobs only",
+            Resources(gpu=GPU("nvidia-l4", 3)),
+            "step 'train': resources.gpu.count=3 is more than the 2 GPU(s) of the local "
+            "backend (backend.gpus=[0, 1]); lower it, set backend.gpus or use backend=gcp",
         ),
         (
             Resources(tpu="v5litepod-8"),
             "step 'train': resources.tpu needs backend=gcp (Cloud TPU); "
-            "the local backend runs CPU jobs only",
+            "the local backend runs CPU and GPU jobs only",
         ),
         (
             Resources(cpu=3),
@@ -305,7 +306,7 @@ def test_close_stops_the_jobs_still_queued_or_running(tmp_path: Path) -> None:
 def test_check_rejects_what_the_machine_cannot_serve(
     tmp_path: Path, resources: Resources, message: str
 ) -> None:
-    backend = LocalBackend(cpu=2, memory=4 * GiB)
+    backend = LocalBackend(cpu=2, memory=4 * GiB, gpus=[0, 1])
     with pytest.raises(ConfigError) as info:
         backend.check("train", resources)
     assert str(info.value) == message

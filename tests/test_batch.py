@@ -285,7 +285,7 @@ def test_disk_is_the_whole_boot_disk_never_below_batchs_default(disk: float, siz
 def test_the_batch_api_is_pinned() -> None:
     """What users and the compiler call: a change here is a change they see."""
     assert [f.name for f in dataclasses.fields(GcpConf)] == [  # the backend.* keys of gcp
-        "kind", "cpu", "memory", "project", "region", "image", "service_account", "network",
+        "kind", "cpu", "memory", "gpus", "project", "region", "image", "service_account", "network",
         "subnetwork", "labels", "poll_interval", "api_timeout", "stage_code", "batch_endpoint",
         "tpu_zone", "tpu_runtime_version", "tpu_endpoint", "tpu_start_timeout", "storage_endpoint",
     ]  # fmt: skip

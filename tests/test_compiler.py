@@ -554,8 +554,9 @@ def test_resources_the_local_backend_cannot_serve_fail_at_compile_time() -> None
     assert error(with_resources(tpu="v5litepod-8")).startswith(
         "step 'a': resources.tpu needs backend=gcp"
     )
-    assert error(with_resources(gpu={"type": "nvidia-l4"})).startswith(
-        "step 'a': resources.gpu needs backend=gcp"
+    assert error(with_resources(gpu={"type": "nvidia-l4"}), backend={"gpus": 0}) == (
+        "step 'a': resources.gpu.count=1 is more than the 0 GPU(s) of the local backend "
+        "(backend.gpus=[]); lower it, set backend.gpus or use backend=gcp"
     )
     assert error(with_resources(cpu=4), backend={"cpu": 2}).startswith(
         "step 'a': resources.cpu=4 is more than the local backend's budget of 2 CPUs"

@@ -73,7 +73,7 @@ def test_schema_defaults_follow_the_user_contract() -> None:
         "rerun_on_code_change": False,
         "report_html": None,
         "lock": {"heartbeat_interval": 30.0, "lease_timeout": 90.0},
-        "backend": {"kind": "local", "cpu": None, "memory": None},
+        "backend": {"kind": "local", "cpu": None, "memory": None, "gpus": None},
         "sweep": {"metrics": [], "objective": None},
         "steps": {},
     }
@@ -124,7 +124,7 @@ def test_a_backend_extends_backend_conf_through_the_backend_group(tmp_path: Path
             compose("config", overrides=["backend=fake", "backend.projet=q"])
     assert one_line(explain(info.value)) == (
         "backend.projet: unknown key (did you mean 'project'?); valid keys: kind, cpu, memory, "
-        "project"
+        "gpus, project"
     )
 
 
@@ -349,7 +349,7 @@ def test_a_backends_own_blocks_are_explained(tmp_path: Path) -> None:
 def test_merge_errors_name_the_full_key() -> None:
     """(Steps are plain data: the compiler checks them, see test_compiler.)"""
     assert merge_error({"backend": {"kynd": "local"}}) == (
-        "backend.kynd: unknown key (did you mean 'kind'?); valid keys: kind, cpu, memory"
+        "backend.kynd: unknown key (did you mean 'kind'?); valid keys: kind, cpu, memory, gpus"
     )
     assert merge_error({"max_concurrent": "x"}) == "max_concurrent: 'x' is not an integer"
     assert merge_error({"lock": {"lease_timeout": "soon"}}) == (

@@ -1,7 +1,7 @@
 """The ``backend`` config node that every backend's settings extend, and how to set a missing one.
 
 ``BackendConf`` is the node's schema: the backend's ``kind`` and the local backend's budget
-(``cpu``, ``memory``), which the other kinds keep null. A backend with settings of its own
+(``cpu``, ``memory``, ``gpus``), which the other kinds keep null. A backend with settings of its own
 extends it (``confpipe.backends.gcp.settings.GcpConf``): OmegaConf accepts the subclass in
 the ``backend`` node, and the backend reads the very same class. A setting may say what it
 is and give an example in its field's metadata (``how_to_set``), which ``missing_setting``
@@ -24,11 +24,13 @@ __all__ = ["BackendConf", "how_to_set", "missing_setting"]
 
 @dataclass
 class BackendConf:
-    """The ``backend`` group's node; ``cpu``/``memory`` cap the local backend's jobs."""
+    """The ``backend`` group's node; ``cpu``/``memory``/``gpus`` are the local backend's
+    budget (null: this machine's)."""
 
     kind: str = "local"
     cpu: float | None = None
     memory: Any = None  # a size
+    gpus: Any = None  # a count, or a list of device ids (null: what `nvidia-smi -L` lists)
 
 
 def how_to_set(what: str, example: str) -> dict[str, str]:

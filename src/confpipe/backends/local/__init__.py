@@ -1,50 +1,74 @@
-"""The local backend: each job is a subprocess of this Python, under a CPU/memory budget.
+"""The local backend: each job is a subprocess of this Python, within a CPU/memory/GPU budget.
 
 A job runs ``python -m confpipe.worker <job folder>`` in its own session (so Ctrl-C in the
-terminal does not reach it and ``cancel`` can kill its whole process group), with its
-output in ``log.txt`` (for a job folder on gs://, a local spool file uploaded there when
-the job ends; a status names whichever holds the log now). Jobs whose cpu/memory don't
-fit the remaining budget wait, queued in submission order; the job that ends starts the
-next ones that fit. No thread polls. A job can't outlive its driver (no later driver could
-re-attach to it): ``close`` stops the jobs still queued or running.
+terminal does not reach it), with its output in ``log.txt`` (for a job folder on gs://, a
+private local spool file uploaded there when the job ends: ``spool``; a status names
+whichever holds the log now). Jobs whose cpu/memory/GPUs don't fit the remaining budget
+wait, queued in submission order; the job that ends starts the next ones that fit. A job
+with ``gpu: {count: N}`` gets N devices of ``backend.gpus`` to itself, named in its
+``CUDA_VISIBLE_DEVICES`` (``devices``).
+
+A job keeps its word (``tree``): one thread walks every running job's process tree every
+``POLL_INTERVAL`` seconds, so a job over its ``resources.memory`` (the RSS of all its
+processes) is killed and fails with ``exceeded its memory: 128 MiB (peak 600 MiB)``
+(recorded as its ``error.json``, the worker can't), and when it ends, or is cancelled,
+whatever it started is stopped too, even a child that left its process group. A job can't
+outlive its driver (no later driver could re-attach to it): ``close`` stops the jobs still
+queued or running.
 
 ``build(settings)`` makes the backend from the ``backend`` node (``BackendConf``: the
-budget as the config writes it, e.g. ``memory: 16GiB``).
+budget as the config writes it, e.g. ``memory: 16GiB``, ``gpus: [0, 1]``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import math
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
 
-from confpipe.backends import DRIVER_VAR, LOG, BackendKind, JobRequest, JobState, JobStatus
+from confpipe.backends import (
+    LOG,
+    BackendKind,
+    JobRequest,
+    JobState,
+    JobStatus,
+)
+from confpipe.backends.local.devices import DevicePool
+from confpipe.backends.local.job import WAITING, Job, record_error
+from confpipe.backends.local.machine import describe_exit, job_env, machine_cpus, machine_memory
+from confpipe.backends.local.spool import Spool, open_private, upload_log
+from confpipe.backends.local.tree import (
+    POLL_INTERVAL,
+    ProcessTable,
+    ProcessTree,
+    size_text,
+    wait_exit,
+)
 from confpipe.backends.resources import Resources, parse_size
 from confpipe.backends.settings import BackendConf
 from confpipe.errors import ConfigError
-from confpipe.storage import local_path, store_for
+from confpipe.storage import local_path
+
+__all__ = ["WHERE", "LocalBackend", "build", "job_env"]
 
 logger = logging.getLogger(__name__)
 WHERE = "local job"  # where its steps run, as the plan shows it
 GiB = 2**30
-KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel
-_WAITING = "waiting for the cpu/memory budget"
+KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on cancel, and for a job's leftovers
+_OPEN_LOG = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
 
 
 def build(settings: BackendConf) -> LocalBackend:
     """The local backend with the budget ``settings`` give (null: this machine's); a config's
     ``backend.memory`` must name its unit."""
     memory = None if settings.memory is None else _memory(settings.memory, plain=False)
-    return LocalBackend(cpu=settings.cpu, memory=memory)
+    return LocalBackend(cpu=settings.cpu, memory=memory, gpus=settings.gpus)
 
 
 def _memory(value: object, *, plain: bool) -> int:
@@ -62,42 +86,12 @@ def _memory(value: object, *, plain: bool) -> int:
     return size
 
 
-@dataclass(eq=False)
-class _Job:
-    """The handle of one local job; ``status`` is replaced whole, so reading it needs no lock."""
-
-    request: JobRequest
-    job_dir: str
-    log: str  # where the worker's output goes: in the job folder, or spooled (remote folder)
-    status: JobStatus = field(default_factory=lambda: JobStatus(JobState.QUEUED, _WAITING))
-    proc: subprocess.Popen[bytes] | None = None
-    cancelled: bool = False
-    uploaded: bool = False  # a spooled log is in the job folder now
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def status_for(self, state: JobState, detail: str = "") -> JobStatus:
-        """A status of this job, naming where its log is now."""
-        spooled = self.remote and not self.uploaded
-        where = self.log if spooled else f"{self.request.job_dir.rstrip('/')}/{LOG}"
-        return JobStatus(state, detail, log=where)
-
-    @property
-    def cpu(self) -> float:
-        return self.request.resources.cpu
-
-    @property
-    def remote(self) -> bool:
-        return "://" in self.job_dir
-
-    @property
-    def memory(self) -> int:
-        return self.request.resources.memory or 0
-
-
 class LocalBackend:
-    """Runs jobs as local subprocesses; at most ``cpu`` CPUs and ``memory`` bytes at once.
+    """Runs jobs as local subprocesses; at most ``cpu`` CPUs, ``memory`` bytes and the GPUs
+    ``gpus`` names (a count or device ids) at once.
 
-    The budget defaults to the CPUs this process may run on and the physical memory.
+    The budget defaults to the CPUs this process may run on, the physical memory and the
+    GPUs ``nvidia-smi -L`` lists.
     """
 
     kind = BackendKind.LOCAL
@@ -108,31 +102,32 @@ class LocalBackend:
         *,
         cpu: float | None = None,
         memory: int | str | None = None,
+        gpus: int | list[int | str] | None = None,
         max_poll_interval: float = 0.01,
     ) -> None:
         if cpu is not None and not 0 < cpu < math.inf:  # also refuses nan
             raise ConfigError(f"backend.cpu: must be a positive number of CPUs, got {cpu!r}")
         self.cpu = float(cpu) if cpu is not None else machine_cpus()
         self.memory = _memory(memory, plain=True) if memory is not None else machine_memory()
+        self.gpus = DevicePool(gpus)
         self.max_poll_interval = max_poll_interval
         self._lock = threading.Lock()
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[Job] = deque()
         self._cpu_used = 0.0
         self._memory_used = 0
         self._said_full = False  # the first job that has to wait says so, once
-        self._spool: str | None = None  # local logs of jobs whose folders are remote
-        self._spooled = itertools.count()
-        self._live: set[_Job] = set()  # submitted, not done yet (guarded by self._lock)
+        self._spool = Spool()  # local logs of jobs whose folders are remote
+        self._live: set[Job] = set()  # submitted, not done yet (guarded by self._lock)
+        self._sampler: threading.Thread | None = None  # walks the running jobs' trees
 
     def check(self, step: str, resources: Resources) -> str:
         where = f"step {step!r}: resources"
         if resources.gpu is not None:
-            raise ConfigError(
-                f"{where}.gpu needs backend=gcp (Cloud Batch); the local backend runs CPU jobs only"
-            )
+            self._check_gpus(where, resources.gpu.count)
         if resources.tpu is not None:
             raise ConfigError(
-                f"{where}.tpu needs backend=gcp (Cloud TPU); the local backend runs CPU jobs only"
+                f"{where}.tpu needs backend=gcp (Cloud TPU); the local backend runs CPU and GPU "
+                "jobs only"
             )
         if resources.cpu > self.cpu:
             raise ConfigError(
@@ -154,6 +149,15 @@ class LocalBackend:
             )
         return WHERE
 
+    def _check_gpus(self, where: str, count: int) -> None:
+        with self._lock:
+            have = len(self.gpus.devices)
+        if count > have:
+            raise ConfigError(
+                f"{where}.gpu.count={count} is more than the {have} GPU(s) of the local backend "
+                f"({self.gpus.source()}); lower it, set backend.gpus or use backend=gcp"
+            )
+
     def submit(self, job: JobRequest) -> object:
         self.check(job.step, job.resources)
         job_dir = local_path(job.job_dir)
@@ -162,8 +166,8 @@ class LocalBackend:
                 f"step {job.step!r}: a local job runs in another process, which can't see this "
                 f"process's memory:// prefix ({job.job_dir}); use a folder or gs://"
             )
-        handle = _Job(job, job_dir, self._log_of(job_dir))
-        handle.status = handle.status_for(JobState.QUEUED, _WAITING)
+        handle = Job(job, job_dir)
+        handle.status = handle.status_for(JobState.QUEUED, WAITING)
         with self._lock:
             self._live.add(handle)
             self._queue.append(handle)
@@ -172,9 +176,11 @@ class LocalBackend:
             self._said_full = self._said_full or say
         if say:
             logger.info(
-                "step %r: waits for room in the local budget (%g CPUs, %.1fGiB); jobs start in "
-                "turn as others finish (backend.cpu / backend.memory set the budget)",
+                "step %r: waits for room in the local budget (%g CPUs, %.1fGiB%s); jobs start "
+                "in turn as others finish (backend.cpu / backend.memory / backend.gpus set "
+                "the budget)",
                 job.step, self.cpu, self.memory / GiB,
+                f", GPUs {','.join(self.gpus.devices)}" if job.resources.gpu else "",
             )  # fmt: skip
         return handle
 
@@ -185,7 +191,7 @@ class LocalBackend:
         job = _job(handle)
         with self._lock:
             if job.done.is_set() or job.cancelled:
-                proc = None
+                tree = None
             elif job.proc is None:  # still queued: it never starts
                 self._queue.remove(job)
                 self._live.discard(job)
@@ -195,13 +201,13 @@ class LocalBackend:
                 return
             else:
                 job.cancelled = True
-                proc = job.proc
-        if proc is None:
+                tree = job.tree
+        if tree is None:
             job.done.wait()
             return
-        _kill_group(proc.pid, signal.SIGTERM)
-        job.done.wait(KILL_GRACE)
-        _kill_group(proc.pid, signal.SIGKILL)  # the leader if it lingers, and any stragglers
+        tree.signal(signal.SIGTERM)
+        if not job.done.wait(KILL_GRACE):
+            tree.signal(signal.SIGKILL)  # the leader if it lingers, and any stragglers
         job.done.wait()
 
     def close(self) -> None:
@@ -212,15 +218,6 @@ class LocalBackend:
         for job in live:
             self.cancel(job)
 
-    def _log_of(self, job_dir: str) -> str:
-        """The job's log file: in its folder, or for a folder on gs:// a local spool file that
-        is uploaded there when the job ends (a local job can work on a remote prefix)."""
-        if "://" not in job_dir:
-            return os.path.join(job_dir, LOG)
-        if self._spool is None:
-            self._spool = os.path.join(tempfile.gettempdir(), f"confpipe-jobs-{os.getpid()}")
-        return os.path.join(self._spool, f"{next(self._spooled)}-{LOG}")
-
     def _start_fitting(self) -> None:
         """Start queued jobs in order while the first one fits the budget (lock held)."""
         while self._queue:
@@ -229,46 +226,105 @@ class LocalBackend:
                 return
             if self._memory_used + job.memory > self.memory:
                 return
+            if not self.gpus.fits(job.gpus):
+                return
             self._queue.popleft()
             self._start(job)
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: Job) -> None:
         """Start the job's worker (lock held)."""
+        devices = self.gpus.take(job.gpus)
         try:
-            if job.remote:  # the spool folder goes when its last log is uploaded (_reap)
-                os.makedirs(os.path.dirname(job.log), exist_ok=True)
-            with open(job.log, "wb") as log:
+            if job.remote:  # the spool folder goes when its last log is uploaded (_watch)
+                job.log = self._spool.new_log()
+                log = open_private(job.log)
+            else:
+                job.log = os.path.join(job.job_dir, LOG)
+                log = os.fdopen(os.open(job.log, _OPEN_LOG, 0o644), "wb")
+            with log:
                 job.proc = subprocess.Popen(
                     [sys.executable, "-m", "confpipe.worker", job.job_dir],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=job_env(job.request.resources),
+                    env=job_env(job.request.resources, devices),
                     start_new_session=True,
                 )
+            job.tree = ProcessTree(job.proc.pid)
         except OSError as err:
+            self.gpus.give_back(devices)
+            if job.proc is not None:  # psutil could not see it: stop it, it can't be watched
+                job.proc.kill()
+                job.proc.wait()
             job.status = job.status_for(JobState.FAILED, f"could not start the worker: {err}")
             self._live.discard(job)
+            self._spool.tidy()
             job.done.set()
             return
         self._cpu_used += job.cpu
         self._memory_used += job.memory
+        job.devices = devices
         job.status = job.status_for(JobState.RUNNING, f"pid {job.proc.pid}")
         name = f"confpipe-job-{job.proc.pid}"
-        threading.Thread(target=self._reap, args=(job, job.proc), name=name, daemon=True).start()
+        threading.Thread(target=self._watch, args=(job,), name=name, daemon=True).start()
+        if self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample, name="confpipe-jobs", daemon=True)
+            self._sampler.start()
 
-    def _reap(self, job: _Job, proc: subprocess.Popen[bytes]) -> None:
-        code = proc.wait()
+    def _sample(self) -> None:
+        """Every POLL_INTERVAL, walk the trees of the running jobs (one scan of the process
+        table for all) and kill a job over its memory; ends when no job runs (a start makes
+        a new one)."""
+        while True:
+            time.sleep(POLL_INTERVAL)
+            with self._lock:
+                jobs = [j for j in self._live if j.tree is not None and not j.exited]
+                if not jobs:
+                    self._sampler = None
+                    return
+            table = ProcessTable()
+            for job in jobs:
+                assert job.tree is not None
+                rss = job.tree.sample(table)
+                if not job.memory or rss <= job.memory or job.over:
+                    continue
+                with self._lock:
+                    if job.exited:
+                        continue
+                    limit, peak = size_text(job.memory), size_text(job.tree.peak)
+                    job.over = f"exceeded its memory: {limit} (peak {peak})"
+                logger.warning("step %r: %s; killing its job", job.request.step, job.over)
+                job.tree.signal(signal.SIGKILL)
+
+    def _watch(self, job: Job) -> None:
+        """Wait for the job's end, stop what it left running, record how it ended."""
+        proc, tree = job.proc, job.tree
+        assert proc is not None and tree is not None
+        wait_exit(proc.pid)
+        with self._lock:
+            job.exited = True
+            over = job.over
+        left = tree.end(proc.wait, KILL_GRACE)
+        code = proc.returncode
+        if left and not over and not job.cancelled:
+            logger.warning(
+                "step %r: its job left processes running when it ended; stopped them",
+                job.request.step,
+            )
+        if over:
+            record_error(job, "MemoryError", over)
         if job.remote:
-            job.uploaded = _upload_log(job)
+            job.uploaded = upload_log(job.log, job.job_dir, job.request.step)
         with self._lock:
             if job.remote:  # the spool folder, once no job's log is in it (starts make it)
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.dirname(job.log))
+                self._spool.tidy()
             self._cpu_used -= job.cpu
             self._memory_used -= job.memory
+            self.gpus.give_back(job.devices)
             if job.cancelled:
                 job.status = job.status_for(JobState.CANCELLED, describe_exit(code))
+            elif over:
+                job.status = job.status_for(JobState.FAILED, over)
             elif code == 0:
                 job.status = job.status_for(JobState.SUCCEEDED)
             else:
@@ -278,70 +334,7 @@ class LocalBackend:
             self._start_fitting()
 
 
-def _upload_log(job: _Job) -> bool:
-    """Put a spooled log into the job's remote folder, then drop the spool file; whether it
-    is there now."""
-    try:
-        with open(job.log, "rb") as f:
-            store_for(job.job_dir).write(f"{job.job_dir}/{LOG}", f.read())
-    except Exception as err:  # the log is kept locally: say where
-        logger.warning("step %r: could not upload %s: %s", job.request.step, job.log, err)
-        return False
-    with contextlib.suppress(OSError):
-        os.unlink(job.log)
-    return True
-
-
-def job_env(resources: Resources) -> dict[str, str]:
-    """This process's environment, its ``sys.path`` (so user modules import) and ``env``.
-
-    Thread pools (OpenMP, BLAS, Rayon as in HF tokenizers) are capped at the job's CPUs
-    unless the user set them, so a job stays within the budget it reserved.
-    """
-    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    pythonpath = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.exists(p)))
-    threads = str(max(1, int(resources.cpu)))
-    caps = {name: threads for name in _THREAD_VARS if name not in os.environ}
-    return {
-        **os.environ,
-        **caps,
-        "PYTHONPATH": pythonpath,
-        "PYTHONUNBUFFERED": "1",
-        DRIVER_VAR: str(os.getpid()),
-        **resources.env,
-    }
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def machine_cpus() -> float:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return float(len(os.sched_getaffinity(0)))
-    return float(os.cpu_count() or 1)
-
-
-def machine_memory() -> int:
-    """Physical memory in bytes."""
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _job(handle: object) -> _Job:
-    if not isinstance(handle, _Job):
+def _job(handle: object) -> Job:
+    if not isinstance(handle, Job):
         raise TypeError(f"not a local job handle: {handle!r}")
     return handle
