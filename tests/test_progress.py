@@ -115,3 +115,36 @@ def test_live_display_prints_steps_lines_above_the_table_in_batches() -> None:
     assert "c | line 0" in text and "c | line 9999" in text
     assert text.index("c | line 9999") < text.index("summary:")
     assert took < 1.0, f"10,000 lines took {took:.2f}s to hand over"
+
+
+def test_an_interrupted_run_says_it_is_stopping_at_once_and_what_it_waits_for() -> None:
+    lines: list[str] = []
+    reporter = PlainReporter(lines.append)
+    a, b, c = plans()
+    reporter.planned([a, b, c], dry_run=False)
+    reporter.started(b)
+    reporter.started(c)
+    reporter.stopping([b, c], 5.0)
+    assert lines[-1] == (
+        "stopping… (waiting up to 5 s for 2 running steps; Ctrl-C again to leave now)"
+    )
+    reporter.finished(b, Outcome.CANCELLED, 5.0, None)
+    reporter.finished(c, Outcome.SUCCEEDED, 1.0, None)
+    reporter.close()
+    assert "cancelled b (5.0s): stopped: interrupted (Ctrl-C)" in lines
+    assert "summary: 1 ran, 1 cached, 0 failed, 1 cancelled (Ctrl-C)" in lines
+
+
+def test_the_live_table_shows_the_steps_it_waits_for_as_stopping_not_running() -> None:
+    stream = io.StringIO()
+    reporter = LiveReporter(stream)
+    reporter.console.width = 80
+    a, b, c = plans()
+    reporter.planned([a, b, c], dry_run=False)
+    reporter.started(c)
+    reporter.stopping([c], 5.0)
+    assert "stopping… (waiting up to 5 s for 1 running step; Ctrl-C again" in stream.getvalue()
+    reporter.console.print(reporter)
+    (row,) = [line for line in stream.getvalue().splitlines() if " c " in f"{line} "]
+    assert row.startswith("stopping") and "running" not in row
+    reporter.close()

@@ -28,12 +28,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import commands, results
 from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
-from confpipe.cli.progress import Display, LiveReporter
+from confpipe.cli.progress import Display, LiveReporter, Points
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
 
-__all__ = ["ConfpipeLauncher", "failed_points", "tidy_sweep_dir"]
+__all__ = ["ConfpipeLauncher", "failed_points", "point_labels", "tidy_sweep_dir"]
 
 _failed_points: list[str] = []  # of every sweep of this process: see failed_points()
 
@@ -125,7 +125,7 @@ class ConfpipeLauncher(Launcher):
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        done = run_and_record(steps, first, hydra_cfg, points=len(points))
+        done = run_and_record(steps, first, hydra_cfg, points=point_labels(points))
         reporter = done.reporter
         if dry_run:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
@@ -154,6 +154,37 @@ class ConfpipeLauncher(Launcher):
         if code:
             raise SystemExit(code)
         return [_completed(p, hydra_cfg) for p in points]
+
+
+def point_labels(points: Sequence[results.Point]) -> Points:
+    """Each step's sweep point as its row shows it: the point's own swept values
+    (``lr=3e-4``; a key by its last part where that is unambiguous), or ``shared by 3
+    points`` for a step several points have in common."""
+    swept = [_swept(p.overrides, points) for p in points]
+    keys = [o.partition("=")[0] for s in swept for o in s]
+    short = {k: k.rsplit(".", 1)[-1].lstrip("+~") for k in keys}
+    unique = {k for k in keys if sum(short[k] == short[o] for o in set(keys)) == 1}
+    owners: dict[str, list[int]] = {}
+    for i, point in enumerate(points):
+        for spec in point.steps:
+            owners.setdefault(spec.identity, []).append(i)
+    labels: dict[str, str] = {}
+    for identity, found in owners.items():
+        if len(found) > 1:
+            labels[identity] = f"shared by {len(found)} points"
+        elif swept[found[0]]:
+            labels[identity] = " ".join(_shortened(o, short, unique) for o in swept[found[0]])
+    return Points(len(points), labels if len(points) > 1 else {})
+
+
+def _swept(overrides: Sequence[str], points: Sequence[results.Point]) -> list[str]:
+    """The point's overrides that not every point has: what the sweep varies."""
+    return [o for o in overrides if not all(o in p.overrides for p in points)]
+
+
+def _shortened(override: str, short: Mapping[str, str], unique: set[str]) -> str:
+    key, _, value = override.partition("=")
+    return f"{short[key] if key in unique else key}={value}"
 
 
 def tidy_sweep_dir(folder: Path) -> None:
