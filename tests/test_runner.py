@@ -472,13 +472,13 @@ def test_a_stopped_run_says_at_once_which_tasks_it_waits_for_and_how_long() -> N
     ]
     try:
         report = run_tasks(
-            tasks, max_concurrent=2, cancel=cancel, grace=0.5,
+            tasks, max_concurrent=2, cancel=cancel, grace=0.3,
             on_stop=lambda keys, grace: told.append((keys, grace, time.monotonic() - started)),
         )  # fmt: skip
     finally:
         release.set()
     assert report.interrupted
     ((keys, grace, when),) = told  # once, before the grace period
-    assert "stubborn" in keys and "later" not in keys and grace == 0.5
-    assert when < 0.5
+    assert "stubborn" in keys and "later" not in keys and grace == 0.3
+    assert when < 0.3
     assert report.results["stubborn"].outcome is Outcome.CANCELLED

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confpipe.engine.outcome import Outcome
+from confpipe.engine.plan import StepPlan
 from confpipe.engine.report import Row, first_line, where_of
 
 __all__ = ["Board", "window"]
@@ -25,6 +26,7 @@ GAP = "  "
 STATE_WIDTH = 10  # "dep failed"
 TIME_WIDTH = 6  # "999.9s", "16m40s"
 WHERE_WIDTH = 24  # "local job (cpu=2, memory…": on a wide terminal; on 80 columns 10
+DETAIL_WIDTH = 24  # at least, for the output or reason, when the step's name is long
 RESERVED_LINES = 8  # of the terminal's: the title, the header, the count of hidden steps,
 # and a few for the lines steps print above the table
 
@@ -50,6 +52,7 @@ class Board:
     points: Mapping[str, str]
     timed: bool = True
     height: int | None = None
+    _seen: dict[tuple[str, str], int] | None = field(default=None, init=False, compare=False)
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
         from rich.text import Text
@@ -63,8 +66,9 @@ class Board:
         where_width = min(max(9, (width - fixed) // 7), WHERE_WIDTH)
         wheres = [_where(row, where_width) for row in shown]
         where_width = min(where_width, max([5, *(len(w) for w in wheres)]))
-        # the step's name gets what it needs up to a third of the line, the detail the rest
-        step_width = min(step_width, max(12, (width - fixed) // 3))
+        # the step's name gets what it needs, as long as DETAIL_WIDTH is left; the detail the rest
+        room = width - fixed - len(GAP) - where_width - len(GAP) - DETAIL_WIDTH
+        step_width = min(step_width, max(12, room))
         detail_width = width - fixed - step_width - len(GAP) - where_width - len(GAP)
         if detail_width < 16:  # too narrow for where it runs too: the output matters more
             where_width, detail_width = 0, width - fixed - step_width - len(GAP)
@@ -86,7 +90,7 @@ class Board:
             text.append(gap + point, style="dim")  # the sweep point, or the padding
             if where_width:
                 text.append(GAP + _cut(where, where_width))
-            text.append(GAP + _detail(row, detail_width))
+            text.append(GAP + _detail(row, self._why(row), detail_width))
             yield _line(text, width)
         if hidden:
             counts = ", ".join(f"{n} {word}" for word, n in hidden.items())
@@ -101,17 +105,33 @@ class Board:
         """Each row's step: its name and its sweep point after two spaces (``train
         lr=3e-4``); where that is not enough to tell two steps apart, six characters of the
         hash too (``train-04a62e``)."""
-        named = [(row.plan.spec, self.points.get(row.plan.spec.identity, "")) for row in rows]
-        seen: dict[tuple[str, str], int] = {}
-        for spec, point in (
-            (r.plan.spec, self.points.get(r.plan.spec.identity, "")) for r in self.rows
-        ):
-            seen[spec.name, point] = seen.get((spec.name, point), 0) + 1
         labels = []
-        for spec, point in named:
-            name = spec.name if seen[spec.name, point] == 1 else f"{spec.name}-{spec.hash[:6]}"
+        for row in rows:
+            name, point = self._name(row.plan)
             labels.append(f"{name}  {point}" if point else name)
         return labels
+
+    def _name(self, plan: StepPlan) -> tuple[str, str]:
+        """The step's name (with six characters of its hash if needed) and its point."""
+        if self._seen is None:
+            seen: dict[tuple[str, str], int] = {}
+            for row in self.rows:
+                key = (row.plan.spec.name, self.points.get(row.plan.spec.identity, ""))
+                seen[key] = seen.get(key, 0) + 1
+            object.__setattr__(self, "_seen", seen)
+        assert self._seen is not None
+        spec, point = plan.spec, self.points.get(plan.spec.identity, "")
+        name = spec.name if self._seen[spec.name, point] == 1 else f"{spec.name}-{spec.hash[:6]}"
+        return name, point
+
+    def _why(self, row: Row) -> str:
+        """Why a row is stopped: ``not run: dependency train (lr=3) failed`` (the failed
+        step named as its own row names it)."""
+        if row.failed_dep is None:
+            return row.why
+        name, point = self._name(row.failed_dep)
+        own = self.points.get(row.plan.spec.identity, "")
+        return f"not run: dependency {name}{f' ({point})' if point and point != own else ''} failed"
 
 
 def window(
@@ -172,13 +192,13 @@ def _elapsed(row: Row, now: float) -> str:
     return f"{minutes}m{rest:02d}s" if minutes < 100 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def _detail(row: Row, width: int) -> str:
+def _detail(row: Row, why: str, width: int) -> str:
     """The row's output (a path: cut on the left, where it's least telling), its error, or
     why it is in its state."""
     if row.error is not None:
         return _cut(first_line(row.error), width)
-    if row.why:
-        return _cut(row.why, width)
+    if why:
+        return _cut(why, width)
     if row.state.has_result:
         return _cut(row.plan.output, width, right=False, left=True)
     return _cut(row.plan.reason, width)

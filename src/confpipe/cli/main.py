@@ -21,9 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from confpipe import interrupt
-from confpipe.cli import commands
+from confpipe.cli import commands, sweepend
 from confpipe.cli.launch import launch
-from confpipe.cli.sweep import failed_points
+from confpipe.cli.sweepend import failed_points
 from confpipe.config import compose as compose_once
 from confpipe.config import schema
 from confpipe.config.compiler import register_resolver
@@ -56,13 +56,17 @@ def main() -> None:
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
     try:
         _app()
-        _exit_if_points_failed()
     except SystemExit:
         raise
     except KeyboardInterrupt:
         sys.exit(_interrupted())
+    except RunFailed as err:
+        if failed_points():  # a sweeper gave up on failed points (Optuna's max_failure_rate)
+            sys.exit(sweepend.end())
+        sys.exit(report(err))
     except BaseException as err:
         sys.exit(report(err))
+    sys.exit(sweepend.end())  # a sweep: the trials' table, the failed points (or exit 0)
 
 
 def _command_without_config(request: commands.Request) -> int:
@@ -81,17 +85,6 @@ def _interrupted() -> int:
     """Say that a signal stopped us (before or between steps) and return its exit code."""
     print(f"confpipe: {interrupt.interrupted()}", file=sys.stderr)
     return interrupt.exit_code()
-
-
-def _exit_if_points_failed() -> None:
-    """Exit 1 when sweep points failed, also when the sweeper carried on past them (Optuna
-    tolerates failed trials up to its max_failure_rate)."""
-    failed = failed_points()
-    if failed:
-        shown = "; ".join(failed[:3])
-        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-        print(f"confpipe: {len(failed)} sweep points failed: {shown}{more}", file=sys.stderr)
-        sys.exit(RunFailed.exit_code)
 
 
 _MULTIRUN = {"-m", "--multirun"}

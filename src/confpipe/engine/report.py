@@ -60,6 +60,7 @@ class Row:
     error: BaseException | None = None
     stopping: bool = False
     why: str = ""  # a step stopped by something else: "not run: dependency X failed"
+    failed_dep: StepPlan | None = None  # DEP_FAILED: the failed step upstream
 
 
 @dataclass
@@ -86,16 +87,17 @@ class Tally:
     ) -> None:
         row = Row(plan, end, None, seconds, error)
         if end is Outcome.DEP_FAILED:
-            failed = self.failed_dependency(plan)
-            row.why = f"not run: dependency {failed or '?'} failed"
+            row.failed_dep = self.failed_dependency(plan)
+            failed = row.failed_dep.label if row.failed_dep else "?"
+            row.why = f"not run: dependency {failed} failed"
         elif end is Outcome.CANCELLED:
             was = self.rows.get(plan.spec.identity)
             started = was is not None and was.state is Outcome.RUNNING
             row.why = f"{'stopped' if started else 'not run'}: {interrupt.interrupted()}"
         self.rows[plan.spec.identity] = row
 
-    def failed_dependency(self, plan: StepPlan) -> str | None:
-        """The label of a step upstream of ``plan`` that failed in this launch."""
+    def failed_dependency(self, plan: StepPlan) -> StepPlan | None:
+        """A step upstream of ``plan`` that failed in this launch."""
         stack, seen = list(plan.spec.dependencies), set()
         while stack:
             dep = stack.pop()
@@ -104,7 +106,7 @@ class Tally:
             seen.add(dep.identity)
             row = self.rows.get(dep.identity)
             if row is not None and row.state is Outcome.FAILED:
-                return row.plan.label
+                return row.plan
             stack.extend(dep.dependencies)
         return None
 
