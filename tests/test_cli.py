@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -353,3 +354,41 @@ def test_hydra_usage_mistakes_are_one_line(work: Path, args: list[str], expected
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith(expected) and len(out.stderr.splitlines()) == 1
     assert not (work / "outputs").exists()
+
+
+def complete(work: Path, line: str) -> list[str]:
+    """What bash offers for ``line`` (the cursor at its end), once confpipe's completion
+    script (``-sc install=bash``) is installed in it."""
+    script = cli("-sc", "install=bash", cwd=work)
+    assert script.returncode == 0, script.stderr
+    (work / "completion.sh").write_text(script.stdout)
+    words = line.split(" ")
+    bash = (
+        "source completion.sh\n"
+        f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+        f"COMP_WORDS=({' '.join(map(shlex.quote, words))}); COMP_CWORD={len(words) - 1}\n"
+        "_confpipe_completion\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        ["bash", "-c", bash], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_shell_completion_works_for_python_m_confpipe_and_honours_config_dir(
+    work: Path,
+) -> None:
+    python = sys.executable
+    assert complete(work, f"{python} -m confpipe +experiment=") == [
+        "+experiment=tokenize", "+experiment=train",
+    ]  # fmt: skip
+    assert complete(work, f"{python} -m confpipe --config-dir confs +experiment=b") == [
+        "+experiment=broken",
+    ]  # the user's experiments too
+    assert complete(work, f"{python} -m confpipe status -cd confs +experiment=demo steps.b.c") == [
+        "steps.b.config.",
+    ]
+    assert complete(work, f"{python} -m confpipe max_con") == ["max_concurrent="]

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from confpipe import interrupt
-from confpipe.cli import commands, sweepend
+from confpipe.cli import commands, completion, sweepend
 from confpipe.cli.launch import launch
 from confpipe.cli.sweepend import failed_points
 from confpipe.config import compose as compose_once
@@ -39,6 +39,10 @@ def main() -> None:
     # so that every config error becomes one line with exit code 2.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     interrupt.raise_on_sigterm()  # `kill`, a scheduler's stop: clean up as Ctrl-C does
+    if completion.wants_install(sys.argv[1:]):  # Hydra's script can't call python -m confpipe
+        print(completion.BASH_SCRIPT)
+        sys.exit(0)
+    sys.argv[1:] = completion.query_args(sys.argv[1:], commands.COMMANDS)
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
     try:  # a command's own words (status STEP --json...) are not Hydra's to parse
