@@ -162,6 +162,7 @@ def test_the_live_table_shows_the_steps_it_waits_for_as_stopping_not_running() -
     reporter.console.print(reporter)
     (row,) = [line for line in stream.getvalue().splitlines() if " c " in f"{line} "]
     assert row.startswith("stopping") and "running" not in row
+    assert "3 steps: 0 of 2 done, 0 running, 1 stopping, 1 cached" in stream.getvalue()
     reporter.close()
 
 

@@ -107,7 +107,7 @@ class LiveReporter:
 
             out = Console()
             if self.plan_format == "table":
-                title = f"plan: {self.heading} (dry run: nothing was run)"
+                title = f"dry run, the plan: {self.heading}"
                 out.print(self._board(title, timed=False))
             else:
                 out.print(show_plan(plans, self.plan_format), markup=False, highlight=False)

@@ -112,12 +112,15 @@ class Tally:
 
     def progress(self) -> str:
         """``4 of 12 done, 2 running, 1 failed, 3 cached``: the counts as the run goes (done:
-        ended in this launch, however it ended; cached: found done at the start)."""
+        ended in this launch, however it ended; stopping: running, waited for after Ctrl-C;
+        cached: found done at the start)."""
         rows = self.rows.values()
         planned_cached = sum(r.plan.state is Outcome.CACHED for r in rows)
         todo = len(self.rows) - planned_cached
         ended = sum(r.plan.state is not Outcome.CACHED and r.seconds is not None for r in rows)
-        line = f"{ended} of {todo} done, {self.count(Outcome.RUNNING)} running"
+        stopping = sum(r.stopping for r in rows)
+        line = f"{ended} of {todo} done, {self.count(Outcome.RUNNING) - stopping} running"
+        line += f", {stopping} stopping" if stopping else ""
         for state in (Outcome.FAILED, Outcome.DEP_FAILED, Outcome.CANCELLED):
             count = self.count(state)
             line += f", {count} {state.value}" if count else ""
