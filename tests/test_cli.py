@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,36 +201,113 @@ def test_multirun_flag_may_follow_the_overrides(work: Path) -> None:
     assert sorted(p.name for p in work.iterdir()) == ["calls.log", "confs", "outputs"]
 
 
-def test_sigterm_stops_the_run_as_ctrl_c_does(work: Path) -> None:
+SLOW = """\
+# @package _global_
+steps:
+  slow:
+    fn: tests.stepfns.slow
+    config: {{workdir: {work}}}
+{resources}"""
+
+
+def start_slow(work: Path, *, job: bool) -> tuple[subprocess.Popen[str], list[tuple[float, str]]]:
+    """A driver running one step that sleeps a minute (a job with ``job``, else a thread
+    step), started; and its stderr lines as they come, each with the time it came (the
+    list is complete once the driver has ended)."""
     (work / "seconds").write_text("60")
+    resources = "    resources: {cpu: 1}\n" if job else ""
     (work / "confs" / "experiment" / "slow.yaml").write_text(
-        "# @package _global_\n"
-        "steps:\n"
-        "  slow:\n"
-        "    fn: tests.stepfns.slow\n"
-        f"    config: {{workdir: {work}}}\n"
-        "    resources: {cpu: 1}\n"
+        SLOW.format(work=work, resources=resources)
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen(
         [sys.executable, "-m", "confpipe", "--config-dir", "confs", "+experiment=slow"],
-        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        assert driver.stderr is not None
+        with driver.stderr:
+            for line in driver.stderr:
+                lines.append((time.monotonic(), line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    driver.reader = reader  # type: ignore[attr-defined]
+    started = work / "started"
+    eventually(lambda: started.exists() and started.read_text(), "the step to start")
+    eventually(lambda: any(line.startswith("start slow") for _, line in lines), "its start line")
+    return driver, lines
+
+
+def stop(driver: subprocess.Popen[str], signum: int) -> float:
+    """Send ``signum`` and wait for the driver to end; the time it was sent."""
+    sent = time.monotonic()
+    driver.send_signal(signum)
     try:
-        eventually(lambda: (work / "started").exists(), "the job to start")
-        driver.terminate()  # SIGTERM: a scheduler's stop, or `kill`
-        _, err = driver.communicate(timeout=60)
+        driver.wait(timeout=60)
     finally:
         driver.kill()
-    assert driver.returncode == 130, err
-    assert "interrupted" in err
-    assert "summary: 0 ran, 0 cached, 0 failed, 1 cancelled" in err  # cancelled, not failed
+        driver.reader.join(10)  # type: ignore[attr-defined]
+    return sent
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does_and_is_named_with_exit_143(work: Path) -> None:
+    driver, lines = start_slow(work, job=True)
+    stop(driver, signal.SIGTERM)  # a scheduler's stop, or `kill`
+    err = "\n".join(line for _, line in lines)
+    assert driver.returncode == 143, err  # 128 + 15, as a shell reports it
+    assert "stopping on SIGTERM… (waiting up to 5 s for 1 running step; SIGTERM again" in err
+    assert "summary: 0 ran, 0 cached, 0 failed, 1 cancelled (SIGTERM)" in err
+    assert "confpipe: interrupted (SIGTERM): running steps were cancelled" in err
+    assert "Ctrl-C" not in err
     job = int((work / "started").read_text())
     eventually(lambda: not alive(job), "the job to be cancelled", 10)
     (status,) = (work / "outputs").glob("slow-*/.confpipe/status.json")
     record = json.loads(status.read_text())
-    assert record["state"] == "FAILED" and record["interrupted"] is True
+    assert record["state"] == "FAILED" and record["interrupted"] is True  # not a failure
     assert not list((work / "outputs").glob("slow-*/.confpipe/lease.json"))
+    (manifest,) = (work / "outputs" / "manifests").iterdir()
+    assert [s["end"] for s in json.loads(manifest.read_text())["steps"]] == ["cancelled"]
+
+
+def test_ctrl_c_says_at_once_that_it_stops_and_what_it_waits_for(work: Path) -> None:
+    driver, lines = start_slow(work, job=False)  # a thread step: it can't be killed
+    sent = stop(driver, signal.SIGINT)
+    err = "\n".join(line for _, line in lines)
+    assert driver.returncode == 130, err
+    (when,) = [t for t, line in lines if line.startswith("stopping…")]
+    assert when - sent < 2.5, err  # at once, not after the 5 s it waits
+    assert "stopping… (waiting up to 5 s for 1 running step; Ctrl-C again to leave now)" in err
+    assert "cancelled slow" in err and "stopped: interrupted (Ctrl-C)" in err
+    assert "summary: 0 ran, 0 cached, 0 failed, 1 cancelled (Ctrl-C)" in err
+    assert err.endswith("confpipe: interrupted (Ctrl-C): running steps were cancelled")
+
+
+def test_sigterm_while_the_config_is_composed_exits_143(work: Path) -> None:
+    (work / "confs" / "experiment" / "stall.yaml").write_text(
+        "# @package _global_\nsteps:\n  a:\n    fn: tests.stepfns.add\n"
+        "    config: {a: '${stall:}', b: 1}\n"
+    )
+    (work / "hold.py").write_text(
+        "import time, runpy, sys\nfrom omegaconf import OmegaConf\n"
+        "OmegaConf.register_new_resolver('stall', lambda: time.sleep(60) or 1)\n"
+        "sys.argv[0] = 'confpipe'\nrunpy.run_module('confpipe', run_name='__main__')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen(
+        [sys.executable, "hold.py", "--config-dir", "confs", "+experiment=stall"],
+        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    driver.terminate()
+    try:
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "confpipe: interrupted (SIGTERM)"
 
 
 def test_a_manifest_that_cant_be_written_is_reported_and_the_run_stands(work: Path) -> None:
@@ -273,3 +354,41 @@ def test_hydra_usage_mistakes_are_one_line(work: Path, args: list[str], expected
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith(expected) and len(out.stderr.splitlines()) == 1
     assert not (work / "outputs").exists()
+
+
+def complete(work: Path, line: str) -> list[str]:
+    """What bash offers for ``line`` (the cursor at its end), once confpipe's completion
+    script (``-sc install=bash``) is installed in it."""
+    script = cli("-sc", "install=bash", cwd=work)
+    assert script.returncode == 0, script.stderr
+    (work / "completion.sh").write_text(script.stdout)
+    words = line.split(" ")
+    bash = (
+        "source completion.sh\n"
+        f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+        f"COMP_WORDS=({' '.join(map(shlex.quote, words))}); COMP_CWORD={len(words) - 1}\n"
+        "_confpipe_completion\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        ["bash", "-c", bash], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_shell_completion_works_for_python_m_confpipe_and_honours_config_dir(
+    work: Path,
+) -> None:
+    python = sys.executable
+    assert complete(work, f"{python} -m confpipe +experiment=") == [
+        "+experiment=tokenize", "+experiment=train",
+    ]  # fmt: skip
+    assert complete(work, f"{python} -m confpipe --config-dir confs +experiment=b") == [
+        "+experiment=broken",
+    ]  # the user's experiments too
+    assert complete(work, f"{python} -m confpipe status -cd confs +experiment=demo steps.b.c") == [
+        "steps.b.config.",
+    ]
+    assert complete(work, f"{python} -m confpipe max_con") == ["max_concurrent="]

@@ -453,3 +453,32 @@ def test_cancel_set_before_the_run_starts_nothing() -> None:
     report = run_tasks(tasks, max_concurrent=1, cancel=cancel)
     assert report.interrupted
     assert outcomes(report) == dict.fromkeys("ab", Outcome.CANCELLED)
+
+
+def test_a_stopped_run_says_at_once_which_tasks_it_waits_for_and_how_long() -> None:
+    cancel = threading.Event()
+    release = threading.Event()
+    told: list[tuple[list[str], float, float]] = []
+    started = time.monotonic()
+
+    def stubborn() -> None:
+        cancel.set()
+        release.wait(60)  # ignores cancel: the runner waits out its grace for it
+
+    tasks = [
+        Task("stubborn", (), stubborn),
+        Task("quick", (), lambda: None),
+        Task("later", ("stubborn",), never_called("later")),
+    ]
+    try:
+        report = run_tasks(
+            tasks, max_concurrent=2, cancel=cancel, grace=0.3,
+            on_stop=lambda keys, grace: told.append((keys, grace, time.monotonic() - started)),
+        )  # fmt: skip
+    finally:
+        release.set()
+    assert report.interrupted
+    ((keys, grace, when),) = told  # once, before the grace period
+    assert "stubborn" in keys and "later" not in keys and grace == 0.3
+    assert when < 0.3
+    assert report.results["stubborn"].outcome is Outcome.CANCELLED

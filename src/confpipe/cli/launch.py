@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from confpipe.cli import results
 from confpipe.cli.manifest import write_manifest
 from confpipe.cli.plan import PLAN_FORMATS
-from confpipe.cli.progress import Display, configure_logging, reporter_for
+from confpipe.cli.progress import Display, Points, configure_logging, reporter_for
 from confpipe.engine.options import RunOptions
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
@@ -96,13 +96,13 @@ def run_and_record(
     prepared: Prepared,
     hydra_cfg: Any,
     *,
-    points: int | None = None,
+    points: Points | None = None,
 ) -> LaunchResult:
     """Run ``steps`` with ``prepared``'s options; write the manifest (not for a dry run, nor
     for a single run whose every step was cached: a sweep's has its results beside it).
 
-    Interrupted is raised once the manifest is written. ``points``: the number of sweep
-    points merged into ``steps``, shown in the plan line.
+    Interrupted is raised once the manifest is written. ``points``: the sweep points merged
+    into ``steps`` (their number in the plan line, each step's point on its row).
     """
     from confpipe.engine.pipeline import run_steps  # the engine: not for Hydra's plugin scan
 

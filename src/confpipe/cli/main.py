@@ -3,14 +3,14 @@
 A run by default; ``status``, ``show``, ``logs``, ``report`` (given a run's overrides) and
 ``gc PREFIX`` look at what ran instead (``confpipe.cli.commands``).
 Exit codes: 0 all steps succeeded or were cached, 1 a step failed, 2 bad config or usage
-(nothing was run or written), 130 interrupted (Ctrl-C, or SIGTERM).
+(nothing was run or written), 130 interrupted by Ctrl-C, 143 by SIGTERM (which stops a run
+as cleanly as Ctrl-C does; both are named where the stop is reported).
 ``CONFPIPE_FULL_ERROR=1`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -20,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from confpipe.cli import commands
+from confpipe import interrupt
+from confpipe.cli import commands, completion, sweepend
 from confpipe.cli.launch import launch
-from confpipe.cli.sweep import failed_points
+from confpipe.cli.sweepend import failed_points
 from confpipe.config import compose as compose_once
 from confpipe.config import schema
 from confpipe.config.compiler import register_resolver
@@ -37,6 +38,11 @@ def main() -> None:
     # Hydra prints its own errors (several lines, exit 1) unless told to raise them: we do,
     # so that every config error becomes one line with exit code 2.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    interrupt.raise_on_sigterm()  # `kill`, a scheduler's stop: clean up as Ctrl-C does
+    if completion.wants_install(sys.argv[1:]):  # Hydra's script can't call python -m confpipe
+        print(completion.BASH_SCRIPT)
+        sys.exit(0)
+    sys.argv[1:] = completion.query_args(sys.argv[1:], commands.COMMANDS)
     if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: the user's
         sys.path.insert(0, os.getcwd())  # experiment modules import from the working dir
     try:  # a command's own words (status STEP --json...) are not Hydra's to parse
@@ -52,17 +58,19 @@ def main() -> None:
     schema.register()
     compose_once.install(multirun=bool(_MULTIRUN & set(sys.argv[1:])))
     register_resolver()  # ${step:NAME} must resolve whenever Hydra or OmegaConf resolves
-    signal.signal(signal.SIGTERM, _as_ctrl_c)  # `kill`, a scheduler's stop: clean up as Ctrl-C
     try:
         _app()
-        _exit_if_points_failed()
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        print("confpipe: interrupted", file=sys.stderr)
-        sys.exit(Interrupted.exit_code)
+        sys.exit(_interrupted())
+    except RunFailed as err:
+        if failed_points():  # a sweeper gave up on failed points (Optuna's max_failure_rate)
+            sys.exit(sweepend.end())
+        sys.exit(report(err))
     except BaseException as err:
         sys.exit(report(err))
+    sys.exit(sweepend.end())  # a sweep: the trials' table, the failed points (or exit 0)
 
 
 def _command_without_config(request: commands.Request) -> int:
@@ -70,27 +78,17 @@ def _command_without_config(request: commands.Request) -> int:
     try:
         return commands.answer_alone(request)
     except KeyboardInterrupt:
-        print("confpipe: interrupted", file=sys.stderr)
-        return Interrupted.exit_code
+        return _interrupted()
     except SystemExit:
         raise
     except BaseException as err:
         return report(err)
 
 
-def _as_ctrl_c(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _exit_if_points_failed() -> None:
-    """Exit 1 when sweep points failed, also when the sweeper carried on past them (Optuna
-    tolerates failed trials up to its max_failure_rate)."""
-    failed = failed_points()
-    if failed:
-        shown = "; ".join(failed[:3])
-        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-        print(f"confpipe: {len(failed)} sweep points failed: {shown}{more}", file=sys.stderr)
-        sys.exit(RunFailed.exit_code)
+def _interrupted() -> int:
+    """Say that a signal stopped us (before or between steps) and return its exit code."""
+    print(f"confpipe: {interrupt.interrupted()}", file=sys.stderr)
+    return interrupt.exit_code()
 
 
 _MULTIRUN = {"-m", "--multirun"}
@@ -107,6 +105,9 @@ def flags_first(args: list[str]) -> list[str]:
 def report(err: BaseException) -> int:
     """Print ``err`` for a user and return the exit code."""
     full = os.environ.get("CONFPIPE_FULL_ERROR") == "1"
+    if isinstance(err, Interrupted):  # a stop asked for, not an error: named by its signal
+        print(f"confpipe: {err}", file=sys.stderr)
+        return interrupt.exit_code()
     if isinstance(err, ConfpipeError):
         message, code = str(err), err.exit_code
     else:
@@ -135,8 +136,7 @@ def _app(cfg: DictConfig) -> None:
             return
         launch(cfg)  # one config; a -m sweep goes to confpipe.cli.sweep's launcher instead
     except KeyboardInterrupt:
-        print("confpipe: interrupted", file=sys.stderr)
-        sys.exit(Interrupted.exit_code)
+        sys.exit(_interrupted())
     except Exception as err:
         if _one_of_many():  # Hydra's launcher runs the other points, then raises the first error
             raise

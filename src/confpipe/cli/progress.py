@@ -12,24 +12,36 @@ redraw the table per line). rich is imported only when a live display is drawn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from confpipe.cli.board import Board
 from confpipe.cli.plan import show_plan
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
-from confpipe.engine.report import LineReporter, Tally, first_line, plan_counts, where_of
+from confpipe.engine.report import LineReporter, Tally, plan_counts, stopping_line, where_of
+
+
+@dataclass(frozen=True)
+class Points:
+    """A sweep's points as the display tells them: how many were merged into the run, and
+    the label of each step's point by identity (``lr=3e-4``; ``shared by 3 points``)."""
+
+    count: int
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class PlainReporter(LineReporter):
-    """One line per event, for logs and pipes; the plan in ``plan_format``."""
+    """One line per event, for logs and pipes: the plan in ``plan_format``, a sweep step's
+    point after its name."""
 
     def __init__(
-        self, write: Callable[[str], None], plan_format: str = "table", points: int | None = None
+        self, write: Callable[[str], None], plan_format: str = "table", points: Points | None = None
     ) -> None:
         super().__init__(write)
         self.plan_format, self.points = plan_format, points
@@ -45,23 +57,36 @@ class PlainReporter(LineReporter):
         if dry_run and self.points:  # how the sweep merged: on the progress stream
             self.write(f"plan: {self.heading(plans)} (dry run)")
 
+    def started(self, plan: StepPlan) -> None:
+        point = self.points.labels.get(plan.spec.identity) if self.points else None
+        if point is None:
+            super().started(plan)
+            return
+        self.tally.started(plan)
+        self.write(f"start {plan.label} ({point}) [{where_of(plan)}]")
 
-def plan_line(plans: Sequence[StepPlan], points: int | None = None) -> str:
+
+def plan_line(plans: Sequence[StepPlan], points: Points | None = None) -> str:
     """``3 steps, 1 cached, 2 to run``; for a sweep ``12 sweep points -> 15 unique steps, ...``."""
-    steps = f"{len(plans)} steps"
+    return f"{_steps(len(plans), points)}, {plan_counts(plans)}"
+
+
+def _steps(steps: int, points: Points | None) -> str:
+    """``3 steps``; for a sweep ``12 sweep points -> 15 unique steps``."""
     if points:
-        steps = f"{points} sweep point{'s' * (points != 1)} -> {len(plans)} unique steps"
-    return f"{steps}, {plan_counts(plans)}"
+        return f"{points.count} sweep point{'s' * (points.count != 1)} -> {steps} unique steps"
+    return f"{steps} steps"
 
 
 class LiveReporter:
-    """A rich live table: each step's state, elapsed time and where it runs; the lines steps
-    print above it; the summary when the run ends."""
+    """A live table, one line a step, fitted to the terminal (``confpipe.cli.board``): each
+    step's state, time, where it runs and its output or reason, running steps first; the
+    lines steps print above it; the summary when the run ends."""
 
     BATCH_EVERY = 0.2  # seconds between prints of the steps' lines above the table
 
     def __init__(
-        self, stream: TextIO, plan_format: str = "table", points: int | None = None
+        self, stream: TextIO, plan_format: str = "table", points: Points | None = None
     ) -> None:
         from rich.console import Console
 
@@ -82,7 +107,8 @@ class LiveReporter:
 
             out = Console()
             if self.plan_format == "table":
-                out.print(self._table(title=f"plan: {self.heading} (dry run: nothing was run)"))
+                title = f"dry run, the plan: {self.heading}"
+                out.print(self._board(title, timed=False))
             else:
                 out.print(show_plan(plans, self.plan_format), markup=False, highlight=False)
             return
@@ -101,6 +127,15 @@ class LiveReporter:
     def step_output(self, plan: StepPlan, line: str) -> None:
         with self._guard:
             self._lines.append(f"{plan.label} | {line}")
+
+    def stopping(self, running: Sequence[StepPlan], grace: float) -> None:
+        """Say at once that the run stops, and show the steps it waits for as stopping."""
+        with self._guard:
+            self.tally.stopping(running)
+        self._flush_lines()
+        self.console.print(stopping_line(len(running), grace), markup=False, highlight=False)
+        if self._live is not None:
+            self._live.refresh()
 
     def _print_lines(self) -> None:
         while not self._stop.wait(self.BATCH_EVERY):
@@ -135,45 +170,18 @@ class LiveReporter:
 
     def __rich__(self) -> Any:
         with self._guard:
-            return self._table(title=self.heading)
+            steps = len(self.tally.rows)
+            count = (
+                f"{self.points.count} points, {steps} steps" if self.points else f"{steps} steps"
+            )
+            title = f"{count}: {self.tally.progress()}"
+            return self._board(title, height=self.console.height)
 
-    def _table(self, title: str | None = None) -> Any:
-        from rich.table import Table
-
-        table = Table(title=title, expand=False)
-        for column in ("step", "hash", "state", "time", "where", "output / reason"):
-            table.add_column(column, overflow="fold")
-        now = time.monotonic()
-        for row in self.tally.rows.values():
-            plan = row.plan
-            elapsed = row.seconds if row.seconds is not None else None
-            if row.started is not None:
-                elapsed = now - row.started
-            detail = plan.output if row.state.has_result else plan.reason
-            if row.error is not None:
-                detail = first_line(row.error)
-            table.add_row(
-                plan.label, plan.spec.hash, _styled(row.state),
-                "" if elapsed is None else f"{elapsed:.1f}s", where_of(plan), detail,
-            )  # fmt: skip
-        return table
-
-
-_STYLES = {
-    Outcome.RUNNING: "bold yellow",
-    Outcome.SUCCEEDED: "green",
-    Outcome.CACHED: "cyan",
-    Outcome.FAILED: "bold red",
-    Outcome.DEP_FAILED: "red",
-    Outcome.BLOCKED: "red",
-    Outcome.CANCELLED: "magenta",
-}
-
-
-def _styled(state: Outcome) -> Any:
-    from rich.text import Text
-
-    return Text(state.value, style=_STYLES.get(state, ""))
+    def _board(self, title: str, *, timed: bool = True, height: int | None = None) -> Board:
+        """The steps as they are now (a copy: the run goes on while it is drawn)."""
+        rows = [dataclasses.replace(row) for row in self.tally.rows.values()]
+        labels = self.points.labels if self.points else {}
+        return Board(title, rows, labels, timed, height)
 
 
 Display = PlainReporter | LiveReporter
@@ -181,10 +189,10 @@ Display = PlainReporter | LiveReporter
 
 
 def reporter_for(
-    stream: TextIO | None = None, plan_format: str = "table", *, points: int | None = None
+    stream: TextIO | None = None, plan_format: str = "table", *, points: Points | None = None
 ) -> Display:
-    """A live display on a terminal, plain lines anywhere else. ``points``: a sweep's number
-    of points, merged into the steps the plan shows."""
+    """A live display on a terminal, plain lines anywhere else. ``points``: a sweep's points,
+    merged into the steps the plan shows."""
     stream = stream or sys.stderr
     if stream.isatty():
         return LiveReporter(stream, plan_format, points)

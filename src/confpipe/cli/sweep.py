@@ -28,21 +28,29 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from confpipe.cli import commands, results
 from confpipe.cli.launch import Prepared, close_backend, prepare, run_and_record
-from confpipe.cli.progress import Display, LiveReporter
+from confpipe.cli.progress import Display, LiveReporter, Points
+from confpipe.cli.sweepend import note_failed, point_names, study
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
 
-__all__ = ["ConfpipeLauncher", "failed_points", "tidy_sweep_dir"]
-
-_failed_points: list[str] = []  # of every sweep of this process: see failed_points()
+__all__ = ["ConfpipeLauncher", "point_labels", "tidy_sweep_dir"]
 
 
-def failed_points() -> list[str]:
-    """Every failed point of this process's sweeps (``overrides: error``): the CLI exits 1
-    when there is one, also when the sweeper carried on (an adaptive sweeper tolerates some
-    failed trials)."""
-    return list(_failed_points)
+class _PointReturn(JobReturn):
+    """A point's JobReturn whose ``return_value`` raises a failed point's error without
+    Hydra's line "Error executing job with overrides" (of one point: the CLI ends with one
+    line naming every failed point)."""
+
+    @property
+    def return_value(self) -> Any:
+        if self.status is JobStatus.FAILED:
+            raise self._return_value
+        return self._return_value
+
+    @return_value.setter
+    def return_value(self, value: Any) -> None:
+        self._return_value = value
 
 
 @dataclass(frozen=True)
@@ -125,19 +133,18 @@ class ConfpipeLauncher(Launcher):
 
         steps = [s for p in points for s in p.steps]
         hydra_cfg = self.config.hydra
-        done = run_and_record(steps, first, hydra_cfg, points=len(points))
+        done = run_and_record(steps, first, hydra_cfg, points=point_labels(points))
         reporter = done.reporter
         if dry_run:
             return [_job_return(p, reporter, None, hydra_cfg) for p in points]
-        rows = _results(points, reporter, done.manifest)
+        adaptive = _adaptive(hydra_cfg)
+        rows = _results(points, reporter, done.manifest, shown=adaptive is None)
         returns = [
             _job_return(p, reporter, r, hydra_cfg) for p, r in zip(points, rows, strict=True)
         ]
-        _failed_points.extend(
-            f"{' '.join(r.overrides) or '(base)'}: {r.error or r.status.value}"
-            for r, ret in zip(rows, returns, strict=True)
-            if ret.status is JobStatus.FAILED
-        )
+        note_failed(returns)
+        if adaptive is not None:  # one table of every trial when the study is over
+            study.add(rows, [p.sweep for p in points], adaptive, hydra_cfg)
         return returns
 
     def _answer(self, points: list[_Point], first: Prepared) -> list[JobReturn]:
@@ -156,15 +163,34 @@ class ConfpipeLauncher(Launcher):
         return [_completed(p, hydra_cfg) for p in points]
 
 
+def point_labels(points: Sequence[results.Point]) -> Points:
+    """Each step's sweep point as its row shows it: the point's swept values (``lr=3e-4``),
+    or ``shared by 3 points`` for a step several points have in common."""
+    named = point_names([p.overrides for p in points])
+    owners: dict[str, list[int]] = {}
+    for i, point in enumerate(points):
+        for spec in point.steps:
+            owners.setdefault(spec.identity, []).append(i)
+    labels: dict[str, str] = {}
+    for identity, found in owners.items():
+        if len(found) > 1:
+            labels[identity] = f"shared by {len(found)} points"
+        elif named[found[0]]:
+            labels[identity] = named[found[0]]
+    return Points(len(points), labels if len(points) > 1 else {})
+
+
 def tidy_sweep_dir(folder: Path) -> None:
     """Remove a grid sweep's folder in the temp folder (the default ``hydra.sweep.dir``): it
-    holds only Hydra's ``multirun.yaml``, which the sweep's manifest records better. A folder
-    the user chose is kept, as is any folder holding more (a sweeper's results)."""
+    holds only Hydra's ``multirun.yaml``, which the sweep's manifest records better; and
+    ``confpipe-sweeps`` itself if that leaves it empty. A folder the user chose is kept, as
+    is any folder holding more (a sweeper's results, another sweep's folder)."""
     if folder.parent.name != "confpipe-sweeps":
         return
     (folder / "multirun.yaml").unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not empty: something else wrote there
         folder.rmdir()
+        folder.parent.rmdir()
 
 
 _GRID_SWEEPERS = ("BasicSweeper", "ConfpipeSweeper")  # sweepers that read no return value
@@ -202,10 +228,11 @@ def _sweep_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _results(
-    points: Sequence[_Point], reporter: Display, manifest: str | None
+    points: Sequence[_Point], reporter: Display, manifest: str | None, *, shown: bool = True
 ) -> list[results.PointResult]:
-    """The points' results: shown as a table below the summary, written next to the
-    manifest (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
+    """The points' results: shown as a table below the summary (if ``shown``: an adaptive
+    sweep's are shown all at once when it ends), written next to the manifest
+    (``{prefix}/sweeps/`` instead of ``manifests/``) if there is one."""
     from rich.console import Console  # rich costs a cached run's start-up: only when shown
 
     ends = {
@@ -217,7 +244,8 @@ def _results(
         console = reporter.console
     else:
         console = Console(file=sys.stderr, width=200)
-    console.print(results.table(rows, f"{len(rows)} sweep points"))
+    if shown:
+        console.print(results.table(rows, f"{len(rows)} sweep points"))
     if manifest is not None:
         stem = manifest.rsplit("/manifests/", 1)
         paths = results.write(rows, f"{stem[0]}/sweeps/{stem[1].removesuffix('.json')}")
@@ -313,7 +341,7 @@ def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Se
 
 def _completed(point: _Point, hydra_cfg: DictConfig) -> JobReturn:
     """The point's JobReturn: COMPLETED, no value."""
-    ret = JobReturn(
+    ret = _PointReturn(
         overrides=point.overrides, cfg=point.cfg, hydra_cfg=hydra_cfg, working_dir=None,
         task_name=str(hydra_cfg.job.name),
     )  # fmt: skip

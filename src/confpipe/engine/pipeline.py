@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from confpipe import interrupt
 from confpipe.backends import Backend
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
@@ -274,15 +275,20 @@ def _run_planned(
         took = now - started.get(result.key, now)  # 0 for a step that never started
         show.finished(plan, end, took, result.error)
 
+    def on_stop(keys: list[str], grace: float) -> None:
+        stopping = getattr(show, "stopping", None)  # a reporter written before it: not told
+        if stopping is not None:
+            stopping([plan_of[key] for key in keys], grace)
+
     threads = any(resources[spec.identity] is None for spec in todo)
     level = logging.getLevelName(ctx.options.log_level)
     with routing(level) if threads else contextlib.nullcontext():  # once for the whole run
         report = run_tasks(
             tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope,
-            on_start=on_start, on_done=on_done,
+            on_start=on_start, on_done=on_done, on_stop=on_stop,
         )  # fmt: skip
     if report.interrupted:
-        error = Interrupted("interrupted (Ctrl-C): running steps were cancelled")
+        error = Interrupted(f"{interrupt.interrupted()}: running steps were cancelled")
         abandon_held(error)
         raise error
     results = report.results.values()

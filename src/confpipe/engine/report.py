@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from confpipe import interrupt
 from confpipe.engine.frames import exception_line, format_frames, trace_of, user_frames
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
@@ -24,7 +25,7 @@ from confpipe.errors import PreviousFailure, StepFailed, one_line
 
 __all__ = [
     "LineReporter", "Reporter", "Row", "Tally", "error_tail", "failure_lines", "first_line",
-    "plan_counts", "plan_table", "where_of",
+    "plan_counts", "plan_table", "stopping_line", "where_of",
 ]  # fmt: skip
 
 TAIL_LINES = 12
@@ -33,12 +34,14 @@ FRAMES = 3  # of the user's code, shown for a failed step
 
 class Reporter(Protocol):
     """Receives the plan, every step's start and end, and each line a running step prints
-    (``step_output``, from the step's thread or its job's log); ``close`` once the run is
-    over."""
+    (``step_output``, from the step's thread or its job's log); ``stopping`` once if the run
+    is interrupted (the steps still running, and how long it waits for them); ``close`` once
+    the run is over. A reporter without ``step_output`` or ``stopping`` is not told those."""
 
     def planned(self, plans: Sequence[StepPlan], dry_run: bool) -> None: ...
     def started(self, plan: StepPlan) -> None: ...
     def step_output(self, plan: StepPlan, line: str) -> None: ...
+    def stopping(self, running: Sequence[StepPlan], grace: float) -> None: ...
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None: ...
@@ -47,13 +50,17 @@ class Reporter(Protocol):
 
 @dataclass
 class Row:
-    """One step as the run goes: planned, RUNNING once started, then how it ended."""
+    """One step as the run goes: planned, RUNNING once started (``stopping`` once the run
+    was interrupted and waits for it), then how it ended."""
 
     plan: StepPlan
     state: Outcome
     started: float | None = None
     seconds: float | None = None
     error: BaseException | None = None
+    stopping: bool = False
+    why: str = ""  # a step stopped by something else: "not run: dependency X failed"
+    failed_dep: StepPlan | None = None  # DEP_FAILED: the failed step upstream
 
 
 @dataclass
@@ -69,10 +76,55 @@ class Tally:
     def started(self, plan: StepPlan) -> None:
         self.rows[plan.spec.identity] = Row(plan, Outcome.RUNNING, time.monotonic())
 
+    def stopping(self, running: Sequence[StepPlan]) -> None:
+        for plan in running:
+            row = self.rows.get(plan.spec.identity)
+            if row is not None and row.state is Outcome.RUNNING:
+                row.stopping = True
+
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None:
-        self.rows[plan.spec.identity] = Row(plan, end, None, seconds, error)
+        row = Row(plan, end, None, seconds, error)
+        if end is Outcome.DEP_FAILED:
+            row.failed_dep = self.failed_dependency(plan)
+            failed = row.failed_dep.label if row.failed_dep else "?"
+            row.why = f"not run: dependency {failed} failed"
+        elif end is Outcome.CANCELLED:
+            was = self.rows.get(plan.spec.identity)
+            started = was is not None and was.state is Outcome.RUNNING
+            row.why = f"{'stopped' if started else 'not run'}: {interrupt.interrupted()}"
+        self.rows[plan.spec.identity] = row
+
+    def failed_dependency(self, plan: StepPlan) -> StepPlan | None:
+        """A step upstream of ``plan`` that failed in this launch."""
+        stack, seen = list(plan.spec.dependencies), set()
+        while stack:
+            dep = stack.pop()
+            if dep.identity in seen:
+                continue
+            seen.add(dep.identity)
+            row = self.rows.get(dep.identity)
+            if row is not None and row.state is Outcome.FAILED:
+                return row.plan
+            stack.extend(dep.dependencies)
+        return None
+
+    def progress(self) -> str:
+        """``4 of 12 done, 2 running, 1 failed, 3 cached``: the counts as the run goes (done:
+        ended in this launch, however it ended; stopping: running, waited for after Ctrl-C;
+        cached: found done at the start)."""
+        rows = self.rows.values()
+        planned_cached = sum(r.plan.state is Outcome.CACHED for r in rows)
+        todo = len(self.rows) - planned_cached
+        ended = sum(r.plan.state is not Outcome.CACHED and r.seconds is not None for r in rows)
+        stopping = sum(r.stopping for r in rows)
+        line = f"{ended} of {todo} done, {self.count(Outcome.RUNNING) - stopping} running"
+        line += f", {stopping} stopping" if stopping else ""
+        for state in (Outcome.FAILED, Outcome.DEP_FAILED, Outcome.CANCELLED):
+            count = self.count(state)
+            line += f", {count} {state.value}" if count else ""
+        return line + f", {planned_cached} cached"
 
     def count(self, *states: Outcome) -> int:
         return sum(row.state in states for row in self.rows.values())
@@ -88,7 +140,7 @@ class Tally:
         cancelled = self.count(Outcome.CANCELLED)
         line = f"summary: {ran} ran, {cached} cached, {failed} failed"
         line += f", {blocked} not run" if blocked else ""
-        lines = [line + (f", {cancelled} cancelled" if cancelled else "")]
+        lines = [line + (f", {cancelled} cancelled ({interrupt.name()})" if cancelled else "")]
         for row in self.failures():
             lines += failure_lines(row.plan, row.error, indent="  ")
         return lines
@@ -109,6 +161,17 @@ def failure_lines(plan: StepPlan, error: BaseException | None, indent: str = "")
     lines.append(f"{indent}  log: {log_path(plan.output)}")
     lines.append(f"{indent}  error: {error_path(plan.output)}")
     return lines
+
+
+def stopping_line(running: int, grace: float) -> str:
+    """``stopping… (waiting up to 5 s for 2 running steps; Ctrl-C again to leave now)``, said
+    at once when a run is interrupted; ``stopping on SIGTERM…`` for another signal."""
+    signal = interrupt.name()
+    line = "stopping…" if signal == "Ctrl-C" else f"stopping on {signal}…"
+    if running:
+        steps = f"{running} running step{'s' * (running != 1)}"
+        line += f" (waiting up to {grace:g} s for {steps}; {signal} again to leave now)"
+    return line
 
 
 def first_line(error: BaseException | None) -> str:
@@ -184,11 +247,17 @@ class LineReporter:
     def step_output(self, plan: StepPlan, line: str) -> None:
         self.write(f"{plan.label} | {line}")
 
+    def stopping(self, running: Sequence[StepPlan], grace: float) -> None:
+        self.tally.stopping(running)
+        self.write(stopping_line(len(running), grace))
+
     def finished(
         self, plan: StepPlan, end: Outcome, seconds: float, error: BaseException | None
     ) -> None:
         self.tally.finished(plan, end, seconds, error)
         detail = f": {first_line(error)}" if error is not None else ""
+        why = self.tally.rows[plan.spec.identity].why
+        detail = detail or (f": {why}" if why else "")
         self.write(f"{end.value} {plan.label} ({seconds:.1f}s){detail}")
 
     def close(self) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
 
-from confpipe.cli import sweep
+from confpipe.cli import sweep, sweepend
 from confpipe.errors import ConfigError
 
 __all__ = ["ConfpipeLauncher", "ConfpipeLauncherConf", "ConfpipeSweeper", "ConfpipeSweeperConf"]
@@ -28,7 +30,9 @@ class ConfpipeLauncher(sweep.ConfpipeLauncher):
 class ConfpipeSweeper(BasicSweeper):
     """Hydra's basic sweeper without its up-front compose of every point (~60 ms each: a
     minute for 1,000 points); the confpipe launcher builds and checks every point anyway,
-    before anything runs. An empty sweep is a config error, not a silent exit 0."""
+    before anything runs. A failed point doesn't stop the sweep (nor print Hydra's "Error
+    executing job" for the first one only): every batch runs, and the CLI ends with one
+    line naming every failed point. An empty sweep is a config error, not a silent exit 0."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
@@ -38,12 +42,34 @@ class ConfpipeSweeper(BasicSweeper):
         assert self.config is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         try:
-            returns = super().sweep(arguments)
+            returns = self._batches(arguments)
         finally:
             sweep.tidy_sweep_dir(folder)
         if not any(returns):
             empty = ", ".join(self._empty(arguments)) or "the sweep"
             raise ConfigError(f"-m: {empty} has no values, so the sweep has no points to run")
+        return returns
+
+    def _batches(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        """BasicSweeper.sweep, but a failed point is noted (``confpipe.cli.sweep.
+        note_failed``), not raised: Hydra's sweeper raises the first one after its batch, so
+        later batches never run and the end names only that point."""
+        assert self.config is not None and self.launcher is not None
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        folder = Path(str(self.config.hydra.sweep.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, folder / "multirun.yaml")  # as Hydra's sweepers do
+        returns: list[Sequence[JobReturn]] = []
+        first = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            done = self.launcher.launch(batch, initial_job_idx=first)
+            sweepend.note_failed(done)
+            first += len(batch)
+            returns.append(done)
         return returns
 
     def _empty(self, arguments: list[str]) -> list[str]:

@@ -7,7 +7,8 @@ It is event-driven: worker threads post each result to an inbox that the calling
 blocks on (no polling), so a dependent starts as soon as the calling thread sees its last
 dependency succeed. A failure settles only the failure's dependents (``DEP_FAILED``).
 Ctrl-C (or ``cancel`` set by another thread) stops launching, sets ``cancel`` so running
-tasks can return early, waits up to ``grace`` seconds for them and reports the rest as
+tasks can return early, says so (``on_stop``: which calls it waits for, and how long), waits
+up to ``grace`` seconds for them (a second Ctrl-C ends the wait) and reports the rest as
 ``CANCELLED``.
 
 This module is the public API and the scheduling; the checks and ranking of the tasks are in
@@ -69,6 +70,7 @@ def run_tasks(
     cancel: threading.Event | None = None,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[Result], None] | None = None,
+    on_stop: Callable[[list[str], float], None] | None = None,
     grace: float = 5.0,
 ) -> Report:
     """Run ``tasks`` with at most ``max_concurrent`` calls in flight and report how each ended.
@@ -77,7 +79,9 @@ def run_tasks(
     ConfigError for a dependency cycle, before anything runs. A task that raises is FAILED and
     never re-raised. ``on_start`` and ``on_done`` run in the calling thread; an error they
     raise propagates after the run was stopped as on Ctrl-C. Ctrl-C is not re-raised: the
-    report says ``interrupted``.
+    report says ``interrupted``. ``on_stop(keys, grace)``, in the calling thread too, is told
+    once when a run stops early: the keys of the calls still running, which it waits up to
+    ``grace`` seconds for.
     """
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
@@ -88,7 +92,7 @@ def run_tasks(
     cancel = threading.Event() if cancel is None else cancel
     with Inbox[Result]() as inbox:
         pool = Pool(inbox, _call)
-        run = _Run(graph, pool, inbox, cancel, on_start, on_done, max_concurrent)
+        run = _Run(graph, pool, inbox, cancel, on_start, on_done, on_stop, max_concurrent)
         run_over = threading.Event()
         if watched is not None:
             args = (watched, run_over, inbox)
@@ -126,6 +130,7 @@ class _Run:
         cancel: threading.Event,
         on_start: Callable[[str], None] | None,
         on_done: Callable[[Result], None] | None,
+        on_stop: Callable[[list[str], float], None] | None,
         max_concurrent: int,
     ) -> None:
         self._graph = graph
@@ -134,6 +139,7 @@ class _Run:
         self._cancel = cancel
         self._on_start = on_start
         self._on_done = on_done
+        self._on_stop = on_stop
         self._max_concurrent = max_concurrent
         self._results: dict[str, Result] = {}
         self._waiting = {key: len(deps) for key, deps in graph.deps.items()}
@@ -215,6 +221,7 @@ class _Run:
                     self._results[message.key] = message
                     self._notify(message)
             pending = {key for key in running if key not in self._results}
+            self._stopping(sorted(pending, key=self._graph.rank.__getitem__), grace)
             while pending:
                 message = self._inbox.get(timeout=deadline - time.monotonic())
                 if message is not None and message.key in pending:
@@ -233,6 +240,15 @@ class _Run:
         with contextlib.suppress(KeyboardInterrupt):
             for result in cancelled:
                 self._notify(result)
+
+    def _stopping(self, running: list[str], grace: float) -> None:
+        """Call on_stop once; an error it raises is kept, as on_done's is."""
+        if self._on_stop is None or self._callback_error is not None:
+            return
+        try:
+            self._on_stop(running, grace)
+        except Exception as exc:
+            self._callback_error = exc
 
     def _notify(self, result: Result) -> None:
         """Call on_done during shutdown; an error it raises is kept, and it is not called again."""
