@@ -6,7 +6,7 @@ ConfpipeError                 every error meant for a user; printed as one line
 │   ├── LeaseLost             the step's lease was taken over; it did not commit
 │   └── PreviousFailure       force_run_failed=False and the step failed before
 ├── RunFailed                 the run ended with failed steps; lists them (exit 1)
-└── Interrupted               Ctrl-C: running steps were cancelled (exit 130)
+└── Interrupted               Ctrl-C or SIGTERM: running steps were cancelled (exit 130 / 143)
 
 ``did_you_mean`` and ``closest`` suggest the right name in a message about a wrong one.
 """
@@ -61,7 +61,8 @@ class RunFailed(ConfpipeError):
 
 
 class Interrupted(ConfpipeError):
-    """The run was interrupted (Ctrl-C); running steps were cancelled and recorded as failed."""
+    """The run was interrupted (Ctrl-C, or SIGTERM through the CLI); running steps were
+    cancelled and recorded as interrupted (not as failures: a re-run retries them)."""
 
     exit_code = 130
 
