@@ -24,6 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from confpipe.backends import encode_result
+from confpipe.backends.results import StoredResult
 from confpipe.cancel import CancelScope
 from confpipe.engine.fingerprint import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
@@ -83,13 +84,23 @@ class Records:
         return True
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
-        try:
-            data = encode_result(self.spec.name, value)
-        except Exception as err:
-            self.fail(output_path, err, fence)
-            raise
+        """Write the result record, then SUCCESS. A job's record (``StoredResult``) is moved
+        into place, not read: a result is stored once and never held by the driver. A value
+        that can't be recorded fails the step before anything else is written: its output
+        folder stays as it is."""
+        data: bytes | None = None
+        if not isinstance(value, StoredResult):
+            try:
+                data = encode_result(self.spec.name, value)
+            except Exception as err:
+                self.fail(output_path, err, fence)
+                raise
         fence()  # still ours (and extended): the two writes below are this launch's to make
-        self.store.write(result_path(output_path), data)
+        if isinstance(value, StoredResult):
+            self.store.fs.mv(value.path, result_path(output_path))
+        else:
+            assert data is not None
+            self.store.write(result_path(output_path), data)
         self._committed = self._status(output_path, StepState.SUCCESS)
         if not self._committed:
             raise LeaseLost(

@@ -77,7 +77,7 @@ def executable(
         assert options.backend is not None
         fn = as_job(
             fn, step=spec.name, resources=resources, backend=options.backend,
-            detach=options.detach, echo=echo, log_level=options.log_level,
+            detach=options.detach, echo=echo, log_level=options.log_level, stored=True,
         )  # fmt: skip
     else:
         fn = captured(fn, path=log_path(output), echo=echo, level=options.log_level)
