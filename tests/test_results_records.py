@@ -17,11 +17,11 @@ from confpipe.backends.results import MAX_ARRAY_ITEMS, MAX_RESULT_BYTES, NotJSON
 from confpipe.engine.status import StepState, read_status, result_path
 from confpipe.errors import RunFailed, StepFailed
 from confpipe.storage import store_for
-from tests import resultfns
+from tests import recordfns
 
 
 def test_a_numpy_mean_in_a_result_is_stored_as_a_float(tmp_path: Path) -> None:
-    spec = StepSpec("stats", resultfns.numpy_mean)
+    spec = StepSpec("stats", recordfns.numpy_mean)
     run(spec, prefix=str(tmp_path))
     value = load_result(spec.output_under(str(tmp_path)))
     assert value == {"mean": 4.5, "total": 45, "ok": True, "head": [0, 1, 2]}
@@ -29,7 +29,7 @@ def test_a_numpy_mean_in_a_result_is_stored_as_a_float(tmp_path: Path) -> None:
 
 
 def test_tuples_paths_dataclasses_and_nan_round_trip_through_load_result(tmp_path: Path) -> None:
-    spec = StepSpec("mixed", resultfns.mixed)
+    spec = StepSpec("mixed", recordfns.mixed)
     run(spec, prefix=str(tmp_path))
     out = spec.output_under(str(tmp_path))
     value = load_result(out)
@@ -43,11 +43,11 @@ def test_tuples_paths_dataclasses_and_nan_round_trip_through_load_result(tmp_pat
 def test_a_tensor_in_a_result_fails_the_step_naming_its_key_and_keeps_the_files(
     tmp_path: Path,
 ) -> None:
-    spec = StepSpec("train", resultfns.tensor_after_work)
+    spec = StepSpec("train", recordfns.tensor_after_work)
     with pytest.raises(RunFailed) as info:
         run(spec, prefix=str(tmp_path))
     message = str(info.value)
-    assert 'result["stats"][2]: a Tensor (tests.resultfns.Tensor) is not JSON' in message
+    assert 'result["stats"][2]: a Tensor (tests.recordfns.Tensor) is not JSON' in message
     assert "write it to a file in output_path" in message
     out = spec.output_under(str(tmp_path))
     assert Path(out, "weights.bin").read_bytes() == b"expensive"  # the work is not lost
@@ -73,17 +73,17 @@ def test_key_paths_name_nested_values_and_arrays_over_the_cap_are_refused() -> N
 def test_a_result_over_ten_mib_is_refused_with_a_hint_to_write_files(tmp_path: Path) -> None:
     with pytest.raises(StepFailed, match=r"over the 10.0 MiB a result may hold; .* output_path"):
         encode_result("s", "x" * MAX_RESULT_BYTES)
-    spec = StepSpec("huge", resultfns.huge)
+    spec = StepSpec("huge", recordfns.huge)
     with pytest.raises(RunFailed, match=r"over the 10\.0 MiB"):
         run(spec, prefix=str(tmp_path))
 
 
 @pytest.mark.slow
 def test_a_job_converts_numpy_and_refuses_a_tensor_naming_its_key(tmp_path: Path) -> None:
-    good = StepSpec("stats", resultfns.numpy_mean, resources=Resources())
+    good = StepSpec("stats", recordfns.numpy_mean, resources=Resources())
     run(good, prefix=str(tmp_path))
     assert load_result(good.output_under(str(tmp_path)))["mean"] == 4.5
-    bad = StepSpec("train", resultfns.tensor_after_work, resources=Resources())
+    bad = StepSpec("train", recordfns.tensor_after_work, resources=Resources())
     with pytest.raises(RunFailed, match=r'result\["stats"\]\[2\]: a Tensor .* is not JSON'):
         run(bad, prefix=str(tmp_path))
     assert Path(bad.output_under(str(tmp_path)), "weights.bin").exists()
@@ -91,7 +91,7 @@ def test_a_job_converts_numpy_and_refuses_a_tensor_naming_its_key(tmp_path: Path
 
 @pytest.mark.slow
 def test_a_jobs_result_is_stored_once_moved_into_the_steps_record(tmp_path: Path) -> None:
-    spec = StepSpec("big", resultfns.big_bytes, resources=Resources())
+    spec = StepSpec("big", recordfns.big_bytes, resources=Resources())
     run(spec, prefix=str(tmp_path))
     out = Path(spec.output_under(str(tmp_path)))
     records = [p for p in out.rglob("result.json")]

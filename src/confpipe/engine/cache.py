@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
     Status,
     StepState,
+    clear_output,
     error_path,
     info_path,
     launch_info,
@@ -44,12 +46,18 @@ from confpipe.engine.status import (
 from confpipe.errors import LeaseLost, PreviousFailure
 from confpipe.storage import Store
 
+log = logging.getLogger("confpipe")
+
 
 class Records:
     """The records of one step on its store, written by the launch ``owner``."""
 
-    def __init__(self, store: Store, spec: StepSpec, owner: str, where: str = "thread") -> None:
+    def __init__(
+        self, store: Store, spec: StepSpec, owner: str, where: str = "thread",
+        reattaches: bool = False,
+    ) -> None:  # fmt: skip
         self.store, self.spec, self.owner, self.where = store, spec, owner, where
+        self.reattaches = reattaches  # its jobs' backend re-attaches to an earlier live job
         self.arrived: float | None = None  # when the step was called, before any lease wait
         self.started: float | None = None
         self._previous: Status | None = None  # the record found before this attempt
@@ -71,8 +79,9 @@ class Records:
         return self._previous
 
     def begin(self, output_path: str) -> bool:
-        """Write info and RUNNING; False if the status changed since ``status`` read it (a
-        launch that had lost the lease committed or failed meanwhile): check it again."""
+        """Write info and RUNNING, and start a retry from an empty folder (``_fresh``); False
+        if the status changed since ``status`` read it (a launch that had lost the lease
+        committed or failed meanwhile): check it again."""
         self.started = time.time()
         previous = self._previous
         if not self._status(output_path, StepState.RUNNING):
@@ -81,7 +90,29 @@ class Records:
         if previous is not None and previous.state is StepState.FAILED:
             with contextlib.suppress(FileNotFoundError):  # the last attempt's: not this one's
                 self.store.fs.rm(error_path(output_path))
+        if previous is not None and self._fresh(previous):
+            gone = clear_output(self.store, output_path)
+            if gone:
+                log.info(
+                    "step %s: removed %d file(s) of its earlier attempt from %s",
+                    self.spec.name, gone, output_path,
+                )  # fmt: skip
         return True
+
+    def _fresh(self, previous: Status) -> bool:
+        """Whether this attempt clears what an earlier one of this step left in its folder.
+
+        Only a retry's: the folder holds a record of this step (failed, interrupted, not run
+        for a failed dependency, or unreadable) that is not SUCCESS, so its files are an
+        unfinished attempt's. A folder without a record of this step (a new step, a folder
+        given by hand that holds other files, another step's records) is never cleared. A
+        job on a backend that re-attaches to a live job of an earlier launch (cloud) keeps
+        the files of an attempt that may still be running (RUNNING, or interrupted with
+        ``detach``): that job goes on writing them."""
+        if previous.state is StepState.SUCCESS:
+            return False  # rerun_on_code_change: the good output stays until replaced
+        live = previous.state is StepState.RUNNING or bool(previous.interrupted)
+        return not (self.reattaches and live and not previous.unreadable)
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
         """Write the result record, then SUCCESS. A job's record (``StoredResult``) is moved

@@ -82,7 +82,10 @@ def executable(
     else:
         fn = captured(fn, path=log_path(output), echo=echo, level=options.log_level)
     store = store_for(output)
-    records = Records(store, spec, ctx.owner, where)
+    reattaches = (
+        resources is not None and options.backend is not None and options.backend.reattaches
+    )
+    records = Records(store, spec, ctx.owner, where, reattaches)
     fn = lock(
         fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,

@@ -23,7 +23,7 @@ from confpipe.engine.fingerprint import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import Status, StepState, read_statuses
+from confpipe.engine.status import Status, StepState, read_statuses, status_path
 from confpipe.errors import ConfigError
 from confpipe.storage import Blob, split_protocol, store_for
 
@@ -151,7 +151,9 @@ def describe(
         out, status = outputs[spec.identity], statuses[spec.identity]
         state, reason = Outcome.WILL_RUN, "no previous output"
         note = None
-        if status is not None and status.state is StepState.SUCCESS:
+        if status is not None and status.unreadable:
+            reason = f"unreadable record {status_path(out)} ({status.unreadable}): will re-run"
+        elif status is not None and status.state is StepState.SUCCESS:
             change = changes.of(spec, status)
             if change is not None and rerun_on_code_change:
                 reason = f"{change[0]} (rerun_on_code_change=true)"

@@ -52,6 +52,9 @@ class Status:
     waited: float | None = None  # seconds spent waiting for another launch's lease first
     code: str | None = None  # fingerprint of the step function's code when it ran
     lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
+    # set only on a record read back that could not be parsed (what was wrong): the step's
+    # state is unknown, so it runs again, writing over that record (by its version)
+    unreadable: str | None = None
 
     def is_failure(self) -> bool:
         """FAILED by the step's own doing: what ``force_run_failed=false`` refuses to retry.
@@ -70,13 +73,51 @@ class Status:
 
     @classmethod
     def from_json(cls, data: bytes) -> Status:
-        record = json.loads(data)
-        record["state"] = StepState(record["state"])
-        known = _STATUS_FIELDS  # a newer confpipe's fields are ignored, not fatal
-        return cls(**{k: v for k, v in record.items() if k in known})
+        """The record in ``data``; ValueError saying what is wrong if it isn't one."""
+        if not data.strip():
+            raise ValueError("empty")
+        try:
+            record = json.loads(data)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"not a status record: a JSON {type(record).__name__}")
+        try:
+            record["state"] = StepState(record.get("state"))
+        except (ValueError, TypeError):
+            raise ValueError(f"no known state: {record.get('state')!r}") from None
+        for key in ("worker", "time"):
+            if key not in record:
+                raise ValueError(f"no {key!r}")
+        fields = {k: v for k, v in record.items() if k in _FIELD_TYPES}  # newer ones: ignored
+        for key, value in fields.items():
+            kinds = _FIELD_TYPES[key]
+            wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            if value is not None and wrong:
+                raise ValueError(f"{key!r} is {json.dumps(value)[:40]}")
+        return cls(**fields)
+
+    @classmethod
+    def unknown(cls, why: str) -> Status:
+        """What an unreadable record stands for: the step's state is unknown, so it is not
+        done, and its retry is not refused as a failure would be."""
+        return cls(StepState.FAILED, "", 0.0, interrupted=True, unreadable=why)
 
 
-_STATUS_FIELDS = frozenset(Status.__dataclass_fields__)
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "state": (StepState,), "worker": (str,), "time": _NUMBER, "started": _NUMBER,
+    "error": (str,), "traceback": (str,), "failed_dep": (str,), "hash": (str,),
+    "interrupted": (bool,), "waited": _NUMBER, "code": (str,), "lineage": (str,),
+}  # fmt: skip
+
+
+def parse_status(data: bytes) -> Status:
+    """The status record in ``data``; ``Status.unknown`` (saying why) if it can't be read."""
+    try:
+        return Status.from_json(data)
+    except ValueError as err:
+        return Status.unknown(str(err))
 
 
 def records_dir(output: str) -> str:
@@ -128,10 +169,45 @@ def newest_job_dir(output: str) -> str | None:
     return newest
 
 
+def clear_output(store: Store, output: str) -> int:
+    """Delete everything in ``output`` but its records folder (one listing; symlinks are
+    removed, never followed); how many entries went. A missing folder is an empty one."""
+    if "://" not in output:
+        return _clear_local(output)
+    try:
+        entries = store.fs.ls(output, detail=False, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    gone = 0
+    for entry in entries:
+        path = str(entry).rstrip("/")
+        if path.rsplit("/", 1)[-1] != RECORDS and path != output.split("://", 1)[-1].rstrip("/"):
+            store.fs.rm(path, recursive=True)
+            gone += 1
+    return gone
+
+
+def _clear_local(output: str) -> int:
+    import shutil  # only a retry pays for it
+
+    try:
+        entries = list(os.scandir(output))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if entry.name == RECORDS:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    return len([e for e in entries if e.name != RECORDS])
+
+
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
     """The status of each output (None where the step never started): one read each."""
     blobs = store.read_many([status_path(o) for o in outputs])
-    return [None if b is None else Status.from_json(b.data) for b in blobs]
+    return [None if b is None else parse_status(b.data) for b in blobs]
 
 
 def read_status(store: Store, output: str) -> Status | None:
@@ -139,9 +215,10 @@ def read_status(store: Store, output: str) -> Status | None:
 
 
 def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | None]:
-    """The status and its version (None, None where the step never started)."""
+    """The status and its version (None, None where the step never started); an unreadable
+    record is ``Status.unknown``, with the version to write over it."""
     blob = store.read(status_path(output))
-    return (None, None) if blob is None else (Status.from_json(blob.data), blob.version)
+    return (None, None) if blob is None else (parse_status(blob.data), blob.version)
 
 
 def swap_status(store: Store, output: str, status: Status, version: str | None) -> str | None:
@@ -156,11 +233,23 @@ def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
 
 
 def load_result(path: str) -> Any:
-    """The value a succeeded step returned, given its output path."""
+    """The value a succeeded step returned, given its output path; a ConfpipeError naming
+    the file if there is none or it can't be read (damaged: the step must run again)."""
     blob = store_for(path).read(result_path(path))
     if blob is None:
         raise ConfpipeError(f"no result record under {path!r}: has that step succeeded?")
-    return decode_result(blob.data)
+    try:
+        return decode_result(blob.data)
+    except ValueError as err:
+        raise ConfpipeError(
+            f"unreadable result record {result_path(path)} ({bad_json(err)}): remove "
+            f"{status_path(path)} to run that step again"
+        ) from None
+
+
+def bad_json(err: ValueError) -> str:
+    """What is wrong with a record, in a few words: ``not JSON`` or the decoder's reason."""
+    return "not JSON" if isinstance(err, json.JSONDecodeError | UnicodeDecodeError) else str(err)
 
 
 @cache
