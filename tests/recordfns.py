@@ -78,3 +78,19 @@ def remote_listing(output_path: str, flag: str) -> list[str]:
         Path(flag).write_text("failed once")
         raise RuntimeError("boom")
     return [n for n in names if n != ".confpipe"]
+
+
+def fill_then_fail(output_path: str, flag: str) -> None:
+    """Fills the disk under ``output_path``, then fails: its failure can't be recorded
+    (only the first time: without the ``flag`` file, which it then writes)."""
+    if Path(flag).exists():
+        raise ValueError("the step's own error, again")
+    Path(flag).write_text("filled once")
+    Path(output_path).mkdir(parents=True, exist_ok=True)
+    with open(Path(output_path, "filler"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    raise ValueError("the step's own error")

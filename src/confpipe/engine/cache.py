@@ -40,10 +40,13 @@ from confpipe.engine.status import (
     launch_info,
     read_status_blob,
     result_path,
+    status_path,
     swap_status,
+    unrecorded_path,
+    write_cause,
     write_json,
 )
-from confpipe.errors import LeaseLost, PreviousFailure
+from confpipe.errors import LeaseLost, PreviousFailure, StepFailed
 from confpipe.storage import Store
 
 log = logging.getLogger("confpipe")
@@ -90,6 +93,9 @@ class Records:
         if previous is not None and previous.state is StepState.FAILED:
             with contextlib.suppress(FileNotFoundError):  # the last attempt's: not this one's
                 self.store.fs.rm(error_path(output_path))
+        if previous is not None and previous.state is StepState.RUNNING:
+            with contextlib.suppress(FileNotFoundError):  # its unrecorded failure's marker
+                self.store.fs.rm(unrecorded_path(output_path))
         if previous is not None and self._fresh(previous):
             gone = clear_output(self.store, output_path)
             if gone:
@@ -127,11 +133,20 @@ class Records:
                 self.fail(output_path, err, fence)
                 raise
         fence()  # still ours (and extended): the two writes below are this launch's to make
-        if isinstance(value, StoredResult):
-            self.store.fs.mv(value.path, result_path(output_path))
-        else:
-            assert data is not None
-            self.store.write(result_path(output_path), data)
+        path = result_path(output_path)
+        try:
+            if isinstance(value, StoredResult):
+                self.store.fs.mv(value.path, path)
+            else:
+                assert data is not None
+                self.store.write(path, data)
+        except Exception as err:  # a full disk: the step did not succeed, and says why
+            failure = StepFailed(
+                self.spec.name, f"could not record its result: {write_cause(err, path)}"
+            )
+            failure.__cause__ = err
+            self.fail(output_path, failure, fence)
+            raise failure from err
         self._committed = self._status(output_path, StepState.SUCCESS)
         if not self._committed:
             raise LeaseLost(
@@ -144,16 +159,41 @@ class Records:
         self, output_path: str, error: BaseException, fence: Callable[[], None],
         interrupted: bool = False,
     ) -> None:  # fmt: skip
+        """Record FAILED and the traceback. When a write fails (a full disk), the step's own
+        error is kept (the caller raises it), carrying why (``unrecorded``), and a marker
+        tells the next plan, where it can still be written."""
         if self._committed:  # Ctrl-C between the commit and the lease's release
             return
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"
-        self.store.write(error_path(output_path), error_text(error, trace).encode())
-        self._status(  # not written if another launch took the step over: its record stays
-            output_path, StepState.FAILED, error=message, traceback=trace,
-            interrupted=interrupted or None,
-        )  # fmt: skip
+        lost: list[str] = []  # why a record could not be written
+        try:
+            self.store.write(error_path(output_path), error_text(error, trace).encode())
+        except Exception as err:  # a full disk, say: the status record may still fit
+            lost.append(write_cause(err, error_path(output_path)))
+        try:
+            self._status(  # not written if another launch took the step over: its record stays
+                output_path, StepState.FAILED, error=message, traceback=trace,
+                interrupted=interrupted or None,
+            )  # fmt: skip
+        except Exception as err:
+            lost.append(write_cause(err, status_path(output_path)))
+            self._mark(output_path, lost[-1])
+        if lost:
+            log.error("step %s: could not record its failure: %s", self.spec.name, lost[-1])
+            with contextlib.suppress(AttributeError, TypeError):  # an error that takes none
+                error.unrecorded = lost[-1]  # type: ignore[attr-defined]
+
+    def _mark(self, output_path: str, cause: str) -> None:
+        """Leave ``unrecorded.txt`` for the next plan, saying why FAILED isn't recorded (an
+        empty one where even that can't be written: it takes no space, only an inode)."""
+        marker = unrecorded_path(output_path)
+        try:
+            self.store.write(marker, f"{cause}\n".encode())
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.store.fs.touch(marker, truncate=True)
 
     def info(self, output_path: str) -> dict[str, Any]:
         spec, resources = self.spec, self.spec.resources

@@ -23,9 +23,15 @@ from confpipe.engine.fingerprint import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import Status, StepState, read_statuses, status_path
+from confpipe.engine.status import (
+    Status,
+    StepState,
+    read_statuses,
+    status_path,
+    unrecorded_path,
+)
 from confpipe.errors import ConfigError
-from confpipe.storage import Blob, split_protocol, store_for
+from confpipe.storage import Blob, Store, split_protocol, store_for
 
 log = logging.getLogger("confpipe")
 
@@ -185,13 +191,30 @@ def describe(
                 state = Outcome.RUNNING
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             else:
-                reason = f"retry: a run by {status.worker} was interrupted"
+                reason = _interrupted(store_for(out), out, status)
         plan = StepPlan(
             spec, labels[spec.identity], out, state, reason, where[spec.identity],
             resources[spec.identity], note,
         )  # fmt: skip
         plans.append(plan)
     return plans if force_run_failed else _blocked(plans)
+
+
+# an empty unrecorded.txt: not even the reason fitted (it takes an inode, not a block)
+EMPTY_MARKER = "its records' disk was full"
+
+
+def _interrupted(store: Store, out: str, status: Status) -> str:
+    """Why a RUNNING step that no launch holds will run: its launch died, or could not
+    record the failure (``unrecorded.txt`` says why; read only for such a step)."""
+    try:
+        blob = store.read(unrecorded_path(out))
+    except Exception:  # the marker is a courtesy: without it, the step is interrupted
+        blob = None
+    if blob is None:
+        return f"retry: a run by {status.worker} was interrupted"
+    cause = blob.data.decode(errors="replace").strip() or EMPTY_MARKER
+    return f"interrupted: could not record the failure ({cause})"
 
 
 def warn_code_changes(plans: Sequence[StepPlan]) -> None:

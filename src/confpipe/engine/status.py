@@ -6,7 +6,12 @@ result.json   the function's JSON return value, read back with ``load_result(pat
 lease.json    the lease of the launch running the step (see lock.py)
 log.txt       what the step printed and logged (stdout, stderr, logging at log_level)
 error.txt     a failed step's full traceback, as plain text
+unrecorded.txt  why the last attempt's failure could not be recorded (a full disk, say),
+              written best-effort in place of FAILED; the next plan says so
 jobs/         one folder per submitted job (see backends/)
+
+A record that can't be parsed (empty, truncated, not JSON, the wrong shape) is read as
+``Status.unknown``: the step is not done and runs again, writing over it.
 """
 
 from __future__ import annotations
@@ -152,6 +157,20 @@ def log_path(output: str) -> str:
 def error_path(output: str) -> str:
     """A failed step's full traceback as plain text (also in status.json's ``traceback``)."""
     return f"{output}/{RECORDS}/error.txt"
+
+
+def unrecorded_path(output: str) -> str:
+    """Why a failure could not be recorded (see ``write_cause``), when it could not."""
+    return f"{output}/{RECORDS}/unrecorded.txt"
+
+
+def write_cause(err: BaseException, path: str) -> str:
+    """``no space left on device while writing PATH``: why writing ``path`` failed."""
+    if isinstance(err, OSError) and err.errno:
+        what = os.strerror(err.errno).lower()
+    else:
+        what = f"{type(err).__name__}: {err}"
+    return f"{what} while writing {path}"
 
 
 def newest_job_dir(output: str) -> str | None:
