@@ -94,3 +94,10 @@ def fill_then_fail(output_path: str, flag: str) -> None:
         except OSError:
             pass
     raise ValueError("the step's own error")
+
+
+def chatty(output_path: str, lines: int) -> int:
+    """Prints ``lines`` numbered lines."""
+    for i in range(lines):
+        print(f"line {i:06d}")
+    return lines
