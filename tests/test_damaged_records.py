@@ -59,6 +59,7 @@ def test_a_damaged_status_record_is_named_in_the_plan_and_the_step_reruns(
 
 
 def test_a_damaged_status_record_is_shown_by_the_commands_that_look_back(tmp_path: Path) -> None:
+    from confpipe.cli.commands import words
     from confpipe.cli.history import gather
 
     a, b = two_steps()
@@ -71,6 +72,8 @@ def test_a_damaged_status_record_is_shown_by_the_commands_that_look_back(tmp_pat
         histories["a"].error
         == f"unreadable record {status_path(out)} (not a status record: a JSON list)"
     )
+    assert words.state(histories["a"]) == "unreadable record"
+    assert histories["a"].status is not None and histories["a"].status.time > 0  # its mtime
     assert not histories["b"].has_result
     assert histories["b"].error is not None and "unreadable result record" in histories["b"].error
 

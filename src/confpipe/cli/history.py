@@ -121,7 +121,7 @@ def _read(outputs: Sequence[str], path_of: Any) -> list[Blob | None]:
 
 def _status(blob: Blob | None, plan: StepPlan) -> Status | None:
     """The step's status (``Status.unknown`` if unreadable: its error says why)."""
-    return None if blob is None else parse_status(blob.data).of(plan.spec.hash)
+    return None if blob is None else parse_status(blob).of(plan.spec.hash)
 
 
 def _traceback(status: Status | None) -> str | None:

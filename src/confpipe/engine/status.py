@@ -31,7 +31,7 @@ from typing import Any
 
 from confpipe.backends import RECORDS, decode_result
 from confpipe.errors import ConfpipeError
-from confpipe.storage import Store, store_for
+from confpipe.storage import Blob, Store, store_for
 
 
 class StepState(Enum):
@@ -103,10 +103,10 @@ class Status:
         return cls(**fields)
 
     @classmethod
-    def unknown(cls, why: str) -> Status:
-        """What an unreadable record stands for: the step's state is unknown, so it is not
-        done, and its retry is not refused as a failure would be."""
-        return cls(StepState.FAILED, "", 0.0, interrupted=True, unreadable=why)
+    def unknown(cls, why: str, when: float = 0.0) -> Status:
+        """What an unreadable record (last written at ``when``) stands for: the step's state
+        is unknown, so it is not done, and its retry is not refused as a failure would be."""
+        return cls(StepState.FAILED, "", when, interrupted=True, unreadable=why)
 
 
 _NUMBER = (int, float)
@@ -117,12 +117,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def parse_status(data: bytes) -> Status:
-    """The status record in ``data``; ``Status.unknown`` (saying why) if it can't be read."""
+def parse_status(blob: Blob) -> Status:
+    """The status record in ``blob``; ``Status.unknown`` (saying why) if it can't be read."""
     try:
-        return Status.from_json(data)
+        return Status.from_json(blob.data)
     except ValueError as err:
-        return Status.unknown(str(err))
+        return Status.unknown(str(err), blob.mtime)
 
 
 def records_dir(output: str) -> str:
@@ -226,7 +226,7 @@ def _clear_local(output: str) -> int:
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
     """The status of each output (None where the step never started): one read each."""
     blobs = store.read_many([status_path(o) for o in outputs])
-    return [None if b is None else parse_status(b.data) for b in blobs]
+    return [None if b is None else parse_status(b) for b in blobs]
 
 
 def read_status(store: Store, output: str) -> Status | None:
@@ -237,7 +237,7 @@ def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | No
     """The status and its version (None, None where the step never started); an unreadable
     record is ``Status.unknown``, with the version to write over it."""
     blob = store.read(status_path(output))
-    return (None, None) if blob is None else (parse_status(blob.data), blob.version)
+    return (None, None) if blob is None else (parse_status(blob), blob.version)
 
 
 def swap_status(store: Store, output: str, status: Status, version: str | None) -> str | None:
