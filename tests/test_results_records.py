@@ -52,8 +52,14 @@ def test_a_tensor_in_a_result_fails_the_step_naming_its_key_and_keeps_the_files(
     out = spec.output_under(str(tmp_path))
     assert Path(out, "weights.bin").read_bytes() == b"expensive"  # the work is not lost
     status = read_status(store_for(out), out)
-    assert status is not None and status.state is StepState.FAILED
+    assert status is not None and status.state is StepState.FAILED and status.returned
     assert not Path(result_path(out)).exists()
+    Path(out, "checkpoint.bin").write_bytes(b"resume from here")
+    plan = run(spec, prefix=str(tmp_path), dry_run=True).plan[0]
+    assert plan.reason.endswith("; its files are kept")
+    with pytest.raises(RunFailed):  # its retry keeps the files: the work is done
+        run(spec, prefix=str(tmp_path))
+    assert Path(out, "checkpoint.bin").exists()
 
 
 def test_key_paths_name_nested_values_and_arrays_over_the_cap_are_refused() -> None:
@@ -86,7 +92,10 @@ def test_a_job_converts_numpy_and_refuses_a_tensor_naming_its_key(tmp_path: Path
     bad = StepSpec("train", recordfns.tensor_after_work, resources=Resources())
     with pytest.raises(RunFailed, match=r'result\["stats"\]\[2\]: a Tensor .* is not JSON'):
         run(bad, prefix=str(tmp_path))
-    assert Path(bad.output_under(str(tmp_path)), "weights.bin").exists()
+    out = bad.output_under(str(tmp_path))
+    assert Path(out, "weights.bin").exists()
+    status = read_status(store_for(out), out)
+    assert status is not None and status.returned
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ by the driver and the worker:
     call.pkl      the cloudpickled ``(fn, kwargs, options)``; ``options``:
                   ``{"log_level": "INFO"}`` (a bare ``(fn, kwargs)`` runs at INFO)
     result.json   ``{"value": ...}`` when ``fn`` returned
-    error.json    ``{"type", "message", "traceback"}`` when it raised
+    error.json    ``{"type", "message", "traceback"}`` when it raised (``"returned": true``
+                  when it returned a value no result record can hold)
     log.txt       the job's stdout and stderr, and its logging records (``LOG_FORMAT``)
 
 May import: ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel`` (never
@@ -123,7 +124,9 @@ def encode_result(step: str, value: Any) -> bytes:
     try:
         return results.dumps(value)
     except results.NotJSON as err:
-        raise StepFailed(step, str(err)) from err
+        failure = StepFailed(step, str(err))
+        failure.returned = True  # type: ignore[attr-defined]  # the work is done: keep it
+        raise failure from err
 
 
 def decode_result(data: bytes) -> Any:

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = encode_result(name, value)
     except StepFailed as err:  # nothing is recorded as done: the output folder is intact
-        return _fail(store, job_dir, "TypeError", err.message, "")
+        return _fail(store, job_dir, "TypeError", err.message, "", returned=True)
     _flush()
     store.write(f"{job_dir}/{RESULT}", data)
     return 0
@@ -87,11 +87,16 @@ def _log_records(level: str) -> None:
     root.setLevel(number if isinstance(number, int) else logging.INFO)
 
 
-def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> int:
-    """Print the error to the log and record it; the exit code of a failed call."""
+def _fail(
+    store: Store, job_dir: str, kind: str, message: str, trace: str, returned: bool = False
+) -> int:
+    """Print the error to the log and record it (``returned``: the call returned, with a
+    value no result record can hold); the exit code of a failed call."""
     print(trace or f"{kind}: {message}", file=sys.stderr, end="" if trace else "\n")
     _flush()
-    record = {"type": kind, "message": message, "traceback": trace}
+    record: dict[str, object] = {"type": kind, "message": message, "traceback": trace}
+    if returned:
+        record["returned"] = True
     store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
     return 1
 

@@ -111,12 +111,15 @@ class Records:
         Only a retry's: the folder holds a record of this step (failed, interrupted, not run
         for a failed dependency, or unreadable) that is not SUCCESS, so its files are an
         unfinished attempt's. A folder without a record of this step (a new step, a folder
-        given by hand that holds other files, another step's records) is never cleared. A
+        given by hand that holds other files, another step's records) is never cleared, nor
+        is the folder of an attempt whose function returned (its value could not be
+        recorded: a fixed function may find its work there). A
         job on a backend that re-attaches to a live job of an earlier launch (cloud) keeps
         the files of an attempt that may still be running (RUNNING, or interrupted with
         ``detach``): that job goes on writing them."""
-        if previous.state is StepState.SUCCESS:
-            return False  # rerun_on_code_change: the good output stays until replaced
+        if previous.state is StepState.SUCCESS or previous.returned:
+            return False  # a good output stays (rerun_on_code_change), as does one whose
+            # function returned a value that could not be recorded: its work is done
         live = previous.state is StepState.RUNNING or bool(previous.interrupted)
         return not (self.reattaches and live and not previous.unreadable)
 
@@ -144,6 +147,7 @@ class Records:
             failure = StepFailed(
                 self.spec.name, f"could not record its result: {write_cause(err, path)}"
             )
+            failure.returned = True  # type: ignore[attr-defined]  # the work is done: keep it
             failure.__cause__ = err
             self.fail(output_path, failure, fence)
             raise failure from err
@@ -175,7 +179,7 @@ class Records:
         try:
             self._status(  # not written if another launch took the step over: its record stays
                 output_path, StepState.FAILED, error=message, traceback=trace,
-                interrupted=interrupted or None,
+                interrupted=interrupted or None, returned=_returned(error),
             )  # fmt: skip
         except Exception as err:
             lost.append(write_cause(err, status_path(output_path)))
@@ -227,6 +231,12 @@ class Records:
             return False
         self._version = version
         return True
+
+
+def _returned(error: BaseException) -> bool | None:
+    """True for the failure of a step whose function returned (its value could not be
+    recorded): set by ``encode_result``, the job's record, or ``succeed``."""
+    return True if isinstance(error, StepFailed) and getattr(error, "returned", None) else None
 
 
 def error_text(error: BaseException, trace: str) -> str:

@@ -176,6 +176,7 @@ def describe(
             reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
         elif status is not None and status.state is StepState.FAILED:
             reason = f"retry: failed earlier ({status.error})"
+            reason += "; its files are kept" if status.returned else ""
         elif status is not None and status.state is StepState.DEP_FAILED:
             reason = f"retry: dependency {status.failed_dep} had failed"
         elif status is None:

@@ -261,9 +261,16 @@ def _job_error(store: Store, status: JobStatus, step: str, job_dir: str) -> Step
     if blob is None:
         what = f"job {status.state.value} ({status.detail or 'no detail'}) without writing a record"
         return _failure(status, step, job_dir, what)
-    record = json.loads(blob.data)
-    err = _failure(status, step, job_dir, f"{record['type']}: {record['message']}")
-    err.remote_traceback = record.get("traceback", "")
+    try:
+        record = json.loads(blob.data)
+        what = f"{record['type']}: {record['message']}"
+    except (ValueError, TypeError, KeyError):
+        what = f"job {status.state.value}; its {ERROR} is unreadable"
+        return _failure(status, step, job_dir, what)
+    err = _failure(status, step, job_dir, what)
+    err.remote_traceback = str(record.get("traceback", ""))
+    if record.get("returned"):  # its value could not be recorded: the step's files are kept
+        err.returned = True  # type: ignore[attr-defined]
     return err
 
 

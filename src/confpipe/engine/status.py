@@ -57,6 +57,7 @@ class Status:
     waited: float | None = None  # seconds spent waiting for another launch's lease first
     code: str | None = None  # fingerprint of the step function's code when it ran
     lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
+    returned: bool | None = None  # FAILED after its function returned: the retry keeps files
     # set only on a record read back that could not be parsed (what was wrong): the step's
     # state is unknown, so it runs again, writing over that record (by its version)
     unreadable: str | None = None
@@ -113,7 +114,8 @@ _NUMBER = (int, float)
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "state": (StepState,), "worker": (str,), "time": _NUMBER, "started": _NUMBER,
     "error": (str,), "traceback": (str,), "failed_dep": (str,), "hash": (str,),
-    "interrupted": (bool,), "waited": _NUMBER, "code": (str,), "lineage": (str,),
+    "interrupted": (bool,), "returned": (bool,), "waited": _NUMBER, "code": (str,),
+    "lineage": (str,),
 }  # fmt: skip
 
 
