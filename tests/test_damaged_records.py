@@ -89,3 +89,36 @@ def test_load_result_of_a_damaged_result_record_names_the_file(tmp_path: Path) -
         message = str(info.value)
         assert message.startswith(f"unreadable result record {result_path(out)} (")
         assert "\n" not in message and f"remove {status_path(out)}" in message
+
+
+@pytest.mark.parametrize("damage", [b"", b"{trunc", b"[1, 2]", None])
+def test_a_damaged_result_under_success_is_not_a_success_when_a_dependent_runs(
+    tmp_path: Path, damage: bytes | None
+) -> None:
+    up = StepSpec("up", stepfns.add, {"a": 1, "b": 2})
+    down = StepSpec("down", stepfns.scored, {"x": 1.0, "up": up})
+    prefix = str(tmp_path)
+    run(up, prefix=prefix)
+    out = up.output_under(prefix)
+    Path(out, "kept.bin").write_text("its files")
+    if damage is None:
+        Path(result_path(out)).unlink()
+    else:
+        Path(result_path(out)).write_bytes(damage)
+    plans = {p.spec.name: p for p in run(down, prefix=prefix, dry_run=True).plan}
+    assert plans["up"].state is Outcome.WILL_RUN
+    assert plans["up"].reason.startswith(f"unreadable record {result_path(out)} (")
+    summary = run(down, prefix=prefix)
+    assert sorted(summary.ran) == sorted([up.identity, down.identity])
+    assert load_result(out) == 3
+    assert Path(out, "kept.bin").exists()  # a succeeded step's files are never cleared
+
+
+def test_a_fully_cached_run_reads_no_result_records(tmp_path: Path) -> None:
+    up = StepSpec("up", stepfns.add, {"a": 1, "b": 2})
+    run(up, prefix=str(tmp_path))
+    Path(result_path(up.output_under(str(tmp_path)))).write_bytes(b"garbage")
+    summary = run(up, prefix=str(tmp_path))  # one read a step: only its reader will know
+    assert summary.cached == [up.identity]
+    with pytest.raises(ConfpipeError, match="unreadable result record"):
+        load_result(up.output_under(str(tmp_path)))

@@ -74,7 +74,7 @@ def gather(
                 errors[i] = f"unreadable result record {result_path(outputs[i])} ({bad_json(err)})"
     for i, status in enumerate(statuses):
         if status is not None and status.unreadable:
-            errors[i] = f"unreadable record {status_path(outputs[i])} ({status.unreadable})"
+            errors[i] = f"unreadable record {status.unreadable}"
     failed = [
         i for i, s in enumerate(statuses)
         if s is not None and s.state is StepState.FAILED and not s.unreadable
@@ -121,7 +121,7 @@ def _read(outputs: Sequence[str], path_of: Any) -> list[Blob | None]:
 
 def _status(blob: Blob | None, plan: StepPlan) -> Status | None:
     """The step's status (``Status.unknown`` if unreadable: its error says why)."""
-    return None if blob is None else parse_status(blob).of(plan.spec.hash)
+    return None if blob is None else parse_status(blob, status_path(plan.output)).of(plan.spec.hash)
 
 
 def _traceback(status: Status | None) -> str | None:

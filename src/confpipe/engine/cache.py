@@ -40,6 +40,7 @@ from confpipe.engine.status import (
     launch_info,
     read_status_blob,
     result_path,
+    result_problem,
     status_path,
     swap_status,
     unrecorded_path,
@@ -69,7 +70,21 @@ class Records:
         self.rerun_on_code_change = False  # set by ``cache``: code changed means not done
 
     def done(self, output_path: str) -> bool:
-        return succeeded(self.spec, self.status(output_path), self.rerun_on_code_change)
+        return self.found_done(output_path, self.status(output_path))
+
+    def found_done(self, output_path: str, status: Status | None) -> bool:
+        """The step, planned to run, is done after all (``status`` just read): it succeeded
+        (another launch finished it), and its result record is whole (one read, on this rare
+        path only: the plan may have found it damaged, which is why the step is to run)."""
+        if not succeeded(self.spec, status, self.rerun_on_code_change):
+            return False
+        path = result_path(output_path)
+        blob = self.store.read(path)
+        why = "missing" if blob is None else result_problem(blob.data)
+        if why is None:
+            return True
+        log.warning("step %s: unreadable record %s (%s): runs again", self.spec.name, path, why)
+        return False  # its files stay: only its result record was damaged
 
     def skipped(self) -> Any:
         """What the step's executable returns when it found the step done."""
@@ -274,7 +289,7 @@ def cache(
     def cached(*, output_path: str, **config: Any) -> Any:
         records.arrived = time.time()
         status = records.status(output_path)
-        if succeeded(records.spec, status, rerun_on_code_change):
+        if records.found_done(output_path, status):
             return Outcome.CACHED
         if status is not None and status.is_failure() and not force_run_failed:
             raise previous_failure(records.spec.name, status)

@@ -29,7 +29,7 @@ from confpipe.engine.plan import (
     StepPlan,
     collect,
     describe,
-    needed,
+    needed_checked,
     read_all,
     select,
     warn_code_changes,
@@ -200,7 +200,7 @@ def _plan_and_run(
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)
     rerun = options.rerun_on_code_change
-    need = needed(specs, targets, statuses, rerun)
+    need = needed_checked(specs, targets, statuses, outputs, rerun)
     todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
     if not options.dry_run and todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):

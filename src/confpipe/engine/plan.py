@@ -27,7 +27,8 @@ from confpipe.engine.status import (
     Status,
     StepState,
     read_statuses,
-    status_path,
+    result_path,
+    result_problem,
     unrecorded_path,
 )
 from confpipe.errors import ConfigError
@@ -116,6 +117,54 @@ def needed(
     return [s for s in specs if s.identity in keep]
 
 
+def needed_checked(
+    specs: Sequence[StepSpec], targets: Sequence[StepSpec], statuses: dict[str, Status | None],
+    outputs: dict[str, str], rerun_on_code_change: bool = False,
+) -> list[StepSpec]:  # fmt: skip
+    """``needed``, once the result record of each succeeded step that a step to run depends on
+    is read and found whole: a damaged one makes that step's status unknown in ``statuses``
+    (it runs again, and what it needs with it). One read per such step, and none when nothing
+    is to run (a cached run stays at one read per step); a cached target's result is checked
+    where it is read (``load_result``)."""
+    checked: set[str] = set()
+    while True:
+        need = needed(specs, targets, statuses, rerun_on_code_change)
+        planned = {s.identity for s in need}
+        frontier = {
+            dep.identity: dep
+            for spec in need
+            if not succeeded(spec, statuses[spec.identity], rerun_on_code_change)
+            for dep in spec.dependencies
+            if dep.identity in planned and dep.identity not in checked
+            and succeeded(dep, statuses[dep.identity], rerun_on_code_change)
+        }  # fmt: skip
+        if not frontier:
+            return need
+        checked.update(frontier)
+        damaged = damaged_results([outputs[key] for key in frontier])
+        if not damaged:
+            return need
+        for key in frontier:
+            if outputs[key] in damaged:
+                statuses[key] = Status.unknown(damaged[outputs[key]])
+
+
+def damaged_results(outputs: Sequence[str]) -> dict[str, str]:
+    """The outputs whose result record is missing or does not parse: ``PATH (why)`` of each
+    (read concurrently where the store can)."""
+    damaged: dict[str, str] = {}
+    by_store: dict[int, list[str]] = {}
+    for out in outputs:
+        by_store.setdefault(id(store_for(out)), []).append(out)
+    for outs in by_store.values():
+        paths = [result_path(out) for out in outs]
+        for out, path, blob in zip(outs, paths, store_for(outs[0]).read_many(paths), strict=True):
+            why = "missing" if blob is None else result_problem(blob.data)
+            if why is not None:
+                damaged[out] = f"{path} ({why})"
+    return damaged
+
+
 def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, Status | None]:
     """One status read per step, batched per store."""
     by_store: dict[int, tuple[list[StepSpec], list[str]]] = {}
@@ -158,7 +207,7 @@ def describe(
         state, reason = Outcome.WILL_RUN, "no previous output"
         note = None
         if status is not None and status.unreadable:
-            reason = f"unreadable record {status_path(out)} ({status.unreadable}): will re-run"
+            reason = f"unreadable record {status.unreadable}: will re-run"
         elif status is not None and status.state is StepState.SUCCESS:
             change = changes.of(spec, status)
             if change is not None and rerun_on_code_change:

@@ -58,8 +58,9 @@ class Status:
     code: str | None = None  # fingerprint of the step function's code when it ran
     lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
     returned: bool | None = None  # FAILED after its function returned: the retry keeps files
-    # set only on a record read back that could not be parsed (what was wrong): the step's
-    # state is unknown, so it runs again, writing over that record (by its version)
+    # set only on a record read back that could not be parsed (``PATH (what was wrong)``; a
+    # damaged result.json's under SUCCESS too): the step's state is unknown, so it runs
+    # again, writing over that record (by its version)
     unreadable: str | None = None
 
     def is_failure(self) -> bool:
@@ -119,12 +120,13 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def parse_status(blob: Blob) -> Status:
-    """The status record in ``blob``; ``Status.unknown`` (saying why) if it can't be read."""
+def parse_status(blob: Blob, path: str) -> Status:
+    """The status record in ``blob`` (read from ``path``); ``Status.unknown`` if it can't be
+    read, saying which file and what was wrong: ``.../status.json (not JSON)``."""
     try:
         return Status.from_json(blob.data)
     except ValueError as err:
-        return Status.unknown(str(err), blob.mtime)
+        return Status.unknown(f"{path} ({err})", blob.mtime)
 
 
 def records_dir(output: str) -> str:
@@ -227,8 +229,9 @@ def _clear_local(output: str) -> int:
 
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
     """The status of each output (None where the step never started): one read each."""
-    blobs = store.read_many([status_path(o) for o in outputs])
-    return [None if b is None else parse_status(b) for b in blobs]
+    paths = [status_path(o) for o in outputs]
+    blobs = store.read_many(paths)
+    return [None if b is None else parse_status(b, p) for b, p in zip(blobs, paths, strict=True)]
 
 
 def read_status(store: Store, output: str) -> Status | None:
@@ -238,8 +241,9 @@ def read_status(store: Store, output: str) -> Status | None:
 def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | None]:
     """The status and its version (None, None where the step never started); an unreadable
     record is ``Status.unknown``, with the version to write over it."""
-    blob = store.read(status_path(output))
-    return (None, None) if blob is None else (parse_status(blob), blob.version)
+    path = status_path(output)
+    blob = store.read(path)
+    return (None, None) if blob is None else (parse_status(blob, path), blob.version)
 
 
 def swap_status(store: Store, output: str, status: Status, version: str | None) -> str | None:
@@ -266,6 +270,15 @@ def load_result(path: str) -> Any:
             f"unreadable result record {result_path(path)} ({bad_json(err)}): remove "
             f"{status_path(path)} to run that step again"
         ) from None
+
+
+def result_problem(data: bytes) -> str | None:
+    """What is wrong with a result record's bytes (``not JSON``...), or None: it is whole."""
+    try:
+        decode_result(data)
+    except ValueError as err:
+        return bad_json(err)
+    return None
 
 
 def bad_json(err: ValueError) -> str:
