@@ -44,6 +44,7 @@ def test_a_damaged_status_record_is_named_in_the_plan_and_the_step_reruns(
     out = a.output_under(prefix)
     data, why = DAMAGE[kind]
     Path(status_path(out)).write_bytes(data)
+    Path(out, "kept.bin").write_text("maybe a finished output")
 
     dry = run([a, b], prefix=prefix, dry_run=True)
     plans = {p.spec.name: p for p in dry.plan}
@@ -56,6 +57,7 @@ def test_a_damaged_status_record_is_named_in_the_plan_and_the_step_reruns(
     status = read_status(store_for(out), out)
     assert status is not None and status.state is StepState.SUCCESS
     assert load_result(out) == 3
+    assert Path(out, "kept.bin").exists()  # the record may have said SUCCESS: nothing cleared
 
 
 def test_a_damaged_status_record_is_shown_by_the_commands_that_look_back(tmp_path: Path) -> None:

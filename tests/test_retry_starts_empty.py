@@ -71,7 +71,7 @@ def test_a_cloud_job_that_may_still_run_keeps_its_files_on_retry() -> None:
     interrupted = Status(StepState.FAILED, "other", 1.0, interrupted=True)
     failed = Status(StepState.FAILED, "other", 1.0, error="E")
     assert not records._fresh(running) and not records._fresh(interrupted)
-    assert records._fresh(failed) and records._fresh(Status.unknown("not JSON"))
+    assert records._fresh(failed) and not records._fresh(Status.unknown("x (not JSON)"))
     records.reattaches = False
     assert records._fresh(running) and records._fresh(interrupted)
     assert not records._fresh(Status(StepState.SUCCESS, "other", 1.0))

@@ -124,19 +124,18 @@ class Records:
         """Whether this attempt clears what an earlier one of this step left in its folder.
 
         Only a retry's: the folder holds a record of this step (failed, interrupted, not run
-        for a failed dependency, or unreadable) that is not SUCCESS, so its files are an
-        unfinished attempt's. A folder without a record of this step (a new step, a folder
-        given by hand that holds other files, another step's records) is never cleared, nor
-        is the folder of an attempt whose function returned (its value could not be
-        recorded: a fixed function may find its work there). A
-        job on a backend that re-attaches to a live job of an earlier launch (cloud) keeps
-        the files of an attempt that may still be running (RUNNING, or interrupted with
-        ``detach``): that job goes on writing them."""
-        if previous.state is StepState.SUCCESS or previous.returned:
-            return False  # a good output stays (rerun_on_code_change), as does one whose
-            # function returned a value that could not be recorded: its work is done
+        for a failed dependency) that is not SUCCESS, so its files are an unfinished
+        attempt's. Never cleared: a folder without a record of this step (a new step, a
+        folder given by hand that holds other files, another step's records), nor one whose
+        record is unreadable (it may have said SUCCESS), nor one whose function returned (its
+        value could not be recorded: a fixed function may find its work there). A job on a
+        backend that re-attaches to a live job of an earlier launch (cloud) keeps the files
+        of an attempt that may still be running (RUNNING, or interrupted with ``detach``):
+        that job goes on writing them."""
+        if previous.state is StepState.SUCCESS or previous.returned or previous.unreadable:
+            return False
         live = previous.state is StepState.RUNNING or bool(previous.interrupted)
-        return not (self.reattaches and live and not previous.unreadable)
+        return not (self.reattaches and live)
 
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
         """Write the result record, then SUCCESS. A job's record (``StoredResult``) is moved
