@@ -84,7 +84,7 @@ def test_user_module_on_the_drivers_sys_path_imports_in_the_job(
 
 @pytest.mark.slow
 def test_non_json_return_value_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(StepFailed, match=r"must be JSON-serializable.*type set"):
+    with pytest.raises(StepFailed, match=r"result: a set \(set\) is not JSON"):
         run(LocalBackend(), tmp_path / "out", jobfns.returns_set)
 
 

@@ -157,7 +157,7 @@ def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_non_json_result_fails_the_step_clearly(tmp_path: Path) -> None:
-    with pytest.raises(RunFailed, match="must be JSON-serializable"):
+    with pytest.raises(RunFailed, match=r"result: a set \(set\) is not JSON"):
         run(StepSpec("bad", stepfns.not_json), prefix=str(tmp_path))
 
 

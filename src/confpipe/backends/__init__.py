@@ -11,7 +11,8 @@ by the driver and the worker:
     call.pkl      the cloudpickled ``(fn, kwargs, options)``; ``options``:
                   ``{"log_level": "INFO"}`` (a bare ``(fn, kwargs)`` runs at INFO)
     result.json   ``{"value": ...}`` when ``fn`` returned
-    error.json    ``{"type", "message", "traceback"}`` when it raised
+    error.json    ``{"type", "message", "traceback"}`` when it raised (``"returned": true``
+                  when it returned a value no result record can hold)
     log.txt       the job's stdout and stderr, and its logging records (``LOG_FORMAT``)
 
 May import: ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel`` (never
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from confpipe.backends import results
 from confpipe.backends.resources import Resources
 from confpipe.errors import StepFailed
 
@@ -116,16 +118,21 @@ class Backend(Protocol):
 
 
 def encode_result(step: str, value: Any) -> bytes:
-    """The result record (``result.json``) of a step's or a job's return value; a value JSON
-    can't represent fails the step clearly."""
+    """The result record (``result.json``) of a step's or a job's return value, converted as
+    ``confpipe.backends.results`` says; a value it can't hold (or too large a one) fails the
+    step with the key path of the bad part, before anything is recorded."""
     try:
-        return json.dumps({"value": value}, allow_nan=False).encode()
-    except (TypeError, ValueError) as err:
-        raise StepFailed(
-            step, f"its return value must be JSON-serializable (dict, list, str, number): {err}"
-        ) from err
+        return results.dumps(value)
+    except results.NotJSON as err:
+        failure = StepFailed(step, str(err))
+        failure.returned = True  # type: ignore[attr-defined]  # the work is done: keep it
+        raise failure from err
 
 
 def decode_result(data: bytes) -> Any:
-    """The value a result record holds."""
-    return json.loads(data)["value"]
+    """The value a result record holds (nan and infinities as floats); ValueError if the
+    record is not one (not JSON, or no ``value``)."""
+    record = json.loads(data)
+    if not isinstance(record, dict) or "value" not in record:
+        raise ValueError('not a result record (expected {"value": ...})')
+    return record["value"]

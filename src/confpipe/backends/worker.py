@@ -4,7 +4,8 @@ Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs, options)``), runs ``fn(**kwa
 writes ``result.json`` or ``error.json`` (type, message, traceback) into the job folder,
 atomically, through the folder's Store. The root logger prints records from
 ``options["log_level"]`` up (INFO by default) to stderr, which is the job's log. Exit codes:
-0 the call returned, 1 it raised (or its value is not JSON), 2 usage error. Kept light:
+0 the call returned, 1 it raised (or its value can't be a result record:
+``confpipe.backends.results``), 2 usage error. Kept light:
 every millisecond of import is paid by every job.
 
 A local job's worker (``CONFPIPE_DRIVER_PID`` set) dies with its driver: killed with -9,
@@ -68,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
     try:
         data = encode_result(name, value)
-    except StepFailed as err:
-        message = (
-            f"the return value of {name} must be JSON-serializable (dict, list, str, number, "
-            f"bool, None): {err.__cause__}"
-        )
-        return _fail(store, job_dir, "TypeError", message, "")
+    except StepFailed as err:  # nothing is recorded as done: the output folder is intact
+        return _fail(store, job_dir, "TypeError", err.message, "", returned=True)
     _flush()
     store.write(f"{job_dir}/{RESULT}", data)
     return 0
@@ -90,11 +87,16 @@ def _log_records(level: str) -> None:
     root.setLevel(number if isinstance(number, int) else logging.INFO)
 
 
-def _fail(store: Store, job_dir: str, kind: str, message: str, trace: str) -> int:
-    """Print the error to the log and record it; the exit code of a failed call."""
+def _fail(
+    store: Store, job_dir: str, kind: str, message: str, trace: str, returned: bool = False
+) -> int:
+    """Print the error to the log and record it (``returned``: the call returned, with a
+    value no result record can hold); the exit code of a failed call."""
     print(trace or f"{kind}: {message}", file=sys.stderr, end="" if trace else "\n")
     _flush()
-    record = {"type": kind, "message": message, "traceback": trace}
+    record: dict[str, object] = {"type": kind, "message": message, "traceback": trace}
+    if returned:
+        record["returned"] = True
     store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
     return 1
 

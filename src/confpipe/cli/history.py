@@ -17,9 +17,11 @@ from confpipe.engine.plan import StepPlan
 from confpipe.engine.status import (
     Status,
     StepState,
+    bad_json,
     error_path,
     info_path,
     log_path,
+    parse_status,
     result_path,
     status_path,
 )
@@ -61,11 +63,22 @@ def gather(
     infos = [_json(b) for b in _read(outputs, info_path)]
     done = [i for i, s in enumerate(statuses) if s is not None and s.state is StepState.SUCCESS]
     values: dict[int, Any] = {}
+    errors: dict[int, str | None] = {}
     if results and done:
         blobs = _read([outputs[i] for i in done], result_path)
-        values = {i: decode_result(b.data) for i, b in zip(done, blobs, strict=True) if b}
-    failed = [i for i, s in enumerate(statuses) if s is not None and s.state is StepState.FAILED]
-    errors: dict[int, str | None] = {}
+        for i, blob in zip(done, blobs, strict=True):
+            try:
+                if blob is not None:
+                    values[i] = decode_result(blob.data)
+            except ValueError as err:  # damaged: said, not shown as a value
+                errors[i] = f"unreadable result record {result_path(outputs[i])} ({bad_json(err)})"
+    for i, status in enumerate(statuses):
+        if status is not None and status.unreadable:
+            errors[i] = f"unreadable record {status.unreadable}"
+    failed = [
+        i for i, s in enumerate(statuses)
+        if s is not None and s.state is StepState.FAILED and not s.unreadable
+    ]  # fmt: skip
     if failed:
         blobs = _read([outputs[i] for i in failed], error_path)
         for i, blob in zip(failed, blobs, strict=True):
@@ -107,12 +120,8 @@ def _read(outputs: Sequence[str], path_of: Any) -> list[Blob | None]:
 
 
 def _status(blob: Blob | None, plan: StepPlan) -> Status | None:
-    if blob is None:
-        return None
-    try:
-        return Status.from_json(blob.data).of(plan.spec.hash)
-    except (ValueError, TypeError, KeyError):  # unreadable: shown as never run
-        return None
+    """The step's status (``Status.unknown`` if unreadable: its error says why)."""
+    return None if blob is None else parse_status(blob, status_path(plan.output)).of(plan.spec.hash)
 
 
 def _traceback(status: Status | None) -> str | None:

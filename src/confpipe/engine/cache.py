@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from confpipe.backends import encode_result
+from confpipe.backends.results import StoredResult
 from confpipe.cancel import CancelScope
 from confpipe.engine.fingerprint import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
@@ -32,23 +34,34 @@ from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
     Status,
     StepState,
+    clear_output,
     error_path,
     info_path,
     launch_info,
     read_status_blob,
     result_path,
+    result_problem,
+    status_path,
     swap_status,
+    unrecorded_path,
+    write_cause,
     write_json,
 )
-from confpipe.errors import LeaseLost, PreviousFailure
+from confpipe.errors import LeaseLost, PreviousFailure, StepFailed
 from confpipe.storage import Store
+
+log = logging.getLogger("confpipe")
 
 
 class Records:
     """The records of one step on its store, written by the launch ``owner``."""
 
-    def __init__(self, store: Store, spec: StepSpec, owner: str, where: str = "thread") -> None:
+    def __init__(
+        self, store: Store, spec: StepSpec, owner: str, where: str = "thread",
+        reattaches: bool = False,
+    ) -> None:  # fmt: skip
         self.store, self.spec, self.owner, self.where = store, spec, owner, where
+        self.reattaches = reattaches  # its jobs' backend re-attaches to an earlier live job
         self.arrived: float | None = None  # when the step was called, before any lease wait
         self.started: float | None = None
         self._previous: Status | None = None  # the record found before this attempt
@@ -57,7 +70,21 @@ class Records:
         self.rerun_on_code_change = False  # set by ``cache``: code changed means not done
 
     def done(self, output_path: str) -> bool:
-        return succeeded(self.spec, self.status(output_path), self.rerun_on_code_change)
+        return self.found_done(output_path, self.status(output_path))
+
+    def found_done(self, output_path: str, status: Status | None) -> bool:
+        """The step, planned to run, is done after all (``status`` just read): it succeeded
+        (another launch finished it), and its result record is whole (one read, on this rare
+        path only: the plan may have found it damaged, which is why the step is to run)."""
+        if not succeeded(self.spec, status, self.rerun_on_code_change):
+            return False
+        path = result_path(output_path)
+        blob = self.store.read(path)
+        why = "missing" if blob is None else result_problem(blob.data)
+        if why is None:
+            return True
+        log.warning("step %s: unreadable record %s (%s): runs again", self.spec.name, path, why)
+        return False  # its files stay: only its result record was damaged
 
     def skipped(self) -> Any:
         """What the step's executable returns when it found the step done."""
@@ -70,8 +97,9 @@ class Records:
         return self._previous
 
     def begin(self, output_path: str) -> bool:
-        """Write info and RUNNING; False if the status changed since ``status`` read it (a
-        launch that had lost the lease committed or failed meanwhile): check it again."""
+        """Write info and RUNNING, and start a retry from an empty folder (``_fresh``); False
+        if the status changed since ``status`` read it (a launch that had lost the lease
+        committed or failed meanwhile): check it again."""
         self.started = time.time()
         previous = self._previous
         if not self._status(output_path, StepState.RUNNING):
@@ -80,16 +108,63 @@ class Records:
         if previous is not None and previous.state is StepState.FAILED:
             with contextlib.suppress(FileNotFoundError):  # the last attempt's: not this one's
                 self.store.fs.rm(error_path(output_path))
+        if previous is not None and previous.state is StepState.RUNNING:
+            with contextlib.suppress(FileNotFoundError):  # its unrecorded failure's marker
+                self.store.fs.rm(unrecorded_path(output_path))
+        if previous is not None and self._fresh(previous):
+            gone = clear_output(self.store, output_path)
+            if gone:
+                log.info(
+                    "step %s: removed %d file(s) of its earlier attempt from %s",
+                    self.spec.name, gone, output_path,
+                )  # fmt: skip
         return True
 
+    def _fresh(self, previous: Status) -> bool:
+        """Whether this attempt clears what an earlier one of this step left in its folder.
+
+        Only a retry's: the folder holds a record of this step (failed, interrupted, not run
+        for a failed dependency) that is not SUCCESS, so its files are an unfinished
+        attempt's. Never cleared: a folder without a record of this step (a new step, a
+        folder given by hand that holds other files, another step's records), nor one whose
+        record is unreadable (it may have said SUCCESS), nor one whose function returned (its
+        value could not be recorded: a fixed function may find its work there). A job on a
+        backend that re-attaches to a live job of an earlier launch (cloud) keeps the files
+        of an attempt that may still be running (RUNNING, or interrupted with ``detach``):
+        that job goes on writing them."""
+        if previous.state is StepState.SUCCESS or previous.returned or previous.unreadable:
+            return False
+        live = previous.state is StepState.RUNNING or bool(previous.interrupted)
+        return not (self.reattaches and live)
+
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None:
-        try:
-            data = encode_result(self.spec.name, value)
-        except Exception as err:
-            self.fail(output_path, err, fence)
-            raise
+        """Write the result record, then SUCCESS. A job's record (``StoredResult``) is moved
+        into place, not read: a result is stored once and never held by the driver. A value
+        that can't be recorded fails the step before anything else is written: its output
+        folder stays as it is."""
+        data: bytes | None = None
+        if not isinstance(value, StoredResult):
+            try:
+                data = encode_result(self.spec.name, value)
+            except Exception as err:
+                self.fail(output_path, err, fence)
+                raise
         fence()  # still ours (and extended): the two writes below are this launch's to make
-        self.store.write(result_path(output_path), data)
+        path = result_path(output_path)
+        try:
+            if isinstance(value, StoredResult):
+                self.store.fs.mv(value.path, path)
+            else:
+                assert data is not None
+                self.store.write(path, data)
+        except Exception as err:  # a full disk: the step did not succeed, and says why
+            failure = StepFailed(
+                self.spec.name, f"could not record its result: {write_cause(err, path)}"
+            )
+            failure.returned = True  # type: ignore[attr-defined]  # the work is done: keep it
+            failure.__cause__ = err
+            self.fail(output_path, failure, fence)
+            raise failure from err
         self._committed = self._status(output_path, StepState.SUCCESS)
         if not self._committed:
             raise LeaseLost(
@@ -102,16 +177,41 @@ class Records:
         self, output_path: str, error: BaseException, fence: Callable[[], None],
         interrupted: bool = False,
     ) -> None:  # fmt: skip
+        """Record FAILED and the traceback. When a write fails (a full disk), the step's own
+        error is kept (the caller raises it), carrying why (``unrecorded``), and a marker
+        tells the next plan, where it can still be written."""
         if self._committed:  # Ctrl-C between the commit and the lease's release
             return
         fence()
         trace = "".join(traceback.format_exception(error))
         message = f"{type(error).__name__}: {error}"
-        self.store.write(error_path(output_path), error_text(error, trace).encode())
-        self._status(  # not written if another launch took the step over: its record stays
-            output_path, StepState.FAILED, error=message, traceback=trace,
-            interrupted=interrupted or None,
-        )  # fmt: skip
+        lost: list[str] = []  # why a record could not be written
+        try:
+            self.store.write(error_path(output_path), error_text(error, trace).encode())
+        except Exception as err:  # a full disk, say: the status record may still fit
+            lost.append(write_cause(err, error_path(output_path)))
+        try:
+            self._status(  # not written if another launch took the step over: its record stays
+                output_path, StepState.FAILED, error=message, traceback=trace,
+                interrupted=interrupted or None, returned=_returned(error),
+            )  # fmt: skip
+        except Exception as err:
+            lost.append(write_cause(err, status_path(output_path)))
+            self._mark(output_path, lost[-1])
+        if lost:
+            log.error("step %s: could not record its failure: %s", self.spec.name, lost[-1])
+            with contextlib.suppress(AttributeError, TypeError):  # an error that takes none
+                error.unrecorded = lost[-1]  # type: ignore[attr-defined]
+
+    def _mark(self, output_path: str, cause: str) -> None:
+        """Leave ``unrecorded.txt`` for the next plan, saying why FAILED isn't recorded (an
+        empty one where even that can't be written: it takes no space, only an inode)."""
+        marker = unrecorded_path(output_path)
+        try:
+            self.store.write(marker, f"{cause}\n".encode())
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.store.fs.touch(marker, truncate=True)
 
     def info(self, output_path: str) -> dict[str, Any]:
         spec, resources = self.spec, self.spec.resources
@@ -145,6 +245,12 @@ class Records:
             return False
         self._version = version
         return True
+
+
+def _returned(error: BaseException) -> bool | None:
+    """True for the failure of a step whose function returned (its value could not be
+    recorded): set by ``encode_result``, the job's record, or ``succeed``."""
+    return True if isinstance(error, StepFailed) and getattr(error, "returned", None) else None
 
 
 def error_text(error: BaseException, trace: str) -> str:
@@ -182,7 +288,7 @@ def cache(
     def cached(*, output_path: str, **config: Any) -> Any:
         records.arrived = time.time()
         status = records.status(output_path)
-        if succeeded(records.spec, status, rerun_on_code_change):
+        if records.found_done(output_path, status):
             return Outcome.CACHED
         if status is not None and status.is_failure() and not force_run_failed:
             raise previous_failure(records.spec.name, status)

@@ -5,17 +5,22 @@ status says it is now: a local file, a spool, an object on gs://), at most every
 ``FOLLOW_EVERY`` seconds, ``FOLLOW_EVERY_REMOTE`` on a remote store where each read is a
 request, and gives each new line to an echo (the reporter's ``step_output``).
 ``StepJobLogs`` copies each attempt's log, as it ends, to the step's ``.confpipe/log.txt``:
-the last attempt's, after the earlier (preempted) ones' under a header each.
+the last attempt's, after the earlier (preempted) ones' under a header each, within the
+cap of a step's log (its first 1 MiB and its last 9 MiB: ``logcap``); the job's own log in
+its job folder stays whole.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 
 from confpipe.backends import JobState, JobStatus
+from confpipe.engine import logcap
+from confpipe.engine.logcap import cap, read_capped
 from confpipe.storage import store_for
 
 __all__ = ["FOLLOW_EVERY", "FOLLOW_EVERY_REMOTE", "LogFollower", "StepJobLogs"]
@@ -56,16 +61,22 @@ class LogFollower:
             self._echo(self._new())
 
     def finish(self) -> bytes:
-        """The whole log as it is now (echoing the lines not echoed yet); b"" if none."""
+        """The log as it is now, within the cap (``logcap``: only its head and tail are
+        read), echoing the lines not echoed yet (of its tail); b"" if none."""
         try:
-            data: bytes = store_for(self.path).fs.cat_file(self.path)
+            with store_for(self.path).fs.open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                rest = b""
+                if self.echo is not None and size > self.offset:
+                    f.seek(max(self.offset, size - logcap.LOG_TAIL))
+                    rest = f.read()
+                data = read_capped(f, size)
         except Exception as err:  # no log (a job that never started), or unreadable
             logger.debug("no log at %s: %s", self.path, err)
             return b""
-        rest = data[self.offset :]
-        if self.echo is not None and rest:  # the lines not echoed yet, the last one ended
+        if rest:  # the lines not echoed yet, the last one ended
             self._echo(rest + (b"" if rest.endswith(b"\n") else b"\n"))
-        self.offset = len(data)
+        self.offset = size
         return data
 
     def _new(self) -> bytes:
@@ -102,7 +113,9 @@ class StepJobLogs:
             return
         if attempt or (status is not None and status.state is JobState.PREEMPTED):
             data = f"--- attempt {attempt + 1} ({how}), job {job_dir} ---\n".encode() + data
-        text = self.earlier + data
+        text = self.earlier + data  # each attempt's log is capped (``finish``); with
+        if self.earlier:  # earlier ones, the whole is (their cut lines count as cut)
+            text = cap(text)
         if not text:  # a silent job: no log, as for a silent thread step
             return
         try:

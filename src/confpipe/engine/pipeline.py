@@ -30,7 +30,7 @@ from confpipe.engine.plan import (
     StepPlan,
     collect,
     describe,
-    needed,
+    needed_checked,
     read_all,
     select,
     warn_code_changes,
@@ -78,12 +78,15 @@ def executable(
         assert options.backend is not None
         fn = as_job(
             fn, step=spec.name, resources=resources, backend=options.backend,
-            detach=options.detach, echo=echo, log_level=options.log_level,
+            detach=options.detach, echo=echo, log_level=options.log_level, stored=True,
         )  # fmt: skip
     else:
         fn = captured(fn, path=log_path(output), echo=echo, level=options.log_level)
     store = store_for(output)
-    records = Records(store, spec, ctx.owner, where)
+    reattaches = (
+        resources is not None and options.backend is not None and options.backend.reattaches
+    )
+    records = Records(store, spec, ctx.owner, where, reattaches)
     fn = lock(
         fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,
@@ -198,7 +201,7 @@ def _plan_and_run(
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)
     rerun = options.rerun_on_code_change
-    need = needed(specs, targets, statuses, rerun)
+    need = needed_checked(specs, targets, statuses, outputs, rerun)
     todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
     if not options.dry_run and todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):

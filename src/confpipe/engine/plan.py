@@ -23,9 +23,16 @@ from confpipe.engine.fingerprint import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
-from confpipe.engine.status import Status, StepState, read_statuses
+from confpipe.engine.status import (
+    Status,
+    StepState,
+    read_statuses,
+    result_path,
+    result_problem,
+    unrecorded_path,
+)
 from confpipe.errors import ConfigError
-from confpipe.storage import Blob, split_protocol, store_for
+from confpipe.storage import Blob, Store, split_protocol, store_for
 
 log = logging.getLogger("confpipe")
 
@@ -110,6 +117,54 @@ def needed(
     return [s for s in specs if s.identity in keep]
 
 
+def needed_checked(
+    specs: Sequence[StepSpec], targets: Sequence[StepSpec], statuses: dict[str, Status | None],
+    outputs: dict[str, str], rerun_on_code_change: bool = False,
+) -> list[StepSpec]:  # fmt: skip
+    """``needed``, once the result record of each succeeded step that a step to run depends on
+    is read and found whole: a damaged one makes that step's status unknown in ``statuses``
+    (it runs again, and what it needs with it). One read per such step, and none when nothing
+    is to run (a cached run stays at one read per step); a cached target's result is checked
+    where it is read (``load_result``)."""
+    checked: set[str] = set()
+    while True:
+        need = needed(specs, targets, statuses, rerun_on_code_change)
+        planned = {s.identity for s in need}
+        frontier = {
+            dep.identity: dep
+            for spec in need
+            if not succeeded(spec, statuses[spec.identity], rerun_on_code_change)
+            for dep in spec.dependencies
+            if dep.identity in planned and dep.identity not in checked
+            and succeeded(dep, statuses[dep.identity], rerun_on_code_change)
+        }  # fmt: skip
+        if not frontier:
+            return need
+        checked.update(frontier)
+        damaged = damaged_results([outputs[key] for key in frontier])
+        if not damaged:
+            return need
+        for key in frontier:
+            if outputs[key] in damaged:
+                statuses[key] = Status.unknown(damaged[outputs[key]])
+
+
+def damaged_results(outputs: Sequence[str]) -> dict[str, str]:
+    """The outputs whose result record is missing or does not parse: ``PATH (why)`` of each
+    (read concurrently where the store can)."""
+    damaged: dict[str, str] = {}
+    by_store: dict[int, list[str]] = {}
+    for out in outputs:
+        by_store.setdefault(id(store_for(out)), []).append(out)
+    for outs in by_store.values():
+        paths = [result_path(out) for out in outs]
+        for out, path, blob in zip(outs, paths, store_for(outs[0]).read_many(paths), strict=True):
+            why = "missing" if blob is None else result_problem(blob.data)
+            if why is not None:
+                damaged[out] = f"{path} ({why})"
+    return damaged
+
+
 def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, Status | None]:
     """One status read per step, batched per store."""
     by_store: dict[int, tuple[list[StepSpec], list[str]]] = {}
@@ -151,7 +206,9 @@ def describe(
         out, status = outputs[spec.identity], statuses[spec.identity]
         state, reason = Outcome.WILL_RUN, "no previous output"
         note = None
-        if status is not None and status.state is StepState.SUCCESS:
+        if status is not None and status.unreadable:
+            reason = f"unreadable record {status.unreadable}: will re-run"
+        elif status is not None and status.state is StepState.SUCCESS:
             change = changes.of(spec, status)
             if change is not None and rerun_on_code_change:
                 reason = f"{change[0]} (rerun_on_code_change=true)"
@@ -168,6 +225,7 @@ def describe(
             reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
         elif status is not None and status.state is StepState.FAILED:
             reason = f"retry: failed earlier ({status.error})"
+            reason += "; its files are kept" if status.returned else ""
         elif status is not None and status.state is StepState.DEP_FAILED:
             reason = f"retry: dependency {status.failed_dep} had failed"
         elif status is None:
@@ -183,13 +241,30 @@ def describe(
                 state = Outcome.RUNNING
                 reason = f"held by {holder.owner}, heartbeat {holder.age:.0f}s ago; will wait"
             else:
-                reason = f"retry: a run by {status.worker} was interrupted"
+                reason = _interrupted(store_for(out), out, status)
         plan = StepPlan(
             spec, labels[spec.identity], out, state, reason, where[spec.identity],
             resources[spec.identity], note,
         )  # fmt: skip
         plans.append(plan)
     return plans if force_run_failed else _blocked(plans)
+
+
+# an empty unrecorded.txt: not even the reason fitted (it takes an inode, not a block)
+EMPTY_MARKER = "its records' disk was full"
+
+
+def _interrupted(store: Store, out: str, status: Status) -> str:
+    """Why a RUNNING step that no launch holds will run: its launch died, or could not
+    record the failure (``unrecorded.txt`` says why; read only for such a step)."""
+    try:
+        blob = store.read(unrecorded_path(out))
+    except Exception:  # the marker is a courtesy: without it, the step is interrupted
+        blob = None
+    if blob is None:
+        return f"retry: a run by {status.worker} was interrupted"
+    cause = blob.data.decode(errors="replace").strip() or EMPTY_MARKER
+    return f"interrupted: could not record the failure ({cause})"
 
 
 def warn_code_changes(plans: Sequence[StepPlan]) -> None:

@@ -41,6 +41,7 @@ from confpipe.backends import (
     decode_result,
 )
 from confpipe.backends.resources import Resources
+from confpipe.backends.results import MAX_RESULT_BYTES, StoredResult
 from confpipe.cancel import CancelScope
 from confpipe.engine import status
 from confpipe.engine.joblog import LogFollower, StepJobLogs
@@ -90,13 +91,15 @@ def as_job(
     detach: bool = False,
     echo: Callable[[str], None] | None = None,
     log_level: str = "INFO",
+    stored: bool = False,
 ) -> Callable[P, R]:
     """``fn`` with the same signature, each call run as a job on ``backend``.
 
     Call it as ``fn(output_path=..., **config)`` (keywords only): the job folder goes under
     ``status.jobs_dir(output_path)``, the job's log ends in ``status.log_path(output_path)``
     (each new line given to ``echo`` as the job runs) and the current cancel scope stops the
-    job.
+    job. With ``stored``, a call returns the job's result record unread (a ``StoredResult``,
+    which the step's records move into place) instead of its value.
     """
 
     @functools.wraps(fn)
@@ -118,6 +121,7 @@ def as_job(
             log_to=status.log_path(output_path),
             echo=echo,
             log_level=log_level,
+            stored=stored,
         )
         return cast(R, value)
 
@@ -138,8 +142,10 @@ def run_job(
     log_to: str | None = None,
     echo: Callable[[str], None] | None = None,
     log_level: str = "INFO",
+    stored: bool = False,
 ) -> object:
-    """Run ``fn(**kwargs)`` as a job on ``backend`` and return its value.
+    """Run ``fn(**kwargs)`` as a job on ``backend`` and return its value (with ``stored``:
+    its result record, unread, as a ``StoredResult``).
 
     Each attempt gets a fresh folder under ``job_root`` (``status.jobs_dir(output)``).
     Preemptions are retried up to ``resources.max_retries`` times, failures never. When
@@ -167,7 +173,7 @@ def run_job(
             raise
         logs.ended(follower, job_dir, attempt, status.state.value, status)
         if status.state is JobState.SUCCEEDED:
-            return _result(store, status, step, job_dir)
+            return _result(store, status, step, job_dir, stored)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
             why = status.detail or "no detail"
             logger.warning("step %r: job %s preempted (%s), retrying", step, job_dir, why)
@@ -227,11 +233,26 @@ def _wait(
         interval = min(interval * 2, backend.max_poll_interval)
 
 
-def _result(store: Store, status: JobStatus, step: str, job_dir: str) -> object:
-    blob = store.read(f"{job_dir}/{RESULT}")
+def _result(store: Store, status: JobStatus, step: str, job_dir: str, stored: bool) -> object:
+    """The job's value; with ``stored``, where its record is (it is not read: the step's
+    record is made by moving it, and the driver never holds a large value twice)."""
+    path = f"{job_dir}/{RESULT}"
+    if stored:
+        try:
+            size = int(store.fs.info(path)["size"])
+        except FileNotFoundError:
+            raise _failure(status, step, job_dir, f"job succeeded but wrote no {RESULT}") from None
+        if size > MAX_RESULT_BYTES:  # written by a worker of another version
+            what = f"its result is {size:,} bytes, over the {MAX_RESULT_BYTES:,} a result may hold"
+            raise _failure(status, step, job_dir, what)
+        return StoredResult(path, size)
+    blob = store.read(path)
     if blob is None:
         raise _failure(status, step, job_dir, f"job succeeded but wrote no {RESULT}")
-    return decode_result(blob.data)
+    try:
+        return decode_result(blob.data)
+    except ValueError as err:
+        raise _failure(status, step, job_dir, f"its {RESULT} is unreadable: {err}") from err
 
 
 def _job_error(store: Store, status: JobStatus, step: str, job_dir: str) -> StepFailed:
@@ -240,9 +261,16 @@ def _job_error(store: Store, status: JobStatus, step: str, job_dir: str) -> Step
     if blob is None:
         what = f"job {status.state.value} ({status.detail or 'no detail'}) without writing a record"
         return _failure(status, step, job_dir, what)
-    record = json.loads(blob.data)
-    err = _failure(status, step, job_dir, f"{record['type']}: {record['message']}")
-    err.remote_traceback = record.get("traceback", "")
+    try:
+        record = json.loads(blob.data)
+        what = f"{record['type']}: {record['message']}"
+    except (ValueError, TypeError, KeyError):
+        what = f"job {status.state.value}; its {ERROR} is unreadable"
+        return _failure(status, step, job_dir, what)
+    err = _failure(status, step, job_dir, what)
+    err.remote_traceback = str(record.get("traceback", ""))
+    if record.get("returned"):  # its value could not be recorded: the step's files are kept
+        err.returned = True  # type: ignore[attr-defined]
     return err
 
 

@@ -159,7 +159,11 @@ def failure_lines(plan: StepPlan, error: BaseException | None, indent: str = "")
     if isinstance(error, StepFailed) and not found:
         lines += [f"{indent}  | {line}" for line in error_tail(error, 5)]
     lines.append(f"{indent}  log: {log_path(plan.output)}")
-    lines.append(f"{indent}  error: {error_path(plan.output)}")
+    unrecorded = getattr(error, "unrecorded", None)  # set by Records.fail (a full disk)
+    if unrecorded is None:
+        lines.append(f"{indent}  error: {error_path(plan.output)}")
+    else:
+        lines.append(f"{indent}  error: not recorded ({unrecorded})")
     return lines
 
 

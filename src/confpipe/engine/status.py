@@ -6,7 +6,12 @@ result.json   the function's JSON return value, read back with ``load_result(pat
 lease.json    the lease of the launch running the step (see lock.py)
 log.txt       what the step printed and logged (stdout, stderr, logging at log_level)
 error.txt     a failed step's full traceback, as plain text
+unrecorded.txt  why the last attempt's failure could not be recorded (a full disk, say),
+              written best-effort in place of FAILED; the next plan says so
 jobs/         one folder per submitted job (see backends/)
+
+A record that can't be parsed (empty, truncated, not JSON, the wrong shape) is read as
+``Status.unknown``: the step is not done and runs again, writing over it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 from confpipe.backends import RECORDS, decode_result
 from confpipe.errors import ConfpipeError
-from confpipe.storage import Store, store_for
+from confpipe.storage import Blob, Store, store_for
 
 
 class StepState(Enum):
@@ -52,6 +57,11 @@ class Status:
     waited: float | None = None  # seconds spent waiting for another launch's lease first
     code: str | None = None  # fingerprint of the step function's code when it ran
     lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
+    returned: bool | None = None  # FAILED after its function returned: the retry keeps files
+    # set only on a record read back that could not be parsed (``PATH (what was wrong)``; a
+    # damaged result.json's under SUCCESS too): the step's state is unknown, so it runs
+    # again, writing over that record (by its version)
+    unreadable: str | None = None
 
     def is_failure(self) -> bool:
         """FAILED by the step's own doing: what ``force_run_failed=false`` refuses to retry.
@@ -70,13 +80,53 @@ class Status:
 
     @classmethod
     def from_json(cls, data: bytes) -> Status:
-        record = json.loads(data)
-        record["state"] = StepState(record["state"])
-        known = _STATUS_FIELDS  # a newer confpipe's fields are ignored, not fatal
-        return cls(**{k: v for k, v in record.items() if k in known})
+        """The record in ``data``; ValueError saying what is wrong if it isn't one."""
+        if not data.strip():
+            raise ValueError("empty")
+        try:
+            record = json.loads(data)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"not a status record: a JSON {type(record).__name__}")
+        try:
+            record["state"] = StepState(record.get("state"))
+        except (ValueError, TypeError):
+            raise ValueError(f"no known state: {record.get('state')!r}") from None
+        for key in ("worker", "time"):
+            if key not in record:
+                raise ValueError(f"no {key!r}")
+        fields = {k: v for k, v in record.items() if k in _FIELD_TYPES}  # newer ones: ignored
+        for key, value in fields.items():
+            kinds = _FIELD_TYPES[key]
+            wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            if value is not None and wrong:
+                raise ValueError(f"{key!r} is {json.dumps(value)[:40]}")
+        return cls(**fields)
+
+    @classmethod
+    def unknown(cls, why: str, when: float = 0.0) -> Status:
+        """What an unreadable record (last written at ``when``) stands for: the step's state
+        is unknown, so it is not done, and its retry is not refused as a failure would be."""
+        return cls(StepState.FAILED, "", when, interrupted=True, unreadable=why)
 
 
-_STATUS_FIELDS = frozenset(Status.__dataclass_fields__)
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "state": (StepState,), "worker": (str,), "time": _NUMBER, "started": _NUMBER,
+    "error": (str,), "traceback": (str,), "failed_dep": (str,), "hash": (str,),
+    "interrupted": (bool,), "returned": (bool,), "waited": _NUMBER, "code": (str,),
+    "lineage": (str,),
+}  # fmt: skip
+
+
+def parse_status(blob: Blob, path: str) -> Status:
+    """The status record in ``blob`` (read from ``path``); ``Status.unknown`` if it can't be
+    read, saying which file and what was wrong: ``.../status.json (not JSON)``."""
+    try:
+        return Status.from_json(blob.data)
+    except ValueError as err:
+        return Status.unknown(f"{path} ({err})", blob.mtime)
 
 
 def records_dir(output: str) -> str:
@@ -113,6 +163,20 @@ def error_path(output: str) -> str:
     return f"{output}/{RECORDS}/error.txt"
 
 
+def unrecorded_path(output: str) -> str:
+    """Why a failure could not be recorded (see ``write_cause``), when it could not."""
+    return f"{output}/{RECORDS}/unrecorded.txt"
+
+
+def write_cause(err: BaseException, path: str) -> str:
+    """``no space left on device while writing PATH``: why writing ``path`` failed."""
+    if isinstance(err, OSError) and err.errno:
+        what = os.strerror(err.errno).lower()
+    else:
+        what = f"{type(err).__name__}: {err}"
+    return f"{what} while writing {path}"
+
+
 def newest_job_dir(output: str) -> str | None:
     """The folder of the step's newest job (job ids sort by time), or None: it has none."""
     store = store_for(output)
@@ -128,10 +192,46 @@ def newest_job_dir(output: str) -> str | None:
     return newest
 
 
+def clear_output(store: Store, output: str) -> int:
+    """Delete everything in ``output`` but its records folder (one listing; symlinks are
+    removed, never followed); how many entries went. A missing folder is an empty one."""
+    if "://" not in output:
+        return _clear_local(output)
+    try:
+        entries = store.fs.ls(output, detail=False, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    gone = 0
+    for entry in entries:
+        path = str(entry).rstrip("/")
+        if path.rsplit("/", 1)[-1] != RECORDS and path != output.split("://", 1)[-1].rstrip("/"):
+            store.fs.rm(path, recursive=True)
+            gone += 1
+    return gone
+
+
+def _clear_local(output: str) -> int:
+    import shutil  # only a retry pays for it
+
+    try:
+        entries = list(os.scandir(output))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if entry.name == RECORDS:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+    return len([e for e in entries if e.name != RECORDS])
+
+
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
     """The status of each output (None where the step never started): one read each."""
-    blobs = store.read_many([status_path(o) for o in outputs])
-    return [None if b is None else Status.from_json(b.data) for b in blobs]
+    paths = [status_path(o) for o in outputs]
+    blobs = store.read_many(paths)
+    return [None if b is None else parse_status(b, p) for b, p in zip(blobs, paths, strict=True)]
 
 
 def read_status(store: Store, output: str) -> Status | None:
@@ -139,9 +239,11 @@ def read_status(store: Store, output: str) -> Status | None:
 
 
 def read_status_blob(store: Store, output: str) -> tuple[Status | None, str | None]:
-    """The status and its version (None, None where the step never started)."""
-    blob = store.read(status_path(output))
-    return (None, None) if blob is None else (Status.from_json(blob.data), blob.version)
+    """The status and its version (None, None where the step never started); an unreadable
+    record is ``Status.unknown``, with the version to write over it."""
+    path = status_path(output)
+    blob = store.read(path)
+    return (None, None) if blob is None else (parse_status(blob, path), blob.version)
 
 
 def swap_status(store: Store, output: str, status: Status, version: str | None) -> str | None:
@@ -156,11 +258,32 @@ def write_json(store: Store, path: str, record: dict[str, Any]) -> None:
 
 
 def load_result(path: str) -> Any:
-    """The value a succeeded step returned, given its output path."""
+    """The value a succeeded step returned, given its output path; a ConfpipeError naming
+    the file if there is none or it can't be read (damaged: the step must run again)."""
     blob = store_for(path).read(result_path(path))
     if blob is None:
         raise ConfpipeError(f"no result record under {path!r}: has that step succeeded?")
-    return decode_result(blob.data)
+    try:
+        return decode_result(blob.data)
+    except ValueError as err:
+        raise ConfpipeError(
+            f"unreadable result record {result_path(path)} ({bad_json(err)}): remove "
+            f"{status_path(path)} to run that step again"
+        ) from None
+
+
+def result_problem(data: bytes) -> str | None:
+    """What is wrong with a result record's bytes (``not JSON``...), or None: it is whole."""
+    try:
+        decode_result(data)
+    except ValueError as err:
+        return bad_json(err)
+    return None
+
+
+def bad_json(err: ValueError) -> str:
+    """What is wrong with a record, in a few words: ``not JSON`` or the decoder's reason."""
+    return "not JSON" if isinstance(err, json.JSONDecodeError | UnicodeDecodeError) else str(err)
 
 
 @cache

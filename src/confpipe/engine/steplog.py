@@ -15,7 +15,8 @@ raises ends its log with the traceback, as a job's log does (not echoed: the run
 shows the failure). Each complete line is
 also echoed (the reporter shows it prefixed with the step's name), at most ``ECHO_BURST``
 lines at once and ``ECHO_RATE`` lines a second after that, so a chatty step can't slow the
-run down: the lines held back are counted, and the file always gets everything.
+run down: the lines held back are counted, and the file always gets everything, up to its
+cap: its first 1 MiB and its last 9 MiB (``logcap``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from confpipe.backends import LOG_DATEFMT, LOG_FORMAT
+from confpipe.engine.logcap import LogCap
 from confpipe.storage import store_for
 
 __all__ = ["FLUSH_EVERY", "StepLog", "captured", "routing"]
@@ -69,6 +71,8 @@ class StepLog:
         self._file: TextIO | None = None
         self._buffer: io.StringIO | None = None
         self._dirty = False
+        self._cap = LogCap()  # the log keeps its head and its tail (logcap)
+        self._size = 0  # characters in the log (file or buffer), about its bytes
         self._stop: threading.Event | None = None
         self._flusher: threading.Thread | None = None
         if "://" in path:
@@ -89,14 +93,19 @@ class StepLog:
         with self._lock:
             if self._closed:
                 return
+            self._size += len(text)
             if self._buffer is not None:
                 self._buffer.write(text)
                 self._dirty = True
+                if self._cap.due(self._size):
+                    self._compact_buffer()
             elif self._failed is None:  # line-buffered: each line lands as it comes
                 try:
                     if self._file is None:
                         self._file = _open(self.path)
                     self._file.write(text)
+                    if self._cap.due(self._size):
+                        self._compact_file()
                 except OSError as err:  # the step goes on (its log is the loss: said at close)
                     self._failed = err
             if self.echo is None or not echo:
@@ -122,12 +131,29 @@ class StepLog:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
+                if self._cap.over(self._size):  # within the cap once it ends
+                    self._cap.compact_file(self.path)
         elif self._buffer is not None:
             self._upload()
         if self._failed is not None:
             logging.getLogger(__name__).warning("could not write %s: %s", self.path, self._failed)
         if self.echo is not None:
             self._echo(rest)
+
+    def _compact_file(self) -> None:
+        """Bring the local log back within its cap and append to it anew (lock held)."""
+        assert self._file is not None
+        self._file.close()
+        self._size = self._cap.compact_file(self.path)
+        self._file = _open(self.path)
+
+    def _compact_buffer(self) -> None:
+        """Bring the buffered log back within its cap (lock held)."""
+        assert self._buffer is not None
+        data = self._cap.compact(self._buffer.getvalue().encode(errors="replace"))
+        self._buffer = io.StringIO(data.decode(errors="replace"))
+        self._buffer.seek(0, io.SEEK_END)
+        self._size = len(data)
 
     def _admitted(self, lines: list[str]) -> list[str]:
         """The lines to echo now, as a terminal shows them (the text after a last ``\\r``),
@@ -171,6 +197,8 @@ class StepLog:
         leaves none, not even an earlier attempt's."""
         with self._lock:
             assert self._buffer is not None
+            if self._cap.over(self._size):
+                self._compact_buffer()
             data, self._dirty = self._buffer.getvalue().encode(errors="replace"), False
         try:
             store = store_for(self.path)

@@ -25,6 +25,8 @@ NEVER_RUN = "never run"
 
 def state(history: StepHistory) -> str:
     """``SUCCESS``, ``FAILED (interrupted)``, ``SUCCESS (code changed)``, ``never run``..."""
+    if history.status is not None and history.status.unreadable:  # its error says why
+        return "unreadable record"
     word = NEVER_RUN if history.status is None else history.status.state.value
     shown = notes(history)
     return f"{word} ({', '.join(shown)})" if shown else word
