@@ -27,7 +27,7 @@ from typing import Any
 from confpipe.backends import encode_result
 from confpipe.backends.results import StoredResult
 from confpipe.cancel import CancelScope
-from confpipe.engine.fingerprint import code_changed
+from confpipe.engine.codechanges import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec

@@ -19,7 +19,7 @@ from typing import Any
 from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
 from confpipe.engine.cache import succeeded
-from confpipe.engine.fingerprint import CodeChanges
+from confpipe.engine.codechanges import CodeChanges
 from confpipe.engine.lock import read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
