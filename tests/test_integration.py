@@ -144,7 +144,9 @@ def test_ctrl_c_cancels_a_local_job_and_records_the_step_failed(tmp_path: Path) 
     # an interruption is no failure to fix: force_run_failed=False runs the step again
     steps = slow(str(tmp_path), job=True)
     (plan,) = run(steps, prefix=str(tmp_path / "out"), dry_run=True, force_run_failed=False).plan
-    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith("was interrupted (Ctrl-C)")
+    assert plan.state is Outcome.WILL_RUN and plan.reason.endswith(
+        "was interrupted (Ctrl-C or SIGTERM)"
+    )
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(
         launch("slow", str(tmp_path / "out"), str(tmp_path), "--job", "--strict")

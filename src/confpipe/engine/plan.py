@@ -222,7 +222,7 @@ def describe(
             state = Outcome.FAILED
             reason = f"failed earlier ({status.error}); force_run_failed=false stops the run"
         elif status is not None and status.interrupted:
-            reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C)"
+            reason = f"retry: a run by {status.worker} was interrupted (Ctrl-C or SIGTERM)"
         elif status is not None and status.state is StepState.FAILED:
             reason = f"retry: failed earlier ({status.error})"
             reason += "; its files are kept" if status.returned else ""
