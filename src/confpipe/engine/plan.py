@@ -301,7 +301,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changes = [
         f"{key}: {_short(before.get(key, missing))} -> {_short(after.get(key, missing))}"
         for key in sorted(before.keys() | after.keys())
-        if before.get(key, missing) != after.get(key, missing)
+        if _json(before.get(key, missing)) != _json(after.get(key, missing))  # 1 != 1.0
     ]
     old_deps, new_deps = _by_name(old.get("deps", [])), _by_name(new.get("deps", []))
     for name in sorted(old_deps.keys() | new_deps.keys()):
@@ -309,6 +309,11 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if was != now:
             changes.append(f"upstream {name}: {was} -> {now}")
     return changes
+
+
+def _json(value: Any) -> str:
+    """``value`` as the hash sees it: ``1`` and ``1.0`` (or ``true``) differ there."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _by_name(identities: list[str]) -> dict[str, str]:

@@ -7,6 +7,8 @@ bucket keeps every hash; resources are not part of it either, since a bigger mac
 computes the same output. Nor is the function's code: ``code`` and ``lineage`` fingerprint
 it (``confpipe.engine.fingerprint``) for the records, so that a plan can say an output was
 made by other code, without editing a function invalidating every output it made.
+The config is first coerced to the function's annotations (``confpipe.engine.coerce``): an
+``int`` given for a ``float`` parameter hashes as the float it means.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import PurePath
 from typing import Any
 
 from confpipe.backends.resources import Resources
+from confpipe.engine.coerce import coerce
 from confpipe.engine.fingerprint import digest, fingerprint
 from confpipe.errors import ConfigError
 
@@ -70,6 +73,9 @@ class StepSpec:
         check_name(self.name)
         if not callable(self.fn):
             raise ConfigError(f"step {self.name!r}: fn must be callable, got {self.fn!r}")
+        config = coerce(self.fn, self.config)  # 1 for a float parameter hashes as 1.0
+        if config is not self.config:
+            object.__setattr__(self, "config", config)
         if self.output_path is not None:
             if not self.output_path.strip():
                 raise ConfigError(f"step {self.name!r}: output_path must not be empty")
