@@ -41,7 +41,8 @@ from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
-from confpipe.storage import check_writable, local_path, store_for
+from confpipe.storage import check_writable, local_path, split_protocol, store_for
+from confpipe.storage.probe import check_creatable
 
 log = logging.getLogger("confpipe")
 
@@ -199,9 +200,11 @@ def _plan_and_run(
     rerun = options.rerun_on_code_change
     need = needed(specs, targets, statuses, rerun)
     todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
-    if not options.dry_run and todo:  # read-only outputs that are all cached are fine
+    if todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
             check_writable(folder)
+            if split_protocol(folder)[0] is None:  # a dry run writes nothing, not even a probe
+                check_creatable(folder, probe=not options.dry_run)
     if not options.force_run_failed and not options.dry_run:  # a dry run shows them
         for spec in todo:
             status = statuses[spec.identity]
