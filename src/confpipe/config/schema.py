@@ -78,7 +78,7 @@ class StepConf:
     config: dict[str, Any] = field(default_factory=dict)
     resources: ResourcesConf | None = None
     version: str | None = None
-    output_path: str | None = None  # relative: under the prefix; absolute path or URL: as is
+    output_path: str | None = None  # relative: under the prefix; absolute, ~/..., URL: as is
 
 
 def backend_schema(kind: object) -> type[BackendConf]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,12 +25,16 @@ from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
+from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
 from confpipe.engine.coerce import coerce
 from confpipe.engine.fingerprint import digest, fingerprint
 from confpipe.errors import ConfigError
 
 HASH_LENGTH = 12
+# confpipe's own folders under a prefix: the launches' manifests, sweeps' results tables and
+# (``.confpipe/``) the code staged for cloud jobs; no step's output_path may be in them
+RESERVED = ("manifests", "sweeps", RECORDS)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
@@ -79,6 +84,8 @@ class StepSpec:
         if self.output_path is not None:
             if not self.output_path.strip():
                 raise ConfigError(f"step {self.name!r}: output_path must not be empty")
+            if self.output_path.startswith("~"):  # the user's home, as a shell would say
+                object.__setattr__(self, "output_path", _home(self.name, self.output_path))
             _inside_prefix(self.name, self.output_path)
         # the code is read now, close to when it was imported: a file edited while the run
         # goes on must not be taken for the code that runs (once per function: ~free; set
@@ -265,7 +272,9 @@ def _absolute(path: str) -> bool:
 
 
 def _inside_prefix(step: str, path: str) -> None:
-    """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it)."""
+    """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it) and out of
+    the folders confpipe keeps there (``RESERVED``). A symlink on the way out is found when the
+    prefix is known (``escapes``)."""
     if _absolute(path):
         return
     normal = posixpath.normpath(path)
@@ -274,3 +283,30 @@ def _inside_prefix(step: str, path: str) -> None:
             f"step {step!r}: output_path={path!r} is not a folder inside the prefix; give a "
             "relative path below it (e.g. tokenizer/v2) or an absolute path or URL"
         )
+    top = normal.split("/", 1)[0]
+    if top in RESERVED:
+        raise ConfigError(
+            f"step {step!r}: output_path={path!r} is inside {top}/, where confpipe keeps its "
+            f"own records ({', '.join(RESERVED)} are reserved under the prefix); choose "
+            "another folder"
+        )
+
+
+def _home(step: str, path: str) -> str:
+    """``~/x`` (or ``~user/x``) as the absolute path it names; ConfigError for an unknown user."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        raise ConfigError(
+            f"step {step!r}: output_path={path!r}: no such user's home folder; write the "
+            "absolute path"
+        )
+    return expanded
+
+
+def escapes(spec: StepSpec, output: str, prefix: str) -> str | None:
+    """Where the local folder ``output`` of ``spec``'s relative output_path really is, if a
+    symlink takes it out of ``prefix`` (None for a step without one, or an absolute one)."""
+    if spec.output_path is None or _absolute(spec.output_path):
+        return None
+    real, root = os.path.realpath(output), os.path.realpath(prefix)
+    return None if real.startswith(root.rstrip("/") + "/") else real
