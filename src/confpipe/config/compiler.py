@@ -137,12 +137,12 @@ def run_options(
     for key, value in options.items():
         refuse_refs(key, value, "a run option")
     _check_keys("lock", options["lock"], OmegaConf.get_type(cfg, "lock") or dict)
-    run_only = options["run_only"]
+    run_only = _run_only(options["run_only"])
     heartbeat, lease = options["lock"]["heartbeat_interval"], options["lock"]["lease_timeout"]
     return RunOptions(  # checks every value
         prefix=options["prefix"],
         dry_run=options["dry_run"],
-        run_only=None if run_only is None else tuple(run_only),
+        run_only=run_only,
         force_run_failed=options["force_run_failed"],
         max_concurrent=options["max_concurrent"],
         detach=options["detach"],
@@ -150,6 +150,22 @@ def run_options(
         backend=backend if backend is not None else backend_for(cfg),
         log_level=str(options["log_level"]).upper(),
         rerun_on_code_change=options["rerun_on_code_change"],
+    )
+
+
+def _run_only(value: Any) -> tuple[str, ...] | None:
+    """``run_only`` as one step name or glob (``run_only=train_*``, as Hydra gives a bare
+    word), or a list of them; a step named by digits comes from Hydra as an int."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str | int) else value
+    if isinstance(items, list) and all(
+        isinstance(i, str | int) and not isinstance(i, bool) for i in items
+    ):
+        return tuple(str(i) for i in items)
+    raise ConfigError(
+        f"run_only: {value!r:.60} is not a step name, a shell glob or a list of them; "
+        "e.g. run_only=[train_tokenizer,eval] or run_only=train_*"
     )
 
 

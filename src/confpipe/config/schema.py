@@ -98,7 +98,7 @@ class SweepConf:
 class RunConf:
     prefix: str = "outputs"
     dry_run: bool = False
-    run_only: list[str] | None = None
+    run_only: Any = None  # a step name or glob, or a list of them (the compiler checks)
     force_run_failed: bool = True
     max_concurrent: int = 32
     detach: bool = False

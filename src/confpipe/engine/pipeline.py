@@ -31,12 +31,12 @@ from confpipe.engine.plan import (
     describe,
     needed,
     read_all,
-    select,
     warn_code_changes,
 )
 from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
+from confpipe.engine.select import select
 from confpipe.engine.spec import StepSpec, escapes
 from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
@@ -99,7 +99,7 @@ def run(
     *,
     prefix: str = "outputs",
     dry_run: bool = False,
-    run_only: Sequence[str] | None = None,
+    run_only: str | Sequence[str] | None = None,
     force_run_failed: bool = True,
     max_concurrent: int = 32,
     detach: bool = False,
@@ -115,11 +115,18 @@ def run(
     ran), Interrupted on Ctrl-C (running steps cancelled and recorded as failed).
     """
     options = RunOptions(
-        prefix, dry_run, None if run_only is None else tuple(run_only), force_run_failed,
+        prefix, dry_run, _patterns(run_only), force_run_failed,
         max_concurrent, detach, lock_options or LockOptions(), backend, log_level.upper(),
         rerun_on_code_change,
     )  # fmt: skip
     return run_steps(steps, options, reporter)
+
+
+def _patterns(run_only: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``run_only`` as RunOptions holds it: one name or glob, or several."""
+    if run_only is None:
+        return None
+    return (run_only,) if isinstance(run_only, str) else tuple(run_only)
 
 
 def run_steps(
@@ -195,7 +202,10 @@ def _plan_and_run(
     targets, unmatched = select(specs, given, run_only)
     if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
         names = ", ".join(sorted({s.name for s in specs}))
-        raise ConfigError(f"run_only: {list(run_only)} matches no step; steps: {names}")
+        raise ConfigError(
+            f"run_only: {list(run_only)} matches no step; steps: {names} (run_only takes exact "
+            "step names or shell globs, e.g. train_*)"
+        )
     for pattern in unmatched:
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,19 +76,6 @@ def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
                 "part of a step's identity, so vary a config key (or version) instead"
             )
     return list(unique.values())
-
-
-def select(
-    specs: Sequence[StepSpec], given: Sequence[StepSpec], run_only: Sequence[str] | None
-) -> tuple[list[StepSpec], list[str]]:
-    """The targets: steps matching ``run_only`` (the ``given`` ones if None), and the patterns
-    that matched nothing."""
-    if not run_only:
-        return list(given), []
-    patterns = [re.compile(text) for text in run_only]  # RunOptions checked them
-    targets = [s for s in specs if any(p.search(s.name) for p in patterns)]
-    unmatched = [p.pattern for p in patterns if not any(p.search(s.name) for s in specs)]
-    return targets, unmatched
 
 
 def needed(
