@@ -7,6 +7,10 @@ of the wall time. ``install(multirun=...)`` makes ``get_mode`` compose with the 
 mode the command line asked for and keep the result; the compose that follows takes it
 instead of composing again.
 
+A Ctrl-C or SIGTERM while composing stops the launch: OmegaConf turns the KeyboardInterrupt
+into one of its own errors, which would have been retried (Hydra's way) or reported as a
+config error, so it is raised again as what it was.
+
 Whenever the shortcut might differ from Hydra's own path, Hydra's code runs unchanged: a
 composition error (Hydra's ``get_mode`` is retried, so the error is raised where Hydra
 raises it), a config whose ``hydra.mode`` asks for the other mode, verbose Hydra logging, or
@@ -15,15 +19,21 @@ a compose with other arguments. The shortcut is a no-op on a Hydra without these
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["install"]
+from confpipe.config import yamlload
+
+__all__ = ["install", "interrupted", "stops_on_interrupt"]
 
 _MODE_OVERRIDE = "hydra.mode="
 
 
 def install(*, multirun: bool) -> None:
-    """Patch this process's Hydra so that a launch composes its config once."""
+    """Patch this process's Hydra so that a launch composes its config once, its YAML files'
+    aliases bounded (``confpipe.config.yamlload``) and Ctrl-C or SIGTERM stopping it."""
+    yamlload.install()
     try:
         from hydra._internal.hydra import Hydra
         from hydra.core.utils import configure_log
@@ -39,8 +49,10 @@ def install(*, multirun: bool) -> None:
     def get_mode_once(self: Any, config_name: Any, overrides: list[str]) -> Any:
         try:
             cfg = compose_config(self, config_name, overrides, run_mode=wanted)
-        except Exception:
-            return get_mode(self, config_name, overrides)  # Hydra's way, and its errors
+        except Exception as err:
+            interrupted(err)
+            with stops_on_interrupt():
+                return get_mode(self, config_name, overrides)  # Hydra's way, and its errors
         mode = cfg.hydra.mode
         if mode in (None, wanted) and not cfg.hydra.verbose:
             kept.update(key=(config_name, tuple(overrides)), cfg=cfg)
@@ -60,7 +72,8 @@ def install(*, multirun: bool) -> None:
         )
         appended = added is not None and key == (config_name, tuple(overrides[:-1]))
         if cfg is None or not same_args or not (key == given or appended):
-            return compose_config(self, config_name, overrides, **kwargs)
+            with stops_on_interrupt():
+                return compose_config(self, config_name, overrides, **kwargs)
         if appended:  # apply it as Hydra would have
             cfg.hydra.mode = wanted
             cfg.hydra.overrides.hydra.append(added)
@@ -71,3 +84,23 @@ def install(*, multirun: bool) -> None:
     get_mode_once._confpipe_once = True  # type: ignore[attr-defined]
     Hydra.get_mode = get_mode_once  # type: ignore[method-assign]
     Hydra.compose_config = compose_config_once  # type: ignore[method-assign, assignment]
+
+
+def interrupted(err: BaseException) -> None:
+    """Raise KeyboardInterrupt if ``err`` came of one: OmegaConf turns a KeyboardInterrupt
+    raised while it builds nodes into a ConfigKeyError, which a retry would then ignore."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            raise KeyboardInterrupt(*seen.args) from None
+        seen = seen.__cause__ or seen.__context__
+
+
+@contextlib.contextmanager
+def stops_on_interrupt() -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, which the CLI raises as one) during the block stays an interrupt."""
+    try:
+        yield
+    except Exception as err:
+        interrupted(err)
+        raise
