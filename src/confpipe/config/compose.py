@@ -7,6 +7,9 @@ of the wall time. ``install(multirun=...)`` makes ``get_mode`` compose with the 
 mode the command line asked for and keep the result; the compose that follows takes it
 instead of composing again.
 
+``--cfg job --resolve`` shows each ``${step:NAME}`` as NAME's output path (the steps compiled
+for it), not as the marker a run resolves it to.
+
 A Ctrl-C or SIGTERM while composing stops the launch: OmegaConf turns the KeyboardInterrupt
 into one of its own errors, which would have been retried (Hydra's way) or reported as a
 config error, so it is raised again as what it was.
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from confpipe.config import yamlload
+from confpipe.config.refs import showing_paths
 
 __all__ = ["install", "interrupted", "stops_on_interrupt"]
 
@@ -40,7 +44,7 @@ def install(*, multirun: bool) -> None:
         from hydra.types import RunMode
     except ImportError:  # another Hydra: keep its own path
         return
-    get_mode, compose_config = Hydra.get_mode, Hydra.compose_config
+    get_mode, compose_config, show_cfg = Hydra.get_mode, Hydra.compose_config, Hydra.show_cfg
     if getattr(get_mode, "_confpipe_once", False):
         return
     wanted = RunMode.MULTIRUN if multirun else RunMode.RUN
@@ -81,9 +85,18 @@ def install(*, multirun: bool) -> None:
             configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
         return cfg
 
+    def show_cfg_with_paths(self: Any, *args: Any, **kwargs: Any) -> None:
+        # imported when shown: the compiler (and the step modules it imports) is only
+        # needed for --cfg's output paths
+        from confpipe.config.compiler import output_paths
+
+        with showing_paths(output_paths):
+            show_cfg(self, *args, **kwargs)
+
     get_mode_once._confpipe_once = True  # type: ignore[attr-defined]
     Hydra.get_mode = get_mode_once  # type: ignore[method-assign]
     Hydra.compose_config = compose_config_once  # type: ignore[method-assign, assignment]
+    Hydra.show_cfg = show_cfg_with_paths  # type: ignore[method-assign]
 
 
 def interrupted(err: BaseException) -> None:
