@@ -37,7 +37,7 @@ from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.select import select
-from confpipe.engine.spec import StepSpec, escapes
+from confpipe.engine.spec import StepSpec, check_inside
 from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
@@ -182,8 +182,9 @@ def _places(
     prefix = local_path(options.prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
-    if split_protocol(prefix)[0] is None:
-        _check_inside(specs, outputs, prefix)
+    if split_protocol(prefix)[0] is None:  # a local prefix: symlinks in it are resolved
+        for spec in specs:
+            check_inside(spec, outputs[spec.identity], prefix)
     where = {s.identity: THREAD for s in specs}
     for spec in specs:
         res = resources[spec.identity]
@@ -330,18 +331,6 @@ def _check_unique(specs: Sequence[StepSpec], outputs: dict[str, str]) -> None:
             raise ConfigError(
                 f"steps {other.identity!r} and {spec.identity!r} both write to "
                 f"{outputs[spec.identity]!r}: give one of them another output_path"
-            )
-
-
-def _check_inside(specs: Sequence[StepSpec], outputs: dict[str, str], prefix: str) -> None:
-    """A relative output_path must not leave the local prefix through a symlink in it."""
-    for spec in specs:
-        real = escapes(spec, outputs[spec.identity], prefix)
-        if real is not None:
-            raise ConfigError(
-                f"step {spec.name!r}: output_path={spec.output_path!r} leaves the prefix "
-                f"through a symlink: it is {real}; give a folder inside the prefix, or that "
-                "absolute path"
             )
 
 

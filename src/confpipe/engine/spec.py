@@ -274,7 +274,7 @@ def _absolute(path: str) -> bool:
 def _inside_prefix(step: str, path: str) -> None:
     """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it) and out of
     the folders confpipe keeps there (``RESERVED``). A symlink on the way out is found when the
-    prefix is known (``escapes``)."""
+    prefix is known (``check_inside``)."""
     if _absolute(path):
         return
     normal = posixpath.normpath(path)
@@ -303,10 +303,14 @@ def _home(step: str, path: str) -> str:
     return expanded
 
 
-def escapes(spec: StepSpec, output: str, prefix: str) -> str | None:
-    """Where the local folder ``output`` of ``spec``'s relative output_path really is, if a
-    symlink takes it out of ``prefix`` (None for a step without one, or an absolute one)."""
+def check_inside(spec: StepSpec, output: str, prefix: str) -> None:
+    """ConfigError if ``spec``'s relative output_path leaves the local ``prefix`` through a
+    symlink in it (``output``: where it is, unresolved). Absolute paths: the user's choice."""
     if spec.output_path is None or _absolute(spec.output_path):
-        return None
+        return
     real, root = os.path.realpath(output), os.path.realpath(prefix)
-    return None if real.startswith(root.rstrip("/") + "/") else real
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise ConfigError(
+            f"step {spec.name!r}: output_path={spec.output_path!r} leaves the prefix through a "
+            f"symlink: it is {real}; give a folder inside the prefix, or that absolute path"
+        )
