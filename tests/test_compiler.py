@@ -700,7 +700,7 @@ def test_run_options_are_built_from_the_config() -> None:
         {},
         prefix="/data/out",
         dry_run=True,
-        run_only=["tok.*"],
+        run_only=["tok*"],
         force_run_failed=False,
         max_concurrent=4,
         detach=True,
@@ -710,7 +710,7 @@ def test_run_options_are_built_from_the_config() -> None:
     assert run_options(cfg, backend=backend) == RunOptions(
         prefix="/data/out",
         dry_run=True,
-        run_only=("tok.*",),
+        run_only=("tok*",),
         force_run_failed=False,
         max_concurrent=4,
         detach=True,
@@ -724,8 +724,10 @@ def test_run_options_are_built_from_the_config() -> None:
     ("options", "expected"),
     [
         ({"max_concurrent": 0}, "max_concurrent: must be at least 1, got 0"),
-        ({"run_only": ["tok("]}, "run_only[0]: 'tok(' is not a regular expression (missing ), "
-         "unterminated subpattern at position 3)"),
+        ({"run_only": [""]}, "run_only[0]: '' is not a step name or shell glob; "
+         "e.g. run_only=[train_tokenizer] or run_only=[train_*]"),
+        ({"run_only": {"a": 1}}, "run_only: {'a': 1} is not a step name, a shell glob or a list "
+         "of them; e.g. run_only=[train_tokenizer,eval] or run_only=train_*"),
         ({"lock": {"lease_timeout": 10}}, "lock.heartbeat_interval: must be positive and smaller "
          "than lock.lease_timeout (got 30 and 10); e.g. heartbeat_interval=30, lease_timeout=90"),
         ({"prefix": ""}, "prefix: must not be empty; use a local folder or an fsspec URL"),

@@ -171,7 +171,7 @@ CASES: list[tuple[str, str | None, list[str], list[str]]] = [
         ["lock.heartbeat_interval", "lock.lease_timeout"],
     ),
     ("bad-plan-format", None, ["dry_run=true", "plan_format=svg"], ["plan_format", "mermaid"]),
-    ("bad-run-only-regex", None, ["run_only=['(']"], ["run_only", "regular expression"]),
+    ("bad-run-only-grammar", None, ["run_only=[^b$]"], ["run_only=[^b$]", "quote"]),
 ]
 
 

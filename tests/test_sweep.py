@@ -212,13 +212,13 @@ def test_results_table_and_files_give_each_points_metrics(scored: Path) -> None:
     [(rows, records)] = results_files(scored)
     # default metrics: every number the points' last steps returned, at full precision
     assert [(r["overrides"], r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
-        ("steps.score.config.x=1", "ran", "1.0", "1"),
-        ("steps.score.config.x=2", "ran", "0.0", "2"),
-        ("steps.score.config.x=4", "ran", "4.0", "4"),
+        ("steps.score.config.x=1", "ran", "1.0", "1.0"),  # x: float, so 1 is passed as 1.0
+        ("steps.score.config.x=2", "ran", "0.0", "2.0"),
+        ("steps.score.config.x=4", "ran", "4.0", "4.0"),
     ]
     assert records[2] == {
         "overrides": ["steps.score.config.x=4"], "status": "ran",
-        "metrics": {"score.loss": 4.0, "score.x": 4}, "error": "",
+        "metrics": {"score.loss": 4.0, "score.x": 4.0}, "error": "",
     }  # fmt: skip
     for line in ("steps.score.config.x=4", "score.loss", "results: outputs/sweeps/"):
         assert line in out.stderr
@@ -389,8 +389,8 @@ def test_a_sweep_over_experiments_takes_each_ones_metrics(scored: Path) -> None:
     assert out.returncode == 0, out.stderr
     rows = results_files(scored)[0][0]
     assert [(r["status"], r["score.loss"], r["score.x"]) for r in rows] == [
-        ("ran", "1.0", "3"),  # scored: every number its last step returned
-        ("ran", "", "3"),  # other: only score.x (the same steps, merged: they ran once)
+        ("ran", "1.0", "3.0"),  # scored: every number its last step returned (x: float)
+        ("ran", "", "3.0"),  # other: only score.x (the same steps, merged: they ran once)
     ]
 
 

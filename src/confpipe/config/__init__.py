@@ -6,7 +6,8 @@ refs        ``${step:NAME}``: the resolver, and references turned into edges
 functions   ``fn`` dotted paths imported, their signatures checked against the config
 compiler    the whole config compiled: steps, run options, the backend
 explain     any config error as one line naming the key and the fix
-compose     Hydra composes a launch's config once, not twice
+compose     Hydra composes a launch's config once, not twice; a signal stops it
+yamlload    YAML loaded with a bound on what its aliases expand to (no "billion laughs")
 search      where configs are found
 
 May import: ``confpipe.engine``, ``confpipe.backends``, ``confpipe.storage``,

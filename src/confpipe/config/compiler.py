@@ -36,22 +36,26 @@ from confpipe.config.schema import (
 from confpipe.config.stepconf import check_step, to_resources
 from confpipe.engine.spec import StepSpec, check_name
 from confpipe.errors import ConfigError, closest, did_you_mean
+from confpipe.storage import local_path
 
 if TYPE_CHECKING:
     from confpipe.backends import Backend
     from confpipe.engine.options import RunOptions
 
-__all__ = ["backend_for", "compile_steps", "register_resolver", "run_options"]
+__all__ = ["backend_for", "compile_steps", "output_paths", "register_resolver", "run_options"]
 
 
 def compile_steps(
-    cfg: DictConfig | Mapping[str, Any], *, backend: Backend | None = None
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    backend: Backend | None = None,
+    check_resources: bool = True,
 ) -> list[StepSpec]:
     """The config's ``steps`` as StepSpecs, dependencies first; ConfigError on any mistake.
 
     ``cfg`` is the composed Hydra config; a plain mapping (or an untyped DictConfig) works
     too: its steps get the same checks. Resources are checked against ``backend``
-    (default: ``backend_for(cfg)``).
+    (default: ``backend_for(cfg)``), unless ``check_resources`` is false.
     """
     # imported when used: the job wrapper pulls in cloudpickle, which a launch that fails to
     # compile (or a fully cached one, for the remote decorator's check) need not pay for
@@ -62,7 +66,8 @@ def compile_steps(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"steps: expected a mapping of step names to steps, got {raw!r:.60}")
-    backend = backend if backend is not None else backend_for(cfg)
+    if check_resources and backend is None:
+        backend = backend_for(cfg)
     steps: dict[str, dict[str, Any]] = {}
     edges: dict[str, list[str]] = {}
     for name, step in raw.items():
@@ -78,7 +83,7 @@ def compile_steps(
         functions.check_call(name, fn, fn_path, config)
         resources = to_resources(name, fields.get("resources"))
         effective = step_resources(resources, fn)
-        if effective is not None:
+        if effective is not None and backend is not None:
             _check_backend(backend, name, effective, fn_path if resources is None else None)
         spec = StepSpec(
             name,
@@ -91,6 +96,14 @@ def compile_steps(
         _ = spec.identity  # hash deps-first, so that a long chain never hashes recursively
         specs[name] = spec
     return [specs[name] for name in order]
+
+
+def output_paths(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
+    """Each step's output path (local paths absolute), by step name: what ``${step:NAME}``
+    stands for when a config is shown (``--cfg job --resolve``). Resources are not checked."""
+    specs = compile_steps(cfg, check_resources=False)
+    prefix = local_path(str(_resolved(_run_conf(cfg), "prefix")))
+    return {spec.name: local_path(spec.output_under(prefix)) for spec in specs}
 
 
 def backend_for(cfg: DictConfig | Mapping[str, Any]) -> Backend:
@@ -137,12 +150,12 @@ def run_options(
     for key, value in options.items():
         refuse_refs(key, value, "a run option")
     _check_keys("lock", options["lock"], OmegaConf.get_type(cfg, "lock") or dict)
-    run_only = options["run_only"]
+    run_only = _run_only(options["run_only"])
     heartbeat, lease = options["lock"]["heartbeat_interval"], options["lock"]["lease_timeout"]
     return RunOptions(  # checks every value
         prefix=options["prefix"],
         dry_run=options["dry_run"],
-        run_only=None if run_only is None else tuple(run_only),
+        run_only=run_only,
         force_run_failed=options["force_run_failed"],
         max_concurrent=options["max_concurrent"],
         detach=options["detach"],
@@ -150,6 +163,22 @@ def run_options(
         backend=backend if backend is not None else backend_for(cfg),
         log_level=str(options["log_level"]).upper(),
         rerun_on_code_change=options["rerun_on_code_change"],
+    )
+
+
+def _run_only(value: Any) -> tuple[str, ...] | None:
+    """``run_only`` as one step name or glob (``run_only=train_*``, as Hydra gives a bare
+    word), or a list of them; a step named by digits comes from Hydra as an int."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str | int) else value
+    if isinstance(items, list) and all(
+        isinstance(i, str | int) and not isinstance(i, bool) for i in items
+    ):
+        return tuple(str(i) for i in items)
+    raise ConfigError(
+        f"run_only: {value!r:.60} is not a step name, a shell glob or a list of them; "
+        "e.g. run_only=[train_tokenizer,eval] or run_only=train_*"
     )
 
 

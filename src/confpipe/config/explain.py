@@ -113,8 +113,10 @@ def _explain_hydra(exc: BaseException) -> str | None:
         detail = _one_line(
             "\n".join(line for line in lines if not line.startswith(("Error parsing", "See ")))
         )
+        quoted = _quoted(exc.override)
+        fix = f"; quote the value, e.g. '{quoted}' (in the shell)" if quoted else ""
         return (
-            f"override {exc.override!r}: {detail} "
+            f"override {exc.override!r}: Hydra's override grammar can't read it ({detail}){fix} "
             "(see https://hydra.cc/docs/advanced/override_grammar/basic)"
         )
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
@@ -152,6 +154,31 @@ def _explain_hydra(exc: BaseException) -> str | None:
         return f"{name}: not in the defaults list; use {_add_hint(message)}"
     text = re.split(r"\n\s*Config search path", message)[0]
     return _one_line(text)
+
+
+def _quoted(override: str) -> str | None:
+    """``key=["^b$"]`` for ``key=[^b$]``: the override with its value (or each item of a
+    list) quoted, if Hydra's grammar reads that; else None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key, sep, value = override.partition("=")
+    if not sep or not value:
+        return None
+    if value.startswith("[") and value.endswith("]"):
+        value = "[" + ",".join(_quote(item.strip()) for item in value[1:-1].split(",")) + "]"
+    else:
+        value = _quote(value)
+    try:
+        OverridesParser.create().parse_overrides([f"{key}={value}"])
+    except Exception:  # still not Hydra's grammar: no advice is better than a wrong one
+        return None
+    return f"{key}={value}"
+
+
+def _quote(text: str) -> str:
+    if text[:1] in "'\"" and text[-1:] == text[:1]:
+        return text
+    return f'"{text}"' if '"' not in text else f"'{text}'"
 
 
 def _unpackaged(message: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from confpipe.config.explain import bad_value, listing
 from confpipe.config.refs import as_written
+from confpipe.engine.coerce import type_hints
 from confpipe.engine.frames import shown_path, user_frames
 from confpipe.engine.spec import function_path
 from confpipe.errors import ConfigError, did_you_mean
@@ -133,7 +134,7 @@ def _parameters(fn: Callable[..., Any]) -> _Params | None:
     except (TypeError, ValueError):  # some builtins have none: let the call decide
         return None
     names, required, positional_only, var_keyword = [], [], [], False
-    hints = _hints(fn)
+    hints = type_hints(fn)
     declared: dict[str, _Declared] = {}
     for p in signature.parameters.values():
         if p.kind is p.VAR_KEYWORD:
@@ -149,17 +150,6 @@ def _parameters(fn: Callable[..., Any]) -> _Params | None:
             if simple is not None:
                 declared[p.name] = simple
     return _Params(tuple(names), tuple(required), tuple(positional_only), var_keyword, declared)
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    """``fn``'s resolved annotations; none for classes and other callables (their signature is
-    not their annotations) or when one can't be resolved (a ``TYPE_CHECKING`` import)."""
-    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
-        return {}
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # any error evaluating the user's annotations: check nothing
-        return {}
 
 
 def _simple(hint: Any, *, none_default: bool) -> _Declared | None:

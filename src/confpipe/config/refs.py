@@ -5,12 +5,15 @@ markers linked to StepSpecs (the DAG's edges).
 lists. ``steps_data`` reads the config's steps in one ``OmegaConf.to_container`` pass and
 turns plain ``${step:NAME}`` interpolations into markers itself (OmegaConf's parser costs
 about a millisecond per interpolation); any other interpolation is resolved by OmegaConf.
+While a config is shown (``showing_paths``), the resolver gives the output path instead.
 ``link`` then makes each marker in a step's config NAME's StepSpec (the whole string), a
 ``Ref`` (the marker then text: ``${step:tok}/shards``) or a ``Template`` (anything else).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -28,8 +31,40 @@ _PLAIN_REF = re.compile(r"\$\{step:([A-Za-z_][\w.\-]*)\}")
 _NOT_PLAIN = frozenset({"true", "false", "null", "nan", "inf"})
 
 
-def _step_marker(name: object) -> str:
-    return f"{_START}{name}{_END}"
+# While a config is shown (``--cfg job --resolve``): a function giving each step's output
+# path from the config's root, which the resolver then shows instead of its marker
+_showing: contextvars.ContextVar[Callable[[Any], Mapping[str, str]] | None] = (
+    contextvars.ContextVar("confpipe_showing", default=None)
+)
+_shown: dict[int, Mapping[str, str]] = {}  # the paths of each root shown, by id
+
+
+def _step_marker(name: object, _root_: Any = None) -> str:
+    paths_of = _showing.get()
+    if paths_of is None or _root_ is None:
+        return f"{_START}{name}{_END}"
+    if id(_root_) not in _shown:
+        token = _showing.set(None)  # the compile below resolves with markers, as a run does
+        try:
+            _shown[id(_root_)] = paths_of(_root_)
+        except Exception:  # a config that doesn't compile: its references stay as written
+            _shown[id(_root_)] = {}
+        finally:
+            _showing.reset(token)
+    return _shown[id(_root_)].get(str(name), f"${{step:{name}}}")
+
+
+@contextlib.contextmanager
+def showing_paths(paths_of: Callable[[Any], Mapping[str, str]]) -> Iterator[None]:
+    """Within the block, ``${step:NAME}`` resolves to NAME's output path, which
+    ``paths_of(root config)`` gives (``${step:NAME}`` as written where it can't): for
+    showing a config, never for running it."""
+    token = _showing.set(paths_of)
+    try:
+        yield
+    finally:
+        _showing.reset(token)
+        _shown.clear()
 
 
 def register_resolver() -> None:

@@ -78,7 +78,7 @@ class StepConf:
     config: dict[str, Any] = field(default_factory=dict)
     resources: ResourcesConf | None = None
     version: str | None = None
-    output_path: str | None = None  # relative: under the prefix; absolute path or URL: as is
+    output_path: str | None = None  # relative: under the prefix; absolute, ~/..., URL: as is
 
 
 def backend_schema(kind: object) -> type[BackendConf]:
@@ -98,7 +98,7 @@ class SweepConf:
 class RunConf:
     prefix: str = "outputs"
     dry_run: bool = False
-    run_only: list[str] | None = None
+    run_only: Any = None  # a step name or glob, or a list of them (the compiler checks)
     force_run_failed: bool = True
     max_concurrent: int = 32
     detach: bool = False

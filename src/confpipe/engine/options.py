@@ -7,7 +7,6 @@ here, once, in the config's words (``max_concurrent: must be at least 1, got 0``
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from confpipe.backends import Backend
@@ -25,7 +24,7 @@ class RunOptions:
 
     prefix: str = "outputs"  # a local folder or an fsspec URL
     dry_run: bool = False  # report the plan; write nothing
-    run_only: tuple[str, ...] | None = None  # step name patterns: those and their deps
+    run_only: tuple[str, ...] | None = None  # step names or shell globs: those and their deps
     force_run_failed: bool = True  # False: a step that failed earlier stops the run
     max_concurrent: int = 32  # steps in flight
     detach: bool = False  # on Ctrl-C, leave submitted jobs running
@@ -38,12 +37,11 @@ class RunOptions:
         if not self.prefix.strip():
             raise ConfigError("prefix: must not be empty; use a local folder or an fsspec URL")
         for i, pattern in enumerate(self.run_only or ()):
-            try:
-                re.compile(pattern)
-            except re.error as err:
+            if not isinstance(pattern, str) or not pattern.strip():
                 raise ConfigError(
-                    f"run_only[{i}]: {pattern!r} is not a regular expression ({err})"
-                ) from None
+                    f"run_only[{i}]: {pattern!r} is not a step name or shell glob; "
+                    "e.g. run_only=[train_tokenizer] or run_only=[train_*]"
+                )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not a level; use one of {', '.join(LOG_LEVELS)}"

@@ -32,17 +32,18 @@ from confpipe.engine.plan import (
     describe,
     needed_checked,
     read_all,
-    select,
     warn_code_changes,
 )
 from confpipe.engine.remote import as_job, step_resources
 from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
-from confpipe.engine.spec import StepSpec
+from confpipe.engine.select import select
+from confpipe.engine.spec import StepSpec, check_inside
 from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
-from confpipe.storage import check_writable, local_path, store_for
+from confpipe.storage import check_writable, local_path, split_protocol, store_for
+from confpipe.storage.probe import check_creatable
 
 log = logging.getLogger("confpipe")
 
@@ -102,7 +103,7 @@ def run(
     *,
     prefix: str = "outputs",
     dry_run: bool = False,
-    run_only: Sequence[str] | None = None,
+    run_only: str | Sequence[str] | None = None,
     force_run_failed: bool = True,
     max_concurrent: int = 32,
     detach: bool = False,
@@ -118,11 +119,18 @@ def run(
     ran), Interrupted on Ctrl-C (running steps cancelled and recorded as failed).
     """
     options = RunOptions(
-        prefix, dry_run, None if run_only is None else tuple(run_only), force_run_failed,
+        prefix, dry_run, _patterns(run_only), force_run_failed,
         max_concurrent, detach, lock_options or LockOptions(), backend, log_level.upper(),
         rerun_on_code_change,
     )  # fmt: skip
     return run_steps(steps, options, reporter)
+
+
+def _patterns(run_only: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``run_only`` as RunOptions holds it: one name or glob, or several."""
+    if run_only is None:
+        return None
+    return (run_only,) if isinstance(run_only, str) else tuple(run_only)
 
 
 def run_steps(
@@ -178,6 +186,9 @@ def _places(
     prefix = local_path(options.prefix)
     outputs = {s.identity: local_path(s.output_under(prefix)) for s in specs}
     _check_unique(specs, outputs)
+    if split_protocol(prefix)[0] is None:  # a local prefix: symlinks in it are resolved
+        for spec in specs:
+            check_inside(spec, outputs[spec.identity], prefix)
     where = {s.identity: THREAD for s in specs}
     for spec in specs:
         res = resources[spec.identity]
@@ -196,16 +207,21 @@ def _plan_and_run(
     targets, unmatched = select(specs, given, run_only)
     if run_only and len(unmatched) == len(run_only):  # a typo would run nothing, silently
         names = ", ".join(sorted({s.name for s in specs}))
-        raise ConfigError(f"run_only: {list(run_only)} matches no step; steps: {names}")
+        raise ConfigError(
+            f"run_only: {list(run_only)} matches no step; steps: {names} (run_only takes exact "
+            "step names or shell globs, e.g. train_*)"
+        )
     for pattern in unmatched:
         log.warning("run_only pattern %r matches no step", pattern)
     statuses = read_all(specs, outputs)
     rerun = options.rerun_on_code_change
     need = needed_checked(specs, targets, statuses, outputs, rerun)
     todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
-    if not options.dry_run and todo:  # read-only outputs that are all cached are fine
+    if todo:  # read-only outputs that are all cached are fine
         for folder in _folders(prefix, [outputs[s.identity] for s in todo]):
             check_writable(folder)
+            if split_protocol(folder)[0] is None:  # a dry run writes nothing, not even a probe
+                check_creatable(folder, probe=not options.dry_run)
     if not options.force_run_failed and not options.dry_run:  # a dry run shows them
         for spec in todo:
             status = statuses[spec.identity]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,19 +83,6 @@ def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
                 "part of a step's identity, so vary a config key (or version) instead"
             )
     return list(unique.values())
-
-
-def select(
-    specs: Sequence[StepSpec], given: Sequence[StepSpec], run_only: Sequence[str] | None
-) -> tuple[list[StepSpec], list[str]]:
-    """The targets: steps matching ``run_only`` (the ``given`` ones if None), and the patterns
-    that matched nothing."""
-    if not run_only:
-        return list(given), []
-    patterns = [re.compile(text) for text in run_only]  # RunOptions checked them
-    targets = [s for s in specs if any(p.search(s.name) for p in patterns)]
-    unmatched = [p.pattern for p in patterns if not any(p.search(s.name) for s in specs)]
-    return targets, unmatched
 
 
 def needed(
@@ -376,7 +362,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changes = [
         f"{key}: {_short(before.get(key, missing))} -> {_short(after.get(key, missing))}"
         for key in sorted(before.keys() | after.keys())
-        if before.get(key, missing) != after.get(key, missing)
+        if _json(before.get(key, missing)) != _json(after.get(key, missing))  # 1 != 1.0
     ]
     old_deps, new_deps = _by_name(old.get("deps", [])), _by_name(new.get("deps", []))
     for name in sorted(old_deps.keys() | new_deps.keys()):
@@ -384,6 +370,11 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if was != now:
             changes.append(f"upstream {name}: {was} -> {now}")
     return changes
+
+
+def _json(value: Any) -> str:
+    """``value`` as the hash sees it: ``1`` and ``1.0`` (or ``true``) differ there."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _by_name(identities: list[str]) -> dict[str, str]:

@@ -7,6 +7,8 @@ bucket keeps every hash; resources are not part of it either, since a bigger mac
 computes the same output. Nor is the function's code: ``code`` and ``lineage`` fingerprint
 it (``confpipe.engine.fingerprint``) for the records, so that a plan can say an output was
 made by other code, without editing a function invalidating every output it made.
+The config is first coerced to the function's annotations (``confpipe.engine.coerce``): an
+``int`` given for a ``float`` parameter hashes as the float it means.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,11 +25,16 @@ from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
+from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
+from confpipe.engine.coerce import coerce
 from confpipe.engine.fingerprint import digest, fingerprint
 from confpipe.errors import ConfigError
 
 HASH_LENGTH = 12
+# confpipe's own folders under a prefix: the launches' manifests, sweeps' results tables and
+# (``.confpipe/``) the code staged for cloud jobs; no step's output_path may be in them
+RESERVED = ("manifests", "sweeps", RECORDS)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
@@ -70,9 +78,14 @@ class StepSpec:
         check_name(self.name)
         if not callable(self.fn):
             raise ConfigError(f"step {self.name!r}: fn must be callable, got {self.fn!r}")
+        config = coerce(self.fn, self.config)  # 1 for a float parameter hashes as 1.0
+        if config is not self.config:
+            object.__setattr__(self, "config", config)
         if self.output_path is not None:
             if not self.output_path.strip():
                 raise ConfigError(f"step {self.name!r}: output_path must not be empty")
+            if self.output_path.startswith("~"):  # the user's home, as a shell would say
+                object.__setattr__(self, "output_path", _home(self.name, self.output_path))
             _inside_prefix(self.name, self.output_path)
         # the code is read now, close to when it was imported: a file edited while the run
         # goes on must not be taken for the code that runs (once per function: ~free; set
@@ -259,7 +272,9 @@ def _absolute(path: str) -> bool:
 
 
 def _inside_prefix(step: str, path: str) -> None:
-    """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it)."""
+    """A relative ``output_path`` must stay inside the prefix (no ``..`` out of it) and out of
+    the folders confpipe keeps there (``RESERVED``). A symlink on the way out is found when the
+    prefix is known (``check_inside``)."""
     if _absolute(path):
         return
     normal = posixpath.normpath(path)
@@ -267,4 +282,35 @@ def _inside_prefix(step: str, path: str) -> None:
         raise ConfigError(
             f"step {step!r}: output_path={path!r} is not a folder inside the prefix; give a "
             "relative path below it (e.g. tokenizer/v2) or an absolute path or URL"
+        )
+    top = normal.split("/", 1)[0]
+    if top in RESERVED:
+        raise ConfigError(
+            f"step {step!r}: output_path={path!r} is inside {top}/, where confpipe keeps its "
+            f"own records ({', '.join(RESERVED)} are reserved under the prefix); choose "
+            "another folder"
+        )
+
+
+def _home(step: str, path: str) -> str:
+    """``~/x`` (or ``~user/x``) as the absolute path it names; ConfigError for an unknown user."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        raise ConfigError(
+            f"step {step!r}: output_path={path!r}: no such user's home folder; write the "
+            "absolute path"
+        )
+    return expanded
+
+
+def check_inside(spec: StepSpec, output: str, prefix: str) -> None:
+    """ConfigError if ``spec``'s relative output_path leaves the local ``prefix`` through a
+    symlink in it (``output``: where it is, unresolved). Absolute paths: the user's choice."""
+    if spec.output_path is None or _absolute(spec.output_path):
+        return
+    real, root = os.path.realpath(output), os.path.realpath(prefix)
+    if not real.startswith(root.rstrip("/") + "/"):
+        raise ConfigError(
+            f"step {spec.name!r}: output_path={spec.output_path!r} leaves the prefix through a "
+            f"symlink: it is {real}; give a folder inside the prefix, or that absolute path"
         )
