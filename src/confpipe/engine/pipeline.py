@@ -116,7 +116,9 @@ def run(
     """Run ``steps`` and everything they depend on; skip what already succeeded.
 
     Raises ConfigError before anything runs, RunFailed when steps failed (the others still
-    ran), Interrupted on Ctrl-C (running steps cancelled and recorded as failed).
+    ran), Interrupted on Ctrl-C (or SIGTERM through the CLI): running steps are cancelled and
+    recorded as interrupted (state FAILED with ``interrupted: true``, which is not a failure:
+    ``force_run_failed=false`` runs them again).
     """
     options = RunOptions(
         prefix, dry_run, _patterns(run_only), force_run_failed,
