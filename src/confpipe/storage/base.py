@@ -31,6 +31,12 @@ class Store(Protocol):
         """The fsspec filesystem, for outputs and job folders."""
         ...
 
+    @property
+    def retry_window(self) -> float:
+        """Seconds one primitive may keep retrying a failing store before it raises (0: it
+        fails at once). The lock warns when a lease is too short to ride it out."""
+        ...
+
     def read(self, path: str) -> Blob | None:
         """The object at ``path`` or None if absent."""
         ...
