@@ -32,7 +32,7 @@ from confpipe.engine.heartbeat import Heartbeat
 from confpipe.engine.owner import Holder, dead_local_holder, holder_of, lease_record, read_holder
 from confpipe.engine.status import lease_path
 from confpipe.errors import ConfigError, LeaseLost, StepFailed
-from confpipe.storage import Store
+from confpipe.storage import Store, StoreUnreachable
 
 __all__ = [
     "Holder", "Hooks", "Lease", "LockOptions", "abandon_held", "acquire", "dead_local_holder",
@@ -126,8 +126,8 @@ class Lease:
                 version = self.store.replace(self.path, lease_record(self.owner), self._version)
             except Exception as err:  # a transient store error: retry until the lease expires
                 if sent - self._refreshed < self.options.give_up:
-                    if not self._failing:  # one line per outage, not one per try
-                        log.warning("step %s: heartbeat failed, will retry: %s", self.step, err)
+                    if not self._failing:  # said if it lasts: the lease is given up
+                        log.debug("step %s: heartbeat failed, will retry: %s", self.step, err)
                     self._failing = True
                     return True
                 self.expire()
@@ -155,6 +155,8 @@ class Lease:
         if version is not None:
             try:
                 self.store.delete(self.path, version)
+            except StoreUnreachable as err:  # the step's own error says so already
+                log.debug("step %s: could not release its lease: %s", self.step, err)
             except Exception as err:  # it will go stale and be taken over
                 log.warning("step %s: could not release its lease: %s", self.step, err)
         self.scope.close()
@@ -278,14 +280,16 @@ def lock(
             if lost is None:
                 lease = acquire(store, step, output_path, owner, options, scope, hooks)
             else:
-                lease = _acquire_again(store, step, output_path, owner, options, scope, hooks)
+                assert hooks is not None
+                again = (store, step, output_path, owner, options, scope, hooks, lost)
+                lease = _acquire_again(*again)
             try:
                 return _held(fn, lease, output_path, config, after_loss=lost is not None)
             except LeaseLost as err:
                 if hooks is None:  # nothing to tell a finished step by: never run it twice
                     raise
                 lost = err
-                log.info("step %s: waiting for the launch that took it over", step)
+                log.info("step %s: waiting for its lease again", step)
             finally:
                 lease.release()
         assert lost is not None
@@ -332,11 +336,12 @@ def _held(
 
 def _acquire_again(
     store: Store, step: str, output: str, owner: str, options: LockOptions,
-    scope: CancelScope, hooks: Hooks | None,
+    scope: CancelScope, hooks: Hooks, lost: LeaseLost,
 ) -> Lease:  # fmt: skip
-    """``acquire`` after a lost lease, riding out a store that fails for up to a lease
-    timeout (it may be what made this launch lose the lease)."""
+    """``acquire`` after a lost lease, riding out a store that fails (it may be what made
+    this launch lose the lease) for up to the store's retry window or a heartbeat interval."""
     failing: float | None = None
+    patience = max(store.retry_window, options.heartbeat_interval)
     while True:
         try:
             return acquire(store, step, output, owner, options, scope, hooks)
@@ -344,8 +349,8 @@ def _acquire_again(
             raise
         except Exception as err:
             failing = time.monotonic() if failing is None else failing
-            if time.monotonic() - failing > options.lease_timeout:
-                raise LeaseLost(step, f"lease lost, then the store kept failing: {err}") from err
+            if time.monotonic() - failing > patience:
+                raise LeaseLost(step, f"{lost}; then: {err}") from err
             if scope.wait(options.heartbeat_interval / 4):
                 raise StepFailed(
                     step, f"cancelled while waiting for its lease: {scope.reason}"
