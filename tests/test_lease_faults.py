@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -36,7 +37,7 @@ from confpipe.engine.owner import process_record
 from confpipe.engine.status import StepState, lease_path, read_status
 from confpipe.storage import Blob, LocalStore, Store, store_for
 from tests.pipelines import slow
-from tests.waits import eventually
+from tests.waits import alive, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = LockOptions(heartbeat_interval=12, lease_timeout=60)
@@ -252,3 +253,59 @@ def test_a_lease_too_short_for_the_stores_retry_window_is_warned_once(
         "window (30s): a store that is slow for a while makes a launch give its steps up; "
         "raise lock.lease_timeout to 117s or more"
     )
+
+
+HELD_JOB = """\
+import json, logging, sys
+from confpipe import ConfpipeError, LockOptions, Resources, StepSpec, run
+from tests import jobfns
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+prefix, work = sys.argv[1:3]
+config = {"pid_file": f"{work}/pid", "release": f"{work}/release"}
+step = StepSpec("held", jobfns.hold, config, resources=Resources(cpu=1))
+try:
+    summary = run([step], prefix=prefix, lock_options=LockOptions(0.8, 4.0))
+except ConfpipeError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)
+print(json.dumps({"ran": len(summary.ran)}))
+"""
+
+
+@pytest.mark.slow
+def test_a_frozen_bucket_stops_the_holders_job_before_another_launch_runs_it(
+    tmp_path: Path, fake_gcs: Any, gs_prefix: str
+) -> None:
+    # the issue's case: two launches, a 4 s lease, the bucket frozen for longer than that
+    work = str(tmp_path)
+
+    def driver() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", HELD_JOB, gs_prefix, work],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = driver()
+    pid_file = tmp_path / "pid"
+    eventually(pid_file.exists, "the first launch's job", 60)
+    first_job = int(pid_file.read_text())
+    second = driver()  # waits for the lease
+    time.sleep(1.0)
+    server = fake_gcs._proc.pid
+    os.kill(server, signal.SIGSTOP)  # frozen: both launches alive, nobody's writes land
+    try:
+        # the holder gives its lease up and kills its job while the bucket is still frozen
+        eventually(lambda: not alive(first_job), "the first launch to stop its job", 8)
+        time.sleep(4.5)  # the lease goes stale on the server's clock meanwhile
+        (tmp_path / "release").touch()  # a job started from now on finishes at once
+    finally:
+        os.kill(server, signal.SIGCONT)
+    results = [proc.communicate(timeout=120) for proc in (first, second)]
+    for proc, (_, err) in zip((first, second), results, strict=True):
+        assert proc.returncode == 0, err  # the step got done: no launch reports a failure
+    assert "step held: lease given up" in results[0][1]
+    ran = [json.loads(out.splitlines()[-1])["ran"] for out, _ in results]
+    assert sorted(ran) == [0, 1]  # run to completion once, by one launch
+    if ran[0] == 0:  # the second took the lease over first; else the first got it back
+        assert "step held: done by another launch (not a failure)" in results[0][1]
+    assert int(pid_file.read_text()) != first_job  # a new job did it; the first never ended
