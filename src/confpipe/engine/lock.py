@@ -3,8 +3,8 @@
 Acquire is an atomic create-if-absent of ``lease.json``; a lease whose heartbeat is older
 than ``lease_timeout`` (judged from the store's own timestamps) is taken over with a
 compare-and-swap, so exactly one of several racing launches wins. One shared heartbeat
-thread refreshes every held lease with a compare-and-swap; when that fails, the lease
-is lost: the step's cancel scope is set (its job is cancelled) and it can no longer
+(``heartbeat.py``) refreshes every held lease with a compare-and-swap; when that fails, the
+lease is lost: the step's cancel scope is set (its job is cancelled) and it can no longer
 write a record, because every record write is fenced by a successful refresh first.
 
 A holder also gives its lease up by itself when no heartbeat of its own has landed for
@@ -99,7 +99,6 @@ class Lease:
         self.path = lease_path(output)
         self.options, self.scope, self.hooks = options, scope, hooks
         self.lost: str | None = None
-        self.taken_by: str | None = None  # the launch that took the lease over, if known
         self._version: str | None = version
         self._refreshed = sent  # monotonic time when the last write that landed was sent
         self._guard = threading.Lock()  # one refresh at a time
@@ -139,7 +138,7 @@ class Lease:
             if self.is_lost():  # landed, but too late: this launch gave the lease up meanwhile
                 return False
             if self._failing:
-                log.info("step %s: heartbeat reached the store again", self.step)
+                log.debug("step %s: heartbeat reached the store again", self.step)
             self._refreshed, self._failing = sent, False
             return True
 
@@ -178,7 +177,6 @@ class Lease:
         except Exception:  # the store failed again: say what is known
             holder = None
         who = f"taken over by {holder.owner}" if holder else "deleted by someone else"
-        self.taken_by = holder.owner if holder else None
         self._stop(f"lease lost ({who}); this launch did not commit the step")
 
     def _stop(self, reason: str) -> None:
