@@ -38,6 +38,10 @@ class ClockedStore:
     def fs(self) -> Any:
         return self.inner.fs
 
+    @property
+    def retry_window(self) -> float:
+        return self.inner.retry_window
+
     def now(self) -> float:
         return self.inner.now() + self.offset
 

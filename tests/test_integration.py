@@ -91,7 +91,8 @@ def test_kill_9_then_a_new_launch_takes_over(tmp_path: Path, prefix: str) -> Non
     (tmp_path / "seconds").write_text("0")
     code, out, err = finish(launch("slow", prefix, work, "--lease", "1.5"))
     assert code == 0, err
-    assert "took over the stale lease" in err
+    # stale by now; on gs:// (whose clock is a lower bound) maybe not yet, but it is gone
+    assert "took over the stale lease" in err or "is gone: taking it over" in err
     second_pid = json.loads(out.splitlines()[-1])["pid"]
     assert load_result(output) == second_pid
 
@@ -111,8 +112,9 @@ def test_a_launch_whose_lease_was_taken_never_writes_success(tmp_path: Path, pre
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     code, _, err = finish(frozen)
-    assert code == 1
-    assert "lease lost (" in err and "did not commit" in err
+    assert code == 0, err  # the step is done, by the other launch: not a failure
+    assert "lease lost (" in err or "lease given up" in err
+    assert "step slow: done by another launch" in err
     output = slow_output(tmp_path, prefix)
     status = read_status(store_for(output), output)
     assert status is not None and status.state is StepState.SUCCESS

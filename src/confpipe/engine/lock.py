@@ -3,27 +3,41 @@
 Acquire is an atomic create-if-absent of ``lease.json``; a lease whose heartbeat is older
 than ``lease_timeout`` (judged from the store's own timestamps) is taken over with a
 compare-and-swap, so exactly one of several racing launches wins. One shared heartbeat
-thread refreshes every held lease with a compare-and-swap; when that fails, the lease
-is lost: the step's cancel scope is set (its job is cancelled) and it can no longer
+(``heartbeat.py``) refreshes every held lease with a compare-and-swap; when that fails, the
+lease is lost: the step's cancel scope is set (its job is cancelled) and it can no longer
 write a record, because every record write is fenced by a successful refresh first.
+
+A holder also gives its lease up by itself when no heartbeat of its own has landed for
+``lease_timeout`` minus a margin (a store it cannot reach): it stops its step *before*
+another launch can judge the lease stale, so the work never runs twice. A launch that lost
+its lease waits for it again like any late launch, and finds the step done by the launch
+that took it over (reported as done by another launch, not as a failure).
+
+A lease also names its process (``owner.py``): a holder on this same machine whose process
+is gone is taken over at once, without waiting out the lease.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confpipe.cancel import CancelScope, entered
+from confpipe.engine.heartbeat import Heartbeat
+from confpipe.engine.owner import Holder, dead_local_holder, holder_of, lease_record, read_holder
 from confpipe.engine.status import lease_path
 from confpipe.errors import ConfigError, LeaseLost, StepFailed
-from confpipe.storage import Blob, Store
+from confpipe.storage import Store, StoreUnreachable
+
+__all__ = [
+    "Holder", "Hooks", "Lease", "LockOptions", "abandon_held", "acquire", "dead_local_holder",
+    "lock", "read_holder", "try_acquire", "warn_timing",
+]  # fmt: skip
 
 log = logging.getLogger("confpipe")
 
@@ -43,13 +57,13 @@ class LockOptions:
                 f"(got {heartbeat:g} and {lease:g}); e.g. heartbeat_interval=30, lease_timeout=90"
             )
 
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a lease and how old its last heartbeat is, by the store's clock."""
-
-    owner: str
-    age: float
+    @property
+    def give_up(self) -> float:
+        """Seconds after its last landed heartbeat was sent when a holder gives its lease up:
+        ``lease_timeout`` minus a margin (one heartbeat interval, at most half the slack
+        between the two), so that it stops before anyone may take the lease over."""
+        heartbeat, lease = self.heartbeat_interval, self.lease_timeout
+        return lease - min(heartbeat, (lease - heartbeat) / 2)
 
 
 class Hooks(Protocol):
@@ -79,32 +93,53 @@ class Lease:
 
     def __init__(
         self, store: Store, step: str, output: str, owner: str, version: str,
-        options: LockOptions, scope: CancelScope, hooks: Hooks | None,
+        options: LockOptions, scope: CancelScope, hooks: Hooks | None, sent: float,
     ) -> None:  # fmt: skip
         self.store, self.step, self.output, self.owner = store, step, output, owner
         self.path = lease_path(output)
         self.options, self.scope, self.hooks = options, scope, hooks
         self.lost: str | None = None
         self._version: str | None = version
-        self._refreshed = time.monotonic()
-        self._guard = threading.Lock()
+        self._refreshed = sent  # monotonic time when the last write that landed was sent
+        self._guard = threading.Lock()  # one refresh at a time
+        self._flag = threading.Lock()  # guards ``lost``: the first reason wins
+        self._failing = False  # a heartbeat failed and none landed since (warned once)
+        self.busy = False  # a heartbeat refresh is under way (the heartbeat thread's flag)
+
+    def is_lost(self) -> bool:
+        """Lost or given up (another thread may set it at any time)."""
+        return self.lost is not None
+
+    def silent_for(self) -> float:
+        """Seconds since the last write that landed was sent."""
+        return time.monotonic() - self._refreshed
 
     def refresh(self) -> bool:
-        """Extend the lease by a compare-and-swap; False (and the lease lost) if it isn't ours."""
+        """Extend the lease by a compare-and-swap; False (and the lease lost) if it isn't ours,
+        or if no refresh landed for ``give_up`` seconds (transient errors are retried until)."""
         with self._guard:
-            if self._version is None:
+            if self._version is None or self.is_lost():
                 return False
+            sent = time.monotonic()
             try:
-                version = self.store.replace(self.path, _record(self.owner), self._version)
+                version = self.store.replace(self.path, lease_record(self.owner), self._version)
             except Exception as err:  # a transient store error: retry until the lease expires
-                if time.monotonic() - self._refreshed < self.options.lease_timeout:
-                    log.warning("step %s: heartbeat failed, will retry: %s", self.step, err)
+                if sent - self._refreshed < self.options.give_up:
+                    if not self._failing:  # said if it lasts: the lease is given up
+                        log.debug("step %s: heartbeat failed, will retry: %s", self.step, err)
+                    self._failing = True
                     return True
-                version = None
+                self.expire()
+                return False
             if version is None:
                 self._lose()
                 return False
-            self._version, self._refreshed = version, time.monotonic()
+            self._version = version  # ours even if given up: release() deletes it
+            if self.is_lost():  # landed, but too late: this launch gave the lease up meanwhile
+                return False
+            if self._failing:
+                log.debug("step %s: heartbeat reached the store again", self.step)
+            self._refreshed, self._failing = sent, False
             return True
 
     def fence(self) -> None:
@@ -119,34 +154,39 @@ class Lease:
         if version is not None:
             try:
                 self.store.delete(self.path, version)
+            except StoreUnreachable as err:  # the step's own error says so already
+                log.debug("step %s: could not release its lease: %s", self.step, err)
             except Exception as err:  # it will go stale and be taken over
                 log.warning("step %s: could not release its lease: %s", self.step, err)
         self.scope.close()
 
+    def expire(self) -> None:
+        """Give the lease up: no heartbeat landed for ``give_up`` seconds, and soon another
+        launch may take it over. The step is stopped now, before that can happen."""
+        timeout = self.options.lease_timeout
+        self._stop(
+            f"lease given up: its heartbeat has not reached the store for "
+            f"{round(self.silent_for(), 1):g}s (lock.lease_timeout={timeout:g}s); step stopped "
+            "before another launch can take it over"
+        )
+
     def _lose(self) -> None:
         self._version = None
-        holder = read_holder(self.store, self.output)
+        try:
+            holder = read_holder(self.store, self.output)
+        except Exception:  # the store failed again: say what is known
+            holder = None
         who = f"taken over by {holder.owner}" if holder else "deleted by someone else"
-        self.lost = f"lease lost ({who}); this launch did not commit the step"
-        log.error("step %s: %s", self.step, self.lost)
-        threading.Thread(target=self.scope.cancel, args=(self.lost,), daemon=True).start()
+        self._stop(f"lease lost ({who}); this launch did not commit the step")
 
-
-def read_holder(store: Store, output: str) -> Holder | None:
-    blob = store.read(lease_path(output))
-    return None if blob is None else _holder(store, blob)
-
-
-def _holder(store: Store, blob: Blob) -> Holder:
-    try:
-        owner = str(json.loads(blob.data)["owner"])
-    except (ValueError, KeyError, TypeError):
-        owner = "unknown"
-    return Holder(owner, max(0.0, store.now() - blob.mtime))
-
-
-def _record(owner: str) -> bytes:
-    return json.dumps({"owner": owner, "token": uuid.uuid4().hex, "time": time.time()}).encode()
+    def _stop(self, reason: str) -> None:
+        """Mark the lease lost (once), say so in one line, and cancel the step's scope."""
+        with self._flag:
+            if self.lost:
+                return
+            self.lost = reason
+        log.error("step %s: %s", self.step, reason)
+        threading.Thread(target=self.scope.cancel, args=(reason,), daemon=True).start()
 
 
 def try_acquire(
@@ -155,22 +195,31 @@ def try_acquire(
 ) -> Lease | Holder:  # fmt: skip
     """Take the lease if it is free or stale; otherwise say who holds it."""
     path = lease_path(output)
-    version = store.create(path, _record(owner))
+    sent = time.monotonic()
+    version = store.create(path, lease_record(owner))
     if version is None:
         blob = store.read(path)
         if blob is None:  # released meanwhile
             return try_acquire(store, step, output, owner, options, scope, hooks)
-        holder = _holder(store, blob)
-        if holder.age < options.lease_timeout:
+        holder = holder_of(store, blob)
+        stale = holder.age >= options.lease_timeout
+        if not stale and not dead_local_holder(holder):
             return holder
-        version = store.replace(path, _record(owner), blob.version)
+        sent = time.monotonic()
+        version = store.replace(path, lease_record(owner), blob.version)
         if version is None:  # another launch took it over first
             return try_acquire(store, step, output, owner, options, scope, hooks)
-        log.warning(
-            "step %s: took over the stale lease of %s (last heartbeat %.0fs ago)",
-            step, holder.owner, holder.age,
-        )  # fmt: skip
-    lease = Lease(store, step, output, owner, version, options, CancelScope(scope), hooks)
+        if stale:
+            log.warning(
+                "step %s: took over the stale lease of %s (last heartbeat %.0fs ago)",
+                step, holder.owner, holder.age,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "step %s: its launch (pid %s on this machine) is gone: taking it over",
+                step, holder.record.get("pid"),
+            )  # fmt: skip
+    lease = Lease(store, step, output, owner, version, options, CancelScope(scope), hooks, sent)
     _heartbeat.add(lease)
     return lease
 
@@ -197,53 +246,7 @@ def acquire(
         delay = min(delay * 2, 1.0, options.heartbeat_interval)
 
 
-class _Heartbeat:
-    """One daemon thread refreshing every held lease of this process."""
-
-    def __init__(self) -> None:
-        self._leases: dict[int, Lease] = {}
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._interval = float("inf")  # the shortest heartbeat interval of the last round
-
-    def add(self, lease: Lease) -> None:
-        with self._wake:
-            idle = not self._leases
-            self._leases[id(lease)] = lease
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="confpipe-heartbeat")
-                self._thread.daemon = True
-                self._thread.start()
-            elif idle or lease.options.heartbeat_interval < self._interval:
-                self._wake.notify()  # otherwise its next round comes soon enough
-
-    def remove(self, lease: Lease) -> None:
-        with self._wake:
-            self._leases.pop(id(lease), None)
-
-    def held(self) -> list[Lease]:
-        with self._wake:
-            return list(self._leases.values())
-
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._leases:
-                    self._wake.wait()
-                leases = list(self._leases.values())
-            now = time.monotonic()
-            for lease in leases:
-                if (
-                    now - lease._refreshed >= lease.options.heartbeat_interval
-                    and not lease.refresh()
-                ):
-                    self.remove(lease)
-            with self._wake:
-                self._interval = min(le.options.heartbeat_interval for le in leases)
-                self._wake.wait(self._interval / 4)
-
-
-_heartbeat = _Heartbeat()
+_heartbeat = Heartbeat()
 _BEGIN_TRIES = 3  # a launch that lost the lease writes the status at most once more
 
 
@@ -262,36 +265,111 @@ def lock(
     fn: Callable[..., Any], *, store: Store, step: str, owner: str, options: LockOptions,
     scope: CancelScope, hooks: Hooks | None = None,
 ) -> Callable[..., Any]:  # fmt: skip
-    """Run ``fn(output_path=..., **config)`` under the step's lease; hooks commit inside it."""
+    """Run ``fn(output_path=..., **config)`` under the step's lease; hooks commit inside it.
+
+    With hooks, a launch that loses the lease waits for it again (at most ``_LOSSES`` times)
+    and finds the step done by the launch that took it over, or runs it itself if not."""
+    warn_timing(options, store)
 
     @functools.wraps(fn)
     def locked(*, output_path: str, **config: Any) -> Any:
-        lease = acquire(store, step, output_path, owner, options, scope, hooks)
-        try:
-            if hooks is not None:
-                for _ in range(_BEGIN_TRIES):
-                    if hooks.done(output_path):  # another launch finished it meanwhile
-                        return hooks.skipped()
-                    if hooks.begin(output_path):  # False: a late write of the last holder
-                        break
-                else:
-                    raise LeaseLost(step, "its status kept changing under this launch's lease")
-            with entered(lease.scope):
-                try:
-                    value = fn(output_path=output_path, **config)
-                except BaseException as err:
-                    if lease.lost:
-                        raise LeaseLost(step, lease.lost) from err
-                    if hooks is not None:
-                        stopped = lease.scope.interrupted
-                        hooks.fail(output_path, err, lease.fence, interrupted=stopped)
+        lost: LeaseLost | None = None
+        for _ in range(_LOSSES + 1):
+            if lost is None:
+                lease = acquire(store, step, output_path, owner, options, scope, hooks)
+            else:
+                assert hooks is not None
+                again = (store, step, output_path, owner, options, scope, hooks, lost)
+                lease = _acquire_again(*again)
+            try:
+                return _held(fn, lease, output_path, config, after_loss=lost is not None)
+            except LeaseLost as err:
+                if hooks is None:  # nothing to tell a finished step by: never run it twice
                     raise
-            if hooks is not None:
-                hooks.succeed(output_path, value, lease.fence)
-            elif lease.lost:
-                raise LeaseLost(step, lease.lost)
-            return value
-        finally:
-            lease.release()
+                lost = err
+                log.info("step %s: waiting for its lease again", step)
+            finally:
+                lease.release()
+        assert lost is not None
+        raise lost
 
     return locked
+
+
+_LOSSES = 3  # a launch that loses the lease this many times gives the step up
+
+
+def _held(
+    fn: Callable[..., Any], lease: Lease, output_path: str, config: dict[str, Any],
+    after_loss: bool,
+) -> Any:  # fmt: skip
+    """The step inside its lease: re-check, begin, call, commit (or record the failure)."""
+    step, hooks = lease.step, lease.hooks
+    if hooks is not None:
+        for _ in range(_BEGIN_TRIES):
+            if hooks.done(output_path):  # another launch finished it meanwhile
+                if after_loss:
+                    log.warning("step %s: done by another launch (not a failure)", step)
+                return hooks.skipped()
+            if hooks.begin(output_path):  # False: a late write of the last holder
+                break
+        else:
+            raise LeaseLost(step, "its status kept changing under this launch's lease")
+    with entered(lease.scope):
+        try:
+            value = fn(output_path=output_path, **config)
+        except BaseException as err:
+            if lease.lost:
+                raise LeaseLost(step, lease.lost) from err
+            if hooks is not None:
+                stopped = lease.scope.interrupted
+                hooks.fail(output_path, err, lease.fence, interrupted=stopped)
+            raise
+    if hooks is not None:
+        hooks.succeed(output_path, value, lease.fence)
+    elif lease.lost:
+        raise LeaseLost(step, lease.lost)
+    return value
+
+
+def _acquire_again(
+    store: Store, step: str, output: str, owner: str, options: LockOptions,
+    scope: CancelScope, hooks: Hooks, lost: LeaseLost,
+) -> Lease:  # fmt: skip
+    """``acquire`` after a lost lease, riding out a store that fails (it may be what made
+    this launch lose the lease) for up to the store's retry window or a heartbeat interval."""
+    failing: float | None = None
+    patience = max(store.retry_window, options.heartbeat_interval)
+    while True:
+        try:
+            return acquire(store, step, output, owner, options, scope, hooks)
+        except StepFailed:
+            raise
+        except Exception as err:
+            failing = time.monotonic() if failing is None else failing
+            if time.monotonic() - failing > patience:
+                raise LeaseLost(step, f"{lost}; then: {err}") from err
+            if scope.wait(options.heartbeat_interval / 4):
+                raise StepFailed(
+                    step, f"cancelled while waiting for its lease: {scope.reason}"
+                ) from err
+
+
+_warned: set[tuple[float, float, float]] = set()
+
+
+def warn_timing(options: LockOptions, store: Store) -> None:
+    """Warn once when a lease could expire while its holder's store is still retrying:
+    ``lease_timeout`` under 3 heartbeat intervals plus the store's retry window."""
+    window = float(getattr(store, "retry_window", 0.0))
+    heartbeat, lease = options.heartbeat_interval, options.lease_timeout
+    key = (heartbeat, lease, window)
+    if lease >= 3 * heartbeat + window or key in _warned:
+        return
+    _warned.add(key)
+    log.warning(
+        "lock.lease_timeout=%gs is under 3 x lock.heartbeat_interval (%gs) + the store's retry "
+        "window (%gs): a store that is slow for a while makes a launch give its steps up; "
+        "raise lock.lease_timeout to %gs or more",
+        lease, heartbeat, window, 3 * heartbeat + window,
+    )  # fmt: skip

@@ -4,6 +4,7 @@ base        ``Blob`` and the ``Store`` protocol: the seam every store kind imple
 local       local (or mounted) files: hard-link create, rename overwrite, flock-guarded CAS
 memory      fsspec ``memory://``: one process's objects under one lock (tests, dry runs)
 gcs         ``gs://`` on Cloud Storage's JSON API through gcsfs, with the server's clock
+gcsreach    a ``gs://`` server that is down: the retry window, fast failures, quiet tracebacks
 
 Every store kind implements the same small ``Store`` protocol: read a small object with its
 version and the store's own timestamp, create-if-absent, compare-and-swap on the version,
@@ -23,7 +24,7 @@ import threading
 from typing import Any
 
 from confpipe.errors import ConfigError
-from confpipe.storage.base import Blob, Store
+from confpipe.storage.base import Blob, Store, StoreUnreachable
 from confpipe.storage.local import LocalStore
 from confpipe.storage.memory import MemoryStore
 
@@ -32,6 +33,7 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "Store",
+    "StoreUnreachable",
     "check_writable",
     "configure",
     "local_path",

@@ -1,6 +1,7 @@
 """The storage seam: ``Blob`` and the ``Store`` protocol of atomic primitives every kind implements.
 
-A ``Blob`` is a small object's content, version and store-clock mtime.
+A ``Blob`` is a small object's content, version and store-clock mtime; ``StoreUnreachable``
+is what a store raises when its server has not answered for its retry window.
 """
 
 from __future__ import annotations
@@ -8,6 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+class StoreUnreachable(ConnectionError):
+    """The store's server did not answer within the store's retry window (``retry_window``);
+    the message says which server and for how long. (Not a TimeoutError: fsspec turns those
+    into a bare ``FSTimeoutError``.)"""
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,12 @@ class Store(Protocol):
     @property
     def fs(self) -> Any:
         """The fsspec filesystem, for outputs and job folders."""
+        ...
+
+    @property
+    def retry_window(self) -> float:
+        """Seconds one primitive may keep retrying a failing store before it raises (0: it
+        fails at once). The lock warns when a lease is too short to ride it out."""
         ...
 
     def read(self, path: str) -> Blob | None:

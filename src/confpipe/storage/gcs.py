@@ -19,6 +19,14 @@ A failed precondition (HTTP 412) is an outcome, not an error: None or False. Eac
 carries a random nonce in its metadata: when gcsfs retried an upload whose first attempt
 landed (its response was lost), the 412 of the retry is recognized as our own success.
 
+Retry window (``retry_window``; else ``$CONFPIPE_STORAGE_RETRY_WINDOW`` seconds, else 30 s,
+for the shared store and local jobs alike): each primitive above gives up within it
+and raises ``StoreUnreachable``; once the server stopped answering, every request fails at
+once until a quick probe finds it back (``gcsreach``). So a run whose store is down ends
+within about one window, each step with a one-line error; gcsfs's retry tracebacks go to
+DEBUG logging only. The lock's timing check (``lease_timeout`` >= 3 heartbeat intervals +
+this window) is stated against it.
+
 Endpoint: ``GcsStore(endpoint=...)``, or ``storage.configure(storage_endpoint=...)`` for the
 shared store (the gcp backend's ``storage_endpoint``), else ``$STORAGE_EMULATOR_HOST`` (as
 gcsfs and google-cloud-storage read it), else Google. With an endpoint the client is
@@ -41,14 +49,17 @@ from urllib.parse import quote
 
 from aiohttp import ClientTimeout
 from fsspec.asyn import sync
-from gcsfs.core import GCSFileSystem  # type: ignore[import-untyped, unused-ignore]
 
+from confpipe.errors import ConfigError
 from confpipe.storage.base import Blob
+from confpipe.storage.gcsreach import Reach, ReachingGCSFileSystem, quiet_gcsfs_tracebacks
 
 T = TypeVar("T")
 NONCE = "confpipe-nonce"
 FIELDS = "generation,updated,metadata"  # of an object's metadata, all that is needed
 BIG = 32 * 2**20  # write() hands bigger objects to gcsfs (resumable uploads)
+RETRY_WINDOW = 30.0  # seconds a primitive keeps trying a store that does not answer
+WINDOW_ENV = "CONFPIPE_STORAGE_RETRY_WINDOW"
 
 
 class ServerClock:
@@ -109,6 +120,7 @@ class GcsStore:
         token: Any = None,
         concurrency: int = 32,
         timeout: float = 60.0,
+        retry_window: float | None = None,
     ) -> None:
         emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
         endpoint = endpoint or (emulator if emulator not in ("", "default") else None)
@@ -117,12 +129,17 @@ class GcsStore:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         if token is None and self.endpoint is not None:
             token = "anon"
-        self.fs = GCSFileSystem(
+        quiet_gcsfs_tracebacks()
+        retry_window = retry_window_from_env() if retry_window is None else retry_window
+        self.reach = Reach(retry_window)
+        self.fs = ReachingGCSFileSystem(
             endpoint_url=self.endpoint, token=token, use_listings_cache=False,
             skip_instance_cache=True,
             requests_timeout=ClientTimeout(sock_connect=timeout, sock_read=timeout),
         )  # fmt: skip
+        self.fs.reach = self.reach
         self.concurrency = concurrency
+        self.retry_window = retry_window
         self.clock = ServerClock()
         self._bucket = "confpipe-clock"  # the last bucket used: where now() asks for the time
 
@@ -146,8 +163,8 @@ class GcsStore:
         return _is_generation(version) and bool(self._run(self._delete, path, version))
 
     def write(self, path: str, data: bytes) -> None:
-        if len(data) > BIG:
-            self._run(self.fs._pipe_file, path, data)
+        if len(data) > BIG:  # not bounded: a big upload may take longer than the window
+            sync(self.fs.loop, self.fs._pipe_file, path, data)
         else:
             self._run(self._upload, path, data, None)
 
@@ -161,7 +178,9 @@ class GcsStore:
         return now
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return sync(self.fs.loop, fn, *args)  # type: ignore[no-any-return]
+        """Run a primitive's coroutine on gcsfs's loop, bounded by the retry window."""
+        work = self.reach.bounded(fn(*args), self.fs._location)
+        return sync(self.fs.loop, lambda: work)  # type: ignore[no-any-return]
 
     async def _call(self, method: str, url: str, **params: Any) -> tuple[Mapping[str, str], bytes]:
         headers, body = await self.fs._call(method, url, **params)
@@ -290,8 +309,25 @@ class GcsStore:
         bucket, _, key = path.split("://", 1)[-1].partition("/")
         if not bucket or not key:
             raise ValueError(f"{path!r}: an object path on gs:// is gs://BUCKET/NAME")
-        self._bucket = bucket
+        self._bucket = self.reach.bucket = bucket
         return bucket, key
+
+
+def retry_window_from_env() -> float:
+    """``$CONFPIPE_STORAGE_RETRY_WINDOW`` (seconds, > 0), else ``RETRY_WINDOW``."""
+    text = os.environ.get(WINDOW_ENV, "").strip()
+    if not text:
+        return RETRY_WINDOW
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(
+            f"{WINDOW_ENV}={text!r}: give the gs:// store's retry window in seconds, "
+            f"e.g. {WINDOW_ENV}=30"
+        )
+    return seconds
 
 
 def _q(part: str) -> str:

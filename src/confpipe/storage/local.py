@@ -29,6 +29,8 @@ class LocalStore:
 
         return fsspec.filesystem("file")
 
+    retry_window = 0.0  # a local call fails at once; it never retries
+
     def read(self, path: str) -> Blob | None:
         try:
             with open(path, "rb") as f:

@@ -21,6 +21,8 @@ class MemoryStore:
 
         self.fs = fsspec.filesystem("memory")
 
+    retry_window = 0.0  # a local call fails at once; it never retries
+
     def read(self, path: str) -> Blob | None:
         with self._lock:
             return self._read(path)

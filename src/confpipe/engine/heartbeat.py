@@ -1,0 +1,75 @@
+"""The heartbeat: one daemon thread per process that keeps every held lease alive, and
+gives up a lease whose refreshes stopped landing before anyone may take it over.
+
+The thread itself never waits on the store: each refresh runs in a short-lived thread of
+its own (one at a time per lease), so a store that stalls cannot keep the thread from
+noticing, on time, that a lease has gone ``give_up`` seconds without a landed heartbeat
+(``Lease.expire``: the step is stopped and the lease is lost).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # lock.py makes the one Heartbeat; only its type is needed here
+    from confpipe.engine.lock import Lease
+
+
+class Heartbeat:
+    """One daemon thread refreshing every held lease of this process."""
+
+    def __init__(self) -> None:
+        self._leases: dict[int, Lease] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._interval = float("inf")  # the shortest heartbeat interval of the last round
+
+    def add(self, lease: Lease) -> None:
+        with self._wake:
+            idle = not self._leases
+            self._leases[id(lease)] = lease
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="confpipe-heartbeat")
+                self._thread.daemon = True
+                self._thread.start()
+            elif idle or lease.options.heartbeat_interval < self._interval:
+                self._wake.notify()  # otherwise its next round comes soon enough
+
+    def remove(self, lease: Lease) -> None:
+        with self._wake:
+            self._leases.pop(id(lease), None)
+
+    def held(self) -> list[Lease]:
+        with self._wake:
+            return list(self._leases.values())
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._leases:
+                    self._wake.wait()
+                leases = list(self._leases.values())
+            for lease in leases:
+                silent = lease.silent_for()
+                if lease.lost:
+                    self.remove(lease)
+                elif silent >= lease.options.give_up:
+                    lease.expire()
+                    self.remove(lease)
+                elif silent >= lease.options.heartbeat_interval and not lease.busy:
+                    lease.busy = True
+                    threading.Thread(
+                        target=self._refresh, args=(lease,), name="confpipe-heartbeat-write",
+                        daemon=True,
+                    ).start()  # fmt: skip
+            with self._wake:
+                self._interval = min(le.options.heartbeat_interval for le in leases)
+                self._wake.wait(self._interval / 4)
+
+    def _refresh(self, lease: Lease) -> None:
+        try:
+            if not lease.refresh():
+                self.remove(lease)
+        finally:
+            lease.busy = False
