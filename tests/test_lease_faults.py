@@ -243,15 +243,15 @@ def test_a_lease_too_short_for_the_stores_retry_window_is_warned_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     slow_store = StallingStore(LocalStore(), retry_window=30)
-    warn_timing(LockOptions(heartbeat_interval=30, lease_timeout=120), slow_store)
+    warn_timing(LockOptions(heartbeat_interval=30, lease_timeout=90), slow_store)  # defaults
     assert not caplog.records
     for _ in range(2):
-        warn_timing(LockOptions(heartbeat_interval=29, lease_timeout=90), slow_store)
+        warn_timing(LockOptions(heartbeat_interval=31, lease_timeout=90), slow_store)
     (record,) = caplog.records
     assert record.getMessage() == (
-        "lock.lease_timeout=90s is under 3 x lock.heartbeat_interval (29s) + the store's retry "
+        "lock.lease_timeout=90s is under 2 x lock.heartbeat_interval (31s) + the store's retry "
         "window (30s): a store that is slow for a while makes a launch give its steps up; "
-        "raise lock.lease_timeout to 117s or more"
+        "raise lock.lease_timeout to 92s or more"
     )
 
 

@@ -5,7 +5,11 @@ coerce      a step's config coerced to its function's annotations (1 -> 1.0 for 
 outcome     ``Outcome``: the one enum of what a launch does with a step (plan and end)
 status      the records beside each output (status, info, result, lease paths)
 cache       skip what succeeded; record RUNNING, the result and SUCCESS last
-lock        a lease per step: heartbeat, takeover, fencing
+fingerprint a step function's code fingerprint; codechanges: which code changed since
+logcap      a log's cap: its first and last megabytes kept
+lock        a lease per step: takeover, fencing
+owner       who holds a lease, and whether a holder on this machine is gone
+heartbeat   refreshes held leases; gives up one whose refreshes stopped landing
 remote      the one job wrapper: ``@remote``, ``as_job`` and ``run_job``
 plan        the read-only plan: which steps run, why, and where
 select      ``run_only``: the steps its names and shell globs pick

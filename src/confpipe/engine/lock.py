@@ -359,17 +359,21 @@ _warned: set[tuple[float, float, float]] = set()
 
 
 def warn_timing(options: LockOptions, store: Store) -> None:
-    """Warn once when a lease could expire while its holder's store is still retrying:
-    ``lease_timeout`` under 3 heartbeat intervals plus the store's retry window."""
+    """Warn once when a lease could be given up while its holder's store is only slow.
+
+    A holder gives its lease up when no heartbeat has landed for ``lease_timeout`` minus one
+    ``heartbeat_interval``; to ride out one missed beat plus one slow write (the store's
+    retry window) it needs ``lease_timeout >= 2 x heartbeat_interval + retry window``. The
+    defaults (30 s, 90 s) meet it on gs:// (a 30 s window)."""
     window = float(getattr(store, "retry_window", 0.0))
     heartbeat, lease = options.heartbeat_interval, options.lease_timeout
     key = (heartbeat, lease, window)
-    if lease >= 3 * heartbeat + window or key in _warned:
+    if lease >= 2 * heartbeat + window or key in _warned:
         return
     _warned.add(key)
     log.warning(
-        "lock.lease_timeout=%gs is under 3 x lock.heartbeat_interval (%gs) + the store's retry "
+        "lock.lease_timeout=%gs is under 2 x lock.heartbeat_interval (%gs) + the store's retry "
         "window (%gs): a store that is slow for a while makes a launch give its steps up; "
         "raise lock.lease_timeout to %gs or more",
-        lease, heartbeat, window, 3 * heartbeat + window,
+        lease, heartbeat, window, 2 * heartbeat + window,
     )  # fmt: skip

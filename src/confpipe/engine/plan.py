@@ -19,7 +19,7 @@ from confpipe.backends import RECORDS
 from confpipe.backends.resources import Resources
 from confpipe.engine.cache import succeeded
 from confpipe.engine.codechanges import CodeChanges
-from confpipe.engine.lock import read_holder
+from confpipe.engine.lock import dead_local_holder, read_holder
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
@@ -222,6 +222,11 @@ def describe(
                 reason = (
                     f"retry: held by {holder.owner}, but its heartbeat is {holder.age:.0f}s old "
                     f"(stale after lock.lease_timeout={lease_timeout:g}s): will take it over"
+                )
+            elif holder is not None and dead_local_holder(holder):
+                reason = (
+                    f"retry: its launch (pid {holder.record.get('pid')} on this machine) is "
+                    "gone: will take it over"
                 )
             elif holder is not None:
                 state = Outcome.RUNNING

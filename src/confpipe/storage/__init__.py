@@ -5,6 +5,7 @@ local       local (or mounted) files: hard-link create, rename overwrite, flock-
 memory      fsspec ``memory://``: one process's objects under one lock (tests, dry runs)
 gcs         ``gs://`` on Cloud Storage's JSON API through gcsfs, with the server's clock
 gcsreach    a ``gs://`` server that is down: the retry window, fast failures, quiet tracebacks
+probe       whether a folder can be made (a real run tries; a dry run reads the mounts)
 
 Every store kind implements the same small ``Store`` protocol: read a small object with its
 version and the store's own timestamp, create-if-absent, compare-and-swap on the version,
