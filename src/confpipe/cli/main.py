@@ -10,6 +10,7 @@ as cleanly as Ctrl-C does; both are named where the stop is reported).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -102,9 +103,16 @@ def flags_first(args: list[str]) -> list[str]:
     return flags + [a for a in args if a not in _FLAGS]
 
 
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command whose reader went away
+
+
 def report(err: BaseException) -> int:
     """Print ``err`` for a user and return the exit code."""
     full = os.environ.get("CONFPIPE_FULL_ERROR") == "1"
+    if isinstance(err, BrokenPipeError):  # `... | head`: the reader left; nothing to tell it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     if isinstance(err, Interrupted):  # a stop asked for, not an error: named by its signal
         print(f"confpipe: {err}", file=sys.stderr)
         return interrupt.exit_code()

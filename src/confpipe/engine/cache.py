@@ -184,7 +184,9 @@ class Records:
             return
         fence()
         trace = "".join(traceback.format_exception(error))
-        message = f"{type(error).__name__}: {error}"
+        message = (
+            error.message if isinstance(error, StepFailed) else f"{type(error).__name__}: {error}"
+        )
         lost: list[str] = []  # why a record could not be written
         try:
             self.store.write(error_path(output_path), error_text(error, trace).encode())
