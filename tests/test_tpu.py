@@ -532,7 +532,8 @@ def test_a_host_whose_container_exits_at_once_fails_the_step_naming_it(
 def test_a_host_that_never_boots_fails_the_step_at_the_start_deadline(
     fake: FakeTpu, tmp_path: Path, gs_prefix: str
 ) -> None:
-    backend = make_backend(fake, "us-central2", tpu_start_timeout="3s")
+    # long enough for host 0 to start its worker on a loaded machine; host 1 never boots
+    backend = make_backend(fake, "us-central2", tpu_start_timeout="6s")
     fake.dead_next(host=1)
     out = f"{gs_prefix}/wait-{HASH}"
     thread, outcome = in_thread(
@@ -546,7 +547,7 @@ def test_a_host_that_never_boots_fails_the_step_at_the_start_deadline(
     assert isinstance(failure, StepFailed)
     text = str(failure)
     assert text.startswith(
-        "step 'wait': job failed (host 1 of 2 never reported (did the VM boot?) within 3s of "
+        "step 'wait': job failed (host 1 of 2 never reported (did the VM boot?) within 6s of "
         "the slice becoming ACTIVE (backend.tpu_start_timeout); the serial console says more: "
         "gcloud compute tpus tpu-vm get-serial-port-output cp-wait-0-"
     )

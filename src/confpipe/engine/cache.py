@@ -48,7 +48,7 @@ from confpipe.engine.status import (
     write_json,
 )
 from confpipe.errors import LeaseLost, PreviousFailure, StepFailed
-from confpipe.storage import Store
+from confpipe.storage import Store, loss_level
 
 log = logging.getLogger("confpipe")
 
@@ -188,10 +188,12 @@ class Records:
             error.message if isinstance(error, StepFailed) else f"{type(error).__name__}: {error}"
         )
         lost: list[str] = []  # why a record could not be written
+        level = logging.WARNING
         try:
             self.store.write(error_path(output_path), error_text(error, trace).encode())
         except Exception as err:  # a full disk, say: the status record may still fit
             lost.append(write_cause(err, error_path(output_path)))
+            level = loss_level(err)
         try:
             self._status(  # not written if another launch took the step over: its record stays
                 output_path, StepState.FAILED, error=message, traceback=trace,
@@ -199,9 +201,10 @@ class Records:
             )  # fmt: skip
         except Exception as err:
             lost.append(write_cause(err, status_path(output_path)))
+            level = loss_level(err)
             self._mark(output_path, lost[-1])
-        if lost:
-            log.error("step %s: could not record its failure: %s", self.spec.name, lost[-1])
+        if lost:  # the summary says so too, with the step's failure
+            log.log(level, "step %s: could not record its failure: %s", self.spec.name, lost[-1])
             with contextlib.suppress(AttributeError, TypeError):  # an error that takes none
                 error.unrecorded = lost[-1]  # type: ignore[attr-defined]
 

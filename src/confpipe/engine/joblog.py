@@ -21,7 +21,7 @@ from collections.abc import Callable
 from confpipe.backends import JobState, JobStatus
 from confpipe.engine import logcap
 from confpipe.engine.logcap import cap, read_capped
-from confpipe.storage import store_for
+from confpipe.storage import loss_level, store_for
 
 __all__ = ["FOLLOW_EVERY", "FOLLOW_EVERY_REMOTE", "LogFollower", "StepJobLogs"]
 
@@ -121,5 +121,5 @@ class StepJobLogs:
         try:
             store_for(self.to).write(self.to, text)
         except Exception as err:  # the job's own log stays in its folder
-            logger.warning("could not copy the job's log to %s: %s", self.to, err)
+            logger.log(loss_level(err), "could not copy the job's log to %s: %s", self.to, err)
         self.earlier = text if text.endswith(b"\n") or not text else text + b"\n"

@@ -42,7 +42,7 @@ from confpipe.engine.spec import StepSpec, check_inside
 from confpipe.engine.status import launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
-from confpipe.storage import check_writable, local_path, split_protocol, store_for
+from confpipe.storage import check_writable, local_path, loss_level, split_protocol, store_for
 from confpipe.storage.probe import check_creatable
 
 log = logging.getLogger("confpipe")
@@ -286,7 +286,10 @@ def _run_planned(
                     ctx.scope,
                 )  # fmt: skip
             except Exception as err:  # the record is a courtesy; the run goes on without it
-                log.warning("step %s: could not record that it was not run: %s", plan.label, err)
+                log.log(
+                    loss_level(err), "step %s: could not record that it was not run: %s",
+                    plan.label, err,
+                )  # fmt: skip
         end = result.outcome
         if end is Outcome.SUCCEEDED and result.value is Outcome.CACHED:
             end = Outcome.CACHED  # found done: by an earlier launch, or one it waited for

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from confpipe.backends import LOG_DATEFMT, LOG_FORMAT
 from confpipe.engine.logcap import LogCap
-from confpipe.storage import store_for
+from confpipe.storage import loss_level, store_for
 
 __all__ = ["FLUSH_EVERY", "StepLog", "captured", "routing"]
 
@@ -136,7 +136,9 @@ class StepLog:
         elif self._buffer is not None:
             self._upload()
         if self._failed is not None:
-            logging.getLogger(__name__).warning("could not write %s: %s", self.path, self._failed)
+            logging.getLogger(__name__).log(
+                loss_level(self._failed), "could not write %s: %s", self.path, self._failed
+            )
         if self.echo is not None:
             self._echo(rest)
 
@@ -208,7 +210,9 @@ class StepLog:
                 with contextlib.suppress(FileNotFoundError):
                     store.fs.rm(self.path)
         except Exception as err:  # the step goes on; its log is the loss
-            logging.getLogger(__name__).warning("could not write %s: %s", self.path, err)
+            logging.getLogger(__name__).log(
+                loss_level(err), "could not write %s: %s", self.path, err
+            )
 
 
 def _open(path: str) -> TextIO:

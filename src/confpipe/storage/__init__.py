@@ -20,6 +20,7 @@ May import: ``confpipe.errors`` only (gcsfs and google-auth lazily, in ``gcs``).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -30,6 +31,7 @@ from confpipe.storage.local import LocalStore
 from confpipe.storage.memory import MemoryStore
 
 __all__ = [
+    "loss_level",
     "Blob",
     "LocalStore",
     "MemoryStore",
@@ -47,6 +49,12 @@ _stores_lock = threading.Lock()
 _gcs_options: dict[str, Any] = {}
 _SUPPORTED = ("a local path or file://", "memory://", "gs://")
 _ALIASES = {"local": "file", "gcs": "gs"}
+
+
+def loss_level(err: BaseException) -> int:
+    """The level to log a record or log that could not be written at: DEBUG when the store is
+    unreachable (the step's failure already says so, once), WARNING otherwise."""
+    return logging.DEBUG if isinstance(err, StoreUnreachable) else logging.WARNING
 
 
 def split_protocol(url: str) -> tuple[str | None, str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from confpipe.backends import ERROR, LOG, JobRequest, JobState, JobStatus
 from confpipe.backends.local.tree import ProcessTree
-from confpipe.storage import store_for
+from confpipe.storage import loss_level, store_for
 
 logger = logging.getLogger(__name__)
 WAITING = "waiting for the cpu/memory/GPU budget"
@@ -69,4 +69,4 @@ def record_error(job: Job, kind: str, message: str) -> None:
     try:
         store_for(job.job_dir).create(path, json.dumps(record, indent=1).encode())
     except Exception as err:  # the status still says why
-        logger.warning("step %r: could not write %s: %s", job.request.step, path, err)
+        logger.log(loss_level(err), "step %r: could not write %s: %s", job.request.step, path, err)
