@@ -31,6 +31,7 @@ from typing import Any
 
 from confpipe.backends import RECORDS, decode_result
 from confpipe.errors import ConfpipeError
+from confpipe.redact import redact_argv
 from confpipe.storage import Blob, Store, store_for
 
 
@@ -325,7 +326,7 @@ def launch_info() -> dict[str, Any]:
         "git_commit": git_commit(),
         "user": user(),
         "host": socket.gethostname(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),  # env values given on it hidden
         "launch": launch_id(),
         "time": time.time(),
     }
