@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from confpipe.redact import redact_argv, redact_overrides
+from confpipe.redact import hide_given_values, redact_argv, redact_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-value-123"
@@ -56,6 +56,14 @@ def test_env_and_secret_env_override_values_are_hidden_and_keys_kept() -> None:
         "steps.pre.config.lr=1,2",
     ]
     assert redact_argv(["confpipe", "-m", "steps.x.resources.env.T=v"])[-1].endswith("T=***")
+
+
+def test_an_error_message_quoting_a_given_env_value_shows_it_hidden() -> None:
+    argv = ["confpipe", "-m", "+steps.a.resources.env.T={x,s3cr3t", "steps.a.config.n=100"]
+    message = "override '+steps.a.resources.env.T={x,s3cr3t': at input '{x,s3cr3t' (n=100)"
+    assert hide_given_values(message, argv) == (
+        "override '+steps.a.resources.env.T=***': at input '***' (n=100)"
+    )
 
 
 def cli(
@@ -154,3 +162,18 @@ def test_a_secret_env_name_given_on_the_command_line_is_never_written(work: Path
     assert received(work, "from-the-local-environment")
     outs = commands(work, given, env=env)
     assert leaks(work, [run, *outs]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "given",
+    [
+        f"+steps.pre.resources.env.TOKEN={{{SECRET}",  # Hydra's grammar error quotes it
+        f"+steps.pre.resources.env={SECRET}",  # confpipe's "is not a mapping" does
+    ],
+)
+def test_a_config_error_over_an_env_override_never_prints_its_value(work: Path, given: str) -> None:
+    out = cli("--config-dir", "confs", "+experiment=envy", given, cwd=work)
+    assert out.returncode == 2
+    assert "env" in out.stderr and "***" in out.stderr
+    assert leaks(work, [out]) == []

@@ -113,3 +113,24 @@ def public_resources(resources: dict[str, Any]) -> dict[str, Any]:
     """A step's resources as confpipe records and shows them: ``env`` and ``secret_env``
     by their names only (their values may be secret, or name one)."""
     return {k: sorted(v) if k in _ENV_PARTS and v else v for k, v in resources.items()}
+
+
+def hide_given_values(text: str, argv: Iterable[str]) -> str:
+    """``text`` (an error message) with every env value given in ``argv`` replaced by ``***``:
+    a message may quote an override or its value (Hydra's, OmegaConf's or confpipe's own)."""
+    for value in sorted(_given_values(argv), key=len, reverse=True):
+        text = text.replace(value, HIDDEN)
+    return text
+
+
+def _given_values(argv: Iterable[str]) -> set[str]:
+    """The env values in ``argv``'s overrides: each whole value and its items (a sweep's, a
+    mapping's), of three characters or more (shorter ones would hide parts of a message)."""
+    values: set[str] = set()
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if match and match["value"] and redact_override(arg) != arg:
+            items = re.split(r"""[\s,{}\[\]:'"]+""", match["value"])
+            values.update(item for item in [match["value"], *items] if len(item) >= 3)
+    values.discard(HIDDEN)
+    return values
