@@ -8,16 +8,14 @@ commands holds it; the key stays visible with ``***`` for its value.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from confpipe.redact import hide_given_values, redact_argv, redact_overrides
+from tests.test_cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-value-123"
 
 EXPERIMENT = """\
@@ -64,17 +62,6 @@ def test_an_error_message_quoting_a_given_env_value_shows_it_hidden() -> None:
     assert hide_given_values(message, argv) == (
         "override '+steps.a.resources.env.T=***': at input '***' (n=100)"
     )
-
-
-def cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("CONFPIPE_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "confpipe", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
 
 
 def leaks(work: Path, outputs: list[subprocess.CompletedProcess[str]]) -> list[str]:
