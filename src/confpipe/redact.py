@@ -8,6 +8,9 @@ the sweep table, point labels, error messages), so every one of those goes throu
 ``steps.pre.resources.env={A:1,B:2}`` -> ``steps.pre.resources.env={A:***,B:***}``.
 Both ``env`` and ``secret_env`` are hidden, under any step or ``backend``: any key whose
 last part is ``env`` or ``secret_env``, or whose part before the last one is.
+``hide_given_values`` hides them in an error message (Hydra's own quote the override), and
+``public_resources`` keeps a step's env and secret_env by their names only, as recorded and
+shown.
 
 A floor module (it imports nothing of confpipe): the engine hides ``sys.argv`` in every
 ``info.json``, the cli the overrides it records and prints.

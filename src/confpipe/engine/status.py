@@ -2,6 +2,7 @@
 
 status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when, why
 info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
+              (env values: names only in resources, *** in argv)
 result.json   the function's JSON return value, read back with ``load_result(path)``
 lease.json    the lease of the launch running the step (see lock.py)
 log.txt       what the step printed and logged (stdout, stderr, logging at log_level)
