@@ -129,7 +129,8 @@ def report(err: BaseException) -> int:
         traceback.print_exception(err)
     elif code == 2:
         message += "  (CONFPIPE_FULL_ERROR=1 shows the traceback)"
-    message = hide_given_values(message, sys.argv)  # env values given: never printed
+    if code == 2:  # a config error may quote an override: its env values hidden
+        message = hide_given_values(message, sys.argv)
     print(f"confpipe: error: {message}", file=sys.stderr)
     return code
 
