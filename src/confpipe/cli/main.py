@@ -32,6 +32,7 @@ from confpipe.config.explain import explain
 from confpipe.config.search import shipped_conf
 from confpipe.engine.status import git_commit
 from confpipe.errors import ConfpipeError, Interrupted, RunFailed
+from confpipe.redact import hide_given_values
 
 
 def main() -> None:
@@ -128,6 +129,8 @@ def report(err: BaseException) -> int:
         traceback.print_exception(err)
     elif code == 2:
         message += "  (CONFPIPE_FULL_ERROR=1 shows the traceback)"
+    if code == 2:  # a config error may quote an override: its env values hidden
+        message = hide_given_values(message, sys.argv)
     print(f"confpipe: error: {message}", file=sys.stderr)
     return code
 

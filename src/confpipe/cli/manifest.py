@@ -17,6 +17,7 @@ from typing import Any
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import StepPlan
 from confpipe.engine.status import launch_id, launch_info
+from confpipe.redact import redact_overrides
 from confpipe.storage import store_for
 
 _launches = itertools.count(1)
@@ -39,7 +40,7 @@ def write_manifest(
     path += f"{part}.json"
     record = {
         "experiment": experiment,
-        "overrides": list(overrides),
+        "overrides": redact_overrides(overrides),  # env values hidden
         "options": dict(options),
         "steps": [
             {

@@ -25,6 +25,7 @@ from confpipe.engine.outcome import Outcome
 from confpipe.engine.report import first_line
 from confpipe.engine.spec import StepSpec
 from confpipe.errors import ConfigError, did_you_mean
+from confpipe.redact import redact_overrides
 from confpipe.storage import store_for
 
 __all__ = [
@@ -119,7 +120,8 @@ def results(points: Sequence[Point], ends: Mapping[str, End], load: Any) -> list
 
     rows = []
     for point in points:
-        row = PointResult([o for o in point.overrides if o in swept], _status(point, ends))
+        shown = redact_overrides(o for o in point.overrides if o in swept)  # env values hidden
+        row = PointResult(shown, _status(point, ends))
         failed = [
             s for s in point.steps if s.identity in ends and ends[s.identity][0] is Outcome.FAILED
         ]

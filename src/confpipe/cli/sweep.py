@@ -33,6 +33,7 @@ from confpipe.cli.sweepend import note_failed, point_names, study
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, ConfpipeError, RunFailed
+from confpipe.redact import redact_overrides
 
 __all__ = ["ConfpipeLauncher", "point_labels", "tidy_sweep_dir"]
 
@@ -109,7 +110,7 @@ class ConfpipeLauncher(Launcher):
                 if first is not None and key != first_key:
                     raise ConfigError(_differing(first_key, key, overrides))
                 prepared = prepare(
-                    cfg, options=first.options if first else None, point=" ".join(overrides)
+                    cfg, options=first.options if first else None, point=_label(overrides)
                 )
                 first, first_key = first or prepared, first_key or key  # its backend is built
                 sweep = points[0].sweep if points and steps_only else _sweep_settings(cfg)
@@ -334,7 +335,7 @@ def _options_key(cfg: DictConfig) -> dict[str, Any]:
 def _differing(first: Mapping[str, Any], other: Mapping[str, Any], overrides: Sequence[str]) -> str:
     keys = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
     return (
-        f"{', '.join(keys)}: run options differ between sweep points ({' '.join(overrides)}); "
+        f"{', '.join(keys)}: run options differ between sweep points ({_label(overrides)}); "
         "a sweep runs as one DAG, so sweep only step settings (steps.NAME.config.KEY=a,b)"
     )
 
@@ -384,3 +385,8 @@ def _job_return(
     objective = results.objective_of(row, point.sweep) if wants_objective and row.finished else None
     ret.return_value = row.as_dict() if objective is None else objective
     return ret
+
+
+def _label(overrides: Sequence[str]) -> str:
+    """A point's overrides as a message names it, env values hidden."""
+    return " ".join(redact_overrides(overrides))

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from confpipe.cli import results
 from confpipe.errors import RunFailed, one_line
+from confpipe.redact import redact_overrides
 
 __all__ = ["end", "failed_points", "note_failed", "point_names", "study"]
 
@@ -42,7 +43,7 @@ def note_failed(returns: Sequence[JobReturn]) -> None:
     every = [list(r.overrides or ()) for r in returns]
     for ret, overrides, name in zip(returns, every, point_names(every), strict=True):
         if ret.status is JobStatus.FAILED and tuple(overrides) not in _failed_points:
-            named = name or " ".join(overrides) or "(base)"
+            named = name or " ".join(redact_overrides(overrides)) or "(base)"
             _failed_points[tuple(overrides)] = f"{named}: {_error_of(ret)}"
 
 
@@ -55,8 +56,8 @@ def point_names(every: Sequence[Sequence[str]]) -> list[str]:
     short = {k: k.rsplit(".", 1)[-1].lstrip("+~") for k in keys}
     unique = {k for k in keys if sum(short[k] == short[o] for o in keys) == 1}
     names = []
-    for overrides in varied:
-        parts = [o.partition("=") for o in overrides]
+    for overrides in varied:  # env values hidden once what varies is known
+        parts = [o.partition("=") for o in redact_overrides(overrides)]
         names.append(" ".join(f"{short[k] if k in unique else k}={v}" for k, _, v in parts))
     return names
 

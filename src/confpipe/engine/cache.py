@@ -48,6 +48,7 @@ from confpipe.engine.status import (
     write_json,
 )
 from confpipe.errors import LeaseLost, PreviousFailure, StepFailed
+from confpipe.redact import public_resources
 from confpipe.storage import Store, loss_level
 
 log = logging.getLogger("confpipe")
@@ -268,8 +269,7 @@ def error_text(error: BaseException, trace: str) -> str:
 
 def _public(resources: dict[str, Any]) -> dict[str, Any]:
     """Resources as recorded: env values are secret-ish, so only their names are kept."""
-    resources["env"] = sorted(resources["env"])
-    return resources
+    return public_resources(resources)  # secret_env too: names only
 
 
 def succeeded(spec: StepSpec, status: Status | None, rerun_on_code_change: bool = False) -> bool:

@@ -2,6 +2,7 @@
 
 status.json   the step's state (RUNNING, SUCCESS, FAILED, DEP_FAILED), who, when, why
 info.json     what the step is: fn, config, deps, resources, hash inputs, git, user, argv
+              (env values: names only in resources, *** in argv)
 result.json   the function's JSON return value, read back with ``load_result(path)``
 lease.json    the lease of the launch running the step (see lock.py)
 log.txt       what the step printed and logged (stdout, stderr, logging at log_level)
@@ -31,6 +32,7 @@ from typing import Any
 
 from confpipe.backends import RECORDS, decode_result
 from confpipe.errors import ConfpipeError
+from confpipe.redact import redact_argv
 from confpipe.storage import Blob, Store, store_for
 
 
@@ -325,7 +327,7 @@ def launch_info() -> dict[str, Any]:
         "git_commit": git_commit(),
         "user": user(),
         "host": socket.gethostname(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),  # env values given on it hidden
         "launch": launch_id(),
         "time": time.time(),
     }

@@ -20,6 +20,7 @@ from confpipe.cli.commands.args import Request
 from confpipe.cli.commands.target import Target
 from confpipe.cli.history import StepHistory, gather
 from confpipe.engine.status import log_path
+from confpipe.redact import public_resources
 
 __all__ = ["ERROR_LINES", "config_of", "details", "run"]
 
@@ -43,9 +44,10 @@ def details(history: StepHistory, outputs: Mapping[str, str]) -> dict[str, Any]:
     spec = plan.spec
     resources = None
     if plan.resources is not None:
-        resources = {k: v for k, v in dataclasses.asdict(plan.resources).items() if v}
-        if "env" in resources:  # values are secret-ish: names only, as info.json keeps them
-            resources["env"] = sorted(resources["env"])
+        # env values are secret-ish: names only, as info.json keeps them
+        resources = public_resources(
+            {k: v for k, v in dataclasses.asdict(plan.resources).items() if v}
+        )
     record = None
     if status is not None:
         record = {k: v for k, v in vars(status).items() if v is not None and k != "traceback"}

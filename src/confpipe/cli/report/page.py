@@ -34,6 +34,7 @@ from confpipe.cli.results import PointResult
 from confpipe.engine.outcome import Outcome
 from confpipe.engine.plan import THREAD
 from confpipe.engine.status import Status, StepState
+from confpipe.redact import public_resources
 from confpipe.storage import local_path, store_for
 
 __all__ = ["Shown", "render", "shown_state", "write_report"]
@@ -303,6 +304,7 @@ def _step(h: StepHistory, state: Shown, anchor: str, anchors: dict[str, str], li
     resources = info.get("resources") or (
         dataclasses.asdict(plan.resources) if plan.resources is not None else None
     )
+    resources = public_resources(resources) if resources else None  # env: names only
     parts = [
         f'<dl class="facts">{facts}</dl>',
         "<h4>config</h4>",
