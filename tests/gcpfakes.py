@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from confpipe.backends import Backend
+from confpipe.backends.gcp.job import StagedCode
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
 from confpipe.engine import status
@@ -39,6 +40,8 @@ SETTINGS: dict[str, Any] = {  # the golden requests' backend settings: every opt
     "labels": {"team": "lm"},
 }
 JOB_DIR = "gs://bucket/outputs/{step}-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d"
+CALL_DIGEST = "ca11" * 16  # the golden jobs' call.pkl sha256, which the job checks
+CODE = StagedCode("gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz", "c0de" * 16)
 
 
 def check_golden(path: Path, text: str, what: str, test: str) -> None:

@@ -29,6 +29,7 @@ import pytest
 from confpipe.backends import JobRequest
 from confpipe.backends.gcp.batch import BatchBackend, job_request, redacted
 from confpipe.backends.gcp.batch_request import job_dir_of, job_status
+from confpipe.backends.gcp.job import StagedCode
 from confpipe.backends.gcp.machine_catalog import choose
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.staging import archive
@@ -40,7 +41,7 @@ from confpipe.engine.remote import run_job
 from confpipe.errors import ConfigError, StepFailed
 from confpipe.testing.batch import FakeBatch
 from tests import batchjobs, gcpfakes, jobfns
-from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
+from tests.gcpfakes import CALL_DIGEST, CODE, GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import eventually
 
 GiB = 2**30
@@ -59,8 +60,8 @@ def check_golden(name: str, data: dict[str, Any], folder: Path = GOLDEN) -> None
     gcpfakes.check_golden(path, text, "Batch request", "tests/test_batch.py")
 
 
-def golden_request(step: str, resources: Resources, code: str | None = None) -> Any:
-    job = JobRequest(step, JOB_DIR.format(step=step), resources)
+def golden_request(step: str, resources: Resources, code: StagedCode | None = None) -> Any:
+    job = JobRequest(step, JOB_DIR.format(step=step), resources, call_digest=CALL_DIGEST)
     return job_request(SETTINGS, job, driver="golden-driver", code=code)
 
 
@@ -102,8 +103,7 @@ def test_golden_env_secret_env_and_pip_extras_keep_env_values_out() -> None:
         secret_env={"HF_TOKEN": SECRET},
         pip_extras=("tokenize", "eval"),
     )
-    code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
-    request = golden_request("evaluate", resources, code=code)
+    request = golden_request("evaluate", resources, code=CODE)
     env = request.task_groups[0].task_spec.environment
     assert env.variables["WANDB_API_KEY"] == ENV_VALUE  # the job needs the value...
     assert dict(env.secret_variables) == {"HF_TOKEN": SECRET}

@@ -34,7 +34,7 @@ from confpipe.errors import ConfigError, StepFailed
 from confpipe.storage import store_for
 from confpipe.testing.tpu import FakeTpu
 from tests import batchjobs, gcpfakes, jobfns, tpujobs
-from tests.gcpfakes import GOLDEN, JOB_DIR, in_thread, run
+from tests.gcpfakes import CALL_DIGEST, CODE, GOLDEN, JOB_DIR, in_thread, run
 from tests.waits import alive, eventually
 
 GiB = 2**30
@@ -52,9 +52,8 @@ def check_golden(name: str, text: str) -> None:
 
 
 def golden(name: str, step: str, resources: Resources, settings: GcpConf = SETTINGS) -> Any:
-    job = JobRequest(step, JOB_DIR.format(step=step), resources)
-    code = "gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz"
-    request = queued_resource(settings, job, driver="golden-driver", code=code)
+    job = JobRequest(step, JOB_DIR.format(step=step), resources, call_digest=CALL_DIGEST)
+    request = queued_resource(settings, job, driver="golden-driver", code=CODE)
     check_golden(f"{name}.json", json.dumps(redacted(request), indent=2, sort_keys=True) + "\n")
     return request
 

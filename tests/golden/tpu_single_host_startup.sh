@@ -13,7 +13,9 @@ if ! CONFPIPE_TPU_HOST="$(md attributes/agent-worker-number)"; then
 fi
 export CONFPIPE_TPU_HOST
 export PYTHONUNBUFFERED=1
+export CONFPIPE_CALL_SHA256=ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11ca11
 export CONFPIPE_CODE=gs://bucket/outputs/.confpipe/code/code-0123456789abcdef.tar.gz
+export CONFPIPE_CODE_SHA256=c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de
 export CONFPIPE_PIP_EXTRAS=tpu
 WANDB_API_KEY="$(md attributes/confpipe-env-WANDB_API_KEY)" || exit 1
 export WANDB_API_KEY
@@ -44,7 +46,7 @@ docker pull us-docker.pkg.dev/proj/ml/confpipe:latest 2>&1 | tee "$log"
 code=${PIPESTATUS[0]}
 if [ "$code" != 0 ]; then report "docker pull" "$code"; exit "$code"; fi
 docker run --rm --privileged --net=host --ipc=host \
-  -v "$state:$state" -e CONFPIPE_HOST_STATE="$state" -e CONFPIPE_TPU_HOST -e PYTHONUNBUFFERED -e CONFPIPE_CODE -e CONFPIPE_PIP_EXTRAS -e WANDB_API_KEY \
+  -v "$state:$state" -e CONFPIPE_HOST_STATE="$state" -e CONFPIPE_TPU_HOST -e PYTHONUNBUFFERED -e CONFPIPE_CALL_SHA256 -e CONFPIPE_CODE -e CONFPIPE_CODE_SHA256 -e CONFPIPE_PIP_EXTRAS -e WANDB_API_KEY \
   us-docker.pkg.dev/proj/ml/confpipe:latest python -m confpipe.backends.vm gs://bucket/outputs/train-0123456789ab/.confpipe/jobs/20250101-000000.000-0-0a1b2c3d 2>&1 | tee -a "$log"
 code=${PIPESTATUS[0]}
 report "docker run" "$code"

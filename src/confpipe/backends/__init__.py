@@ -15,12 +15,19 @@ by the driver and the worker:
                   when it returned a value no result record can hold)
     log.txt       the job's stdout and stderr, and its logging records (``LOG_FORMAT``)
 
+The bucket is not trusted to say what a job runs: the job's own spec is (its environment,
+sent through the backend's API). The driver puts the sha256 of ``call.pkl`` in the job's
+``CONFPIPE_CALL_SHA256`` (``CALL_DIGEST_VAR``) and the worker refuses a ``call.pkl`` of
+another digest before unpickling it (``integrity_error``), as ``vm`` does a staged code
+archive, writing an ``error.json`` of type ``IntegrityError`` and exiting 1.
+
 May import: ``confpipe.storage``, ``confpipe.errors``, ``confpipe.cancel`` (never
 ``confpipe.engine``, ``confpipe.config`` or ``confpipe.cli``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from enum import Enum
@@ -38,6 +45,8 @@ LOG = "log.txt"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # a step's logging records
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # in its log, in a thread or in a job
 DRIVER_VAR = "CONFPIPE_DRIVER_PID"  # set for a local job: the worker dies with this process
+CALL_DIGEST_VAR = "CONFPIPE_CALL_SHA256"  # the sha256 of the call.pkl the driver sent
+INTEGRITY = "IntegrityError"  # the error record's type when a staged file isn't what was sent
 
 
 class BackendKind(Enum):
@@ -66,6 +75,7 @@ class JobRequest:
     job_dir: str
     resources: Resources
     attempt: int = 0
+    call_digest: str = ""  # the sha256 (hex) of the call.pkl staged in job_dir: the job checks it
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,15 @@ class Backend(Protocol):
         """Release what the backend holds (API channels, jobs that can't outlive the run);
         called when a run ends. Safe to call again; a later call opens what it needs anew."""
         ...
+
+
+def integrity_error(name: str, data: bytes, expected: str) -> str | None:
+    """Why ``data`` (the staged file ``name``) is not what the job was sent, whose sha256 is
+    ``expected`` (hex); None if it is."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual == expected.strip().lower():
+        return None
+    return f"integrity check failed: {name}'s sha256 is {actual}, the job was sent {expected}"
 
 
 def encode_result(step: str, value: Any) -> bytes:

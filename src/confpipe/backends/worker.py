@@ -2,7 +2,9 @@
 
 Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs, options)``), runs ``fn(**kwargs)`` and
 writes ``result.json`` or ``error.json`` (type, message, traceback) into the job folder,
-atomically, through the folder's Store. The root logger prints records from
+atomically, through the folder's Store. A ``call.pkl`` whose sha256 is not the one in
+``CONFPIPE_CALL_SHA256`` (set by the driver in the job's spec) is never unpickled: the job
+fails with an ``IntegrityError`` record. The root logger prints records from
 ``options["log_level"]`` up (INFO by default) to stderr, which is the job's log. Exit codes:
 0 the call returned, 1 it raised (or its value can't be a result record:
 ``confpipe.backends.results``), 2 usage error. Kept light:
@@ -27,12 +29,15 @@ import cloudpickle
 
 from confpipe.backends import (
     CALL,
+    CALL_DIGEST_VAR,
     DRIVER_VAR,
     ERROR,
+    INTEGRITY,
     LOG_DATEFMT,
     LOG_FORMAT,
     RESULT,
     encode_result,
+    integrity_error,
 )
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.storage import Store, store_for
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job_dir = args[0].rstrip("/")
     driver = os.environ.pop(DRIVER_VAR, None)  # popped: the job's own subprocesses don't watch
+    expected = os.environ.pop(CALL_DIGEST_VAR, "")  # nor do they inherit the call's digest
     if driver:
         threading.Thread(
             target=_watch, args=(int(driver),), name="confpipe-driver", daemon=True
@@ -60,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if blob is None:
         print(f"confpipe.worker: no {CALL} in {job_dir!r}: is it a job folder?", file=sys.stderr)
         return 2
+    wrong = integrity_error(CALL, blob.data, expected) if expected else None
+    if wrong:  # never unpickled: unpickling runs code
+        return _fail(store, job_dir, INTEGRITY, wrong, "")
     try:
         fn, kwargs, *rest = cloudpickle.loads(blob.data)
         _log_records(str((rest[0] if rest else {}).get("log_level", "INFO")))

@@ -18,6 +18,7 @@ the step's ``.confpipe/log.txt`` (``confpipe.engine.joblog``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -155,6 +156,7 @@ def run_job(
     (however it ends) its log is copied to ``log_to``.
     """
     payload = cloudpickle.dumps((fn, dict(kwargs), {"log_level": log_level}))
+    digest = hashlib.sha256(payload).hexdigest()  # in the job's spec: the job checks call.pkl
     store = store_for(job_root)
     attempts = resources.max_retries + 1
     logs = StepJobLogs(log_to, echo)
@@ -163,7 +165,7 @@ def run_job(
             raise StepFailed(step, f"cancelled: {scope.reason}")
         job_dir = f"{job_root.rstrip('/')}/{_job_id(attempt)}"
         store.write(f"{job_dir}/{CALL}", payload)
-        handle = backend.submit(JobRequest(step, job_dir, resources, attempt))
+        handle = backend.submit(JobRequest(step, job_dir, resources, attempt, digest))
         logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
         follower = LogFollower(f"{job_dir}/{LOG}", echo)
         try:

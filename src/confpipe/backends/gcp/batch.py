@@ -161,7 +161,7 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         from google.api_core import exceptions
         from google.cloud import batch_v1
 
-        code = self._stager.url() if self._stager else None
+        code = self._stager.staged() if self._stager else None
         request = job_request(self.settings, job, driver=self.driver, code=code, choice=choice)
         jid = job_id(job)
         logger.debug("step %r: creating Batch job %s: %s", job.step, jid, _json(request))

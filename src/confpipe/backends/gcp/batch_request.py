@@ -21,7 +21,15 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from confpipe.backends import JobRequest, JobState, JobStatus
-from confpipe.backends.gcp.job import DRIVER, OWN_VARS, REDACTED, VM_MODULE, entry_env, step_labels
+from confpipe.backends.gcp.job import (
+    DRIVER,
+    OWN_VARS,
+    REDACTED,
+    VM_MODULE,
+    StagedCode,
+    entry_env,
+    step_labels,
+)
 from confpipe.backends.gcp.machine_catalog import Choice, check_region, choose
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.resources import Resources
@@ -88,13 +96,13 @@ def job_request(
     job: JobRequest,
     *,
     driver: str,
-    code: str | None = None,
+    code: StagedCode | None = None,
     choice: Choice | None = None,
 ) -> batch_v1.Job:
     """The Batch Job that runs ``python -m confpipe.backends.vm <job_dir>`` in the image.
 
     ``driver`` labels the job with the launch that submitted it (one list request polls all
-    of a driver's jobs); ``code`` is the staged working-tree archive's URL, if any.
+    of a driver's jobs); ``code`` is the staged working-tree archive (URL, sha256), if any.
     """
     from google.cloud import batch_v1
 

@@ -3,7 +3,9 @@
 The archive holds each tracked file as it is now on disk (uncommitted edits included), so
 a job runs the code the user has now. It is deterministic (sorted, zero timestamps and
 owners) and content-addressed (``code-{digest}.tar.gz``), so one run uploads it once and
-an unchanged tree is never uploaded twice.
+an unchanged tree is never uploaded twice. An object of that name whose bytes are not the
+archive's (written by someone else) is replaced; jobs check the archive's sha256 anyway
+(``CONFPIPE_CODE_SHA256``, in their spec) before unpacking it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import tarfile
 import threading
 
+from confpipe.backends.gcp.job import StagedCode
 from confpipe.errors import ConfigError
 from confpipe.storage import store_for
 
@@ -73,14 +76,19 @@ class CodeStager:
         self.folder = folder.rstrip("/")
         self.root = root
         self._lock = threading.Lock()
-        self._url: str | None = None
+        self._staged: StagedCode | None = None
 
-    def url(self) -> str:
-        """The archive's URL, uploading it first if this stager hasn't yet."""
+    def staged(self) -> StagedCode:
+        """The archive's URL and sha256, uploading it first if this stager hasn't yet."""
         with self._lock:
-            if self._url is None:
+            if self._staged is None:
                 data = archive(self.root)
-                url = f"{self.folder}/code-{hashlib.sha256(data).hexdigest()[:16]}.tar.gz"
-                store_for(url).create(url, data)  # None: an identical tree is already there
-                self._url = url
-            return self._url
+                digest = hashlib.sha256(data).hexdigest()
+                url = f"{self.folder}/code-{digest[:16]}.tar.gz"
+                store = store_for(url)
+                if store.create(url, data) is None:  # there already: the same tree, or else?
+                    there = store.read(url)
+                    if there is None or there.data != data:  # not what its name says: replace
+                        store.write(url, data)
+                self._staged = StagedCode(url, digest)
+            return self._staged

@@ -175,7 +175,7 @@ class TpuBackend(CloudBackend["tpu_v2.TpuClient"]):
         from google.api_core import exceptions
         from google.cloud import tpu_v2
 
-        code = self._stager.url() if self._stager else None
+        code = self._stager.staged() if self._stager else None
         resource = queued_resource(
             self.settings, job, driver=self.driver, code=code, placement=placement
         )

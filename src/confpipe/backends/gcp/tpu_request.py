@@ -19,7 +19,15 @@ from urllib.parse import quote
 
 from confpipe.backends import LOG, JobRequest, JobState, JobStatus
 from confpipe.backends.gcp.hosts import BOOT, EXITS, STARTS
-from confpipe.backends.gcp.job import DRIVER, REDACTED, VM_MODULE, entry_env, job_id, step_labels
+from confpipe.backends.gcp.job import (
+    DRIVER,
+    REDACTED,
+    VM_MODULE,
+    StagedCode,
+    entry_env,
+    job_id,
+    step_labels,
+)
 from confpipe.backends.gcp.settings import GcpConf
 from confpipe.backends.gcp.tpu_catalog import Slice, parse, zone_for
 from confpipe.backends.gcp.vm import EXITED, HOST_VAR, LOG_LIMIT, STATE_VAR
@@ -96,13 +104,13 @@ def queued_resource(
     job: JobRequest,
     *,
     driver: str,
-    code: str | None = None,
+    code: StagedCode | None = None,
     placement: Placement | None = None,
 ) -> tpu_v2.QueuedResource:
     """The QueuedResource: one TPU node whose hosts all run ``startup_script`` at boot.
 
     ``driver`` labels the node with the launch that submitted it; ``code`` is the staged
-    working-tree archive's URL, if any.
+    working-tree archive (its URL and sha256), if any.
     """
     from google.cloud import tpu_v2
 
@@ -142,7 +150,7 @@ def queued_resource(
     return request
 
 
-def startup_script(settings: GcpConf, job: JobRequest, *, code: str | None = None) -> str:
+def startup_script(settings: GcpConf, job: JobRequest, *, code: StagedCode | None = None) -> str:
     """The script every host runs at boot: the job's entry in ``settings.image``, by Docker.
 
     The host's index comes from the VM's metadata server (``GCE_METADATA_HOST`` overrides its

@@ -1,12 +1,16 @@
 """``python -m confpipe.backends.vm <job folder URL>``: what a cloud VM runs for one job.
 
-1. If ``CONFPIPE_CODE`` names a staged working-tree archive, unpack it, make it the working
-   folder and ``sys.path`` root, and ``pip install`` it with ``CONFPIPE_PIP_EXTRAS`` when it
-   is a project (has ``pyproject.toml`` or ``setup.py``).
+1. If ``CONFPIPE_CODE`` names a staged working-tree archive, check that its sha256 is
+   ``CONFPIPE_CODE_SHA256`` (the job's spec says what the driver staged; anyone who can
+   write to the bucket could have replaced it: if so, the job fails with an
+   ``IntegrityError`` record and exit code 1, nothing unpacked), unpack it, make it the
+   working folder and ``sys.path`` root, and ``pip install`` it with ``CONFPIPE_PIP_EXTRAS``
+   when it is a project (has ``pyproject.toml`` or ``setup.py``).
 2. Run ``python -m confpipe.worker <job folder>`` in a fresh interpreter (it sees what was
-   just installed), teeing its output to our stdout (Cloud Logging) and to ``log.txt`` in the
-   job folder, uploaded whole every ``CONFPIPE_LOG_INTERVAL`` seconds and at exit (an object
-   store can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
+   just installed, and checks ``call.pkl`` against ``CONFPIPE_CALL_SHA256`` likewise),
+   teeing its output to our stdout (Cloud Logging) and to ``log.txt`` in the job folder,
+   uploaded whole every ``CONFPIPE_LOG_INTERVAL`` seconds and at exit (an object store
+   can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
 3. Exit with the worker's exit code (128 + signal if it was killed). SIGTERM is passed on.
 
 On a multi-host job (a Cloud TPU slice: every host runs this, the startup script sets
@@ -34,9 +38,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from confpipe.backends import CALL, LOG
+from confpipe.backends import CALL, ERROR, INTEGRITY, LOG, integrity_error
 from confpipe.backends.gcp.hosts import WORKER, exit_path, host_dir, start_path
-from confpipe.backends.gcp.job import CODE_VAR, EXTRAS_VAR
+from confpipe.backends.gcp.job import CODE_DIGEST_VAR, CODE_VAR, EXTRAS_VAR
 from confpipe.storage import Store, store_for
 
 LOG_LIMIT = 8 * 2**20
@@ -45,6 +49,10 @@ USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
 HOST_VAR = "CONFPIPE_TPU_HOST"  # this host's index in a multi-host job (set on TPU VMs)
 STATE_VAR = "CONFPIPE_HOST_STATE"  # a folder the startup script shares with the container
 EXITED = "exited"  # in STATE_VAR's folder: the exit record is written, the script adds none
+
+
+class IntegrityFailed(Exception):
+    """A staged file is not what the job was sent (its sha256 is not the spec's)."""
 
 
 class LogSink:
@@ -145,8 +153,13 @@ def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
     if code:
         extras = [e for e in os.environ.get(EXTRAS_VAR, "").split(",") if e]
         try:
-            cwd = unpack(code)
+            cwd = unpack(code, os.environ.get(CODE_DIGEST_VAR, ""))
             command = pip_command(cwd, extras)
+        except IntegrityFailed as err:  # the job's failure, as the worker's would be
+            sink.write(f"confpipe: {err}\n".encode())
+            record = {"type": INTEGRITY, "message": str(err), "traceback": ""}
+            store_for(folder).write(f"{folder}/{ERROR}", json.dumps(record, indent=1).encode())
+            return 1
         except Exception as err:  # say why in the job's log, where the driver looks
             sink.write(
                 f"confpipe: can't set up the staged code: {type(err).__name__}: {err}\n".encode()
@@ -159,11 +172,15 @@ def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
     return run([sys.executable, "-m", "confpipe.worker", folder], sink, env, cwd)
 
 
-def unpack(url: str) -> str:
-    """Unpack the archive at ``url`` into a fresh folder; that folder."""
+def unpack(url: str, sha256: str = "") -> str:
+    """Unpack the archive at ``url`` into a fresh folder; that folder. With ``sha256``, an
+    archive of another digest is refused (``IntegrityFailed``) before anything is unpacked."""
     blob = store_for(url).read(url)
     if blob is None:
         raise FileNotFoundError(f"staged code {url} is missing")
+    wrong = integrity_error(url.rsplit("/", 1)[-1], blob.data, sha256) if sha256 else None
+    if wrong:
+        raise IntegrityFailed(wrong)
     folder = tempfile.mkdtemp(prefix="confpipe-code-")
     with tarfile.open(fileobj=io.BytesIO(blob.data), mode="r:gz") as tar:
         if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse paths outside folder

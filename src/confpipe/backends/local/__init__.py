@@ -33,6 +33,7 @@ import time
 from collections import deque
 
 from confpipe.backends import (
+    CALL_DIGEST_VAR,
     LOG,
     BackendKind,
     JobRequest,
@@ -247,7 +248,10 @@ class LocalBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=job_env(job.request.resources, devices),
+                    env={  # the digest: the worker runs only the call.pkl the driver sent
+                        **job_env(job.request.resources, devices),
+                        CALL_DIGEST_VAR: job.request.call_digest,
+                    },
                     start_new_session=True,
                 )
             job.tree = ProcessTree(job.proc.pid)
