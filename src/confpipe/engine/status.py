@@ -98,12 +98,16 @@ class Status:
         for key in ("worker", "time"):
             if key not in record:
                 raise ValueError(f"no {key!r}")
-        fields = {k: v for k, v in record.items() if k in _FIELD_TYPES}  # newer ones: ignored
-        for key, value in fields.items():
-            kinds = _FIELD_TYPES[key]
-            wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
-            if value is not None and wrong:
+        fields = {}
+        for key, value in record.items():
+            kinds = _FIELD_TYPES.get(key)
+            if kinds is None:  # a newer confpipe's field: ignored
+                continue
+            # exact types, as JSON decodes them: a bool is no number here (one read a step:
+            # this check is on every cached step's path, so it stays this cheap)
+            if value is not None and type(value) not in kinds:
                 raise ValueError(f"{key!r} is {json.dumps(value)[:40]}")
+            fields[key] = value
         return cls(**fields)
 
     @classmethod
