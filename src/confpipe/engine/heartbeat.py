@@ -10,22 +10,46 @@ noticing, on time, that a lease has gone ``give_up`` seconds without a landed he
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # lock.py makes the one Heartbeat; only its type is needed here
-    from confpipe.engine.lock import Lease
+from typing import Generic, Protocol, TypeVar
 
 
-class Heartbeat:
+class Timing(Protocol):
+    """The lock options the heartbeat reads (``lock.LockOptions`` is one)."""
+
+    @property
+    def heartbeat_interval(self) -> float: ...
+    @property
+    def give_up(self) -> float: ...
+
+
+class Held(Protocol):
+    """What the heartbeat needs of a held lease (``lock.Lease`` is one): lock.py imports this
+    module, never the other way round."""
+
+    busy: bool  # a refresh of it is under way
+
+    @property
+    def lost(self) -> str | None: ...  # why it was lost
+    @property
+    def options(self) -> Timing: ...
+    def silent_for(self) -> float: ...
+    def expire(self) -> None: ...
+    def refresh(self) -> bool: ...
+
+
+L = TypeVar("L", bound=Held)
+
+
+class Heartbeat(Generic[L]):
     """One daemon thread refreshing every held lease of this process."""
 
     def __init__(self) -> None:
-        self._leases: dict[int, Lease] = {}
+        self._leases: dict[int, L] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._interval = float("inf")  # the shortest heartbeat interval of the last round
 
-    def add(self, lease: Lease) -> None:
+    def add(self, lease: L) -> None:
         with self._wake:
             idle = not self._leases
             self._leases[id(lease)] = lease
@@ -36,11 +60,11 @@ class Heartbeat:
             elif idle or lease.options.heartbeat_interval < self._interval:
                 self._wake.notify()  # otherwise its next round comes soon enough
 
-    def remove(self, lease: Lease) -> None:
+    def remove(self, lease: L) -> None:
         with self._wake:
             self._leases.pop(id(lease), None)
 
-    def held(self) -> list[Lease]:
+    def held(self) -> list[L]:
         with self._wake:
             return list(self._leases.values())
 
@@ -67,7 +91,7 @@ class Heartbeat:
                 self._interval = min(le.options.heartbeat_interval for le in leases)
                 self._wake.wait(self._interval / 4)
 
-    def _refresh(self, lease: Lease) -> None:
+    def _refresh(self, lease: L) -> None:
         try:
             if not lease.refresh():
                 self.remove(lease)

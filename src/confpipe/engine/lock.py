@@ -246,7 +246,7 @@ def acquire(
         delay = min(delay * 2, 1.0, options.heartbeat_interval)
 
 
-_heartbeat = Heartbeat()
+_heartbeat: Heartbeat[Lease] = Heartbeat()
 _BEGIN_TRIES = 3  # a launch that lost the lease writes the status at most once more
 
 
