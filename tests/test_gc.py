@@ -31,12 +31,16 @@ class Layout:
         self.stamps = itertools.count()
 
     def step(
-        self, name: str, state: StepState | None, *, jobs: bool = False, lease: bool = False
-    ) -> str:
+        self, name: str, state: StepState | None, *, jobs: bool = False, lease: bool = False,
+        written: float | None = None, interrupted: bool | None = None,
+    ) -> str:  # fmt: skip
+        """A step folder; its status written a day ago (before the manifests) unless given."""
         folder = f"{self.prefix}/{name}-{next(_hashes)}"
         self.store.write(f"{folder}/data.bin", b"x" * 1000)
         if state is not None:
-            self.store.write(status_path(folder), Status(state, "w", time.time()).to_json())
+            when = time.time() - 86400 if written is None else written
+            status = Status(state, "w", when, interrupted=interrupted)
+            self.store.write(status_path(folder), status.to_json())
         if jobs:
             self.store.write(f"{jobs_dir(folder)}/20261206-000000.000-0-abcd/call.pkl", b"y" * 500)
         if lease:
@@ -99,7 +103,7 @@ def test_gc_finds_unreferenced_failed_and_job_folders_and_leaves_live_steps(tmp_
 
 def test_default_keeps_ten_manifests_and_keep_days_keeps_the_recent(tmp_path: Path) -> None:
     lay = Layout(str(tmp_path))
-    ancient = lay.step("ancient", StepState.SUCCESS)
+    ancient = lay.step("ancient", StepState.SUCCESS, written=1577836000.0)  # 2019-12-31
     lay.manifest(ancient, stamp="20200101-000000")
     steps = [lay.step(f"s{i}", StepState.SUCCESS) for i in range(10)]
     for step in steps:
@@ -231,3 +235,38 @@ def test_gc_on_gcs(gs_prefix: str, tmp_path: Path) -> None:
     assert not exists(f"{jobs_dir(kept)}/20261206-000000.000-0-abcd/call.pkl")
     assert exists(status_path(kept)) and exists(f"{leased}/data.bin")
     assert collect(gs_prefix).candidates == []
+
+
+def test_an_output_newer_than_the_kept_manifests_is_in_use_not_unreferenced(
+    tmp_path: Path,
+) -> None:
+    """A launch still running writes its manifest when it ends: what it finished so far is
+    newer than every manifest, and referenced by none of them yet."""
+    lay = Layout(str(tmp_path))
+    lay.manifest(lay.step("done", StepState.SUCCESS))
+    in_progress = lay.step("upstream", StepState.SUCCESS, written=time.time() + 3600)
+    assert [c.path for c in collect(str(tmp_path)).candidates] == []
+    assert exists(in_progress)
+
+
+def test_an_interrupted_step_is_not_offered_as_failed(tmp_path: Path) -> None:
+    """Interrupted is not a failure: a detached cloud job may still run in its folder."""
+    lay = Layout(str(tmp_path))
+    lay.manifest(lay.step("done", StepState.SUCCESS))
+    stopped = lay.step("stopped", StepState.FAILED, interrupted=True)
+    lay.manifest(stopped)
+    assert collect(str(tmp_path)).candidates == []
+
+
+def test_a_failed_step_rerun_between_the_listing_and_the_delete_is_kept(tmp_path: Path) -> None:
+    lay = Layout(str(tmp_path))
+    failed = lay.step("failed", StepState.FAILED)
+    found = collect(str(tmp_path))
+    assert [c.path for c in found.candidates] == [failed]
+    done = Status(StepState.SUCCESS, "a new launch", time.time())
+    store_for(failed).write(status_path(failed), done.to_json())  # re-run and succeeded
+    deleted, skipped = delete(found.candidates, 90.0)
+    assert deleted == [] and [why for _, why in skipped] == [
+        "its status changed since it was listed"
+    ]
+    assert exists(failed)

@@ -106,3 +106,18 @@ def test_a_jobs_result_is_stored_once_moved_into_the_steps_record(tmp_path: Path
     records = [p for p in out.rglob("result.json")]
     assert records == [out / ".confpipe" / "result.json"]
     assert len(json.loads(records[0].read_bytes())["value"]) == 4 * 1024 * 1024
+
+
+def test_enum_members_in_a_result_are_stored_as_their_values() -> None:
+    """A str- or int-mixin Enum member is its value, as json.dumps writes it ("red", 3)."""
+    from enum import Enum, IntEnum
+
+    class Colour(str, Enum):  # noqa: UP042 (the str mixin is what users write)
+        RED = "red"
+
+    class Size(IntEnum):
+        BIG = 3
+
+    assert json.loads(json.dumps(to_json({"c": Colour.RED, "s": Size.BIG, "ok": True}))) == {
+        "c": "red", "s": 3, "ok": True,
+    }  # fmt: skip

@@ -95,9 +95,12 @@ def _convert(value: Any, where: str, path: set[int]) -> Any:
 
 def _builtin(value: Any) -> Any:
     """A subclass of str, bool or int (an enum member, say) as the plain value."""
-    for base in (bool, int, str):
-        if isinstance(value, base):
-            return base(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__index__(value)  # an IntEnum member's number, not its repr
+    if isinstance(value, str):
+        return str.__str__(value)  # a str-mixin Enum member's value ("red"), not "C.RED"
     return value
 
 

@@ -9,8 +9,11 @@ noticing, on time, that a lease has gone ``give_up`` seconds without a landed he
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Generic, Protocol, TypeVar
+
+log = logging.getLogger("confpipe")
 
 
 class Timing(Protocol):
@@ -75,21 +78,29 @@ class Heartbeat(Generic[L]):
                     self._wake.wait()
                 leases = list(self._leases.values())
             for lease in leases:
-                silent = lease.silent_for()
-                if lease.lost:
-                    self.remove(lease)
-                elif silent >= lease.options.give_up:
-                    lease.expire()
-                    self.remove(lease)
-                elif silent >= lease.options.heartbeat_interval and not lease.busy:
-                    lease.busy = True
-                    threading.Thread(
-                        target=self._refresh, args=(lease,), name="confpipe-heartbeat-write",
-                        daemon=True,
-                    ).start()  # fmt: skip
+                try:
+                    self._tend(lease)
+                except Exception as err:  # the thread must live on: every held lease needs it
+                    lease.busy = False
+                    log.warning("heartbeat: %s (retried in the next round)", err)
             with self._wake:
                 self._interval = min(le.options.heartbeat_interval for le in leases)
                 self._wake.wait(self._interval / 4)
+
+    def _tend(self, lease: L) -> None:
+        """Forget a lost lease, give up a silent one, or start its refresh when it is due."""
+        silent = lease.silent_for()
+        if lease.lost:
+            self.remove(lease)
+        elif silent >= lease.options.give_up:
+            lease.expire()
+            self.remove(lease)
+        elif silent >= lease.options.heartbeat_interval and not lease.busy:
+            lease.busy = True
+            threading.Thread(
+                target=self._refresh, args=(lease,), name="confpipe-heartbeat-write",
+                daemon=True,
+            ).start()  # fmt: skip
 
     def _refresh(self, lease: L) -> None:
         try:

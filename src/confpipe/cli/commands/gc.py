@@ -34,6 +34,7 @@ from confpipe.engine.status import (
     StepState,
     jobs_dir,
     lease_path,
+    parse_status,
     read_status,
     status_path,
 )
@@ -64,6 +65,7 @@ class Candidate:
     kind: Kind
     size: int
     step: str
+    written: float | None = None  # its status record's time when listed: changed since, kept
 
 
 @dataclass(frozen=True)
@@ -120,20 +122,25 @@ def collect(
     statuses = store.read_many([status_path(f) for f in folders])
     leases = store.read_many([lease_path(f) for f in folders])
     now = store.now()
+    # an output written since the oldest kept manifest may be a launch's still in progress (its
+    # manifest is written when it ends) or a cached one's (which writes none): in use
+    since = min(map(_stamp, kept or manifests[:1]), default=0.0)
     candidates: list[Candidate] = []
     live: dict[str, str] = {}
     for folder, status_blob, lease in zip(folders, statuses, leases, strict=True):
-        status = _parse(status_blob)
+        status = parse_status(status_blob, status_path(folder)) if status_blob else None
         why = _live(status, lease, now, lease_timeout)
         if why is not None:
             live[folder] = why
             continue
         # no manifest at all (steps run from Python, or manifests moved away): which outputs
         # are in use is unknown, so none counts as unreferenced
-        in_use = not manifests or _bare(folder) in referenced
+        recent = status is not None and status.time >= since
+        in_use = not manifests or recent or _bare(folder) in referenced
         kind, path = _kind(store, folder, status, in_use)
         if kind is not None:
-            candidates.append(Candidate(path, kind, _du(store, path), folder))
+            written = None if status is None else status.time
+            candidates.append(Candidate(path, kind, _du(store, path), folder, written))
     return Collection(candidates, live, len(kept), len(manifests))
 
 
@@ -148,6 +155,8 @@ def delete(
         lease = store.read(lease_path(c.step))
         status = read_status(store, c.step) if _exists(store, status_path(c.step)) else None
         why = _live(status, lease, store.now(), lease_timeout)
+        if why is None and (None if status is None else status.time) != c.written:
+            why = "its status changed since it was listed"  # re-run meanwhile, say
         if why is not None:
             skipped.append((c, why))
             continue
@@ -178,6 +187,8 @@ def _kind(
     store: Store, folder: str, status: Status | None, referenced: bool
 ) -> tuple[Kind | None, str]:
     """Why the step folder (or its job folders) could go, and what goes."""
+    if status is not None and status.interrupted:  # not a failure: a detached job may still
+        return None, folder  # run in it, and a restarted driver re-attaches to it
     if status is not None and status.state is StepState.FAILED:
         return Kind.FAILED, folder
     if status is not None and status.state is StepState.DEP_FAILED:
@@ -236,13 +247,6 @@ def _referenced(store: Store, manifests: list[str]) -> set[str]:
 def _folders(store: Store, prefix: str) -> list[str]:
     entries = store.fs.ls(prefix, detail=True)
     return sorted(_url(prefix, str(e["name"])) for e in entries if e.get("type") == "directory")
-
-
-def _parse(blob: Blob | None) -> Status | None:
-    try:
-        return None if blob is None else Status.from_json(blob.data)
-    except (ValueError, TypeError, KeyError):
-        return None
 
 
 def _du(store: Store, path: str) -> int:
