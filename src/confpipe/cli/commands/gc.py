@@ -117,14 +117,14 @@ def collect(
         raise ConfigError(f"gc: {prefix} does not exist; give the prefix the runs wrote to")
     manifests = _manifests(store, prefix)
     kept = _kept(manifests, keep, keep_days)
-    referenced = _referenced(store, kept)
+    referenced, since = _referenced(store, kept or manifests[:1], kept)
     folders = [f for f in _folders(store, prefix) if _base(f) not in _NEVER]
     statuses = store.read_many([status_path(f) for f in folders])
     leases = store.read_many([lease_path(f) for f in folders])
     now = store.now()
-    # an output written since the oldest kept manifest may be a launch's still in progress (its
-    # manifest is written when it ends) or a cached one's (which writes none): in use
-    since = min(map(_stamp, kept or manifests[:1]), default=0.0)
+    # an output written since the oldest kept manifest (``since``) may be a launch's still in
+    # progress (its manifest is written when it ends) or a cached one's (which writes none):
+    # in use
     candidates: list[Candidate] = []
     live: dict[str, str] = {}
     for folder, status_blob, lease in zip(folders, statuses, leases, strict=True):
@@ -229,19 +229,23 @@ def _stamp(manifest: str) -> float:
         return 0.0
 
 
-def _referenced(store: Store, manifests: list[str]) -> set[str]:
-    """The outputs the manifests list (without protocol or trailing slash)."""
+def _referenced(store: Store, read: list[str], kept: list[str]) -> tuple[set[str], float]:
+    """The outputs the ``kept`` manifests list (without protocol or trailing slash), and when
+    the oldest of the ``read`` ones (the kept ones, or the newest) was written."""
     found: set[str] = set()
-    for path, blob in zip(manifests, store.read_many(manifests), strict=True):
+    since = float("inf") if read else 0.0
+    for path, blob in zip(read, store.read_many(read), strict=True):
         try:
             record: dict[str, Any] = json.loads(blob.data) if blob is not None else {}
-            found |= {_bare(str(step["output"])) for step in record.get("steps", [])}
+            if path in kept:
+                found |= {_bare(str(step["output"])) for step in record.get("steps", [])}
+            since = min(since, float(record.get("time") or _stamp(path)))
         except (ValueError, TypeError, KeyError) as err:  # can't tell what it keeps: stop
             raise ConfpipeError(
                 f"gc: manifest {path} is unreadable ({err}), so what it keeps is unknown; "
                 "move it out of manifests/ and run gc again"
             ) from err
-    return found
+    return found, since
 
 
 def _folders(store: Store, prefix: str) -> list[str]:
