@@ -461,3 +461,16 @@ def test_a_sweep_report_plots_each_metric_in_chromium(chromium: str, tmp_path: P
     assert all(p.count("<circle") == len(xs) and "lr (log)" in p for p in plots)
     assert "1 point(s) without a value" in opened.dom
     check_screenshot(opened.png, GREEN, RED, BLUE)
+
+
+def test_a_steps_config_shows_its_references_as_step_names() -> None:
+    """The records keep a reference as ``{"$step": identity}``; the page shows what the YAML
+    said: ``${step:NAME}`` and its suffix."""
+    up = StepSpec("up", stepfns.noop, {})
+    down = StepSpec("down", stepfns.noop, {"data": up})
+    config = {"data": {"$step": up.identity}, "files": {"$step": up.identity, "suffix": "/x"}}
+    page = render(histories([up, down], info={"config": config, "where": "thread"}), title="t")
+    assert "${step:up}" in page and "${step:up}/x" in page
+    assert (
+        "$step&quot;" not in page and up.identity not in page.split("<h4>config</h4>", 1)[1][:400]
+    )

@@ -27,7 +27,7 @@ from confpipe.engine.status import (
 )
 from confpipe.storage import Blob, store_for
 
-__all__ = ["StepHistory", "gather"]
+__all__ = ["StepHistory", "config_of", "gather"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,20 @@ def _tail(path: str, size: int) -> str | None:
     if end > size and "\n" in text:
         text = text.split("\n", 1)[1]
     return text
+
+
+def config_of(value: Any) -> Any:
+    """A step's canonical config made readable: references as ``${step:NAME}``."""
+    if isinstance(value, dict) and "$step" in value:
+        return "${step:" + _name(value["$step"]) + "}" + str(value.get("suffix") or "")
+    if isinstance(value, dict) and "$template" in value:
+        return "".join(str(config_of(part)) for part in value["$template"])
+    if isinstance(value, dict):
+        return {k: config_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [config_of(v) for v in value]
+    return value
+
+
+def _name(identity: str) -> str:
+    return identity.rsplit("-", 1)[0]

@@ -18,11 +18,12 @@ from omegaconf import OmegaConf
 from confpipe.cli.commands import words
 from confpipe.cli.commands.args import Request
 from confpipe.cli.commands.target import Target
-from confpipe.cli.history import StepHistory, gather
+from confpipe.cli.history import StepHistory, config_of, gather
 from confpipe.engine.status import log_path
 from confpipe.redact import public_resources
 
 __all__ = ["ERROR_LINES", "config_of", "details", "run"]
+
 
 ERROR_LINES = 40  # of a failed step's traceback (error.txt has all of it)
 
@@ -72,23 +73,6 @@ def details(history: StepHistory, outputs: Mapping[str, str]) -> dict[str, Any]:
         "status": record,
         "error": history.error,
     }
-
-
-def config_of(value: Any) -> Any:
-    """A step's canonical config made readable: references as ``${step:NAME}``."""
-    if isinstance(value, dict) and "$step" in value:
-        return "${step:" + _name(value["$step"]) + "}" + str(value.get("suffix") or "")
-    if isinstance(value, dict) and "$template" in value:
-        return "".join(str(config_of(part)) for part in value["$template"])
-    if isinstance(value, dict):
-        return {k: config_of(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [config_of(v) for v in value]
-    return value
-
-
-def _name(identity: str) -> str:
-    return identity.rsplit("-", 1)[0]
 
 
 def _text(history: StepHistory, shown: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from enum import Enum
 from html import escape
 from typing import Any
 
-from confpipe.cli.history import StepHistory
+from confpipe.cli.history import StepHistory, config_of
 from confpipe.cli.report.assets import CSS, JS
 from confpipe.cli.report.charts import Bar, duration, gantt_svg
 from confpipe.cli.report.graph import Node, dag_svg
@@ -308,7 +308,7 @@ def _step(h: StepHistory, state: Shown, anchor: str, anchors: dict[str, str], li
     parts = [
         f'<dl class="facts">{facts}</dl>',
         "<h4>config</h4>",
-        _pre(_json(config), limit, tail=False),
+        _pre(_json(config_of(config)), limit, tail=False),
     ]
     if resources:
         parts += ["<h4>resources</h4>", _pre(_json(resources), limit, tail=False)]
