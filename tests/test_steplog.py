@@ -253,3 +253,18 @@ def test_a_batch_jobs_log_on_gs_becomes_the_steps_log(gs_prefix: str) -> None:
         x.endswith("INFO tests.test_steplog: b info 1") for x in lines
     )
     assert "job | b out 1" in echoed
+
+
+def test_a_step_that_calls_sys_exit_ends_its_log_with_the_reason(tmp_path: Path) -> None:
+    """sys.exit() in a thread step fails it (the runner records it); its log says why, as an
+    exception's traceback would."""
+    path = str(tmp_path / "log.txt")
+
+    def leaves() -> None:
+        print("giving up")
+        sys.exit(3)
+
+    with pytest.raises(SystemExit):
+        steplog.captured(leaves, path=path)()
+    text = Path(path).read_text()
+    assert text.startswith("giving up\n") and "SystemExit: 3" in text

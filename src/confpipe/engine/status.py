@@ -135,10 +135,6 @@ def parse_status(blob: Blob, path: str) -> Status:
         return Status.unknown(f"{path} ({err})", blob.mtime)
 
 
-def records_dir(output: str) -> str:
-    return f"{output}/{RECORDS}"
-
-
 def status_path(output: str) -> str:
     return f"{output}/{RECORDS}/status.json"
 

@@ -233,7 +233,8 @@ def captured(
             saved, _here.log = _current(), log
             try:
                 return fn(*args, **kwargs)
-            except Exception as err:  # the log ends as a job's does: with the traceback
+            except BaseException as err:  # the log ends as a job's does: with the traceback
+                # (also for sys.exit() in a step, which the runner records as its failure)
                 log.write("".join(traceback.format_exception(err)), echo=False)
                 raise
             finally:
