@@ -142,6 +142,22 @@ def test_follower_goes_on_where_it_was_when_the_log_moves_to_log_txt(tmp_path: P
     assert b"".join(written).endswith(b"(rewritten) ---\nnew\n")
 
 
+def test_follower_shows_a_moved_log_whole_under_a_header_when_it_starts_otherwise(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "step-0123456789ab"
+    job = out / ".confpipe" / "jobs" / "20261206-000000.000-0-abc"
+    job.mkdir(parents=True)
+    written: list[bytes] = []
+    follow = Follower(str(out), written.append)
+    (job / "log.txt").write_text("attempt one\n")
+    follow.step()
+    (out / ".confpipe" / "log.txt").write_text("--- attempt 1 ---\nattempt one\n")
+    follow.step()
+    text = b"".join(written).decode()
+    assert text == f"attempt one\n--- {out}/.confpipe/log.txt ---\n--- attempt 1 ---\nattempt one\n"
+
+
 # --- real CLI runs ----------------------------------------------------------------------------
 
 

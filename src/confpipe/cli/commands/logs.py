@@ -14,6 +14,7 @@ ended FAILED or DEP_FAILED — as a run of it would have — or its launch was k
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -96,7 +97,12 @@ class Follower:
     def __init__(self, output: str, write: Callable[[bytes], None]) -> None:
         self.output, self.write = output, write
         self.path: str | None = None
-        self.done = bytearray()  # what was written of ``path``
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """Nothing written of the log yet: its length and digest so far (not its bytes: a
+        chatty job's log can be hundreds of MiB)."""
+        self.written, self.digest = 0, hashlib.sha256()
 
     def step(self) -> None:
         path = source(self.output)
@@ -106,23 +112,25 @@ class Follower:
             data = _read(path, 0)
             if data is None:
                 return
-            if self.path is not None and not data.startswith(self.done):
+            same = hashlib.sha256(data[: self.written]).digest() == self.digest.digest()
+            if self.path is not None and not (len(data) >= self.written and same):
                 self.write(f"--- {path} ---\n".encode())
-                self.done.clear()
+                self._fresh()
             self.path = path
-            self._emit(data[len(self.done) :])
+            self._emit(data[self.written :])
             return
-        data = _read(path, len(self.done))
+        data = _read(path, self.written)
         if data is None:  # shorter than what was written: rewritten from the start
             self.write(f"--- {path} (rewritten) ---\n".encode())
-            self.done.clear()
+            self._fresh()
             data = _read(path, 0) or b""
         self._emit(data)
 
     def _emit(self, data: bytes) -> None:
         if data:
             self.write(data)
-            self.done += data
+            self.written += len(data)
+            self.digest.update(data)
 
 
 def _one(target: Target, name: str) -> StepPlan:
