@@ -195,6 +195,7 @@ def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(
     assert isinstance(old, Lease)
     _heartbeat.remove(old)  # as if launch-a froze: no more heartbeats
     clock.advance(LEASE.lease_timeout + 1)
+    froze(old, LEASE.lease_timeout + 1)  # its own clock went on too
     new = acquire(clock, root, "launch-b")
     assert isinstance(new, Lease)
     with pytest.raises(LeaseLost, match="taken over by launch-b"):
@@ -204,6 +205,28 @@ def test_lost_lease_fences_and_cancels_and_release_spares_the_new_holder(
     holder = acquire(clock, root, "launch-c")
     assert isinstance(holder, Holder) and holder.owner == "launch-b"
     new.release()
+
+
+def froze(lease: Lease, seconds: float) -> None:
+    """As if the launch holding ``lease`` was frozen for ``seconds``: its monotonic clock
+    went on while no heartbeat was sent (the store's clock is advanced by the caller)."""
+    lease._refreshed -= seconds
+
+
+def test_a_fence_while_the_heartbeat_is_on_schedule_takes_no_round_trip(
+    root: str, clock: ClockedStore
+) -> None:
+    lease = acquire(clock, root, "launch-a")
+    assert isinstance(lease, Lease)
+    before = clock.read(lease.path)
+    lease.fence()  # refreshed (acquired) under heartbeat_interval ago: ours, provably
+    same = clock.read(lease.path)  # not written: no refresh was sent
+    assert before is not None and same is not None and same.version == before.version
+    froze(lease, LEASE.heartbeat_interval)  # a beat is due: the fence refreshes the lease
+    lease.fence()
+    after = clock.read(lease.path)
+    assert after is not None and after.version != before.version
+    lease.release()
 
 
 # -- status commits: a launch that lost its lease between its fence and its write ----------

@@ -21,12 +21,14 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict
 from typing import Any
 
 from confpipe.backends import encode_result
 from confpipe.backends.results import StoredResult
 from confpipe.cancel import CancelScope
+from confpipe.engine import beside
 from confpipe.engine.codechanges import code_changed
 from confpipe.engine.lock import Lease, LockOptions, try_acquire
 from confpipe.engine.outcome import Outcome
@@ -38,6 +40,7 @@ from confpipe.engine.status import (
     error_path,
     info_path,
     launch_info,
+    log_path,
     read_status_blob,
     result_path,
     result_problem,
@@ -69,8 +72,26 @@ class Records:
         self._version: str | None = None  # of the status record last read or written
         self._committed = False  # SUCCESS written: a late failure (Ctrl-C) must not undo it
         self.rerun_on_code_change = False  # set by ``cache``: code changed means not done
+        self._primed = False  # ``_previous`` and ``_version`` are the plan's read: not re-read
+        self._unchecked = False  # the status was read (or primed), not yet checked by a write
+        self._info: Future[None] | None = None  # the info record's write, beside the work
+        self._began = False  # RUNNING was written beside the lease's creation (``early``)
+
+    def prime(self, status: Status | None, version: str | None) -> None:
+        """Start from the status the plan read (and its version): the step's first ``status``
+        is that, not a read. Safe however old it is: the first write, RUNNING, is a
+        compare-and-swap on that version, which fails if anyone wrote since; then ``done``
+        reads it afresh."""
+        self._previous, self._version, self._primed = status, version, True
 
     def done(self, output_path: str) -> bool:
+        """Whether the step is done, checked under the lease. The status just seen before
+        the lease was taken is not read again: ``begin``'s compare-and-swap checks it (a
+        launch that committed meanwhile changed its version). After a failed ``begin``, or
+        a lost lease, it is read."""
+        if self._unchecked:
+            self._unchecked = False
+            return self.found_done(output_path, self._previous)
         return self.found_done(output_path, self.status(output_path))
 
     def found_done(self, output_path: str, status: Status | None) -> bool:
@@ -92,20 +113,61 @@ class Records:
         return Outcome.CACHED
 
     def status(self, output_path: str) -> Status | None:
-        """The step's status in ``output_path`` (None if it holds another hash's records)."""
-        status, self._version = read_status_blob(self.store, output_path)
-        self._previous = None if status is None else status.of(self.spec.hash)
+        """The step's status in ``output_path`` (None if it holds another hash's records):
+        the plan's, the first time, when it was primed; otherwise one read."""
+        if self._primed:
+            self._primed = False
+        else:
+            status, self._version = read_status_blob(self.store, output_path)
+            self._previous = None if status is None else status.of(self.spec.hash)
+        self._unchecked = True
         return self._previous
+
+    def early(self, output_path: str) -> Future[str | None] | None:
+        """For a step with no status record at all (as just seen), on a store with round
+        trips: create its RUNNING record now, beside the creation of its lease rather than
+        after it, one round trip less on each new step's way. ``settle`` says whether it
+        counts. None where it doesn't apply (a record exists, or a local store)."""
+        if "://" not in output_path or not self._unchecked or self._version is not None:
+            return None
+        self.started = time.time()
+        running = self._record(StepState.RUNNING)
+        return beside.submit(swap_status, self.store, output_path, running, None)
+
+    def settle(self, output_path: str, early: Future[str | None], at_once: bool | None) -> None:
+        """The early RUNNING is this attempt's begin only if the lease was created at once
+        (``at_once``: nobody held it, so nobody else may have written the status since ours
+        landed). Otherwise (the lease was waited for or taken over) the status is read again
+        under the lease and RUNNING written by compare-and-swap, as usual; with no lease at
+        all (None: cancelled while waiting) an early RUNNING that landed is deleted again."""
+        try:
+            version = early.result()
+        except Exception:  # the store failed: the usual path reads it again, and says so
+            version = None
+        if version is not None and at_once:
+            self._version, self._began = version, True
+            return
+        self._unchecked = False  # read it again under the lease
+        if version is not None and at_once is None:
+            with contextlib.suppress(Exception):
+                self.store.delete(status_path(output_path), version)
 
     def begin(self, output_path: str) -> bool:
         """Write info and RUNNING, and start a retry from an empty folder (``_fresh``); False
         if the status changed since ``status`` read it (a launch that had lost the lease
         committed or failed meanwhile): check it again."""
-        self.started = time.time()
         previous = self._previous
-        if not self._status(output_path, StepState.RUNNING):
-            return False
-        write_json(self.store, info_path(output_path), self.info(output_path))
+        self._unchecked = False
+        if self._began:  # RUNNING is written already, by ``early``
+            self._began = False
+        else:
+            self.started = time.time()
+            if not self._status(output_path, StepState.RUNNING):
+                return False
+        self._write_info(output_path)
+        if previous is not None:  # the last attempt's log: not this one's (a step that
+            with contextlib.suppress(FileNotFoundError):  # prints nothing writes none)
+                self.store.fs.rm(log_path(output_path))
         if previous is not None and previous.state is StepState.FAILED:
             with contextlib.suppress(FileNotFoundError):  # the last attempt's: not this one's
                 self.store.fs.rm(error_path(output_path))
@@ -120,6 +182,21 @@ class Records:
                     self.spec.name, gone, output_path,
                 )  # fmt: skip
         return True
+
+    def _write_info(self, output_path: str) -> None:
+        """Write the info record: on a store with round trips, beside the step's work (it
+        is waited for before the commit, with the result record's write); locally, now."""
+        path, record = info_path(output_path), self.info(output_path)
+        if "://" not in output_path:
+            write_json(self.store, path, record)
+            return
+        self._info = beside.submit(write_json, self.store, path, record)
+
+    def _info_written(self) -> None:
+        """Wait for the info record's write; raise its error (the step is not done)."""
+        pending, self._info = self._info, None
+        if pending is not None:
+            pending.result()
 
     def _fresh(self, previous: Status) -> bool:
         """Whether this attempt clears what an earlier one of this step left in its folder.
@@ -158,9 +235,12 @@ class Records:
             else:
                 assert data is not None
                 self.store.write(path, data)
+            path = info_path(output_path)
+            self._info_written()  # written meanwhile: the commit waits for both
         except Exception as err:  # a full disk: the step did not succeed, and says why
+            what = "result" if path == result_path(output_path) else "info"
             failure = StepFailed(
-                self.spec.name, f"could not record its result: {write_cause(err, path)}"
+                self.spec.name, f"could not record its {what}: {write_cause(err, path)}"
             )
             failure.returned = True  # type: ignore[attr-defined]  # the work is done: keep it
             failure.__cause__ = err
@@ -183,6 +263,8 @@ class Records:
         tells the next plan, where it can still be written."""
         if self._committed:  # Ctrl-C between the commit and the lease's release
             return
+        with contextlib.suppress(Exception):  # its failure is the step's: recorded below
+            self._info_written()
         fence()
         trace = "".join(traceback.format_exception(error))
         message = (
@@ -238,19 +320,23 @@ class Records:
 
     def _status(self, output_path: str, state: StepState, **fields: Any) -> bool:
         """Write the status over the one last seen; False if another launch wrote since."""
-        waited = None
-        if self.arrived is not None and self.started is not None:
-            waited = round(max(0.0, self.started - self.arrived), 3) or None
-        spec = self.spec
-        status = Status(
-            state, self.owner, time.time(), started=self.started, hash=spec.hash,
-            waited=waited, code=spec.code, lineage=spec.lineage, **fields,
-        )  # fmt: skip
+        status = self._record(state, **fields)
         version = swap_status(self.store, output_path, status, self._version)
         if version is None:
             return False
         self._version = version
         return True
+
+    def _record(self, state: StepState, **fields: Any) -> Status:
+        """The status record this launch writes now."""
+        waited = None
+        if self.arrived is not None and self.started is not None:
+            waited = round(max(0.0, self.started - self.arrived), 3) or None
+        spec = self.spec
+        return Status(
+            state, self.owner, time.time(), started=self.started, hash=spec.hash,
+            waited=waited, code=spec.code, lineage=spec.lineage, **fields,
+        )  # fmt: skip
 
 
 def _returned(error: BaseException) -> bool | None:

@@ -24,10 +24,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confpipe.cancel import CancelScope, entered
+from confpipe.engine import beside
 from confpipe.engine.heartbeat import Heartbeat
 from confpipe.engine.owner import Holder, dead_local_holder, holder_of, lease_record, read_holder
 from confpipe.engine.status import lease_path
@@ -77,6 +79,14 @@ class Hooks(Protocol):
         """What the locked call returns, without calling the function, when ``done``."""
         ...
 
+    def early(self, output_path: str) -> Future[Any] | None:
+        """Work to start beside the lease's creation (a new step's RUNNING), or None."""
+        ...
+
+    def settle(self, output_path: str, early: Future[Any], at_once: bool | None) -> None:
+        """After the lease: whether it was created at once (None: not got at all)."""
+        ...
+
     def begin(self, output_path: str) -> bool: ...
     def succeed(self, output_path: str, value: Any, fence: Callable[[], None]) -> None: ...
     def fail(
@@ -105,6 +115,8 @@ class Lease:
         self._flag = threading.Lock()  # guards ``lost``: the first reason wins
         self._failing = False  # a heartbeat failed and none landed since (warned once)
         self.busy = False  # a heartbeat refresh is under way (the heartbeat thread's flag)
+        self.created = False  # made by a create, not taken over (``try_acquire`` sets it)
+        self.at_once = False  # created by the first try: nobody held it (``acquire`` sets it)
 
     def is_lost(self) -> bool:
         """Lost or given up (another thread may set it at any time)."""
@@ -143,22 +155,45 @@ class Lease:
             return True
 
     def fence(self) -> None:
+        """Prove the lease is still ours before a commit's writes, or raise LeaseLost.
+
+        While the heartbeat is on schedule (a refresh of this lease landed, sent less than
+        ``heartbeat_interval`` ago) that takes no round trip: nobody may take a lease over
+        before ``lease_timeout`` has passed since its last refresh was sent, so it stays ours
+        for at least ``lease_timeout - heartbeat_interval`` more seconds, the margin a holder
+        keeps before it gives a lease up (``give_up``). Otherwise (a long step between beats,
+        a frozen or suspended launch, whose clock went on) it refreshes the lease, and
+        extends it, as each heartbeat does. The status commit that follows is a
+        compare-and-swap in any case."""
+        if self.lost is None and self._version is not None and self._on_schedule():
+            return
         if not self.refresh():
             raise LeaseLost(self.step, self.lost or "lease lost")
 
-    def release(self) -> None:
-        """Delete the lease if it is still ours; never touches another launch's lease."""
+    def _on_schedule(self) -> bool:
+        return self.silent_for() < self.options.heartbeat_interval
+
+    def release(self, wait: bool = True) -> None:
+        """Delete the lease if it is still ours; never touches another launch's lease.
+        Without ``wait``, on a store with round trips, the delete runs beside the run (a
+        step's dependants needn't wait for it; ``beside.flush`` does, before a run returns)."""
         _heartbeat.remove(self)
         with self._guard:
             version, self._version = self._version, None
         if version is not None:
-            try:
-                self.store.delete(self.path, version)
-            except StoreUnreachable as err:  # the step's own error says so already
-                log.debug("step %s: could not release its lease: %s", self.step, err)
-            except Exception as err:  # it will go stale and be taken over
-                log.warning("step %s: could not release its lease: %s", self.step, err)
+            if wait or "://" not in self.output:
+                self._delete(version)
+            else:
+                beside.submit(self._delete, version)
         self.scope.close()
+
+    def _delete(self, version: str) -> None:
+        try:
+            self.store.delete(self.path, version)
+        except StoreUnreachable as err:  # the step's own error says so already
+            log.debug("step %s: could not release its lease: %s", self.step, err)
+        except Exception as err:  # it will go stale and be taken over
+            log.warning("step %s: could not release its lease: %s", self.step, err)
 
     def expire(self) -> None:
         """Give the lease up: no heartbeat landed for ``give_up`` seconds, and soon another
@@ -197,6 +232,7 @@ def try_acquire(
     path = lease_path(output)
     sent = time.monotonic()
     version = store.create(path, lease_record(owner))
+    created = version is not None
     if version is None:
         blob = store.read(path)
         if blob is None:  # released meanwhile
@@ -209,6 +245,7 @@ def try_acquire(
         version = store.replace(path, lease_record(owner), blob.version)
         if version is None:  # another launch took it over first
             return try_acquire(store, step, output, owner, options, scope, hooks)
+        created = False
         if stale:
             log.warning(
                 "step %s: took over the stale lease of %s (last heartbeat %.0fs ago)",
@@ -220,6 +257,7 @@ def try_acquire(
                 step, holder.record.get("pid"),
             )  # fmt: skip
     lease = Lease(store, step, output, owner, version, options, CancelScope(scope), hooks, sent)
+    lease.created = created
     _heartbeat.add(lease)
     return lease
 
@@ -229,11 +267,13 @@ def acquire(
     scope: CancelScope, hooks: Hooks | None = None,
 ) -> Lease:  # fmt: skip
     """Wait for the lease; log who holds it meanwhile. Raises StepFailed if cancelled."""
-    delay, logged = 0.05, 0.0
+    delay, logged, first = 0.05, 0.0, True
     while True:
         got = try_acquire(store, step, output, owner, options, scope, hooks)
         if isinstance(got, Lease):
+            got.at_once = first and got.created
             return got
+        first = False
         if time.monotonic() - logged > max(10.0, options.heartbeat_interval):
             log.info(
                 "step %s: waiting for its lease, held by %s (heartbeat %.0fs ago)",
@@ -276,20 +316,25 @@ def lock(
         lost: LeaseLost | None = None
         for _ in range(_LOSSES + 1):
             if lost is None:
-                lease = acquire(store, step, output_path, owner, options, scope, hooks)
+                lease = _acquire_first(store, step, output_path, owner, options, scope, hooks)
             else:
                 assert hooks is not None
                 again = (store, step, output_path, owner, options, scope, hooks, lost)
                 lease = _acquire_again(*again)
             try:
-                return _held(fn, lease, output_path, config, after_loss=lost is not None)
+                value = _held(fn, lease, output_path, config, after_loss=lost is not None)
             except LeaseLost as err:
+                lease.release()
                 if hooks is None:  # nothing to tell a finished step by: never run it twice
                     raise
                 lost = err
                 log.info("step %s: waiting for its lease again", step)
-            finally:
+                continue
+            except BaseException:
                 lease.release()
+                raise
+            lease.release(wait=False)  # committed: its dependants needn't wait for this
+            return value
         assert lost is not None
         raise lost
 
@@ -297,6 +342,29 @@ def lock(
 
 
 _LOSSES = 3  # a launch that loses the lease this many times gives the step up
+
+
+def _acquire_first(
+    store: Store, step: str, output: str, owner: str, options: LockOptions,
+    scope: CancelScope, hooks: Hooks | None,
+) -> Lease:  # fmt: skip
+    """``acquire``, with the hooks' early work (a new step's RUNNING) beside the lease's
+    creation, settled once the lease is held (or not got at all)."""
+    early = hooks.early(output) if hooks is not None else None
+    if early is None:
+        return acquire(store, step, output, owner, options, scope, hooks)
+    assert hooks is not None
+    try:
+        lease = acquire(store, step, output, owner, options, scope, hooks)
+    except BaseException:
+        hooks.settle(output, early, None)
+        raise
+    try:
+        hooks.settle(output, early, lease.at_once)
+    except BaseException:
+        lease.release()
+        raise
+    return lease
 
 
 def _held(

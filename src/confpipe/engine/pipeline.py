@@ -21,6 +21,7 @@ from confpipe import interrupt
 from confpipe.backends import Backend
 from confpipe.backends.resources import Resources
 from confpipe.cancel import CancelScope
+from confpipe.engine import beside
 from confpipe.engine.cache import Records, cache, previous_failure, record_dep_failed, succeeded
 from confpipe.engine.lock import LockOptions, abandon_held, lock
 from confpipe.engine.options import RunOptions
@@ -39,13 +40,15 @@ from confpipe.engine.report import LineReporter, Reporter
 from confpipe.engine.runner import Result, Task, run_tasks
 from confpipe.engine.select import select
 from confpipe.engine.spec import StepSpec, check_inside
-from confpipe.engine.status import launch_id, log_path
+from confpipe.engine.status import Status, launch_id, log_path
 from confpipe.engine.steplog import Echo, captured, routing
 from confpipe.errors import ConfigError, Interrupted, RunFailed
 from confpipe.storage import check_writable, local_path, loss_level, split_protocol, store_for
 from confpipe.storage.probe import check_creatable
 
 log = logging.getLogger("confpipe")
+
+RELEASE_WAIT = 60.0  # seconds a run waits, at its end, for its leases' releases
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,11 @@ class _Context:
 
 def executable(
     spec: StepSpec, output: str, resources: Resources | None, where: str, ctx: _Context,
-    echo: Echo | None = None,
+    echo: Echo | None = None, seen: tuple[Status | None, str | None] | None = None,
 ) -> Callable[..., Any]:  # fmt: skip
     """The step's function wrapped for its log, caching, locking and (with resources) remote
-    submission; ``echo`` is given each line the step prints."""
+    submission; ``echo`` is given each line the step prints. ``seen``: the status the plan
+    read and its version, which the step starts from rather than reading it again."""
     fn, options = spec.fn, ctx.options
     if resources is not None:
         assert options.backend is not None
@@ -88,6 +92,8 @@ def executable(
         resources is not None and options.backend is not None and options.backend.reattaches
     )
     records = Records(store, spec, ctx.owner, where, reattaches)
+    if seen is not None:
+        records.prime(*seen)
     fn = lock(
         fn, store=store, step=spec.name, owner=ctx.owner, options=options.lock_options,
         scope=ctx.scope, hooks=records,
@@ -215,7 +221,8 @@ def _plan_and_run(
         )
     for pattern in unmatched:
         log.warning("run_only pattern %r matches no step", pattern)
-    statuses = read_all(specs, outputs)
+    versions: dict[str, str | None] = {}
+    statuses = read_all(specs, outputs, versions)
     rerun = options.rerun_on_code_change
     need = needed_checked(specs, targets, statuses, outputs, rerun)
     todo = [s for s in need if not succeeded(s, statuses[s.identity], rerun)]
@@ -239,7 +246,8 @@ def _plan_and_run(
     warn_code_changes(plans)
     try:
         ctx = _Context(options, launch_id(), CancelScope())
-        return _run_planned(plans, todo, resources, prefix, show, ctx)
+        seen = {s.identity: (statuses[s.identity], versions[s.identity]) for s in todo}
+        return _run_planned(plans, todo, resources, prefix, show, ctx, seen)
     finally:
         show.close()
 
@@ -247,8 +255,11 @@ def _plan_and_run(
 def _run_planned(
     plans: list[StepPlan], todo: list[StepSpec], resources: dict[str, Resources | None],
     prefix: str, show: Reporter, ctx: _Context,
+    seen: dict[str, tuple[Status | None, str | None]] | None = None,
 ) -> Summary:  # fmt: skip
-    """Hand the steps still to do to the runner; report each; raise if any failed."""
+    """Hand the steps still to do to the runner; report each; raise if any failed. ``seen``:
+    each step's status as the plan read it, and its version."""
+    seen = seen or {}
     plan_of = {p.spec.identity: p for p in plans}
     to_run = {spec.identity for spec in todo}
     tasks = [
@@ -263,6 +274,7 @@ def _run_planned(
                     plan_of[spec.identity].where,
                     ctx,
                     _echo(show, plan_of[spec.identity]),
+                    seen.get(spec.identity),
                 ),
                 output_path=plan_of[spec.identity].output,
                 **spec.resolved_config(prefix),
@@ -306,11 +318,14 @@ def _run_planned(
 
     threads = any(resources[spec.identity] is None for spec in todo)
     level = logging.getLevelName(ctx.options.log_level)
-    with routing(level) if threads else contextlib.nullcontext():  # once for the whole run
-        report = run_tasks(
-            tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope,
-            on_start=on_start, on_done=on_done, on_stop=on_stop,
-        )  # fmt: skip
+    try:
+        with routing(level) if threads else contextlib.nullcontext():  # once for the whole run
+            report = run_tasks(
+                tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope,
+                on_start=on_start, on_done=on_done, on_stop=on_stop,
+            )  # fmt: skip
+    finally:
+        beside.flush(RELEASE_WAIT)  # the leases of committed steps, released beside the run
     if report.interrupted:
         error = Interrupted(f"{interrupt.interrupted()}: running steps were cancelled")
         abandon_held(error)

@@ -25,7 +25,7 @@ from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import (
     Status,
     StepState,
-    read_statuses,
+    read_status_blobs,
     result_path,
     result_problem,
     unrecorded_path,
@@ -151,8 +151,15 @@ def damaged_results(outputs: Sequence[str]) -> dict[str, str]:
     return damaged
 
 
-def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, Status | None]:
-    """One status read per step, batched per store."""
+def read_all(
+    specs: Sequence[StepSpec],
+    outputs: dict[str, str],
+    versions: dict[str, str | None] | None = None,
+) -> dict[str, Status | None]:
+    """One status read per step, batched per store. With ``versions``, the version of each
+    record read is put there too (None: no record): a step's ``Records`` start from it, so
+    a step about to run needn't read its status again (its first write is a compare-and-swap
+    on this version, which fails if the record changed since)."""
     by_store: dict[int, tuple[list[StepSpec], list[str]]] = {}
     for spec in specs:
         out = outputs[spec.identity]
@@ -161,8 +168,11 @@ def read_all(specs: Sequence[StepSpec], outputs: dict[str, str]) -> dict[str, St
         group[1].append(out)
     result: dict[str, Status | None] = {}
     for group_specs, outs in by_store.values():
-        for spec, status in zip(group_specs, read_statuses(store_for(outs[0]), outs), strict=True):
+        read = read_status_blobs(store_for(outs[0]), outs)
+        for spec, (status, version) in zip(group_specs, read, strict=True):
             result[spec.identity] = None if status is None else status.of(spec.hash)
+            if versions is not None:
+                versions[spec.identity] = version
     return result
 
 

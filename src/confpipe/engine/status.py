@@ -231,9 +231,17 @@ def _clear_local(output: str) -> int:
 
 def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
     """The status of each output (None where the step never started): one read each."""
+    return [status for status, _ in read_status_blobs(store, outputs)]
+
+
+def read_status_blobs(store: Store, outputs: list[str]) -> list[tuple[Status | None, str | None]]:
+    """``read_status_blob`` of each output, read concurrently where the store can."""
     paths = [status_path(o) for o in outputs]
     blobs = store.read_many(paths)
-    return [None if b is None else parse_status(b, p) for b, p in zip(blobs, paths, strict=True)]
+    return [
+        (None, None) if b is None else (parse_status(b, p), b.version)
+        for b, p in zip(blobs, paths, strict=True)
+    ]
 
 
 def read_status(store: Store, output: str) -> Status | None:

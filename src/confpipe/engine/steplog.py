@@ -196,19 +196,16 @@ class StepLog:
 
     def _upload(self) -> None:
         """Write the whole log (an object store can't append); a step that printed nothing
-        leaves none, not even an earlier attempt's."""
+        writes none."""
         with self._lock:
             assert self._buffer is not None
             if self._cap.over(self._size):
                 self._compact_buffer()
             data, self._dirty = self._buffer.getvalue().encode(errors="replace"), False
+        if not data:  # an earlier attempt's log was removed when this one began (cache.py)
+            return
         try:
-            store = store_for(self.path)
-            if data:
-                store.write(self.path, data)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    store.fs.rm(self.path)
+            store_for(self.path).write(self.path, data)
         except Exception as err:  # the step goes on; its log is the loss
             logging.getLogger(__name__).log(
                 loss_level(err), "could not write %s: %s", self.path, err
