@@ -110,6 +110,10 @@ class ServerClock:
         return self._offset - self.drift * abs(mono - self._seen)
 
 
+CONCURRENCY = 100  # reads in flight in ``read_many``: aiohttp's default connection pool.
+# At 30 ms a round trip, 1,000 status reads take 0.3 s of waiting at 100, 0.9 s at 32.
+
+
 class GcsStore:
     """``gs://BUCKET/NAME`` objects; versions are object generations, mtimes ``updated``."""
 
@@ -118,7 +122,7 @@ class GcsStore:
         endpoint: str | None = None,
         *,
         token: Any = None,
-        concurrency: int = 32,
+        concurrency: int = CONCURRENCY,
         timeout: float = 60.0,
         retry_window: float | None = None,
     ) -> None:
