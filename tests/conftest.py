@@ -11,6 +11,7 @@ module can import it.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from confpipe.testing.tpu import FakeTpu
 
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+# the config caches (confpipe.config.diskcache) of this session, and of every CLI it runs:
+# in a folder of its own, never the user's
+os.environ["CONFPIPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="confpipe-test-cache-")
 
 BUCKET = "confpipe-tests"
 

@@ -161,8 +161,6 @@ def show_results(
     (a sweep's, of one row; ``sweep.metrics`` chooses them as for a sweep) and each one's
     JSON result on a line, cut short where long. The last steps are those no other step of
     the run depends on (with ``run_only``, of the steps it ran)."""
-    from rich.console import Console  # rich costs a cached run's start-up: only when shown
-
     ends = {
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
@@ -172,9 +170,11 @@ def show_results(
     ran = [s for s in steps if s.identity in ends]  # run_only: the steps it chose, and deps
     point = results.Point(overrides, ran, settings)
     row, values = results.run_results(point, ends, load_result)
-    # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
-    console = Console(width=None if sys.stdout.isatty() else 200)
     if row.metrics:  # a failure is told by the summary above: no table of it alone
+        from rich.console import Console  # rich costs a cached run's start-up: only for a table
+
+        # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
+        console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(results.table([row], "results", label="run"))
     for spec, value in values:
         print(f"result of {spec.name}: {results.compact(value)}", flush=True)

@@ -8,6 +8,8 @@ compiler    the whole config compiled: steps, run options, the backend
 explain     any config error as one line naming the key and the fix
 compose     Hydra composes a launch's config once, not twice; a signal stops it
 yamlload    YAML loaded with a bound on what its aliases expand to (no "billion laughs")
+yamlcache   each config file parsed once per content, kept in the user's cache folder
+diskcache   that cache folder: entries written atomically, pruned, a damaged one a miss
 search      where configs are found
 
 May import: ``confpipe.engine``, ``confpipe.backends``, ``confpipe.storage``,
