@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +30,9 @@ from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, Interrupted, RunFailed
+
+if TYPE_CHECKING:
+    from confpipe.config.functions import Functions
 
 __all__ = ["LaunchResult", "Prepared", "close_backend", "launch", "prepare", "run_and_record"]
 
@@ -54,9 +57,16 @@ class Prepared:
     plan_format: str
 
 
-def prepare(cfg: DictConfig, *, options: RunOptions | None = None, point: str = "") -> Prepared:
+def prepare(
+    cfg: DictConfig,
+    *,
+    options: RunOptions | None = None,
+    point: str = "",
+    functions: Functions | None = None,
+) -> Prepared:
     """Check ``cfg``'s run options (or reuse ``options`` built from an equal config) and
-    compile its steps. ``point`` names a sweep point in the error for a config with no step.
+    compile its steps. ``point`` names a sweep point in the error for a config with no step;
+    ``functions``: the step functions the sweep's other points looked up.
 
     The backend of options built here is the caller's to close (``close_backend``) once
     this returns; if it raises, it has closed it."""
@@ -71,7 +81,7 @@ def prepare(cfg: DictConfig, *, options: RunOptions | None = None, point: str = 
     built = options is None
     options = options if options is not None else run_options(cfg)
     try:
-        steps = compile_steps(cfg, backend=options.backend)
+        steps = compile_steps(cfg, backend=options.backend, functions=functions)
         if not steps:
             where = f" (sweep point: {point})" if point else ""
             raise ConfigError(
