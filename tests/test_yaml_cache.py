@@ -176,3 +176,16 @@ def test_the_cache_keeps_the_most_recently_used_entries(
         os.utime(entries(cache)[0].parent / yamlcache._key(path.read_text()), ns=(i, i))
     kept = {p.name for p in entries(cache)}
     assert kept == {yamlcache._key(p.read_text()) for p in paths[2:]}
+
+
+def test_the_cache_keeps_no_more_bytes_than_its_bound(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("a: 1\n")
+    load(path)
+    (entry,) = entries(cache)
+    monkeypatch.setattr(diskcache, "MAX_BYTES", entry.stat().st_size)
+    path.write_text("a: 2\n")
+    load(path)
+    assert [p.name for p in entries(cache)] == [yamlcache._key("a: 2\n")]

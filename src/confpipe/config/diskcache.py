@@ -9,8 +9,8 @@ An entry is a file named by its key, written to a temporary file and renamed int
 two launches at once never read half an entry; the last rename wins, and both wrote the same
 bytes. A folder another user owns, or that others may write to, is not used (entries are
 pickles: only this user's own are read). An entry that cannot be read is a miss, and its
-caller writes it anew. Each kind keeps at most ``MAX_ENTRIES``, the least recently used go
-first (a hit touches its entry).
+caller writes it anew. Each kind keeps at most ``MAX_ENTRIES`` entries and ``MAX_BYTES``;
+the least recently used go first (a hit touches its entry).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["MAX_ENTRIES", "folder", "read", "write"]
+__all__ = ["MAX_BYTES", "MAX_ENTRIES", "folder", "read", "root", "write"]
 
 MAX_ENTRIES = 256  # per kind of entry
+MAX_BYTES = 256 << 20  # per kind: a 1,000-step experiment's composed config is about 1 MB
 ENV = "CONFPIPE_CACHE_DIR"
 
 
@@ -101,7 +102,8 @@ def _private(path: Path) -> bool:
 
 
 def _prune(where: Path) -> None:
-    """Keep the ``MAX_ENTRIES`` most recently used entries of ``where``."""
+    """Keep the most recently used entries of ``where``, up to ``MAX_ENTRIES`` and
+    ``MAX_BYTES``; remove temporary files a dead launch left."""
     with os.scandir(where) as found:
         entries = [e for e in found if e.is_file()]
     left = time.time() - 3600  # a temporary file this old was left by a launch that died
@@ -110,9 +112,10 @@ def _prune(where: Path) -> None:
         if entry.stat().st_mtime < left:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-    if len(entries) <= MAX_ENTRIES:
-        return
-    entries.sort(key=lambda e: e.stat().st_mtime_ns)
-    for entry in entries[: len(entries) - MAX_ENTRIES]:
-        with contextlib.suppress(OSError):
-            os.unlink(entry.path)
+    entries.sort(key=lambda e: e.stat().st_mtime_ns, reverse=True)  # most recently used first
+    total = 0
+    for kept, entry in enumerate(entries):
+        total += entry.stat().st_size
+        if kept >= MAX_ENTRIES or total > MAX_BYTES:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
