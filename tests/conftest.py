@@ -10,7 +10,10 @@ module can import it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -25,6 +28,10 @@ if TYPE_CHECKING:
     from confpipe.testing.tpu import FakeTpu
 
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+# the config caches (confpipe.config.diskcache) of this session, and of every CLI it runs:
+# in a folder of its own, never the user's
+os.environ["CONFPIPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="confpipe-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CONFPIPE_CACHE_DIR"], True)
 
 BUCKET = "confpipe-tests"
 

@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +30,9 @@ from confpipe.engine.outcome import Outcome
 from confpipe.engine.spec import StepSpec
 from confpipe.engine.status import load_result
 from confpipe.errors import ConfigError, Interrupted, RunFailed
+
+if TYPE_CHECKING:
+    from confpipe.config.functions import Functions
 
 __all__ = ["LaunchResult", "Prepared", "close_backend", "launch", "prepare", "run_and_record"]
 
@@ -54,9 +57,16 @@ class Prepared:
     plan_format: str
 
 
-def prepare(cfg: DictConfig, *, options: RunOptions | None = None, point: str = "") -> Prepared:
+def prepare(
+    cfg: DictConfig,
+    *,
+    options: RunOptions | None = None,
+    point: str = "",
+    functions: Functions | None = None,
+) -> Prepared:
     """Check ``cfg``'s run options (or reuse ``options`` built from an equal config) and
-    compile its steps. ``point`` names a sweep point in the error for a config with no step.
+    compile its steps. ``point`` names a sweep point in the error for a config with no step;
+    ``functions``: the step functions the sweep's other points looked up.
 
     The backend of options built here is the caller's to close (``close_backend``) once
     this returns; if it raises, it has closed it."""
@@ -71,7 +81,7 @@ def prepare(cfg: DictConfig, *, options: RunOptions | None = None, point: str = 
     built = options is None
     options = options if options is not None else run_options(cfg)
     try:
-        steps = compile_steps(cfg, backend=options.backend)
+        steps = compile_steps(cfg, backend=options.backend, functions=functions)
         if not steps:
             where = f" (sweep point: {point})" if point else ""
             raise ConfigError(
@@ -161,8 +171,6 @@ def show_results(
     (a sweep's, of one row; ``sweep.metrics`` chooses them as for a sweep) and each one's
     JSON result on a line, cut short where long. The last steps are those no other step of
     the run depends on (with ``run_only``, of the steps it ran)."""
-    from rich.console import Console  # rich costs a cached run's start-up: only when shown
-
     ends = {
         key: (row.state, row.plan.output, row.error) for key, row in reporter.tally.rows.items()
     }
@@ -172,9 +180,11 @@ def show_results(
     ran = [s for s in steps if s.identity in ends]  # run_only: the steps it chose, and deps
     point = results.Point(overrides, ran, settings)
     row, values = results.run_results(point, ends, load_result)
-    # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
-    console = Console(width=None if sys.stdout.isatty() else 200)
     if row.metrics:  # a failure is told by the summary above: no table of it alone
+        from rich.console import Console  # rich costs a cached run's start-up: only for a table
+
+        # on a terminal as wide as it is; in a pipe or a file, wide enough not to fold columns
+        console = Console(width=None if sys.stdout.isatty() else 200)
         console.print(results.table([row], "results", label="run"))
     for spec, value in values:
         print(f"result of {spec.name}: {results.compact(value)}", flush=True)

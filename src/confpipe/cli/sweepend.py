@@ -12,6 +12,7 @@ carried on past them. What is noted is the process's: one CLI run is one sweep.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,8 @@ def point_names(every: Sequence[Sequence[str]]) -> list[str]:
     """Each point (``every``: each one's overrides) by what the sweep varies in it:
     ``lr=3e-4 seed=1``, a key by its last part where that is unambiguous; "" where no
     override varies."""
-    varied = [[o for o in own if not all(o in other for other in every)] for own in every]
+    counts = Counter(o for own in every for o in set(own))  # in how many points, each
+    varied = [[o for o in own if counts[o] < len(every)] for own in every]
     keys = {o.partition("=")[0] for v in varied for o in v}
     short = {k: k.rsplit(".", 1)[-1].lstrip("+~") for k in keys}
     unique = {k for k in keys if sum(short[k] == short[o] for o in keys) == 1}

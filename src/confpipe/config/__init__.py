@@ -7,7 +7,10 @@ functions   ``fn`` dotted paths imported, their signatures checked against the c
 compiler    the whole config compiled: steps, run options, the backend
 explain     any config error as one line naming the key and the fix
 compose     Hydra composes a launch's config once, not twice; a signal stops it
+composecache  a launch's composed config kept by everything it was composed from
 yamlload    YAML loaded with a bound on what its aliases expand to (no "billion laughs")
+yamlcache   each config file parsed once per content, kept in the user's cache folder
+diskcache   that cache folder: entries written atomically, pruned, a damaged one a miss
 search      where configs are found
 
 May import: ``confpipe.engine``, ``confpipe.backends``, ``confpipe.storage``,

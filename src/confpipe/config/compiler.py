@@ -50,12 +50,14 @@ def compile_steps(
     *,
     backend: Backend | None = None,
     check_resources: bool = True,
+    functions: Functions | None = None,
 ) -> list[StepSpec]:
     """The config's ``steps`` as StepSpecs, dependencies first; ConfigError on any mistake.
 
     ``cfg`` is the composed Hydra config; a plain mapping (or an untyped DictConfig) works
     too: its steps get the same checks. Resources are checked against ``backend``
-    (default: ``backend_for(cfg)``), unless ``check_resources`` is false.
+    (default: ``backend_for(cfg)``), unless ``check_resources`` is false. ``functions``:
+    the step functions already looked up (a sweep's points share them).
     """
     # imported when used: the job wrapper pulls in cloudpickle, which a launch that fails to
     # compile (or a fully cached one, for the remote decorator's check) need not pay for
@@ -74,7 +76,7 @@ def compile_steps(
         steps[name] = _read_step(name, step, raw)
         edges[name] = _edges(name, steps[name], raw)
     order = _dependency_order(edges)
-    functions = Functions()
+    functions = functions if functions is not None else Functions()
     specs: dict[str, StepSpec] = {}
     for name in order:
         fields = steps[name]

@@ -26,7 +26,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from confpipe.config import yamlload
+from confpipe.config import composecache, yamlcache, yamlload
 from confpipe.config.refs import showing_paths
 
 __all__ = ["install", "interrupted", "stops_on_interrupt"]
@@ -36,8 +36,10 @@ _MODE_OVERRIDE = "hydra.mode="
 
 def install(*, multirun: bool) -> None:
     """Patch this process's Hydra so that a launch composes its config once, its YAML files'
-    aliases bounded (``confpipe.config.yamlload``) and Ctrl-C or SIGTERM stopping it."""
+    aliases bounded (``confpipe.config.yamlload``), each file parsed once per content
+    (``confpipe.config.yamlcache``), and Ctrl-C or SIGTERM stopping it."""
     yamlload.install()
+    yamlcache.install()
     try:
         from hydra._internal.hydra import Hydra
         from hydra.core.utils import configure_log
@@ -52,7 +54,7 @@ def install(*, multirun: bool) -> None:
 
     def get_mode_once(self: Any, config_name: Any, overrides: list[str]) -> Any:
         try:
-            cfg = compose_config(self, config_name, overrides, run_mode=wanted)
+            cfg = composecache.compose(self, config_name, overrides, wanted, compose_config)
         except Exception as err:
             interrupted(err)
             with stops_on_interrupt():
