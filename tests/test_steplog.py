@@ -268,3 +268,29 @@ def test_a_step_that_calls_sys_exit_ends_its_log_with_the_reason(tmp_path: Path)
         steplog.captured(leaves, path=path)()
     text = Path(path).read_text()
     assert text.startswith("giving up\n") and "SystemExit: 3" in text
+
+
+def silent_until(output_path: str, flag: str) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_gs_attempt_removes_the_earlier_log_as_it_starts_not_as_it_ends(
+    gs_prefix: str, tmp_path: Path
+) -> None:
+    flag = tmp_path / "flag"
+    step = StepSpec("step", silent_until, {"flag": str(flag)})
+    out = step.output_under(gs_prefix)
+    store = store_for(out)
+    store.write(log_path(out), b"an earlier attempt's log\n")
+    runner = threading.Thread(target=run, args=(step,), kwargs={"prefix": gs_prefix})
+    runner.start()
+    try:
+        eventually(lambda: store.read(log_path(out)) is None, "the earlier log removed")
+        assert not flag.exists() and runner.is_alive()  # while the step still runs
+    finally:
+        flag.touch()
+        runner.join(60)
+    assert store.read(log_path(out)) is None  # silent: no log, and not the earlier one

@@ -10,7 +10,9 @@ terminal as before. When the last run ends, everything is put back as it was.
 A ``StepLog`` on a local prefix appends to ``{output}/.confpipe/log.txt`` as lines come; on
 any other store it buffers and uploads the whole log when the step ends, and every
 ``FLUSH_EVERY`` seconds while it runs, when something new was written. A step that prints
-nothing has no log (an earlier attempt's is removed), and opens no file. A step that
+nothing has no log, and opens no file: an earlier attempt's log is removed as the step
+starts (on a remote store by the uploading thread, so the round trip overlaps the step's
+work rather than lengthening its commit). A step that
 raises ends its log with the traceback, as a job's log does (not echoed: the run's summary
 shows the failure). Each complete line is
 also echoed (the reporter shows it prefixed with the step's name), at most ``ECHO_BURST``
@@ -189,29 +191,39 @@ class StepLog:
             _here.log = saved
 
     def _flush_every(self) -> None:
+        """Remove an earlier attempt's log, then upload what is new every ``FLUSH_EVERY``."""
         assert self._stop is not None
+        self._remove_earlier()
         while not self._stop.wait(FLUSH_EVERY):
             if self._dirty:
                 self._upload()
 
     def _upload(self) -> None:
         """Write the whole log (an object store can't append); a step that printed nothing
-        leaves none, not even an earlier attempt's."""
+        leaves none (an earlier attempt's went as this one started)."""
         with self._lock:
             assert self._buffer is not None
             if self._cap.over(self._size):
                 self._compact_buffer()
             data, self._dirty = self._buffer.getvalue().encode(errors="replace"), False
+        if not data:  # an earlier attempt's log was removed as this one started
+            return
         try:
-            store = store_for(self.path)
-            if data:
-                store.write(self.path, data)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    store.fs.rm(self.path)
+            store_for(self.path).write(self.path, data)
         except Exception as err:  # the step goes on; its log is the loss
             logging.getLogger(__name__).log(
                 loss_level(err), "could not write %s: %s", self.path, err
+            )
+
+    def _remove_earlier(self) -> None:
+        """Delete an earlier attempt's log (in the flusher thread, as the step starts: the
+        round trip overlaps the step's work, not its commit); uploads come after it."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                store_for(self.path).fs.rm(self.path)
+        except Exception as err:  # the step goes on; the stale log is the loss
+            logging.getLogger(__name__).log(
+                loss_level(err), "could not remove %s: %s", self.path, err
             )
 
 
