@@ -208,7 +208,6 @@ def measure(label: str, delay_ms: float, n: int, n_chain: int, trace: bool = Fal
     """Every figure on a fresh fake-gcs-server, through a proxy adding ``delay_ms`` each way
     (none when 0)."""
     phase = Phase(label)
-    fig, note = phase.figures, phase.notes
     with contextlib.ExitStack() as stack:
         gcs = stack.enter_context(FakeGcs())
         gcs.create_bucket(BUCKET)
@@ -220,96 +219,115 @@ def measure(label: str, delay_ms: float, n: int, n_chain: int, trace: bool = Fal
         phase.rtt_ms = statistics.median(_keepalive_get_ms(endpoint, "/storage/v1/b", 20))
         print(f"[{label}] one GET, kept-alive connection: {phase.rtt_ms:.2f} ms", flush=True)
         store: Any = store_for(f"gs://{BUCKET}/x")
-        run_id = uuid.uuid4().hex[:8]
+        buckets = Buckets(gcs)
         with Counting(store) as counting:
-            warm = f"{BUCKET}-warm-up"
-            gcs.create_bucket(warm)
-            confpipe.run(wide(1), prefix=f"gs://{warm}/x")  # imports, session, clock
-
-            specs = chain_specs(n_chain)
-            per_step, gap = [], []
-            with counting.during() as ops:
-                for rep in range(REPEAT):  # each on a bucket of its own
-                    _STAMPS.clear()
-                    bucket = f"{BUCKET}-chain{rep}-{run_id}"
-                    gcs.create_bucket(bucket)
-                    counting.tracing, counting.trace = rep == 0, []
-                    took, summary = timed(
-                        confpipe.run, specs[-1], prefix=f"gs://{bucket}/x",
-                        max_concurrent=CONCURRENCY,
-                    )  # fmt: skip
-                    counting.tracing = False
-                    assert len(summary.ran) == n_chain, "the chain did not run every step"
-                    per_step.append(1000 * took / n_chain)
-                    stamps = [t for _, t, _ in sorted(_STAMPS)]
-                    gap.append(statistics.median(1000 * (b - a) for a, b in pairwise(stamps)))
-                    if trace and rep == 0:
-                        print_step_trace(label, counting.trace, sorted(_STAMPS), n_chain // 2)
-            fig["chain ms/step"], fig["chain gap ms"] = statistics.median(per_step), min(gap)
-            fig["chain requests/step"] = ops["http"] / (n_chain * REPEAT)
-            note["chain"] = Counting.per(ops, n_chain * REPEAT)
-            print(
-                f"[{label}] chain of {n_chain}: {fig['chain ms/step']:.1f} ms/step (median of "
-                f"{', '.join(f'{x:.1f}' for x in per_step)}), {note['chain']} a step; median gap "
-                f"fn -> next fn {fig['chain gap ms']:.1f} ms (the least of {REPEAT})",
-                flush=True,
-            )
-
-            bucket = f"{BUCKET}-small-{run_id}"  # the issue's 200: less bound by the server
-            gcs.create_bucket(bucket)
-            fig["cold small"], summary = timed(
-                confpipe.run, wide(SMALL), prefix=f"gs://{bucket}/x", max_concurrent=CONCURRENCY
-            )
-            assert len(summary.ran) == SMALL, "the cold run did not run every step"
-
-            bucket = f"{BUCKET}-wide-{run_id}"
-            gcs.create_bucket(bucket)
-            prefix = f"gs://{bucket}/x"
-            fig["upload ms before"] = upload_ms(gcs.endpoint, bucket)
-            with counting.during() as ops:
-                fig["cold"], summary = timed(
-                    confpipe.run, wide(n), prefix=prefix, max_concurrent=CONCURRENCY
-                )
-            assert len(summary.ran) == n, "the cold run did not run every step"
-            fig["upload ms after"] = upload_ms(gcs.endpoint, bucket)
-            note["cold"] = Counting.per(ops, n)
-            print(
-                f"[{label}] cold {n}: {fig['cold']:.3f} s, {note['cold']} a step (the server: "
-                f"{fig['upload ms before']:.1f} ms an upload before, "
-                f"{fig['upload ms after']:.1f} after)",
-                flush=True,
-            )
-            paths = [status_path(out) for out in summary.outputs.values()]
-
-            with counting.during() as ops:
-                fig["cached"] = median_of(
-                    REPEAT, lambda: _cached(n, prefix, max_concurrent=CONCURRENCY)
-                )
-            note["cached"] = Counting.per(ops, n * REPEAT)
-            options = RunOptions(prefix=prefix)
-            with contextlib.redirect_stdout(io.StringIO()):  # the plan it prints: not here
-                fig["dry run"] = median_of(
-                    REPEAT, lambda: confpipe.run(wide(n), prefix=prefix, dry_run=True)
-                )
-            fig["plan"] = median_of(REPEAT, lambda: survey(wide(n), options))
-            fig["status"] = median_of(REPEAT, lambda: _status(wide(n), options))
-            fig["gcsfs.cat"] = median_of(REPEAT, lambda: store.fs.cat(paths))
-            print(
-                f"[{label}] cached {n}: {fig['cached']:.3f} s, {note['cached']} a step; dry run "
-                f"{fig['dry run']:.3f} s, plan {fig['plan']:.3f} s, status {fig['status']:.3f} s, "
-                f"gcsfs.cat of {n} records {fig['gcsfs.cat']:.3f} s (medians of {REPEAT})",
-                flush=True,
-            )
-
+            confpipe.run(wide(1), prefix=buckets.new("warm-up"))  # imports, session, clock
+            chain_figures(phase, counting, buckets, n_chain, trace)
+            prefix = cold_figures(phase, counting, buckets, n)
+            read_figures(phase, counting, prefix, n)
         child = [sys.executable, os.path.abspath(__file__), "--child-rerun", prefix, str(n)]
-        fig["fresh process"], done = timed(
+        phase.figures["fresh process"], done = timed(
             subprocess.run, child, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             raise SystemExit(f"the fresh-process re-run failed:\n{done.stderr}")
-        fig["fresh process run()"] = float(done.stdout.split()[-1])
     storage.configure()
     return phase
+
+
+class Buckets:
+    """A new bucket per measured run: fake-gcs-server's uploads slow as a bucket fills."""
+
+    def __init__(self, gcs: FakeGcs) -> None:
+        self.gcs, self.run_id = gcs, uuid.uuid4().hex[:8]
+
+    def new(self, name: str) -> str:
+        """The prefix ``gs://BUCKET/x`` on a new bucket."""
+        bucket = f"{BUCKET}-{name}-{self.run_id}"
+        self.gcs.create_bucket(bucket)
+        return f"gs://{bucket}/x"
+
+
+def chain_figures(
+    phase: Phase, counting: Counting, buckets: Buckets, n_chain: int, trace: bool
+) -> None:
+    """A chain of ``n_chain`` no-op steps, ``REPEAT`` times: ms a step, requests, gaps."""
+    fig, specs = phase.figures, chain_specs(n_chain)
+    per_step, gap = [], []
+    with counting.during() as ops:
+        for rep in range(REPEAT):
+            _STAMPS.clear()
+            prefix = buckets.new(f"chain{rep}")
+            counting.tracing, counting.trace = rep == 0, []
+            took, summary = timed(
+                confpipe.run, specs[-1], prefix=prefix, max_concurrent=CONCURRENCY
+            )
+            counting.tracing = False
+            assert len(summary.ran) == n_chain, "the chain did not run every step"
+            per_step.append(1000 * took / n_chain)
+            stamps = [t for _, t, _ in sorted(_STAMPS)]
+            gap.append(statistics.median(1000 * (b - a) for a, b in pairwise(stamps)))
+            if trace and rep == 0:
+                print_step_trace(phase.label, counting.trace, sorted(_STAMPS), n_chain // 2)
+    fig["chain ms/step"], fig["chain gap ms"] = statistics.median(per_step), min(gap)
+    fig["chain requests/step"] = ops["http"] / (n_chain * REPEAT)
+    phase.notes["chain"] = Counting.per(ops, n_chain * REPEAT)
+    print(
+        f"[{phase.label}] chain of {n_chain}: {fig['chain ms/step']:.1f} ms/step (median of "
+        f"{', '.join(f'{x:.1f}' for x in per_step)}), {phase.notes['chain']} a step; median "
+        f"gap fn -> next fn {fig['chain gap ms']:.1f} ms (the least of {REPEAT})",
+        flush=True,
+    )
+
+
+def cold_figures(phase: Phase, counting: Counting, buckets: Buckets, n: int) -> str:
+    """First runs of ``SMALL`` and ``n`` no-op steps; returns the prefix of the ``n``."""
+    fig = phase.figures
+    prefix = buckets.new("small")  # the issue's 200: less bound by the server
+    fig["cold small"], summary = timed(
+        confpipe.run, wide(SMALL), prefix=prefix, max_concurrent=CONCURRENCY
+    )
+    assert len(summary.ran) == SMALL, "the cold run did not run every step"
+    prefix = buckets.new("wide")
+    bucket = prefix.split("/")[2]
+    fig["upload ms before"] = upload_ms(buckets.gcs.endpoint, bucket)
+    with counting.during() as ops:
+        fig["cold"], summary = timed(
+            confpipe.run, wide(n), prefix=prefix, max_concurrent=CONCURRENCY
+        )
+    assert len(summary.ran) == n, "the cold run did not run every step"
+    fig["upload ms after"] = upload_ms(buckets.gcs.endpoint, bucket)
+    phase.notes["cold"] = Counting.per(ops, n)
+    print(
+        f"[{phase.label}] cold {n}: {fig['cold']:.3f} s, {phase.notes['cold']} a step (the "
+        f"server: {fig['upload ms before']:.1f} ms an upload before, "
+        f"{fig['upload ms after']:.1f} after)",
+        flush=True,
+    )
+    return prefix
+
+
+def read_figures(phase: Phase, counting: Counting, prefix: str, n: int) -> None:
+    """The read-only figures over ``n`` succeeded steps, each a median of ``REPEAT``."""
+    fig = phase.figures
+    with counting.during() as ops:
+        fig["cached"] = median_of(REPEAT, lambda: _cached(n, prefix, max_concurrent=CONCURRENCY))
+    phase.notes["cached"] = Counting.per(ops, n * REPEAT)
+    options = RunOptions(prefix=prefix)
+    with contextlib.redirect_stdout(io.StringIO()):  # the plan it prints: not here
+        fig["dry run"] = median_of(
+            REPEAT, lambda: confpipe.run(wide(n), prefix=prefix, dry_run=True)
+        )
+    fig["plan"] = median_of(REPEAT, lambda: survey(wide(n), options))
+    fig["status"] = median_of(REPEAT, lambda: _status(wide(n), options))
+    paths = [status_path(spec.output_under(prefix)) for spec in wide(n)]
+    fig["gcsfs.cat"] = median_of(REPEAT, lambda: counting.store.fs.cat(paths))
+    print(
+        f"[{phase.label}] cached {n}: {fig['cached']:.3f} s, {phase.notes['cached']} a step; "
+        f"dry run {fig['dry run']:.3f} s, plan {fig['plan']:.3f} s, status {fig['status']:.3f} "
+        f"s, gcsfs.cat of {n} records {fig['gcsfs.cat']:.3f} s (medians of {REPEAT})",
+        flush=True,
+    )
 
 
 def median_of(repeat: int, fn: Any) -> float:
