@@ -294,3 +294,25 @@ def test_a_gs_attempt_removes_the_earlier_log_as_it_starts_not_as_it_ends(
         flag.touch()
         runner.join(60)
     assert store.read(log_path(out)) is None  # silent: no log, and not the earlier one
+
+
+@pytest.mark.slow
+def test_a_first_attempt_on_gs_sends_no_request_for_an_earlier_log(gs_prefix: str) -> None:
+    store = store_for(gs_prefix)
+    requests: list[tuple[str, str]] = []
+    real = store.fs._call
+
+    async def counted(method: str, path: str, *args: object, **kwargs: object) -> object:
+        requests.append((method, path))
+        return await real(method, path, *args, **kwargs)
+
+    silent = steplog.captured(lambda: None, path=f"{gs_prefix}/a/.confpipe/log.txt")
+    store.fs._call = counted
+    try:
+        with steplog.first_attempt():
+            silent()
+        assert requests == []  # no DELETE of a log that can't exist, no upload of an empty one
+        silent()
+        assert [method for method, _ in requests] == ["DELETE"]  # a later attempt: removed
+    finally:
+        del store.fs._call

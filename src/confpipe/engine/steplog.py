@@ -12,7 +12,8 @@ any other store it buffers and uploads the whole log when the step ends, and eve
 ``FLUSH_EVERY`` seconds while it runs, when something new was written. A step that prints
 nothing has no log, and opens no file: an earlier attempt's log is removed as the step
 starts (on a remote store by the uploading thread, so the round trip overlaps the step's
-work rather than lengthening its commit). A step that
+work rather than lengthening its commit), unless the caller says, with ``first_attempt``,
+that no attempt ran before. A step that
 raises ends its log with the traceback, as a job's log does (not echoed: the run's summary
 shows the failure). Each complete line is
 also echoed (the reporter shows it prefixed with the step's name), at most ``ECHO_BURST``
@@ -39,7 +40,7 @@ from confpipe.backends import LOG_DATEFMT, LOG_FORMAT
 from confpipe.engine.logcap import LogCap
 from confpipe.storage import loss_level, store_for
 
-__all__ = ["FLUSH_EVERY", "StepLog", "captured", "routing"]
+__all__ = ["FLUSH_EVERY", "StepLog", "captured", "first_attempt", "routing"]
 
 FLUSH_EVERY = 5.0  # seconds between uploads of a running step's log to a remote store
 ECHO_BURST = 200  # lines echoed at once before the rate applies
@@ -61,8 +62,16 @@ class StepLog:
     """The log of one attempt of one step: ``path`` (started afresh), and ``echo`` for each
     complete line. Logging records below ``level`` are left out."""
 
-    def __init__(self, path: str, echo: Echo | None = None, level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        path: str,
+        echo: Echo | None = None,
+        level: int = logging.INFO,
+        *,
+        earlier: bool = True,
+    ) -> None:
         self.path, self.echo, self.level = path, echo, level
+        self._earlier = earlier  # False: no earlier attempt left a remote log to remove
         self._lock = threading.Lock()
         self._partial = ""
         self._tokens, self._refilled = float(ECHO_BURST), time.monotonic()
@@ -83,7 +92,8 @@ class StepLog:
                 target=self._flush_every, name="confpipe-steplog", daemon=True
             )
             self._flusher.start()
-        else:  # a fresh attempt starts a fresh log, made when the step first prints
+        else:  # a fresh attempt starts a fresh log, made when the step first prints (an
+            # unlink costs next to nothing: done even on a first attempt, which appends)
             with contextlib.suppress(OSError):  # none yet; or in the way: said at close
                 os.unlink(path)
 
@@ -193,7 +203,8 @@ class StepLog:
     def _flush_every(self) -> None:
         """Remove an earlier attempt's log, then upload what is new every ``FLUSH_EVERY``."""
         assert self._stop is not None
-        self._remove_earlier()
+        if self._earlier:
+            self._remove_earlier()
         while not self._stop.wait(FLUSH_EVERY):
             if self._dirty:
                 self._upload()
@@ -232,6 +243,18 @@ def _open(path: str) -> TextIO:
     return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
+@contextlib.contextmanager
+def first_attempt() -> Iterator[None]:
+    """Say, around a ``captured`` call in this thread, that no attempt of the step ran before
+    (its RUNNING record was created, not replaced): no earlier log can exist, so a remote
+    one is not removed, which saves the step that round trip."""
+    saved, _here.first = getattr(_here, "first", False), True
+    try:
+        yield
+    finally:
+        _here.first = saved
+
+
 def captured(
     fn: Callable[..., Any], *, path: str, echo: Echo | None = None, level: str = "INFO"
 ) -> Callable[..., Any]:
@@ -241,7 +264,7 @@ def captured(
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         with routing(number):
-            log = StepLog(path, echo, number)
+            log = StepLog(path, echo, number, earlier=not getattr(_here, "first", False))
             saved, _here.log = _current(), log
             try:
                 return fn(*args, **kwargs)
