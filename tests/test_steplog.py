@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from confpipe import Resources, StepSpec, run
+from confpipe import Resources, RunFailed, StepSpec, run
 from confpipe.engine import steplog
 from confpipe.engine.report import LineReporter
 from confpipe.engine.status import log_path
 from confpipe.storage import store_for
+from tests import stepfns
 from tests.waits import eventually
 
 log = logging.getLogger(__name__)
@@ -268,3 +269,56 @@ def test_a_step_that_calls_sys_exit_ends_its_log_with_the_reason(tmp_path: Path)
         steplog.captured(leaves, path=path)()
     text = Path(path).read_text()
     assert text.startswith("giving up\n") and "SystemExit: 3" in text
+
+
+def silent_unless(output_path: str, flag: str, fail: str) -> None:
+    """Prints and fails while ``fail`` exists; otherwise waits, silent, for ``flag``."""
+    if os.path.exists(fail):
+        print("the first attempt's line")
+        raise RuntimeError("first attempt")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_gs_retry_removes_the_earlier_log_as_it_begins_not_as_it_ends(
+    gs_prefix: str, tmp_path: Path
+) -> None:
+    flag, fail = tmp_path / "flag", tmp_path / "fail"
+    fail.touch()
+    step = StepSpec("step", silent_unless, {"flag": str(flag), "fail": str(fail)})
+    out = step.output_under(gs_prefix)
+    store = store_for(out)
+    with pytest.raises(RunFailed):
+        run(step, prefix=gs_prefix)
+    blob = store.read(log_path(out))
+    assert blob is not None and b"the first attempt's line" in blob.data
+    fail.unlink()
+    runner = threading.Thread(target=run, args=(step,), kwargs={"prefix": gs_prefix})
+    runner.start()
+    try:
+        eventually(lambda: store.read(log_path(out)) is None, "the earlier log removed")
+        assert not flag.exists() and runner.is_alive()  # while the step still runs
+    finally:
+        flag.touch()
+        runner.join(60)
+    assert store.read(log_path(out)) is None  # silent: no log, and not the earlier one
+
+
+@pytest.mark.slow
+def test_a_first_attempt_on_gs_sends_no_request_for_an_earlier_log(gs_prefix: str) -> None:
+    store = store_for(gs_prefix)
+    requests: list[tuple[str, str]] = []
+    real = store.fs._call
+
+    async def counted(method: str, path: str, *args: object, **kwargs: object) -> object:
+        requests.append((method, path))
+        return await real(method, path, *args, **kwargs)
+
+    store.fs._call = counted
+    try:
+        run(StepSpec("silent", stepfns.noop, {"n": 1}), prefix=gs_prefix)
+    finally:
+        del store.fs._call
+    assert requests and not [path for _, path in requests if "log.txt" in path]
