@@ -1,4 +1,4 @@
-"""A cached re-run, and the plan that ``status`` shows, read each step's status exactly once.
+"""A cached re-run, the plan, and what ``status`` shows, read each step's status exactly once.
 
 Counted at the Store primitives (``read`` and ``read_many``, per path) of a real store, a
 local folder and fake-gcs-server: the statuses are read together (``read_many``, concurrently
@@ -19,6 +19,8 @@ import pytest
 
 import confpipe
 from confpipe import StepSpec
+from confpipe.cli.commands import words
+from confpipe.cli.history import gather
 from confpipe.engine.options import RunOptions
 from confpipe.engine.pipeline import survey
 from confpipe.engine.status import status_path
@@ -94,6 +96,12 @@ def check_status_reads(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with counting_reads(store, monkeypatch) as reads:
         plans = survey(specs, RunOptions(prefix=prefix))
     assert len(plans) == N
+    assert_one_status_read_per_step(reads, prefix, specs)
+
+    specs = steps()  # what the status command reads: the plan's statuses, nothing more
+    with counting_reads(store, monkeypatch) as reads:
+        histories = gather(survey(specs, RunOptions(prefix=prefix)), results=False, infos=False)
+    assert [words.where(h) for h in histories] == ["thread"] * N  # the status records say
     assert_one_status_read_per_step(reads, prefix, specs)
 
 

@@ -54,13 +54,22 @@ class StepHistory:
 
 def gather(
     plans: Sequence[StepPlan], *, results: bool = True, logs: bool = False,
-    log_bytes: int = 16 * 1024,
+    log_bytes: int = 16 * 1024, infos: bool = True,
 ) -> list[StepHistory]:  # fmt: skip
-    """Each plan's records: status and info always; results of succeeded steps when
-    ``results``; the error of failed steps; the tail of every log when ``logs``."""
+    """Each plan's records: status (the plan's read, if it made one) and info (without
+    ``infos``, only of records too old to say where they ran); results of succeeded steps
+    when ``results``; the error of failed steps; the tail of every log when ``logs``."""
     outputs = [p.output for p in plans]
-    statuses = [_status(b, p) for b, p in zip(_read(outputs, status_path), plans, strict=True)]
-    infos = [_json(b) for b in _read(outputs, info_path)]
+    if all(p.status_read for p in plans):
+        statuses = [p.status for p in plans]
+    else:
+        blobs = _read(outputs, status_path)
+        statuses = [_status(b, p) for b, p in zip(blobs, plans, strict=True)]
+    wanted = [
+        i for i, s in enumerate(statuses) if s is not None and (infos or s.where is None)
+    ]  # fmt: skip
+    found = dict(zip(wanted, _read([outputs[i] for i in wanted], info_path), strict=True))
+    info = [_json(found.get(i)) for i in range(len(plans))]
     done = [i for i, s in enumerate(statuses) if s is not None and s.state is StepState.SUCCESS]
     values: dict[int, Any] = {}
     errors: dict[int, str | None] = {}
@@ -94,7 +103,7 @@ def gather(
         StepHistory(
             plan,
             statuses[i],
-            infos[i] if statuses[i] is not None else None,
+            info[i] if statuses[i] is not None else None,
             values.get(i),
             i in values,
             errors.get(i),

@@ -335,7 +335,7 @@ class Records:
         spec = self.spec
         return Status(
             state, self.owner, time.time(), started=self.started, hash=spec.hash,
-            waited=waited, code=spec.code, lineage=spec.lineage, **fields,
+            waited=waited, code=spec.code, lineage=spec.lineage, where=self.where, **fields,
         )  # fmt: skip
 
 

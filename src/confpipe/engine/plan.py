@@ -52,6 +52,10 @@ class StepPlan:
     # "code changed since this output was made; bump `version` to re-run" (or of an upstream
     # step): a succeeded step whose function's code differs from the code that made it
     code_note: str | None = None
+    # the step's status record as the plan read it, when ``status_read`` (None: no record, or
+    # another hash's): what looks back at the records needn't read it again
+    status: Status | None = None
+    status_read: bool = False
 
 
 def collect(steps: Iterable[StepSpec]) -> list[StepSpec]:
@@ -245,7 +249,7 @@ def describe(
                 reason = _interrupted(store_for(out), out, status)
         plan = StepPlan(
             spec, labels[spec.identity], out, state, reason, where[spec.identity],
-            resources[spec.identity], note,
+            resources[spec.identity], note, status, True,
         )  # fmt: skip
         plans.append(plan)
     return plans if force_run_failed else _blocked(plans)

@@ -27,7 +27,7 @@ COLUMNS = ("step", "state", "ran at", "took", "where", "output")
 
 def run(target: Target, request: Request) -> int:
     plans = target.pick(request.steps) if request.steps else target.plans
-    histories = gather(plans, results=False)
+    histories = gather(plans, results=False, infos=False)  # status records say where
     table = rows(histories)
     if request.json:
         print(json.dumps([_record(h) for h in histories], indent=1))

@@ -83,8 +83,10 @@ def took(history: StepHistory) -> str:
 
 
 def where(history: StepHistory) -> str:
-    """Where it ran (its info record), else where this config would run it."""
-    recorded = (history.info or {}).get("where")
+    """Where it ran (its status record, or an older record's info), else where this config
+    would run it."""
+    status = history.status
+    recorded = (status.where if status else None) or (history.info or {}).get("where")
     return str(recorded) if recorded else history.plan.where
 
 
