@@ -192,3 +192,31 @@ def test_a_bucket_gone_longer_than_the_stores_window_but_within_the_lease_keeps_
     text = log.data.decode()
     assert "confpipe.worker: writing result.json: gs://confpipe-tests: the storage " in text
     assert "; trying again in 0.5s" in text and "; trying again in 1s" in text  # backoff
+
+
+def test_a_record_is_tried_again_with_backoff_while_the_store_does_not_answer() -> None:
+    from confpipe.backends.patience import patiently
+    from confpipe.storage import StoreUnreachable
+
+    outcomes: list[object] = [StoreUnreachable("silent"), TimeoutError("slow"), "written"]
+    waits: list[float] = []
+
+    def op() -> object:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    told: list[str] = []
+    tell = lambda err, delay: told.append(f"{err}; again in {delay:g}s")  # noqa: E731
+    assert patiently(op, lambda d: waits.append(d) or False, tell) == "written"
+    assert waits == [0.5, 1.0] and told == ["silent; again in 0.5s", "slow; again in 1s"]
+
+    outcomes[:] = [StoreUnreachable("silent")] * 9
+    with pytest.raises(StoreUnreachable):  # the wait says stop (a lost lease, a deadline)
+        patiently(op, lambda d: d > 4)
+    assert len(outcomes) == 4  # tried at once, after 0.5, 1, 2 and 4 s; not after 8 s
+
+    outcomes[:] = [PermissionError("denied"), "never"]
+    with pytest.raises(PermissionError):  # not an outage: raised at once
+        patiently(op, lambda d: False)
