@@ -12,7 +12,10 @@ rates are shown scaled to the production interval of 10 s:
    the fake receives from the first submission to the last result counts, divided by the
    jobs' summed lifetimes. Shown twice: the status requests (what polling costs: target
    <= 6 per job-minute) and every request including each job's one CreateJob (which no
-   polling scheme saves; for a lone 60 s job it adds about 1/minute).
+   polling scheme saves; for a lone 60 s job it adds about 1/minute). Beside them, the
+   storage reads of each job's exit record (``exits/0.json``, by which the driver notices
+   the end between API requests: no target, they cost no API request) and how long after
+   its end each job was noticed (before them, up to one poll interval).
 2. Steady state: N jobs (default 200) held RUNNING (their task is ``sleep``), one thread per
    job polling its handle as ``run_job`` does (every ``backend.max_poll_interval``); the
    requests arriving during W seconds, once all run. Target <= 6 per job-minute, with no
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from confpipe.backends import JobRequest  # noqa: E402
 from confpipe.backends.gcp.batch import BatchBackend  # noqa: E402
+from confpipe.backends.gcp.hosts import Exit  # noqa: E402
 from confpipe.backends.gcp.settings import GcpConf  # noqa: E402
 from confpipe.backends.resources import Resources  # noqa: E402
 from confpipe.cancel import CancelScope  # noqa: E402
@@ -49,9 +53,10 @@ TARGET = 6.0
 STATUS = ("ListJobs", "GetJob")  # the requests polling sends
 JOB_INTERVALS = 6  # a whole-life job lasts this many poll intervals (60 s in production)
 WRITE_RESULT = (  # the "image" of the whole-life jobs: sleep, then write the job's result
-    "import pathlib, sys, time; time.sleep(float(sys.argv[2])); "
-    "pathlib.Path(sys.argv[1], 'result.json').write_text('{\"value\": 1}')"
-)
+    "import pathlib, sys, time; time.sleep(float(sys.argv[2])); job = pathlib.Path(sys.argv[1]); "
+    "(job / 'result.json').write_text('{\"value\": 1}'); (job / 'exits').mkdir(); "
+    "(job / 'exits' / '0.json').write_text('{\"host\": 0, \"code\": 0}')"
+)  # and its exit record, last, as vm writes it: the driver notices the end by it
 
 
 def lifetime(concurrent: int, interval: float) -> dict[str, float]:
@@ -70,12 +75,16 @@ def lifetime(concurrent: int, interval: float) -> dict[str, float]:
         )
         backend = BatchBackend(settings)
         lives: list[float] = []
+        late: list[float] = []
+        reads = count_exit_reads()
 
         def one(i: int) -> None:
             start = time.monotonic()
             jobs = f"{folder}/s{i}-0123456789ab/.confpipe/jobs"
             run_job(backend, f"s{i}", jobs, len, {}, Resources(), scope=CancelScope())
             lives.append(time.monotonic() - start)
+            (record,) = Path(jobs).glob("*/exits/0.json")
+            late.append(time.time() - record.stat().st_mtime)
 
         before = len(fake.requests)
         threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrent)]
@@ -87,7 +96,10 @@ def lifetime(concurrent: int, interval: float) -> dict[str, float]:
         backend.close()
     minutes = sum(lives) / 60 * PRODUCTION_INTERVAL / interval  # at the production interval
     status = sum(sent[m] for m in STATUS)
+    scale = PRODUCTION_INTERVAL / interval
     return {
+        "exit_reads_per_job_minute": len(reads) / minutes,
+        "noticed_after_s": max(late) * scale,
         "jobs": concurrent,
         "requests": sum(sent.values()),
         "status": status,
@@ -96,6 +108,21 @@ def lifetime(concurrent: int, interval: float) -> dict[str, float]:
         "status_per_job_minute": status / minutes,
         "all_per_job_minute": sum(sent.values()) / minutes,
     }
+
+
+def count_exit_reads() -> list[str]:
+    """A list that gets the folder of each exit-record read the Batch backend makes."""
+    from confpipe.backends.gcp import batch
+
+    reads: list[str] = []
+    read_exit = batch.read_exit
+
+    def counted(job_dir: str, host: int = 0) -> Exit | None:
+        reads.append(job_dir)
+        return read_exit(job_dir, host)
+
+    batch.read_exit = counted
+    return reads
 
 
 def ours() -> set[threading.Thread]:
@@ -176,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  {concurrent} job(s), {life['life_s']:.0f}s each: {life['requests']:.0f} requests "
             f"(CreateJob {life['create']:.0f}, status {life['status']:.0f}); per job per "
             f"minute: status {life['status_per_job_minute']:.2f} (target <= {TARGET:g}: "
-            f"{'PASS' if passed else 'FAIL'}), all {life['all_per_job_minute']:.2f}"
+            f"{'PASS' if passed else 'FAIL'}), all {life['all_per_job_minute']:.2f}; "
+            f"storage reads of its exit record {life['exit_reads_per_job_minute']:.1f}; "
+            f"its end noticed within {life['noticed_after_s']:.1f}s"
         )
     r = measure(jobs, args.interval, seconds)
     steady = r["per_job_minute_at_10s"] <= TARGET and r["backend_threads"] == 0

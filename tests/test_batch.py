@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -346,8 +347,9 @@ def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     out = tmp_path / "add-0123456789ab"
     value = run(backend, out, jobfns.add, Resources(cpu=2), a=1, b=2)
     assert isinstance(value, dict) and value["sum"] == 3
+    # the driver may have seen the job's exit record first: Batch says so a moment later
+    eventually(lambda: states(fake) == ["SUCCEEDED"], "the job to succeed", 10)
     (job,) = fake.jobs()
-    assert job.status.state.name == "SUCCEEDED"
     walk = [e.split(" for job")[0] for e in events(job) if e.startswith("Job state")]
     assert walk == [
         "Job state is set from QUEUED to SCHEDULED",
@@ -357,7 +359,8 @@ def test_a_cpu_step_runs_through_the_fake_and_returns_its_value(
     assert job.labels["confpipe-step"] == "add"
     assert job.labels["confpipe-hash"] == "0123456789ab"
     job_dir = Path(job_dir_of(job) or "")
-    assert {p.name for p in job_dir.iterdir()} == {"call.pkl", "result.json", "log.txt"}
+    assert {p.name for p in job_dir.iterdir()} == {"call.pkl", "result.json", "log.txt", "exits"}
+    assert json.loads((job_dir / "exits" / "0.json").read_text())["code"] == 0
     assert "adding 1 and 2" in (job_dir / "log.txt").read_text()
     assert "adding 1 and 2" in fake.cloud_log(job.name)  # the VM's stdout: Cloud Logging
 
@@ -388,8 +391,13 @@ def test_a_crash_reports_the_exit_code_and_the_status_event(
     with pytest.raises(StepFailed) as err:
         run(backend, tmp_path / "crash-0123456789ab", jobfns.exit_hard, code=3)
     text = str(err.value)
-    assert "job failed (exit code 3; last status event: Job state is set from RUNNING to " in text
-    assert "with exit code 3." in text
+    if "(its exit record)" in text:  # the driver read the job's exit record before the API
+        assert "job failed (exit code 3 (its exit record); Batch job projects/" in text
+    else:
+        assert (
+            "job failed (exit code 3; last status event: Job state is set from RUNNING to " in text
+        )
+        assert "with exit code 3." in text
     assert "    exiting with 3" in text  # the log tail
 
 
@@ -404,6 +412,7 @@ def test_a_preempted_job_is_retried_by_batch_not_resubmitted(
     )
     assert value == 1  # the preempted attempts were killed before they counted
     assert fake.count("CreateJob") == 1
+    eventually(lambda: states(fake) == ["SUCCEEDED"], "Batch to say so too", 10)
     (job,) = fake.jobs()
     assert sum("with exit code 50001" in e for e in events(job)) == 2
     assert job.status.state.name == "SUCCEEDED"
@@ -437,6 +446,7 @@ def test_a_bug_is_not_retried(fake: FakeBatch, backend: BatchBackend, tmp_path: 
             folder=str(tmp_path),
         )
     assert (tmp_path / "runs").read_text() == "run\n"
+    eventually(lambda: states(fake) == ["FAILED"], "Batch to say so too", 10)  # after its record
     (job,) = fake.jobs()
     assert (
         sum(e.startswith("Task state is updated from RUNNING to FAILED") for e in events(job)) == 1
@@ -556,14 +566,53 @@ def test_a_lone_job_costs_one_create_then_one_status_request_per_interval(
     interval = 0.5
     backend = make_backend(fake, poll_interval=interval)
     started = time.monotonic()
-    value = run(backend, tmp_path / "add-0123456789ab", jobfns.add, a=1, b=2)
+    folder = str(tmp_path)  # a job of a few intervals: it ends after some status requests
+    value = run(
+        backend, tmp_path / "c-0123456789ab", batchjobs.count_runs, folder=folder, seconds=2
+    )
     life = time.monotonic() - started
     backend.close()
-    assert isinstance(value, dict) and value["sum"] == 3
+    assert value == 1
     methods = [m for m, _ in fake.requests]
     assert methods[0] == "CreateJob"  # nothing before it: no re-attach search
     assert set(methods[1:]) == {"ListJobs"}  # the shared poll; no GetJob burst
     assert len(methods) - 1 <= life / interval + 1  # at most one status request per interval
+
+
+@pytest.mark.slow
+def test_a_finished_job_is_noticed_by_its_exit_record_long_before_the_next_poll(
+    fake: FakeBatch, tmp_path: Path
+) -> None:
+    backend = make_backend(fake, poll_interval=30)  # the API is asked after 30 s at the soonest
+    started = time.monotonic()
+    value = run(backend, tmp_path / "add-0123456789ab", jobfns.add, a=1, b=2)
+    took = time.monotonic() - started
+    with pytest.raises(StepFailed, match=r"ValueError: bad input") as err:
+        run(backend, tmp_path / "boom-0123456789ab", jobfns.boom, message="bad input")
+    took_failing = time.monotonic() - started - took
+    backend.close()
+    assert isinstance(value, dict) and value["sum"] == 3
+    assert took < 6 and took_failing < 6, (took, took_failing)
+    assert "    about to fail: line printed by the job" in str(err.value)  # the whole log
+    assert [m for m, _ in fake.requests] == ["CreateJob", "CreateJob"]  # no status request
+
+
+@pytest.mark.slow
+def test_an_exit_record_without_a_result_record_is_never_a_success(tmp_path: Path) -> None:
+    # a job that says it exited 0 but left no result.json: run_job's own check fails it
+    script = "import pathlib, sys; p = pathlib.Path(sys.argv[1], 'exits'); p.mkdir(); "
+    script += "(p / '0.json').write_text('{\"host\": 0, \"code\": 0}'); import time; "
+    script += "time.sleep(60)"  # Batch never says the job ended: only its record does
+
+    def command(runnable: Any) -> list[str]:
+        return [sys.executable, "-c", script, list(runnable.container.commands)[2]]
+
+    with FakeBatch(command=command) as fake:
+        backend = make_backend(fake, poll_interval=30)
+        with pytest.raises(StepFailed, match=r"job succeeded but wrote no result\.json"):
+            run(backend, tmp_path / "liar-0123456789ab", jobfns.add, a=1, b=2)
+        backend.close()
+        assert [m for m, _ in fake.requests] == ["CreateJob"]
 
 
 @pytest.mark.slow

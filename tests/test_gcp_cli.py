@@ -22,6 +22,7 @@ from confpipe.testing.batch import FakeBatch
 from confpipe.testing.gcs import FakeGcs
 from tests.conftest import BUCKET
 from tests.gcpfakes import cli, experiment
+from tests.waits import eventually
 
 DEMO = """\
 # @package _global_
@@ -100,8 +101,12 @@ def test_batch_steps_run_through_the_fakes_then_are_cached(
     assert (labels["confpipe-step"], labels["confpipe-hash"]) == ("total", rows["total"][1])
     assert labels["team"] == "lm"
     assert creates[0].parent == "projects/p/locations/us-central1"
+    eventually(
+        lambda: [j.status.state.name for j in fake_batch.jobs()] == ["SUCCEEDED"],
+        "Batch to say the job ended (its exit record said so first)",
+        10,
+    )
     (job,) = fake_batch.jobs()
-    assert job.status.state.name == "SUCCEEDED"
     assert "adding 40 and 2" in fake_batch.cloud_log(job.name)  # it ran in the fake's job
     total = load_result(rows["total"][4])
     assert total["sum"] == 42 and total["pid"] != os.getpid()

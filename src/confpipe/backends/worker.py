@@ -2,9 +2,11 @@
 
 Loads ``call.pkl`` (the cloudpickled ``(fn, kwargs, options)``), runs ``fn(**kwargs)`` and
 writes ``result.json`` or ``error.json`` (type, message, traceback) into the job folder,
-atomically, through the folder's Store. A ``call.pkl`` whose sha256 is not the one in
-``CONFPIPE_CALL_SHA256`` (set by the driver in the job's spec) is never unpickled: the job
-fails with an ``IntegrityError`` record. The root logger prints records from
+atomically, through the folder's Store; a bucket that does not answer is tried again
+with backoff for up to ``patience.JOB_PATIENCE`` seconds (each try says so in the log),
+so no result is lost to a bucket that is away for a while. A ``call.pkl`` whose sha256 is
+not the one in ``CONFPIPE_CALL_SHA256`` (set by the driver in the job's spec) is never
+unpickled: the job fails with an ``IntegrityError`` record. The root logger prints records from
 ``options["log_level"]`` up (INFO by default) to stderr, which is the job's log. Exit codes:
 0 the call returned, 1 it raised (or its value can't be a result record:
 ``confpipe.backends.results``), 2 usage error. Kept light:
@@ -24,6 +26,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from typing import TypeVar
 
 import cloudpickle
 
@@ -39,9 +43,11 @@ from confpipe.backends import (
     encode_result,
     integrity_error,
 )
+from confpipe.backends.patience import JOB_PATIENCE, for_seconds, patiently
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.storage import Store, store_for
 
+T = TypeVar("T")
 USAGE = "usage: python -m confpipe.worker <job folder URL>"
 
 
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         ).start()
     try:
         store = store_for(job_dir)
-        blob = store.read(f"{job_dir}/{CALL}")
+        blob = _patiently(f"reading {CALL}", lambda: store.read(f"{job_dir}/{CALL}"))
     except (ConfpipeError, OSError) as err:
         print(f"confpipe.worker: can't read {job_dir}/{CALL}: {err}", file=sys.stderr)
         return 2
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as err:  # nothing is recorded as done: the output folder is intact
         return _fail(store, job_dir, "TypeError", err.message, "", returned=True)
     _flush()
-    store.write(f"{job_dir}/{RESULT}", data)
+    _write(store, f"{job_dir}/{RESULT}", data)
     return 0
 
 
@@ -106,8 +112,21 @@ def _fail(
     record: dict[str, object] = {"type": kind, "message": message, "traceback": trace}
     if returned:
         record["returned"] = True
-    store.write(f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
+    _write(store, f"{job_dir}/{ERROR}", json.dumps(record, indent=1).encode())
     return 1
+
+
+def _write(store: Store, path: str, data: bytes) -> None:
+    """Write a record, trying again while the bucket does not answer (``JOB_PATIENCE``)."""
+    _patiently(f"writing {path.rsplit('/', 1)[-1]}", lambda: store.write(path, data))
+
+
+def _patiently(what: str, op: Callable[[], T]) -> T:
+    def tell(err: BaseException, delay: float) -> None:
+        print(f"confpipe.worker: {what}: {err}; trying again in {delay:g}s", file=sys.stderr)
+        _flush()
+
+    return patiently(op, for_seconds(JOB_PATIENCE), tell)
 
 
 def _watch(driver: int, every: float = 0.5, grace: float = 3.0) -> None:

@@ -11,6 +11,8 @@ cloudpickled call in a fresh job folder, waiting with backoff (woken at once by 
 cancelling on Ctrl-C or a lost lease, retrying preemptions, enforcing ``resources.timeout``
 and turning the worker's records into a value or a ``StepFailed`` that ends with the tail
 of the job's log (read through its store, wherever the backend's last status says it is).
+A bucket that does not answer is tried again with backoff while the step is ours
+(``backends.patience``).
 While the job runs, the new lines of its log are echoed, and when it ends its log becomes
 the step's ``.confpipe/log.txt`` (``confpipe.engine.joblog``).
 """
@@ -41,6 +43,7 @@ from confpipe.backends import (
     JobStatus,
     decode_result,
 )
+from confpipe.backends.patience import JOB_PATIENCE, patiently
 from confpipe.backends.resources import Resources
 from confpipe.backends.results import MAX_RESULT_BYTES, StoredResult
 from confpipe.cancel import CancelScope
@@ -164,7 +167,8 @@ def run_job(
         if scope.is_set():
             raise StepFailed(step, f"cancelled: {scope.reason}")
         job_dir = f"{job_root.rstrip('/')}/{_job_id(attempt)}"
-        store.write(f"{job_dir}/{CALL}", payload)
+        stage = functools.partial(store.write, f"{job_dir}/{CALL}", payload)
+        _patiently(step, scope, f"writing {job_dir}/{CALL}", stage)
         handle = backend.submit(JobRequest(step, job_dir, resources, attempt, digest))
         logger.debug("step %r: submitted job %s (%s)", step, job_dir, resources.describe())
         follower = LogFollower(f"{job_dir}/{LOG}", echo)
@@ -175,7 +179,8 @@ def run_job(
             raise
         logs.ended(follower, job_dir, attempt, status.state.value, status)
         if status.state is JobState.SUCCEEDED:
-            return _result(store, status, step, job_dir, stored)
+            read = functools.partial(_result, store, status, step, job_dir, stored)
+            return _patiently(step, scope, f"reading {job_dir}/{RESULT}", read)
         if status.state is JobState.PREEMPTED and attempt + 1 < attempts:
             why = status.detail or "no detail"
             logger.warning("step %r: job %s preempted (%s), retrying", step, job_dir, why)
@@ -186,8 +191,24 @@ def run_job(
                 "raise resources.max_retries to retry more often"
             )
             raise _failure(status, step, job_dir, what)
-        raise _job_error(store, status, step, job_dir)
+        error = functools.partial(_job_error, store, status, step, job_dir)
+        raise _patiently(step, scope, f"reading {job_dir}/{ERROR}", error)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _patiently(step: str, scope: CancelScope, what: str, op: Callable[[], R]) -> R:
+    """``op()`` (a job record's read or write), tried again with backoff while the bucket
+    does not answer, as long as the step is ours (``scope``: a lost lease or Ctrl-C ends
+    it) and for at most ``JOB_PATIENCE`` seconds."""
+    deadline = time.monotonic() + JOB_PATIENCE
+
+    def wait(delay: float) -> bool:
+        return time.monotonic() + delay > deadline or scope.wait(delay)
+
+    def tell(err: BaseException, delay: float) -> None:
+        logger.warning("step %r: %s: %s; trying again in %gs", step, what, err, delay)
+
+    return patiently(op, wait, tell)
 
 
 def _wait(

@@ -109,6 +109,7 @@ class Reach:
         the retry window passes without an answer: then the server counts as silent."""
         started = time.monotonic()
         task: asyncio.Future[T] = asyncio.ensure_future(work)
+        task.add_done_callback(_retrieved)  # a task given up on may still end in an error
         silenced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.add(silenced)
         either: list[asyncio.Future[Any]] = [task, silenced]
@@ -146,6 +147,13 @@ class ReachingGCSFileSystem(GCSFileSystem):  # type: ignore[misc, unused-ignore]
         except (ClientConnectionError, TimeoutError):
             self.reach.lost(started)
             raise
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark the error of a task nobody awaits any more as seen: asyncio would log it with
+    its traceback ("Task exception was never retrieved") when the task is collected."""
+    if not task.cancelled():
+        task.exception()
 
 
 def tries_within(window: float) -> int:

@@ -9,7 +9,16 @@ from a cache, so API requests don't grow with the jobs in flight and no thread o
 polls; a job's status is first asked ``poll_interval`` after its creation (CreateJob
 answered with the status it starts in). A lone job thus costs at most one request per
 ``poll_interval`` over its life, 6 a minute at the default 10 s
-(``benchmarks/bench_batch.py`` measures it). Transient API errors (UNAVAILABLE,
+(``benchmarks/bench_batch.py`` measures it). Between those requests a job's end is noticed
+in the bucket, which the driver reads anyway: the job's vm writes ``exits/0.json`` last
+(after its result and its log), and ``poll`` reads it (one small read, no API request) a
+tenth of ``poll_interval`` after submission, then at intervals growing with the job's age
+(a tenth of it, at least that first wait, at most half the poll interval): at the default
+10 s a short job's end is seen within about a second, a long job costs 12 reads a minute
+(``bench_batch.py`` counts them). Its exit code is then the job's outcome
+(0: SUCCEEDED, and run_job still reads and checks the result record), and the driver stops
+tracking the job, which ends by itself; a job whose image writes no such record (an older
+confpipe) is seen ending by the API, as before. Transient API errors (UNAVAILABLE,
 DEADLINE_EXCEEDED) are retried with backoff; ``cancel`` deletes the job; a status names the
 log the job's VM uploads to the folder it runs in. ``google.cloud.batch_v1`` is imported
 when the backend is made.
@@ -37,6 +46,7 @@ from confpipe.backends.gcp.batch_request import (
     redacted,
 )
 from confpipe.backends.gcp.cloud import CloudBackend, copy_records, earlier_jobs
+from confpipe.backends.gcp.hosts import read_exit
 from confpipe.backends.gcp.job import DRIVER, job_id, step_labels
 from confpipe.backends.gcp.machine_catalog import Choice
 from confpipe.backends.gcp.settings import GcpConf
@@ -50,6 +60,8 @@ __all__ = ["BatchBackend", "job_request", "redacted"]
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 100
+END_CHECK_SOONEST = 10  # its exit record is read poll_interval/END_CHECK_SOONEST in, first
+END_CHECK_AGE = 10  # then every 1/END_CHECK_AGE of the job's age (at most poll_interval/2)
 
 
 @dataclass(eq=False)
@@ -63,6 +75,8 @@ class _Job:
     status: JobStatus
     own: bool = True  # carries this driver's label, so the shared ListJobs sees it
     since: float = field(default_factory=time.monotonic)  # its status is that recent
+    born: float = field(default_factory=time.monotonic)
+    end_check: float = 0.0  # when to read its exit record next (0: not yet scheduled)
 
 
 class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
@@ -82,6 +96,8 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
 
     def __init__(self, settings: GcpConf, code_folder: str | None = None) -> None:
         super().__init__(settings, code_folder)
+        self._end_every = settings.poll_interval / END_CHECK_SOONEST
+        self.max_poll_interval = self._end_every  # a wake-up reads a cache, or one record
         self._refreshing = threading.Lock()
         self._tracked: dict[str, _Job] = {}  # guarded by self._lock
         self._listed_at = float("-inf")
@@ -116,6 +132,8 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
                 raise StepFailed(job.step, f"Cloud Batch: {err}") from err
             if not job.status.state.done:
                 self._check_outage(job.step, f"job {job.name}")
+        if not job.status.state.done:
+            self._check_end(job)
         status = job.status
         if status.state.done:
             self._finish(job)
@@ -138,7 +156,8 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         logger.info("step %r: deleted Batch job %s", job.step, job.name)
 
     def _find_live(self, job: JobRequest) -> _Job | None:
-        """A queued or running Batch job of this step (same name, hash and output), if any."""
+        """A queued or running Batch job of this step (same name, hash and output) that has
+        not recorded its exit, if any."""
         from google.cloud import batch_v1
 
         query = " AND ".join(f'labels.{k}="{v}"' for k, v in step_labels(job).items())
@@ -146,7 +165,8 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
         pager = self._call(job.step, self._client.list_jobs, request)
         for found in pager:
             status, origin = job_status(found), job_dir_of(found)
-            if origin is not None and not status.state.done:
+            # a job that wrote its exit record is over, though Batch may not say so yet
+            if origin is not None and not status.state.done and read_exit(origin) is None:
                 logger.info(
                     "step %r: re-attached to its live Batch job %s (submitted by an earlier "
                     "launch) instead of submitting another",
@@ -241,6 +261,22 @@ class BatchBackend(CloudBackend["batch_v1.BatchServiceClient"]):
             job.status = JobStatus(JobState.FAILED, detail)
             return
         job.status = job_status(found)
+
+    def _check_end(self, job: _Job) -> None:
+        """Read the job's exit record, if it is time to: found, it is the job's status."""
+        now = time.monotonic()
+        if not job.end_check:
+            job.end_check = job.born + self._end_every
+        if now < job.end_check:
+            return
+        ended = read_exit(job.origin)
+        if ended is None:
+            every = min((now - job.born) / END_CHECK_AGE, self.settings.poll_interval / 2)
+            job.end_check = time.monotonic() + max(self._end_every, every)
+            return
+        state = JobState.SUCCEEDED if ended.code == 0 else JobState.FAILED
+        detail = f"{ended.text()} (its exit record); Batch job {job.name}"
+        job.status = JobStatus(state, detail)
 
     def _finish(self, job: _Job) -> None:
         """Stop tracking ``job``; for a re-attached job, copy its records where run_job looks."""

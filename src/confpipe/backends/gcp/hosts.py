@@ -29,7 +29,7 @@ from confpipe.storage import store_for
 
 __all__ = [
     "BOOT", "EXITS", "STARTS", "WORKER", "Exit", "Starts", "exit_path", "host_dir",
-    "never_started", "read_exits", "read_starts", "start_path",
+    "never_started", "read_exit", "read_exits", "read_starts", "start_path",
 ]  # fmt: skip
 
 EXITS = "exits"
@@ -78,6 +78,24 @@ class Starts:
 
     stages: dict[int, set[str]]
     hosts: int | None = None
+
+
+def read_exit(job_dir: str, host: int = 0) -> Exit | None:
+    """How host ``host`` ended, if it recorded it yet (one read); None if not, or if its
+    record can't be read (a passing store error: the next read tries again)."""
+    try:
+        blob = store_for(job_dir).read(exit_path(job_dir, host))
+    except (OSError, ValueError):
+        return None
+    return None if blob is None else _exit(blob.data)
+
+
+def _exit(data: bytes) -> Exit | None:
+    try:
+        record = json.loads(data.decode(errors="replace"))
+        return Exit(int(record["code"]), str(record.get("stage", WORKER)))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_exits(job_dir: str) -> dict[int, Exit]:

@@ -13,13 +13,21 @@
    can't append), capped at its last 8 MiB. A retried task appends to the earlier log.
 3. Exit with the worker's exit code (128 + signal if it was killed). SIGTERM is passed on.
 
+A bucket that does not answer for a while is waited out: the job's own records (the log's
+last upload, a host's start and exit records) are tried again with backoff for up to
+``patience.JOB_PATIENCE`` seconds, saying so on stdout, as the worker does for the result.
+A log that still can't be uploaded then does not change the exit code: the result is what
+counts, and Cloud Logging has the log.
+
 On a multi-host job (a Cloud TPU slice: every host runs this, the startup script sets
 ``CONFPIPE_TPU_HOST`` to the host's worker index) host 0 works in the job folder itself, so
 the job's ``result.json``, ``error.json`` and ``log.txt`` are host 0's; host N > 0 works in
 ``host-N/`` below it (a copy of ``call.pkl``, its own records and ``log.txt``). Each host
 writes ``starts/N-worker`` first (the driver's start deadline waits for it) and
 ``exits/N.json`` after its last log upload: the driver learns from these that the job
-ended, and which host failed (``confpipe.backends.gcp.hosts``). A file ``exited`` in
+ended, and which host failed (``confpipe.backends.gcp.hosts``). A Cloud Batch job (one host,
+no ``CONFPIPE_TPU_HOST``) writes ``exits/0.json`` likewise, so its driver notices the end
+without waiting for its next API poll. A file ``exited`` in
 ``CONFPIPE_HOST_STATE`` then tells the startup script not to write an exit record of its own.
 """
 
@@ -35,14 +43,17 @@ import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import TypeVar
 
 from confpipe.backends import CALL, ERROR, INTEGRITY, LOG, integrity_error
 from confpipe.backends.gcp.hosts import WORKER, exit_path, host_dir, start_path
 from confpipe.backends.gcp.job import CODE_DIGEST_VAR, CODE_VAR, EXTRAS_VAR
+from confpipe.backends.patience import JOB_PATIENCE, TRANSIENT, for_seconds, patiently
 from confpipe.storage import Store, store_for
 
+T = TypeVar("T")
 LOG_LIMIT = 8 * 2**20
 INTERVAL_VAR = "CONFPIPE_LOG_INTERVAL"
 USAGE = "usage: python -m confpipe.backends.vm <job folder URL>"
@@ -64,7 +75,7 @@ class LogSink:
         self._lock = threading.Lock()
         self._dirty = False
         self._stop = threading.Event()
-        earlier = store.read(self.path)
+        earlier = _patiently(f"reading {LOG}", lambda: store.read(self.path))
         if earlier is not None:  # a retried task (the VM was preempted): keep what came before
             attempt = os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "?")
             self.local.write(earlier.data + f"\n--- retry attempt {attempt} ---\n".encode())
@@ -80,10 +91,14 @@ class LogSink:
             sys.stdout.buffer.flush()
 
     def close(self) -> None:
+        """Stop the uploads and upload the log one last time (patiently); never raises for
+        a bucket that stays gone: the job's outcome is in its records, not in its log."""
         self._stop.set()
         self._thread.join()
         try:
-            self.upload()
+            _patiently(f"uploading {LOG}", self.upload)
+        except TRANSIENT as err:
+            _say(f"confpipe: gave up uploading {self.path}: {err}")
         finally:
             self.local.close()
 
@@ -118,17 +133,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 1
     try:
         if host is not None:  # the driver's start deadline waits for this (hosts.py)
-            store.write(start_path(job_dir, host, WORKER), b"")
+            started = start_path(job_dir, host, WORKER)
+            _patiently("writing the start record", lambda: store.write(started, b""))
         code = _run_job(job_dir, folder, sink)
         return code
     finally:
         try:
             sink.close()
         finally:
-            if host is not None:
-                record = {"host": host, "code": code, "stage": WORKER}
-                store.write(exit_path(job_dir, host), json.dumps(record).encode())
-                _mark_exited()
+            one = host or 0  # a Batch job's one host writes it too: its driver reads it
+            record = json.dumps({"host": one, "code": code, "stage": WORKER}).encode()
+            ended = exit_path(job_dir, one)
+            _patiently("writing the exit record", lambda: store.write(ended, record))
+            _mark_exited()
+
+
+def _patiently(what: str, op: Callable[[], T]) -> T:
+    """``op()``, tried again with backoff while the bucket does not answer (saying so)."""
+
+    def tell(err: BaseException, delay: float) -> None:
+        _say(f"confpipe: {what}: {err}; trying again in {delay:g}s")
+
+    return patiently(op, for_seconds(JOB_PATIENCE), tell)
+
+
+def _say(line: str) -> None:
+    """A line on stdout (Cloud Logging), for when the job's log may not reach the bucket."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, flush=True)
 
 
 def _mark_exited() -> None:
@@ -144,11 +176,12 @@ def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
     env, cwd = dict(os.environ), None
     if folder != job_dir:  # another host of a multi-host job: the call, in a folder of its own
         store = store_for(job_dir)
-        call = store.read(f"{job_dir}/{CALL}")
+        call = _patiently(f"reading {CALL}", lambda: store.read(f"{job_dir}/{CALL}"))
         if call is None:
             sink.write(f"confpipe: no {CALL} in {job_dir}\n".encode())
             return 2
-        store.write(f"{folder}/{CALL}", call.data)
+        copy = call.data
+        _patiently(f"copying {CALL}", lambda: store.write(f"{folder}/{CALL}", copy))
     code = os.environ.get(CODE_VAR)
     if code:
         extras = [e for e in os.environ.get(EXTRAS_VAR, "").split(",") if e]
@@ -158,7 +191,8 @@ def _run_job(job_dir: str, folder: str, sink: LogSink) -> int:
         except IntegrityFailed as err:  # the job's failure, as the worker's would be
             sink.write(f"confpipe: {err}\n".encode())
             record = {"type": INTEGRITY, "message": str(err), "traceback": ""}
-            store_for(folder).write(f"{folder}/{ERROR}", json.dumps(record, indent=1).encode())
+            data, path = json.dumps(record, indent=1).encode(), f"{folder}/{ERROR}"
+            _patiently(f"writing {ERROR}", lambda: store_for(folder).write(path, data))
             return 1
         except Exception as err:  # say why in the job's log, where the driver looks
             sink.write(
