@@ -229,6 +229,47 @@ def test_a_fence_while_the_heartbeat_is_on_schedule_takes_no_round_trip(
     lease.release()
 
 
+class AnswerLost(ClockedStore):
+    """The next ``replace`` lands, but its answer is lost (a server frozen past the client's
+    retry window applies it when it wakes): the caller gets a ConnectionError."""
+
+    lose_next = False
+
+    def replace(self, path: str, data: bytes, version: str) -> str | None:
+        landed = super().replace(path, data, version)
+        if self.lose_next:
+            self.lose_next = False
+            raise ConnectionError("no answer within the retry window")
+        return landed
+
+
+def test_a_heartbeat_that_landed_unanswered_keeps_the_lease(root: str) -> None:
+    lossy = AnswerLost(store(root))
+    lease = acquire(lossy, root, "launch-a")
+    assert isinstance(lease, Lease)
+    _heartbeat.remove(lease)  # this test beats by hand
+    lossy.lose_next = True
+    assert lease.refresh()  # failed, as far as it knows: retried later
+    assert lease.refresh() and not lease.is_lost()  # its own late write, adopted
+    holder = acquire(lossy, root, "launch-b")
+    assert isinstance(holder, Holder) and holder.owner == "launch-a"
+    lease.release()
+
+
+def test_a_takeover_after_an_unanswered_heartbeat_still_loses_the_lease(root: str) -> None:
+    lossy = AnswerLost(store(root))
+    lease = acquire(lossy, root, "launch-a")
+    assert isinstance(lease, Lease)
+    _heartbeat.remove(lease)
+    lossy.lose_next = True
+    assert lease.refresh()
+    lossy.advance(LEASE.lease_timeout + 1)  # launch-a's heartbeats stop reaching the store
+    taker = acquire(lossy, root, "launch-b")
+    assert isinstance(taker, Lease)
+    assert not lease.refresh() and lease.lost is not None and "launch-b" in lease.lost
+    taker.release()
+
+
 # -- status commits: a launch that lost its lease between its fence and its write ----------
 
 

@@ -20,6 +20,7 @@ is gone is taken over at once, without waiting out the lease.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -116,6 +117,7 @@ class Lease:
         self._failing = False  # a heartbeat failed and none landed since (warned once)
         self.busy = False  # a heartbeat refresh is under way (the heartbeat thread's flag)
         self.created = False  # made by a create, not taken over (``try_acquire`` sets it)
+        self._unsure: set[str] = set()  # tokens of refreshes whose answer never came
         self.at_once = False  # created by the first try: nobody held it (``acquire`` sets it)
 
     def is_lost(self) -> bool:
@@ -133,9 +135,13 @@ class Lease:
             if self._version is None or self.is_lost():
                 return False
             sent = time.monotonic()
+            record = lease_record(self.owner)
             try:
-                version = self.store.replace(self.path, lease_record(self.owner), self._version)
+                version = self.store.replace(self.path, record, self._version)
+                if version is None and self._unsure:  # one of ours may have landed late
+                    version = self._adopt()
             except Exception as err:  # a transient store error: retry until the lease expires
+                self._unsure.add(_token(record) or "")  # it may land yet, after we gave up
                 if sent - self._refreshed < self.options.give_up:
                     if not self._failing:  # said if it lasts: the lease is given up
                         log.debug("step %s: heartbeat failed, will retry: %s", self.step, err)
@@ -146,6 +152,7 @@ class Lease:
             if version is None:
                 self._lose()
                 return False
+            self._unsure.clear()
             self._version = version  # ours even if given up: release() deletes it
             if self.is_lost():  # landed, but too late: this launch gave the lease up meanwhile
                 return False
@@ -153,6 +160,17 @@ class Lease:
                 log.debug("step %s: heartbeat reached the store again", self.step)
             self._refreshed, self._failing = sent, False
             return True
+
+    def _adopt(self) -> str | None:
+        """After a failed compare-and-swap: if the lease holds one of this lease's own
+        refreshes whose answer never came (the store applied it after the client gave up on
+        it, as a server that was frozen does when it wakes), it is still ours: refresh it over
+        that version. None if it holds anything else (taken over)."""
+        blob = self.store.read(self.path)
+        if blob is None or _token(blob.data) not in self._unsure:
+            return None
+        log.debug("step %s: a heartbeat given up on had landed: the lease is still ours", self.step)
+        return self.store.replace(self.path, lease_record(self.owner), blob.version)
 
     def fence(self) -> None:
         """Prove the lease is still ours before a commit's writes, or raise LeaseLost.
@@ -342,6 +360,15 @@ def lock(
 
 
 _LOSSES = 3  # a launch that loses the lease this many times gives the step up
+
+
+def _token(data: bytes) -> str | None:
+    """The fresh token a lease record carries (``lease_record``), None if unreadable."""
+    try:
+        token = json.loads(data).get("token")
+    except (ValueError, AttributeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 def _acquire_first(
