@@ -90,6 +90,11 @@ def read_exit(job_dir: str, host: int = 0) -> Exit | None:
     return None if blob is None else _exit(blob.data)
 
 
+def parse_exit(data: bytes) -> Exit | None:
+    """An exit record's content, None if it is not one (half-written, garbled)."""
+    return _exit(data)
+
+
 def _exit(data: bytes) -> Exit | None:
     try:
         record = json.loads(data.decode(errors="replace"))

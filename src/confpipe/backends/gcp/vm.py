@@ -48,7 +48,14 @@ from types import FrameType
 from typing import TypeVar
 
 from confpipe.backends import CALL, ERROR, INTEGRITY, LOG, integrity_error
-from confpipe.backends.gcp.hosts import WORKER, exit_path, host_dir, start_path
+from confpipe.backends.gcp.hosts import (
+    WORKER,
+    Exit,
+    exit_path,
+    host_dir,
+    parse_exit,
+    start_path,
+)
 from confpipe.backends.gcp.job import CODE_DIGEST_VAR, CODE_VAR, EXTRAS_VAR
 from confpipe.backends.patience import JOB_PATIENCE, TRANSIENT, for_seconds, patiently
 from confpipe.storage import Store, store_for
@@ -129,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = int(os.environ[HOST_VAR]) if os.environ.get(HOST_VAR) else None
     folder = host_dir(job_dir, host or 0)
     store = store_for(job_dir)
+    if host is None:  # a Batch task run again after its job ended: it must not run twice
+        before = _ended_before(store, job_dir)
+        if before is not None:
+            _say(f"confpipe: this job already ended ({before.text()}): not run again")
+            return before.code
     sink = LogSink(store, folder, float(os.environ.get(INTERVAL_VAR, "10")))
     code = 1
     try:
@@ -141,11 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             sink.close()
         finally:
-            one = host or 0  # a Batch job's one host writes it too: its driver reads it
-            record = json.dumps({"host": one, "code": code, "stage": WORKER}).encode()
-            ended = exit_path(job_dir, one)
-            _patiently("writing the exit record", lambda: store.write(ended, record))
+            if host is None and _stopped.is_set():  # preempted, say: Batch may retry the
+                _say("confpipe: stopped by SIGTERM; no exit record (Batch decides what next)")
+            else:  # task, and its driver waits for what Batch says of it
+                one = host or 0  # a Batch job's one host writes it too: its driver reads it
+                record = json.dumps({"host": one, "code": code, "stage": WORKER}).encode()
+                ended = exit_path(job_dir, one)
+                _patiently("writing the exit record", lambda: store.write(ended, record))
             _mark_exited()
+
+
+_stopped = threading.Event()  # the job was sent SIGTERM (a VM being preempted, a delete)
+
+
+def _ended_before(store: Store, job_dir: str) -> Exit | None:
+    """The exit record of an earlier attempt of this Batch job, if it wrote one: the driver
+    may have taken its outcome already (it reads that record between API requests), so a
+    task that Batch retries afterwards (a VM preempted between that record and its exit)
+    ends as that attempt did rather than run the step a second time."""
+    blob = _patiently("reading the exit record", lambda: store.read(exit_path(job_dir, 0)))
+    ended = None if blob is None else parse_exit(blob.data)
+    return ended if ended is not None and ended.stage == WORKER else None
 
 
 def _patiently(what: str, op: Callable[[], T]) -> T:
@@ -241,6 +269,7 @@ def run(command: list[str], sink: LogSink, env: dict[str, str], cwd: str | None)
     )
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        _stopped.set()
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
