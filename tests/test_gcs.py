@@ -22,6 +22,7 @@ import pytest
 from confpipe import StepSpec, StepState, load_result, run, storage
 from confpipe.cancel import CancelScope
 from confpipe.engine.lock import Holder, Lease, LockOptions, try_acquire
+from confpipe.engine.owner import read_holder
 from confpipe.engine.status import lease_path, read_status
 from confpipe.storage import store_for
 from confpipe.testing.gcs import FakeGcs
@@ -224,7 +225,7 @@ def test_a_dag_runs_on_gs_and_reruns_from_cache(gs_prefix: str) -> None:
     assert load_result(out) == "ab"
     status = read_status(store_for(out), out)
     assert status is not None and status.state is StepState.SUCCESS
-    assert store_for(out).read(lease_path(out)) is None
+    assert read_holder(store_for(out), out) is None  # released
     again = run(small_dag(), prefix=gs_prefix)
     assert not again.ran and len(again.cached) == 1  # the cached root prunes its subtree
     plan = run(small_dag("A"), prefix=gs_prefix, dry_run=True).plan

@@ -16,10 +16,15 @@ import pytest
 
 import confpipe
 from confpipe import StepSpec
-from confpipe.engine.cache import Records
+from confpipe.cancel import CancelScope
+from confpipe.engine import beside
+from confpipe.engine.cache import Records, cache
+from confpipe.engine.lock import LockOptions, lock
+from confpipe.engine.owner import read_holder
 from confpipe.engine.status import StepState, read_status
 from confpipe.storage import Store, store_for
 from tests import stepfns
+from tests.waits import eventually
 
 
 class Calls:
@@ -93,13 +98,13 @@ def test_a_new_step_makes_three_calls_in_a_row_and_the_rest_beside(prefix: str) 
     assert calls.of("beside") == Counter({
         ("create", "status.json"): steps,  # RUNNING, beside the lease's creation
         ("write", "info.json"): steps,  # beside the step's work
-        ("delete", "lease.json"): steps,  # after the commit, before the run returns
+        ("replace", "lease.json"): steps,  # released after the commit, before the run returns
     })  # fmt: skip
     for spec in chain(steps):
         out = summary.outputs[spec.name]
         status = read_status(store_for(out), out)
         assert status is not None and status.state is StepState.SUCCESS
-        assert store_for(out).read(f"{out}/.confpipe/lease.json") is None
+        assert read_holder(store_for(out), out) is None  # released (never deleted: below)
 
 
 def test_an_early_running_of_a_launch_without_the_lease_is_never_the_last_word(
@@ -146,3 +151,90 @@ def test_a_step_with_a_record_writes_running_under_its_lease_only(prefix: str) -
     retry = Records(store, spec, "retry")
     assert retry.status(out) is not None
     assert retry.early(out) is None  # a record exists: its RUNNING is a compare-and-swap
+
+
+# -- two launches racing for a new step: it runs once ---------------------------------------
+
+RAN: list[str] = []
+
+
+def record_caller(output_path: str, a: int) -> int:
+    RAN.append(threading.current_thread().name)
+    return a
+
+
+def launch(store: Store, spec: StepSpec, owner: str) -> Any:
+    records = Records(store, spec, owner)
+    records.prime(None, None)  # its plan saw no record
+    locked = lock(
+        record_caller, store=store, step=spec.name, owner=owner, options=LockOptions(),
+        scope=CancelScope(), hooks=records,
+    )  # fmt: skip
+    return cache(locked, records)
+
+
+@pytest.mark.parametrize("slow", ["lease create", "holder read"])
+def test_a_new_step_runs_once_when_another_launch_ran_it_while_ones_lease_request_was_slow(
+    slow: str,
+) -> None:
+    """Launch A's early RUNNING lands; its lease request is slow (a retried create, or the
+    read of the holder after its create failed) while launch B takes the lease, writes over
+    A's RUNNING, runs the step, commits and releases. A's lease then comes "at once", but the
+    lease object B left (released, never deleted) shows that someone held it: A reads the
+    status again and finds the step done."""
+    RAN.clear()
+    prefix = f"memory://race-{uuid.uuid4().hex}"
+    store, spec = store_for(prefix), StepSpec("s", record_caller, {"a": 1})
+    out = f"{prefix}/s"
+    b_has_lease, b_done = threading.Event(), threading.Event()
+    create, read = store.create, store.read
+
+    def slow_create(path: str, data: bytes) -> str | None:
+        me = threading.current_thread().name
+        if path.endswith("lease.json") and me == "A":
+            (b_done if slow == "lease create" else b_has_lease).wait(10)
+        version = create(path, data)
+        if path.endswith("lease.json") and me == "B":
+            b_has_lease.set()
+        return version
+
+    def slow_read(path: str) -> Any:
+        if path.endswith("lease.json") and threading.current_thread().name == "A":
+            b_done.wait(10)
+        return read(path)
+
+    store.create, store.read = slow_create, slow_read  # type: ignore[method-assign]
+    try:
+        a, b = launch(store, spec, "A"), launch(store, spec, "B")
+        first = threading.Thread(target=lambda: a(output_path=out, a=1), name="A")
+        first.start()
+        eventually(lambda: read_status(store, out) is not None, "A's early RUNNING")
+        second = threading.Thread(target=lambda: b(output_path=out, a=1), name="B")
+        second.start()
+        second.join(10)
+        beside.flush(5)  # B's lease is released
+        b_done.set()
+        first.join(10)
+    finally:
+        del store.create, store.read
+    assert RAN == ["B"]
+    status = read_status(store, out)
+    assert status is not None and status.state is StepState.SUCCESS and status.worker == "B"
+
+
+def test_an_early_running_of_a_launch_that_never_began_does_not_clear_a_new_folder(
+    prefix: str,
+) -> None:
+    """A folder given by hand holds the user's files; another launch's early RUNNING there is
+    no attempt (that launch never got the lease): the holder begins without clearing it."""
+    spec = StepSpec("s", stepfns.add, {"a": 1, "b": 2})
+    out, store = f"{prefix}/s", store_for(prefix)
+    store.write(f"{out}/users_data.bin", b"keep me")
+    holder, late = Records(store, spec, "holder"), Records(store, spec, "late")
+    assert holder.status(out) is None and late.status(out) is None
+    early = late.early(out)
+    assert early is not None and early.result() is not None
+    late.settle(out, early, at_once=False)
+    assert not holder.done(out) and not holder.begin(out)
+    assert not holder.done(out) and holder.begin(out)
+    assert store.read(f"{out}/users_data.bin") is not None

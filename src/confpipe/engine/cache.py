@@ -131,7 +131,7 @@ class Records:
         if "://" not in output_path or not self._unchecked or self._version is not None:
             return None
         self.started = time.time()
-        running = self._record(StepState.RUNNING)
+        running = self._record(StepState.RUNNING, early=True)
         return beside.submit(swap_status, self.store, output_path, running, None)
 
     def settle(self, output_path: str, early: Future[str | None], at_once: bool | None) -> None:
@@ -156,6 +156,8 @@ class Records:
         """Write info and RUNNING, and start a retry from an empty folder (``_fresh``); False
         if the status changed since ``status`` read it (a launch that had lost the lease
         committed or failed meanwhile): check it again."""
+        with contextlib.suppress(Exception):  # a lost attempt's info write lands first
+            self._info_written()
         previous = self._previous
         self._unchecked = False
         if self._began:  # RUNNING is written already, by ``early``
@@ -164,6 +166,8 @@ class Records:
             self.started = time.time()
             if not self._status(output_path, StepState.RUNNING):
                 return False
+        if previous is not None and previous.early and not self._attempted(output_path):
+            previous = None  # an early RUNNING of a launch that never got the lease
         self._write_info(output_path)
         if previous is not None:  # the last attempt's log: not this one's (a step that
             with contextlib.suppress(FileNotFoundError):  # prints nothing writes none)
@@ -182,6 +186,12 @@ class Records:
                     self.spec.name, gone, output_path,
                 )  # fmt: skip
         return True
+
+    def _attempted(self, output_path: str) -> bool:
+        """Whether the launch that wrote an early RUNNING got the lease and began: its info
+        record says so (written as it began). One read, only on this rare path (two launches
+        raced for a new step, or one died as it began)."""
+        return self.store.read(info_path(output_path)) is not None
 
     def _write_info(self, output_path: str) -> None:
         """Write the info record: on a store with round trips, beside the step's work (it

@@ -32,7 +32,14 @@ from typing import Any, Protocol
 from confpipe.cancel import CancelScope, entered
 from confpipe.engine import beside
 from confpipe.engine.heartbeat import Heartbeat
-from confpipe.engine.owner import Holder, dead_local_holder, holder_of, lease_record, read_holder
+from confpipe.engine.owner import (
+    Holder,
+    dead_local_holder,
+    holder_of,
+    lease_record,
+    read_holder,
+    released_record,
+)
 from confpipe.engine.status import lease_path
 from confpipe.errors import ConfigError, LeaseLost, StepFailed
 from confpipe.storage import Store, StoreUnreachable
@@ -112,11 +119,12 @@ class Lease:
         self.lost: str | None = None
         self._version: str | None = version
         self._refreshed = sent  # monotonic time when the last write that landed was sent
+        self._wall = time.time() - (time.monotonic() - sent)  # the same, by the wall clock
         self._guard = threading.Lock()  # one refresh at a time
         self._flag = threading.Lock()  # guards ``lost``: the first reason wins
         self._failing = False  # a heartbeat failed and none landed since (warned once)
         self.busy = False  # a heartbeat refresh is under way (the heartbeat thread's flag)
-        self.created = False  # made by a create, not taken over (``try_acquire`` sets it)
+        self.created = False  # made by the first create: no lease was ever held here before
         self._unsure: set[str] = set()  # tokens of refreshes whose answer never came
         self.at_once = False  # created by the first try: nobody held it (``acquire`` sets it)
 
@@ -134,14 +142,15 @@ class Lease:
         with self._guard:
             if self._version is None or self.is_lost():
                 return False
-            sent = time.monotonic()
+            sent, wall = time.monotonic(), time.time()
             record = lease_record(self.owner)
+            token = _token(record) or ""
+            self._unsure.add(token)  # until its answer comes: it may land after we gave up
             try:
                 version = self.store.replace(self.path, record, self._version)
-                if version is None and self._unsure:  # one of ours may have landed late
+                if version is None and len(self._unsure) > 1:  # an earlier one landed late?
                     version = self._adopt()
             except Exception as err:  # a transient store error: retry until the lease expires
-                self._unsure.add(_token(record) or "")  # it may land yet, after we gave up
                 if sent - self._refreshed < self.options.give_up:
                     if not self._failing:  # said if it lasts: the lease is given up
                         log.debug("step %s: heartbeat failed, will retry: %s", self.step, err)
@@ -153,6 +162,7 @@ class Lease:
                 self._lose()
                 return False
             self._unsure.clear()
+            self._wall = wall
             self._version = version  # ours even if given up: release() deletes it
             if self.is_lost():  # landed, but too late: this launch gave the lease up meanwhile
                 return False
@@ -170,7 +180,9 @@ class Lease:
         if blob is None or _token(blob.data) not in self._unsure:
             return None
         log.debug("step %s: a heartbeat given up on had landed: the lease is still ours", self.step)
-        return self.store.replace(self.path, lease_record(self.owner), blob.version)
+        record = lease_record(self.owner)
+        self._unsure.add(_token(record) or "")
+        return self.store.replace(self.path, record, blob.version)
 
     def fence(self) -> None:
         """Prove the lease is still ours before a commit's writes, or raise LeaseLost.
@@ -189,7 +201,10 @@ class Lease:
             raise LeaseLost(self.step, self.lost or "lease lost")
 
     def _on_schedule(self) -> bool:
-        return self.silent_for() < self.options.heartbeat_interval
+        """A refresh landed, sent less than a heartbeat interval ago, by the monotonic clock
+        and by the wall clock too (the monotonic one stops while a machine is suspended)."""
+        interval = self.options.heartbeat_interval
+        return self.silent_for() < interval and 0 <= time.time() - self._wall < interval
 
     def release(self, wait: bool = True) -> None:
         """Delete the lease if it is still ours; never touches another launch's lease.
@@ -206,10 +221,27 @@ class Lease:
         self.scope.close()
 
     def _delete(self, version: str) -> None:
+        """Mark the lease released, if still ours: on a store with round trips by writing
+        ``released_record`` over it (never deleted, so that a lease created there later is
+        known to be the first: cache.py's ``early``), locally by deleting it (which works on
+        a full disk; local steps don't write RUNNING early)."""
+        if "://" not in self.output:
+            self._delete_local(version)
+            return
         try:
-            self.store.delete(self.path, version)
+            record = released_record(self.owner)
+            if self.store.replace(self.path, record, version) is None and self._unsure:
+                blob = self.store.read(self.path)  # one of our refreshes may have landed late
+                if blob is not None and _token(blob.data) in self._unsure:
+                    self.store.replace(self.path, record, blob.version)
         except StoreUnreachable as err:  # the step's own error says so already
             log.debug("step %s: could not release its lease: %s", self.step, err)
+        except Exception as err:  # it will go stale and be taken over
+            log.warning("step %s: could not release its lease: %s", self.step, err)
+
+    def _delete_local(self, version: str) -> None:
+        try:
+            self.store.delete(self.path, version)
         except Exception as err:  # it will go stale and be taken over
             log.warning("step %s: could not release its lease: %s", self.step, err)
 
@@ -244,27 +276,30 @@ class Lease:
 
 def try_acquire(
     store: Store, step: str, output: str, owner: str, options: LockOptions,
-    scope: CancelScope, hooks: Hooks | None = None,
+    scope: CancelScope, hooks: Hooks | None = None, first: bool = True,
 ) -> Lease | Holder:  # fmt: skip
-    """Take the lease if it is free or stale; otherwise say who holds it."""
+    """Take the lease if it is free (never held, or released) or stale; otherwise say who
+    holds it. ``Lease.created``: made by this call's first create, so no lease was ever held
+    on this output before (leases are released, never deleted)."""
     path = lease_path(output)
     sent = time.monotonic()
     version = store.create(path, lease_record(owner))
-    created = version is not None
+    created = first and version is not None
     if version is None:
         blob = store.read(path)
-        if blob is None:  # released meanwhile
-            return try_acquire(store, step, output, owner, options, scope, hooks)
+        if blob is None:  # deleted by hand meanwhile
+            return try_acquire(store, step, output, owner, options, scope, hooks, False)
         holder = holder_of(store, blob)
         stale = holder.age >= options.lease_timeout
-        if not stale and not dead_local_holder(holder):
+        if not holder.released and not stale and not dead_local_holder(holder):
             return holder
         sent = time.monotonic()
         version = store.replace(path, lease_record(owner), blob.version)
-        if version is None:  # another launch took it over first
-            return try_acquire(store, step, output, owner, options, scope, hooks)
-        created = False
-        if stale:
+        if version is None:  # another launch took it first
+            return try_acquire(store, step, output, owner, options, scope, hooks, False)
+        if holder.released:
+            pass
+        elif stale:
             log.warning(
                 "step %s: took over the stale lease of %s (last heartbeat %.0fs ago)",
                 step, holder.owner, holder.age,

@@ -36,6 +36,11 @@ class Holder:
     age: float
     record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def released(self) -> bool:
+        """The lease was released (``released_record``): nobody holds it."""
+        return self.record.get("released") is True
+
 
 def dead_local_holder(holder: Holder) -> bool:
     """True when the holder's launch ran on this machine (same host and boot) and its
@@ -44,8 +49,20 @@ def dead_local_holder(holder: Holder) -> bool:
 
 
 def read_holder(store: Store, output: str) -> Holder | None:
+    """Who holds the step's lease; None if nobody does (none yet, or released)."""
     blob = store.read(lease_path(output))
-    return None if blob is None else holder_of(store, blob)
+    if blob is None or is_released(blob.data):
+        return None
+    return holder_of(store, blob)
+
+
+def is_released(data: bytes) -> bool:
+    """A lease record that says it was released (``released_record``)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("released") is True
 
 
 def holder_of(store: Store, blob: Blob) -> Holder:
@@ -62,6 +79,14 @@ def lease_record(owner: str) -> bytes:
     """A lease's content: the launch, a fresh token, and the process (``owner.py``)."""
     record = {"owner": owner, "token": uuid.uuid4().hex, "time": time.time()}
     record.update(process_record())
+    return json.dumps(record).encode()
+
+
+def released_record(owner: str) -> bytes:
+    """What a released lease is overwritten with. A lease is never deleted: so a lease that a
+    launch *creates* (rather than takes over) is the first ever held on that output, which is
+    what lets a new step's RUNNING record be written beside its lease (cache.py, ``early``)."""
+    record = {"owner": owner, "token": uuid.uuid4().hex, "time": time.time(), "released": True}
     return json.dumps(record).encode()
 
 

@@ -49,6 +49,7 @@ from confpipe.storage.probe import check_creatable
 log = logging.getLogger("confpipe")
 
 RELEASE_WAIT = 60.0  # seconds a run waits, at its end, for its leases' releases
+STOP_WAIT = 5.0  # the same, when it was interrupted
 
 
 @dataclass(frozen=True)
@@ -324,12 +325,15 @@ def _run_planned(
                 tasks, max_concurrent=ctx.options.max_concurrent, cancel=ctx.scope,
                 on_start=on_start, on_done=on_done, on_stop=on_stop,
             )  # fmt: skip
-    finally:
-        beside.flush(RELEASE_WAIT)  # the leases of committed steps, released beside the run
-    if report.interrupted:
+    except BaseException:
+        beside.flush(STOP_WAIT)
+        raise
+    if report.interrupted:  # the interrupted steps are recorded first: a SIGTERM's grace
         error = Interrupted(f"{interrupt.interrupted()}: running steps were cancelled")
-        abandon_held(error)
+        abandon_held(error)  # period may be short
+        beside.flush(STOP_WAIT)
         raise error
+    beside.flush(RELEASE_WAIT)  # the leases of committed steps, released beside the run
     results = report.results.values()
     label = {key: p.label for key, p in plan_of.items()}
     failures = {label[r.key]: r.error for r in results if r.outcome is Outcome.FAILED}

@@ -61,6 +61,9 @@ class Status:
     lineage: str | None = None  # fingerprint of its code and all its upstream steps' code
     returned: bool | None = None  # FAILED after its function returned: the retry keeps files
     where: str | None = None  # where the attempt ran (thread, local job, batch, tpu...)
+    # RUNNING written beside the lease's creation (cache.py, ``early``): an attempt only if
+    # its launch got the lease, which its info record then says
+    early: bool | None = None
     # set only on a record read back that could not be parsed (``PATH (what was wrong)``; a
     # damaged result.json's under SUCCESS too): the step's state is unknown, so it runs
     # again, writing over that record (by its version)
@@ -123,7 +126,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "state": (StepState,), "worker": (str,), "time": _NUMBER, "started": _NUMBER,
     "error": (str,), "traceback": (str,), "failed_dep": (str,), "hash": (str,),
     "interrupted": (bool,), "returned": (bool,), "waited": _NUMBER, "code": (str,),
-    "lineage": (str,), "where": (str,),
+    "lineage": (str,), "where": (str,), "early": (bool,),
 }  # fmt: skip
 
 

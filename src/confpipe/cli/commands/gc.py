@@ -29,6 +29,7 @@ from typing import Any
 
 from confpipe.cli.commands.args import Request
 from confpipe.engine.lock import LockOptions
+from confpipe.engine.owner import is_released
 from confpipe.engine.status import (
     Status,
     StepState,
@@ -176,7 +177,7 @@ def size(n: float) -> str:
 
 def _live(status: Status | None, lease: Blob | None, now: float, timeout: float) -> str | None:
     """Why a step folder must be left alone (a live lease, RUNNING), or None."""
-    if lease is not None and now - lease.mtime < timeout:
+    if lease is not None and now - lease.mtime < timeout and not is_released(lease.data):
         return "live lease"
     if status is not None and status.state is StepState.RUNNING:
         return "RUNNING"
