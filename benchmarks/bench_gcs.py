@@ -25,7 +25,7 @@ Figures per phase (N = ``--steps``, 1,000; a chain of ``--chain``, 30):
             fresh process (Python start and imports too; not judged)
   dry run   ``run(dry_run=True)`` over the N succeeded steps
   plan      ``survey``: the plan of the N steps (what ``status``/``show`` start from)
-  status    ``survey`` and ``gather`` (status and info records), as ``confpipe status``
+  status    ``survey`` and ``gather`` (the plan's status records), as ``confpipe status``
             does after composing the config (composing is ``bench_cli``'s business)
   gcsfs.cat gcsfs's own concurrent read of the N status records: a baseline for reading
 
@@ -361,7 +361,7 @@ def _status(specs: list[StepSpec], options: RunOptions) -> Any:
     """What ``confpipe status`` does once the config is composed: plan, then the records."""
     from confpipe.cli.history import gather
 
-    return gather(survey(specs, options), results=False)
+    return gather(survey(specs, options), results=False, infos=False)  # as `status` reads
 
 
 def rerun_child(prefix: str, n: int) -> int:
