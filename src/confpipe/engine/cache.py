@@ -135,11 +135,13 @@ class Records:
         return beside.submit(swap_status, self.store, output_path, running, None)
 
     def settle(self, output_path: str, early: Future[str | None], at_once: bool | None) -> None:
-        """The early RUNNING is this attempt's begin only if the lease was created at once
-        (``at_once``: nobody held it, so nobody else may have written the status since ours
-        landed). Otherwise (the lease was waited for or taken over) the status is read again
-        under the lease and RUNNING written by compare-and-swap, as usual; with no lease at
-        all (None: cancelled while waiting) an early RUNNING that landed is deleted again."""
+        """The early RUNNING is this attempt's begin only if the lease was created by this
+        launch's first request for it (``at_once``): leases on such a store are released,
+        never deleted, so that lease is the first ever held here, and nobody else can have
+        written the status since ours landed. Otherwise (the lease was waited for, taken
+        over, or released before) the status is read again under the lease and RUNNING
+        written by compare-and-swap, as usual; with no lease at all (None: cancelled while
+        waiting) an early RUNNING that landed is deleted again."""
         try:
             version = early.result()
         except Exception:  # the store failed: the usual path reads it again, and says so

@@ -124,9 +124,10 @@ class Lease:
         self._flag = threading.Lock()  # guards ``lost``: the first reason wins
         self._failing = False  # a heartbeat failed and none landed since (warned once)
         self.busy = False  # a heartbeat refresh is under way (the heartbeat thread's flag)
-        self.created = False  # made by the first create: no lease was ever held here before
+        # made by this launch's first request for it: no lease was ever held here before
+        # (``try_acquire`` and ``acquire`` set it)
+        self.created = False
         self._unsure: set[str] = set()  # tokens of refreshes whose answer never came
-        self.at_once = False  # created by the first try: nobody held it (``acquire`` sets it)
 
     def is_lost(self) -> bool:
         """Lost or given up (another thread may set it at any time)."""
@@ -207,20 +208,20 @@ class Lease:
         return self.silent_for() < interval and 0 <= time.time() - self._wall < interval
 
     def release(self, wait: bool = True) -> None:
-        """Delete the lease if it is still ours; never touches another launch's lease.
-        Without ``wait``, on a store with round trips, the delete runs beside the run (a
-        step's dependants needn't wait for it; ``beside.flush`` does, before a run returns)."""
+        """Release the lease if it is still ours; never touches another launch's lease.
+        Without ``wait``, on a store with round trips, that runs beside the run (a step's
+        dependants needn't wait for it; ``beside.flush`` does, before a run returns)."""
         _heartbeat.remove(self)
         with self._guard:
             version, self._version = self._version, None
         if version is not None:
             if wait or "://" not in self.output:
-                self._delete(version)
+                self._release(version)
             else:
-                beside.submit(self._delete, version)
+                beside.submit(self._release, version)
         self.scope.close()
 
-    def _delete(self, version: str) -> None:
+    def _release(self, version: str) -> None:
         """Mark the lease released, if still ours: on a store with round trips by writing
         ``released_record`` over it (never deleted, so that a lease created there later is
         known to be the first: cache.py's ``early``), locally by deleting it (which works on
@@ -297,7 +298,7 @@ def try_acquire(
         version = store.replace(path, lease_record(owner), blob.version)
         if version is None:  # another launch took it first
             return try_acquire(store, step, output, owner, options, scope, hooks, False)
-        if holder.released:
+        if holder.released:  # free: nothing to say
             pass
         elif stale:
             log.warning(
@@ -324,7 +325,7 @@ def acquire(
     while True:
         got = try_acquire(store, step, output, owner, options, scope, hooks)
         if isinstance(got, Lease):
-            got.at_once = first and got.created
+            got.created = first and got.created
             return got
         first = False
         if time.monotonic() - logged > max(10.0, options.heartbeat_interval):
@@ -422,7 +423,7 @@ def _acquire_first(
         hooks.settle(output, early, None)
         raise
     try:
-        hooks.settle(output, early, lease.at_once)
+        hooks.settle(output, early, lease.created)
     except BaseException:
         lease.release()
         raise
