@@ -238,3 +238,21 @@ def test_an_early_running_of_a_launch_that_never_began_does_not_clear_a_new_fold
     assert not holder.done(out) and not holder.begin(out)
     assert not holder.done(out) and holder.begin(out)
     assert store.read(f"{out}/users_data.bin") is not None
+
+
+def test_a_step_whose_status_was_removed_by_hand_runs_again_without_clearing_its_folder(
+    prefix: str,
+) -> None:
+    """No record of the step: its folder is not an unfinished attempt's (as before), even
+    though its earlier lease (released) and info record are still there, which makes its
+    own early RUNNING go the usual way."""
+    spec = StepSpec("s", stepfns.add, {"a": 1, "b": 2})
+    first = confpipe.run(spec, prefix=prefix)
+    out, store = first.outputs["s"], store_for(prefix)
+    store.write(f"{out}/kept.bin", b"a file of the earlier run")
+    store.fs.rm(f"{out}/.confpipe/status.json")
+    again = confpipe.run(spec, prefix=prefix)
+    assert again.ran == [spec.identity]
+    assert store.read(f"{out}/kept.bin") is not None
+    status = read_status(store, out)
+    assert status is not None and status.state is StepState.SUCCESS and not status.early

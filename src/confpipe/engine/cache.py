@@ -168,7 +168,7 @@ class Records:
             self.started = time.time()
             if not self._status(output_path, StepState.RUNNING):
                 return False
-        if previous is not None and previous.early and not self._attempted(output_path):
+        if previous is not None and previous.early and not self._attempted(previous, output_path):
             previous = None  # an early RUNNING of a launch that never got the lease
         self._write_info(output_path)
         if previous is not None:  # the last attempt's log: not this one's (a step that
@@ -189,10 +189,13 @@ class Records:
                 )  # fmt: skip
         return True
 
-    def _attempted(self, output_path: str) -> bool:
-        """Whether the launch that wrote an early RUNNING got the lease and began: its info
-        record says so (written as it began). One read, only on this rare path (two launches
-        raced for a new step, or one died as it began)."""
+    def _attempted(self, early: Status, output_path: str) -> bool:
+        """Whether the launch that wrote an ``early`` RUNNING got the lease and began: never
+        this launch's own (it is beginning now); another's if its info record exists
+        (written as it began). One read, only on this rare path (two launches raced for a
+        new step, or one died as it began)."""
+        if early.worker == self.owner:
+            return False
         return self.store.read(info_path(output_path)) is not None
 
     def _write_info(self, output_path: str) -> None:
