@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["FIRST", "JOB_PATIENCE", "MOST", "TRANSIENT", "for_seconds", "patiently"]
+__all__ = ["FIRST", "JOB_PATIENCE", "MOST", "TRANSIENT", "as_a_job", "for_seconds", "patiently"]
 
 T = TypeVar("T")
 FIRST, MOST = 0.5, 10.0  # seconds before the first try again, and at most between tries
@@ -44,6 +44,17 @@ def patiently(
             if wait(delay):
                 raise
         delay = min(delay * 2, MOST)
+
+
+def as_a_job(what: str, op: Callable[[], T], say: Callable[[str], None]) -> T:
+    """``op()`` as a job does it (the worker, ``vm``): tried again for up to
+    ``JOB_PATIENCE`` seconds, each retry said as one line (``WHAT: ERROR; trying again in
+    Ns``) through ``say``."""
+
+    def tell(err: BaseException, delay: float) -> None:
+        say(f"{what}: {err}; trying again in {delay:g}s")
+
+    return patiently(op, for_seconds(JOB_PATIENCE), tell)
 
 
 def for_seconds(seconds: float) -> Callable[[float], bool]:

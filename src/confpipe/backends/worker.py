@@ -43,7 +43,7 @@ from confpipe.backends import (
     encode_result,
     integrity_error,
 )
-from confpipe.backends.patience import JOB_PATIENCE, for_seconds, patiently
+from confpipe.backends.patience import as_a_job
 from confpipe.errors import ConfpipeError, StepFailed
 from confpipe.storage import Store, store_for
 
@@ -122,11 +122,13 @@ def _write(store: Store, path: str, data: bytes) -> None:
 
 
 def _patiently(what: str, op: Callable[[], T]) -> T:
-    def tell(err: BaseException, delay: float) -> None:
-        print(f"confpipe.worker: {what}: {err}; trying again in {delay:g}s", file=sys.stderr)
-        _flush()
+    return as_a_job(what, op, _say)
 
-    return patiently(op, for_seconds(JOB_PATIENCE), tell)
+
+def _say(line: str) -> None:
+    """A line in the job's log (stderr)."""
+    print(f"confpipe.worker: {line}", file=sys.stderr)
+    _flush()
 
 
 def _watch(driver: int, every: float = 0.5, grace: float = 3.0) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, wait
 from typing import Any
 
-__all__ = ["WORKERS", "flush", "submit"]
+__all__ = ["WORKERS", "flush", "pays_round_trips", "submit"]
 
 WORKERS = 64  # each blocks on one store request at a time: a run's 32 steps, three writes each
 
@@ -32,6 +32,13 @@ _lock = threading.Lock()
 _started = 0  # workers started (on demand: a local run starts none)
 _idle = 0  # workers waiting for work
 _queued = 0  # work not yet taken by a worker
+
+
+def pays_round_trips(path: str) -> bool:
+    """Whether ``path`` is on a store whose every write is a round trip (gs://, and
+    memory://, which takes the same path in tests): there, writes go beside; on a local
+    folder they are cheaper done at once."""
+    return "://" in path
 
 
 def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:

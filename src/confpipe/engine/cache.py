@@ -128,7 +128,9 @@ class Records:
         trips: create its RUNNING record now, beside the creation of its lease rather than
         after it, one round trip less on each new step's way. ``settle`` says whether it
         counts. None where it doesn't apply (a record exists, or a local store)."""
-        if "://" not in output_path or not self._unchecked or self._version is not None:
+        if self._version is not None or not self._unchecked:
+            return None  # a record exists (or was not just seen): RUNNING goes under the lease
+        if not beside.pays_round_trips(output_path):
             return None
         self.started = time.time()
         running = self._record(StepState.RUNNING, early=True)
@@ -202,7 +204,7 @@ class Records:
         """Write the info record: on a store with round trips, beside the step's work (it
         is waited for before the commit, with the result record's write); locally, now."""
         path, record = info_path(output_path), self.info(output_path)
-        if "://" not in output_path:
+        if not beside.pays_round_trips(output_path):
             write_json(self.store, path, record)
             return
         self._info = beside.submit(write_json, self.store, path, record)

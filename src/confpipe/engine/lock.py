@@ -215,7 +215,7 @@ class Lease:
         with self._guard:
             version, self._version = self._version, None
         if version is not None:
-            if wait or "://" not in self.output:
+            if wait or not beside.pays_round_trips(self.output):
                 self._release(version)
             else:
                 beside.submit(self._release, version)
@@ -226,7 +226,7 @@ class Lease:
         ``released_record`` over it (never deleted, so that a lease created there later is
         known to be the first: cache.py's ``early``), locally by deleting it (which works on
         a full disk; local steps don't write RUNNING early)."""
-        if "://" not in self.output:
+        if not beside.pays_round_trips(self.output):
             self._delete_local(version)
             return
         try:

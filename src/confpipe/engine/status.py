@@ -233,11 +233,6 @@ def _clear_local(output: str) -> int:
     return len([e for e in entries if e.name != RECORDS])
 
 
-def read_statuses(store: Store, outputs: list[str]) -> list[Status | None]:
-    """The status of each output (None where the step never started): one read each."""
-    return [status for status, _ in read_status_blobs(store, outputs)]
-
-
 def read_status_blobs(store: Store, outputs: list[str]) -> list[tuple[Status | None, str | None]]:
     """``read_status_blob`` of each output, read concurrently where the store can."""
     paths = [status_path(o) for o in outputs]

@@ -57,7 +57,7 @@ from confpipe.backends.gcp.hosts import (
     start_path,
 )
 from confpipe.backends.gcp.job import CODE_DIGEST_VAR, CODE_VAR, EXTRAS_VAR
-from confpipe.backends.patience import JOB_PATIENCE, TRANSIENT, for_seconds, patiently
+from confpipe.backends.patience import TRANSIENT, as_a_job
 from confpipe.storage import Store, store_for
 
 T = TypeVar("T")
@@ -178,11 +178,7 @@ def _ended_before(store: Store, job_dir: str) -> Exit | None:
 
 def _patiently(what: str, op: Callable[[], T]) -> T:
     """``op()``, tried again with backoff while the bucket does not answer (saying so)."""
-
-    def tell(err: BaseException, delay: float) -> None:
-        _say(f"confpipe: {what}: {err}; trying again in {delay:g}s")
-
-    return patiently(op, for_seconds(JOB_PATIENCE), tell)
+    return as_a_job(f"confpipe: {what}", op, _say)
 
 
 def _say(line: str) -> None:
